@@ -1,0 +1,187 @@
+// The request body handed to the app: a stream (`std::io::Read`), never read whole by us.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::sync::Arc;
+
+/// Where body bytes come from; implemented by a FastCGI connection.
+pub(crate) trait BodySource: Send + Sync {
+    /// Reads stdin bytes of request `seq`; `Ok(0)` at the end of the stream.
+    fn read_body(&self, seq: u64, buf: &mut [u8]) -> io::Result<usize>;
+    /// The app dropped the body: whatever stdin is left may be discarded.
+    fn detach(&self, seq: u64);
+}
+
+enum Source {
+    Empty,
+    Reader(Box<dyn Read + Send>),
+    Conn(Arc<dyn BodySource>, u64),
+}
+
+/// The body of a request, read as a stream with [`std::io::Read`].
+///
+/// Under FastCGI the bytes arrive in `FCGI_STDIN` records as the app reads them; under
+/// CGI they come from stdin, exactly `CONTENT_LENGTH` of them. When the request
+/// declared a length and the stream ends short of it, `read` fails with
+/// `UnexpectedEof` rather than handing the app a silently truncated upload. If the web
+/// server aborts the request, `read` fails with `ConnectionAborted`.
+///
+/// For tests, a `Body` can be made from bytes: `Body::from("name=x")`.
+pub struct Body {
+    src: Source,
+    declared: Option<u64>,
+    remaining: Option<u64>,
+}
+
+impl Body {
+    /// A body with no bytes.
+    pub fn empty() -> Body {
+        Body {
+            src: Source::Empty,
+            declared: Some(0),
+            remaining: Some(0),
+        }
+    }
+
+    /// A body read from `reader`; `len`, when given, is the declared length: reading
+    /// stops there, and a reader that ends earlier is an error.
+    pub fn from_reader(reader: impl Read + Send + 'static, len: Option<u64>) -> Body {
+        Body {
+            src: Source::Reader(Box::new(reader)),
+            declared: len,
+            remaining: len,
+        }
+    }
+
+    pub(crate) fn from_conn(src: Arc<dyn BodySource>, seq: u64, len: Option<u64>) -> Body {
+        Body {
+            src: Source::Conn(src, seq),
+            declared: len,
+            remaining: len,
+        }
+    }
+
+    /// The length the client declared (`CONTENT_LENGTH`), if it did.
+    pub fn content_length(&self) -> Option<u64> {
+        self.declared
+    }
+
+    fn read_source(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.src {
+            Source::Empty => Ok(0),
+            Source::Reader(r) => r.read(buf),
+            Source::Conn(c, seq) => c.read_body(*seq, buf),
+        }
+    }
+}
+
+impl Read for Body {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let want = match self.remaining {
+            Some(0) => return Ok(0),
+            Some(r) => buf.len().min(usize::try_from(r).unwrap_or(usize::MAX)),
+            None => buf.len(),
+        };
+        let n = self.read_source(&mut buf[..want])?;
+        if let Some(r) = &mut self.remaining {
+            if n == 0 {
+                let got = self.declared.unwrap_or(0) - *r;
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "request body ended after {got} of the {} bytes CONTENT_LENGTH declared",
+                        self.declared.unwrap_or(0)
+                    ),
+                ));
+            }
+            *r -= n as u64;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let Source::Conn(c, seq) = &self.src {
+            c.detach(*seq);
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Body {
+        Body::empty()
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(v: Vec<u8>) -> Body {
+        let len = v.len() as u64;
+        Body::from_reader(io::Cursor::new(v), Some(len))
+    }
+}
+
+impl From<&'static [u8]> for Body {
+    fn from(v: &'static [u8]) -> Body {
+        Body::from(v.to_vec())
+    }
+}
+
+impl From<&'static str> for Body {
+    fn from(v: &'static str) -> Body {
+        Body::from(v.as_bytes().to_vec())
+    }
+}
+
+impl From<String> for Body {
+    fn from(v: String) -> Body {
+        Body::from(v.into_bytes())
+    }
+}
+
+impl fmt::Debug for Body {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.src {
+            Source::Empty => "empty",
+            Source::Reader(_) => "reader",
+            Source::Conn(..) => "fastcgi",
+        };
+        f.debug_struct("Body")
+            .field("source", &kind)
+            .field("content_length", &self.declared)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stops_at_declared_length() {
+        let mut b = Body::from_reader(io::Cursor::new(b"hello world".to_vec()), Some(5));
+        let mut s = String::new();
+        b.read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+    }
+
+    #[test]
+    fn short_body_is_an_error() {
+        let mut b = Body::from_reader(io::Cursor::new(b"abc".to_vec()), Some(10));
+        let mut v = Vec::new();
+        let e = b.read_to_end(&mut v).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert_eq!(v, b"abc");
+    }
+
+    #[test]
+    fn undeclared_length_reads_to_end() {
+        let mut b = Body::from_reader(io::Cursor::new(b"abc".to_vec()), None);
+        let mut v = Vec::new();
+        b.read_to_end(&mut v).unwrap();
+        assert_eq!(v, b"abc");
+    }
+}

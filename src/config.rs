@@ -1,0 +1,319 @@
+// Settings: defaults, the builder an app can use, and the environment a host can set.
+
+use std::time::Duration;
+
+use log::LevelFilter;
+
+use crate::error::Error;
+use crate::request::MapSettings;
+
+/// Caps on what one request's FastCGI params may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// Total bytes of the FCGI_PARAMS stream (names, values and their lengths).
+    pub max_params_bytes: usize,
+    /// Number of variables.
+    pub max_params: usize,
+}
+
+/// Where log lines go when the app has not installed a logger of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogTarget {
+    /// stderr, which mod_fcgid, Apache CGI and lighttpd put in the error log. During a
+    /// FastCGI request, lines logged on the request's thread go to the web server as
+    /// FCGI_STDERR records instead, so they are logged with the request's context.
+    Stderr,
+    /// syslog(3), facility `user` (needs the `syslog` feature).
+    Syslog,
+}
+
+/// The resolved settings a server runs with.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub limits: Limits,
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    /// Connections served at once; answered as FCGI_MAX_CONNS and FCGI_MAX_REQS.
+    pub max_conns: usize,
+    pub max_requests: Option<u64>,
+    pub map: MapSettings,
+    pub watch_binary: bool,
+    pub binary_check_interval: Duration,
+    pub log_level: LevelFilter,
+    pub log_target: LogTarget,
+    pub force_cgi: bool,
+}
+
+/// Defaults: generous for real browsers and web servers, bounded for everything else.
+pub(crate) const DEFAULT_MAX_PARAMS_BYTES: usize = 1024 * 1024;
+pub(crate) const DEFAULT_MAX_PARAMS: usize = 1000;
+const MAX_PARAMS_BYTES_CEILING: usize = 1 << 30;
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            limits: Limits {
+                max_params_bytes: DEFAULT_MAX_PARAMS_BYTES,
+                max_params: DEFAULT_MAX_PARAMS,
+            },
+            read_timeout: Some(Duration::from_secs(60)),
+            write_timeout: Some(Duration::from_secs(60)),
+            idle_timeout: None,
+            max_conns: 1,
+            max_requests: None,
+            map: MapSettings::default(),
+            watch_binary: true,
+            binary_check_interval: Duration::from_secs(1),
+            log_level: LevelFilter::Info,
+            log_target: LogTarget::Stderr,
+            force_cgi: false,
+        }
+    }
+}
+
+/// Configures and starts a server; [`crate::run`] is `Builder::new().run(app)`.
+///
+/// Values set here are the app's defaults. The environment overrides them, because on
+/// shared hosting it is the only thing a site owner can change without rebuilding
+/// (`SetEnv`/`FcgidInitialEnv` in the Apache configuration, `bin-environment` in
+/// lighttpd):
+///
+/// | variable | meaning | default |
+/// |---|---|---|
+/// | `FCGI_MAX_REQUESTS` (or `PHP_FCGI_MAX_REQUESTS`) | exit cleanly after this many requests | unlimited |
+/// | `FORCE_SCRIPT_NAME` | the mount prefix, when it cannot be worked out | rebuilt per request |
+/// | `FCGI_THREADS` | connections served at once | 1 |
+/// | `FCGI_MAX_PARAMS_BYTES` | cap on one request's FastCGI params | 1 MiB |
+/// | `FCGI_MAX_PARAMS` | cap on the number of params | 1000 |
+/// | `FCGI_READ_TIMEOUT`, `FCGI_WRITE_TIMEOUT` | seconds the web server may stall mid-request | 60 |
+/// | `FCGI_IDLE_TIMEOUT` | seconds a kept-alive connection may idle (0: no limit) | no limit |
+/// | `FCGI_WATCH_BINARY` | `0`: do not exit when the program file is replaced | `1` |
+/// | `FCGI_LOG` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
+/// | `FCGI_LOG_TARGET` | `stderr` or `syslog` (feature `syslog`) | `stderr` |
+/// | `FCGI_FORCE_CGI` | `1`: serve one CGI request even if fd 0 is a socket | off |
+#[derive(Debug, Clone, Default)]
+pub struct Builder {
+    pub(crate) cfg: Config,
+    pub(crate) read_env: bool,
+}
+
+impl Builder {
+    /// Default settings; the environment is read when the server starts.
+    pub fn new() -> Builder {
+        Builder {
+            cfg: Config::default(),
+            read_env: true,
+        }
+    }
+
+    /// Do not read any `FCGI_*` variable from the process environment (tests, or
+    /// apps that take every setting from their own configuration).
+    pub fn ignore_env(mut self) -> Builder {
+        self.read_env = false;
+        self
+    }
+
+    /// Exit cleanly after `n` requests, so the web server starts a fresh process
+    /// (PHP's `PHP_FCGI_MAX_REQUESTS`, flup's `maxrequests`).
+    pub fn max_requests(mut self, n: u64) -> Builder {
+        self.cfg.max_requests = (n > 0).then_some(n);
+        self
+    }
+
+    /// The mount prefix to use instead of rebuilding it per request (Django's
+    /// `FORCE_SCRIPT_NAME`); `""` means the site root.
+    pub fn force_script_name(mut self, prefix: impl Into<String>) -> Builder {
+        self.cfg.map.force_script_name = Some(prefix.into());
+        self
+    }
+
+    /// Connections served at once (threads). Under mod_fcgid one is right: it sends
+    /// one request per process at a time.
+    pub fn threads(mut self, n: usize) -> Builder {
+        self.cfg.max_conns = n.max(1);
+        self
+    }
+
+    /// Cap on the bytes of one request's FastCGI params (default 1 MiB). Larger
+    /// requests are answered 431.
+    pub fn max_params_bytes(mut self, n: usize) -> Builder {
+        self.cfg.limits.max_params_bytes = n.clamp(1, MAX_PARAMS_BYTES_CEILING);
+        self
+    }
+
+    /// Cap on the number of params of one request (default 1000).
+    pub fn max_params(mut self, n: usize) -> Builder {
+        self.cfg.limits.max_params = n.max(1);
+        self
+    }
+
+    /// How long the web server may stall while sending a request (default 60 s).
+    pub fn read_timeout(mut self, t: Option<Duration>) -> Builder {
+        self.cfg.read_timeout = t;
+        self
+    }
+
+    /// How long the web server may stall while taking a response (default 60 s).
+    pub fn write_timeout(mut self, t: Option<Duration>) -> Builder {
+        self.cfg.write_timeout = t;
+        self
+    }
+
+    /// How long a kept-alive connection may sit idle between requests (default: as
+    /// long as the web server keeps it).
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Builder {
+        self.cfg.idle_timeout = t;
+        self
+    }
+
+    /// Whether to exit after the current request once the program file on disk has
+    /// been replaced (a new upload), so the web server starts the new one (default on).
+    pub fn exit_when_binary_replaced(mut self, on: bool) -> Builder {
+        self.cfg.watch_binary = on;
+        self
+    }
+
+    /// The most verbose level our stderr/syslog logger lets through (default `Info`).
+    pub fn log_level(mut self, level: LevelFilter) -> Builder {
+        self.cfg.log_level = level;
+        self
+    }
+
+    /// Where our logger writes (default stderr).
+    pub fn log_target(mut self, target: LogTarget) -> Builder {
+        self.cfg.log_target = target;
+        self
+    }
+
+    /// Applies the environment (see the table above) over the builder's values.
+    pub(crate) fn apply_env(&mut self) -> Result<(), Error> {
+        self.apply_vars(|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn apply_vars(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+        let c = &mut self.cfg;
+        let get = |n: &str| get(n).filter(|v| !v.trim().is_empty());
+        if let Some((name, v)) = get("FCGI_MAX_REQUESTS")
+            .map(|v| ("FCGI_MAX_REQUESTS", v))
+            .or_else(|| get("PHP_FCGI_MAX_REQUESTS").map(|v| ("PHP_FCGI_MAX_REQUESTS", v)))
+        {
+            let n: u64 = parse(name, &v, "a whole number (0 for no limit)")?;
+            c.max_requests = (n > 0).then_some(n);
+        }
+        if let Some(v) = get("FORCE_SCRIPT_NAME") {
+            c.map.force_script_name = Some(v.trim().to_owned());
+        }
+        if let Some(v) = get("FCGI_THREADS") {
+            let n: usize = parse("FCGI_THREADS", &v, "a whole number from 1 to 1024")?;
+            if !(1..=1024).contains(&n) {
+                return Err(Error::setting("FCGI_THREADS", v, "a whole number from 1 to 1024"));
+            }
+            c.max_conns = n;
+        }
+        if let Some(v) = get("FCGI_MAX_PARAMS_BYTES") {
+            let n: usize = parse("FCGI_MAX_PARAMS_BYTES", &v, "a number of bytes up to 1073741824")?;
+            if n == 0 || n > MAX_PARAMS_BYTES_CEILING {
+                return Err(Error::setting(
+                    "FCGI_MAX_PARAMS_BYTES",
+                    v,
+                    "a number of bytes from 1 to 1073741824",
+                ));
+            }
+            c.limits.max_params_bytes = n;
+        }
+        if let Some(v) = get("FCGI_MAX_PARAMS") {
+            let n: usize = parse("FCGI_MAX_PARAMS", &v, "a whole number above 0")?;
+            c.limits.max_params = n.max(1);
+        }
+        for (name, slot) in [
+            ("FCGI_READ_TIMEOUT", &mut c.read_timeout),
+            ("FCGI_WRITE_TIMEOUT", &mut c.write_timeout),
+            ("FCGI_IDLE_TIMEOUT", &mut c.idle_timeout),
+        ] {
+            if let Some(v) = get(name) {
+                let secs: f64 = parse(name, &v, "seconds (0 for no limit)")?;
+                if !secs.is_finite() || secs < 0.0 {
+                    return Err(Error::setting(name, v, "seconds (0 for no limit)"));
+                }
+                *slot = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
+            }
+        }
+        if let Some(v) = get("FCGI_WATCH_BINARY") {
+            c.watch_binary = parse_bool("FCGI_WATCH_BINARY", &v)?;
+        }
+        if let Some(v) = get("FCGI_LOG") {
+            c.log_level = v
+                .trim()
+                .parse()
+                .map_err(|_| Error::setting("FCGI_LOG", &v, "off, error, warn, info, debug or trace"))?;
+        }
+        if let Some(v) = get("FCGI_LOG_TARGET") {
+            c.log_target = match v.trim() {
+                "stderr" => LogTarget::Stderr,
+                "syslog" if cfg!(feature = "syslog") => LogTarget::Syslog,
+                "syslog" => {
+                    return Err(Error::setting(
+                        "FCGI_LOG_TARGET",
+                        v,
+                        "stderr (this build has no `syslog` feature)",
+                    ));
+                }
+                _ => return Err(Error::setting("FCGI_LOG_TARGET", v, "stderr or syslog")),
+            };
+        }
+        if let Some(v) = get("FCGI_FORCE_CGI") {
+            c.force_cgi = parse_bool("FCGI_FORCE_CGI", &v)?;
+        }
+        Ok(())
+    }
+}
+
+fn parse<T: std::str::FromStr>(name: &str, v: &str, expected: &'static str) -> Result<T, Error> {
+    v.trim().parse().map_err(|_| Error::setting(name, v, expected))
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, Error> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::setting(name, v, "1 or 0")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn with(vars: &[(&str, &str)]) -> Result<Config, Error> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut b = Builder::new().max_requests(7);
+        b.apply_vars(|n| m.get(n).cloned())?;
+        Ok(b.cfg)
+    }
+
+    #[test]
+    fn env_overrides_builder() {
+        assert_eq!(with(&[]).unwrap().max_requests, Some(7));
+        assert_eq!(with(&[("FCGI_MAX_REQUESTS", "3")]).unwrap().max_requests, Some(3));
+        assert_eq!(with(&[("PHP_FCGI_MAX_REQUESTS", "5")]).unwrap().max_requests, Some(5));
+        assert_eq!(with(&[("FCGI_MAX_REQUESTS", "0")]).unwrap().max_requests, None);
+        let c = with(&[("FCGI_READ_TIMEOUT", "2.5"), ("FCGI_IDLE_TIMEOUT", "0")]).unwrap();
+        assert_eq!(c.read_timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(c.idle_timeout, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = with(&[("FCGI_MAX_REQUESTS", "ten")]).unwrap_err().to_string();
+        assert!(e.contains("FCGI_MAX_REQUESTS") && e.contains("whole number"), "{e}");
+        assert!(with(&[("FCGI_THREADS", "0")]).is_err());
+        assert!(with(&[("FCGI_LOG", "loud")]).is_err());
+        assert!(with(&[("FCGI_READ_TIMEOUT", "-1")]).is_err());
+    }
+}

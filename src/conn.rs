@@ -1,0 +1,1132 @@
+// One FastCGI connection: records in, requests assembled, the app called, records out.
+//
+// The connection is not multiplexed (FCGI_MPXS_CONNS is 0): one request at a time, the
+// app runs on the connection's thread, and its request body pulls FCGI_STDIN records
+// from the socket as it reads. Management records, a second BEGIN_REQUEST and an
+// ABORT_REQUEST are handled whenever they arrive: while waiting for a request, while the
+// app reads its body, and between chunks of a streamed response.
+
+use std::io::{self, IoSlice, Write};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::body::{Body, BodySource};
+use crate::config::Config;
+use crate::context::Mode;
+use crate::logger;
+use crate::record::{
+    self, BeginRequest, HEADER_LEN, Header, MAX_CHUNK, NULL_REQUEST_ID, ProtocolStatus,
+    RecordType, Role,
+};
+use crate::request::{self, DeclaredLength};
+use crate::response::{self, Outcome, Sink};
+use crate::server::App;
+use crate::sys::{self, Wake};
+use crate::vars::{ParamsError, Vars};
+
+/// What a connection reads from and writes to. Reads and writes may return
+/// `WouldBlock`; `wait` then blocks until progress is possible.
+pub(crate) trait Transport: Send {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Blocks until readable (`writable == false`) or writable, the timeout passes, or
+    /// (with `watch_shutdown`) a shutdown is requested.
+    fn wait(
+        &mut self,
+        writable: bool,
+        timeout: Option<Duration>,
+        watch_shutdown: bool,
+    ) -> io::Result<Wake>;
+    /// Half-closes our sending side; used for a lingering close.
+    fn shutdown_write(&mut self) {}
+}
+
+impl Transport for sys::Socket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::Socket::read(self, buf)
+    }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        sys::Socket::write(self, buf)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        sys::Socket::write_vectored(self, bufs)
+    }
+    fn wait(
+        &mut self,
+        writable: bool,
+        timeout: Option<Duration>,
+        watch_shutdown: bool,
+    ) -> io::Result<Wake> {
+        use std::os::fd::AsRawFd;
+        sys::wait(self.as_raw_fd(), writable, timeout, watch_shutdown)
+    }
+    fn shutdown_write(&mut self) {
+        let _ = sys::Socket::shutdown_write(self);
+    }
+}
+
+/// Why a connection stopped.
+#[derive(Debug)]
+pub(crate) enum ConnError {
+    /// The web server closed the connection between requests: the normal end.
+    Closed,
+    /// We are shutting down and the connection was idle.
+    Shutdown,
+    /// A rejected request asked us to close (`FCGI_KEEP_CONN` off).
+    Done,
+    /// The web server sent something that is not FastCGI.
+    Protocol(String),
+    /// Nothing arrived in time.
+    TimedOut(&'static str),
+    /// A socket error (the web server went away mid-request, ...).
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ConnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnError::Closed => f.write_str("connection closed by the web server"),
+            ConnError::Shutdown => f.write_str("shutting down"),
+            ConnError::Done => f.write_str("request rejected, connection closed"),
+            ConnError::Protocol(m) => write!(f, "malformed FastCGI input: {m}"),
+            ConnError::TimedOut(what) => write!(f, "timed out waiting for {what}"),
+            ConnError::Io(e) => write!(f, "connection error: {e}"),
+        }
+    }
+}
+
+impl From<io::Error> for ConnError {
+    fn from(e: io::Error) -> ConnError {
+        ConnError::Io(e)
+    }
+}
+
+impl ConnError {
+    fn to_io(&self) -> io::Error {
+        match self {
+            ConnError::Io(e) => io::Error::new(e.kind(), e.to_string()),
+            ConnError::Closed => io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the web server closed the connection mid-request",
+            ),
+            ConnError::TimedOut(_) => io::Error::new(io::ErrorKind::TimedOut, self.to_string()),
+            _ => io::Error::new(io::ErrorKind::InvalidData, self.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Receiving FCGI_PARAMS.
+    Params,
+    /// PARAMS complete; the app is running.
+    Running,
+}
+
+struct Active {
+    id: u16,
+    keep_conn: bool,
+    role: Role,
+    phase: Phase,
+    params: Vec<u8>,
+    params_over: bool,
+    stdin_done: bool,
+    aborted: bool,
+    body_attached: bool,
+}
+
+/// The record whose content is being consumed.
+#[derive(Debug, Clone, Copy)]
+struct Cur {
+    record_type: RecordType,
+    id: u16,
+    left: usize,
+}
+
+/// What one processed record meant for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Nothing,
+    /// The active request's PARAMS stream ended.
+    RequestReady,
+    /// `cur` is an FCGI_STDIN record of the active request with content to read.
+    StdinData,
+    StdinEnd,
+    Aborted,
+}
+
+const RBUF: usize = 16 * 1024;
+/// Coalesced output is sent once this much is buffered.
+const FLUSH_AT: usize = 32 * 1024;
+/// App writes at least this large skip the coalescing buffer (no copy).
+const DIRECT: usize = 16 * 1024;
+
+thread_local! {
+    static SPARE: std::cell::RefCell<Option<(Box<[u8]>, Vec<u8>)>> = const { std::cell::RefCell::new(None) };
+}
+
+pub(crate) struct Conn<T: Transport> {
+    t: T,
+    cfg: Arc<Config>,
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rend: usize,
+    cur: Option<Cur>,
+    pad_left: usize,
+    wbuf: Vec<u8>,
+    /// Offset in `wbuf` of the header of the STDOUT record being filled.
+    open: Option<usize>,
+    stderr_used: bool,
+    active: Option<Active>,
+    seq: u64,
+    /// Set on the first I/O or protocol error; the connection is then unusable.
+    failure: Option<String>,
+    peer_closed: bool,
+}
+
+impl<T: Transport> Drop for Conn<T> {
+    fn drop(&mut self) {
+        let rbuf = std::mem::take(&mut self.rbuf);
+        let mut wbuf = std::mem::take(&mut self.wbuf);
+        if rbuf.len() == RBUF && wbuf.capacity() <= 4 * FLUSH_AT {
+            wbuf.clear();
+            SPARE.with(|s| *s.borrow_mut() = Some((rbuf, wbuf)));
+        }
+    }
+}
+
+impl<T: Transport> Conn<T> {
+    pub(crate) fn new(t: T, cfg: Arc<Config>) -> Conn<T> {
+        let (rbuf, wbuf) = SPARE
+            .with(|s| s.borrow_mut().take())
+            .unwrap_or_else(|| (vec![0u8; RBUF].into_boxed_slice(), Vec::with_capacity(FLUSH_AT + 1024)));
+        Conn {
+            t,
+            cfg,
+            rbuf,
+            rpos: 0,
+            rend: 0,
+            cur: None,
+            pad_left: 0,
+            wbuf,
+            open: None,
+            stderr_used: false,
+            active: None,
+            seq: 0,
+            failure: None,
+            peer_closed: false,
+        }
+    }
+
+    fn avail(&self) -> usize {
+        self.rend - self.rpos
+    }
+
+    fn fail(&mut self, e: &ConnError) {
+        if self.failure.is_none() {
+            self.failure = Some(e.to_string());
+        }
+    }
+
+    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
+    fn fill(&mut self, idle: bool) -> Result<usize, ConnError> {
+        if self.rpos == self.rend {
+            self.rpos = 0;
+            self.rend = 0;
+        } else if self.rbuf.len() - self.rend < 4096 {
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
+        loop {
+            match self.t.read(&mut self.rbuf[self.rend..]) {
+                Ok(n) => {
+                    self.rend += n;
+                    if n == 0 {
+                        self.peer_closed = true;
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let timeout = if idle {
+                        self.cfg.idle_timeout
+                    } else {
+                        self.cfg.read_timeout
+                    };
+                    match self.t.wait(false, timeout, idle)? {
+                        Wake::Ready => {}
+                        Wake::Shutdown => return Err(ConnError::Shutdown),
+                        Wake::TimedOut if idle => return Err(ConnError::Closed),
+                        Wake::TimedOut => return Err(ConnError::TimedOut("the web server to send more of the request")),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ConnError::Io(e)),
+            }
+        }
+    }
+
+    /// Discards the rest of the current record and its padding, then reads the next
+    /// header. `Ok(None)`: the peer closed cleanly at a record boundary while `idle`.
+    fn next_header(&mut self, idle: bool) -> Result<Option<Header>, ConnError> {
+        if self.cur.is_some() {
+            self.skip_content()?;
+        }
+        while self.pad_left > 0 {
+            if self.avail() == 0 && self.fill(false)? == 0 {
+                return Err(ConnError::Protocol("connection closed inside a record's padding".into()));
+            }
+            let n = self.pad_left.min(self.avail());
+            self.rpos += n;
+            self.pad_left -= n;
+        }
+        while self.avail() < HEADER_LEN {
+            let at_boundary = self.avail() == 0;
+            if self.fill(idle && at_boundary)? == 0 {
+                if at_boundary {
+                    return Ok(None);
+                }
+                return Err(ConnError::Protocol(format!(
+                    "connection closed after {} bytes of a record header",
+                    self.avail()
+                )));
+            }
+        }
+        let mut hb = [0u8; HEADER_LEN];
+        hb.copy_from_slice(&self.rbuf[self.rpos..self.rpos + HEADER_LEN]);
+        self.rpos += HEADER_LEN;
+        let h = Header::parse(&hb);
+        if h.version != record::VERSION_1 {
+            return Err(ConnError::Protocol(format!(
+                "record version {} (only FastCGI version 1 exists)",
+                h.version
+            )));
+        }
+        // A record with no content has nothing left to consume.
+        self.cur = (h.content_length > 0).then_some(Cur {
+            record_type: h.record_type,
+            id: h.request_id,
+            left: h.content_length as usize,
+        });
+        self.pad_left = h.padding_length as usize;
+        Ok(Some(h))
+    }
+
+    /// Copies content of the current record into `buf`.
+    fn read_content(&mut self, buf: &mut [u8]) -> Result<usize, ConnError> {
+        let Some(cur) = self.cur else { return Ok(0) };
+        let want = buf.len().min(cur.left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = if self.avail() > 0 {
+            let n = want.min(self.avail());
+            buf[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+            self.rpos += n;
+            n
+        } else if want >= RBUF / 2 {
+            // Large read with an empty buffer: straight into the caller's memory.
+            loop {
+                match self.t.read(&mut buf[..want]) {
+                    Ok(0) => {
+                        self.peer_closed = true;
+                        return Err(ConnError::Protocol("connection closed inside a record".into()));
+                    }
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        match self.t.wait(false, self.cfg.read_timeout, false)? {
+                            Wake::Ready | Wake::Shutdown => {}
+                            Wake::TimedOut => {
+                                return Err(ConnError::TimedOut("the request body"));
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(ConnError::Io(e)),
+                }
+            }
+        } else {
+            if self.fill(false)? == 0 {
+                return Err(ConnError::Protocol("connection closed inside a record".into()));
+            }
+            let n = want.min(self.avail());
+            buf[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+            self.rpos += n;
+            n
+        };
+        self.consume(n);
+        Ok(n)
+    }
+
+    fn consume(&mut self, n: usize) {
+        if let Some(cur) = &mut self.cur {
+            cur.left -= n;
+            if cur.left == 0 {
+                self.cur = None;
+            }
+        }
+    }
+
+    /// Appends the rest of the current record's content to `out`.
+    fn read_content_into(&mut self, out: &mut Vec<u8>) -> Result<(), ConnError> {
+        while let Some(cur) = self.cur {
+            if self.avail() == 0 && self.fill(false)? == 0 {
+                return Err(ConnError::Protocol("connection closed inside a record".into()));
+            }
+            let n = cur.left.min(self.avail());
+            out.extend_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+            self.rpos += n;
+            self.consume(n);
+        }
+        Ok(())
+    }
+
+    fn skip_content(&mut self) -> Result<(), ConnError> {
+        while let Some(cur) = self.cur {
+            if self.avail() == 0 && self.fill(false)? == 0 {
+                return Err(ConnError::Protocol("connection closed inside a record".into()));
+            }
+            let n = cur.left.min(self.avail());
+            self.rpos += n;
+            self.consume(n);
+        }
+        Ok(())
+    }
+
+    /// Reads and handles one record.
+    fn step(&mut self, idle: bool) -> Result<Step, ConnError> {
+        let Some(h) = self.next_header(idle)? else {
+            return Err(ConnError::Closed);
+        };
+        let id = h.request_id;
+        let len = h.content_length as usize;
+        if id == NULL_REQUEST_ID {
+            self.management(h)?;
+            return Ok(Step::Nothing);
+        }
+        let is_active = self.active.as_ref().is_some_and(|a| a.id == id);
+        match h.record_type {
+            RecordType::BeginRequest => {
+                if len < 8 {
+                    return Err(ConnError::Protocol(format!(
+                        "BEGIN_REQUEST body of {len} bytes (it is 8)"
+                    )));
+                }
+                let mut body = Vec::with_capacity(len);
+                self.read_content_into(&mut body)?;
+                let begin = BeginRequest::parse(&body)
+                    .ok_or_else(|| ConnError::Protocol("short BEGIN_REQUEST body".into()))?;
+                if is_active {
+                    return Err(ConnError::Protocol(format!(
+                        "BEGIN_REQUEST for request {id}, which is already in flight"
+                    )));
+                }
+                if self.active.is_some() {
+                    // Spec 5.1/5.5: a second request on a non-multiplexed connection.
+                    self.end_request_record(id, 0, ProtocolStatus::CantMpxConn);
+                    self.flush_out()?;
+                    return Ok(Step::Nothing);
+                }
+                match Role::from_u16(begin.role) {
+                    Some(role @ (Role::Responder | Role::Authorizer)) => {
+                        self.active = Some(Active {
+                            id,
+                            keep_conn: begin.keep_conn(),
+                            role,
+                            phase: Phase::Params,
+                            params: Vec::new(),
+                            params_over: false,
+                            stdin_done: false,
+                            aborted: false,
+                            body_attached: false,
+                        });
+                    }
+                    _ => {
+                        log::warn!(
+                            "FastCGI role {} is not supported (FILTER and unknown roles are answered UNKNOWN_ROLE)",
+                            begin.role
+                        );
+                        self.end_request_record(id, 0, ProtocolStatus::UnknownRole);
+                        self.flush_out()?;
+                        if !begin.keep_conn() {
+                            return Err(ConnError::Done);
+                        }
+                    }
+                }
+                Ok(Step::Nothing)
+            }
+            RecordType::AbortRequest if is_active => {
+                self.skip_content()?;
+                let Some(a) = self.active.as_mut() else {
+                    return Ok(Step::Nothing);
+                };
+                if a.phase == Phase::Params {
+                    // The app never saw it: answer at once.
+                    let keep = a.keep_conn;
+                    self.active = None;
+                    self.end_request_record(id, 0, ProtocolStatus::RequestComplete);
+                    self.flush_out()?;
+                    if !keep {
+                        return Err(ConnError::Done);
+                    }
+                    return Ok(Step::Nothing);
+                }
+                a.aborted = true;
+                Ok(Step::Aborted)
+            }
+            RecordType::Params if is_active => {
+                let max = self.cfg.limits.max_params_bytes;
+                let Some(a) = self.active.as_mut() else {
+                    return Ok(Step::Nothing);
+                };
+                if a.phase != Phase::Params {
+                    log::debug!("ignoring FCGI_PARAMS after the end of the params stream");
+                    return Ok(Step::Nothing);
+                }
+                if len == 0 {
+                    a.phase = Phase::Running;
+                    return Ok(Step::RequestReady);
+                }
+                if a.params_over || a.params.len() + len > max {
+                    a.params_over = true;
+                    a.params = Vec::new();
+                    self.skip_content()?;
+                } else {
+                    let mut params = std::mem::take(&mut a.params);
+                    let r = self.read_content_into(&mut params);
+                    if let Some(a) = self.active.as_mut() {
+                        a.params = params;
+                    }
+                    r?;
+                }
+                Ok(Step::Nothing)
+            }
+            RecordType::Stdin if is_active => {
+                let Some(a) = self.active.as_mut() else {
+                    return Ok(Step::Nothing);
+                };
+                if a.phase == Phase::Params {
+                    return Err(ConnError::Protocol(
+                        "FCGI_STDIN before the end of FCGI_PARAMS".into(),
+                    ));
+                }
+                if a.stdin_done {
+                    log::debug!("ignoring FCGI_STDIN after the end of the stream");
+                    return Ok(Step::Nothing);
+                }
+                if len == 0 {
+                    a.stdin_done = true;
+                    return Ok(Step::StdinEnd);
+                }
+                Ok(Step::StdinData)
+            }
+            other => {
+                // The spec says to ignore records for request ids not in flight; FCGI_DATA
+                // (FILTER only) and stray types are skipped too.
+                if !is_active || other != RecordType::Data {
+                    log::debug!("ignoring {other:?} record for request {id}");
+                }
+                self.skip_content()?;
+                Ok(Step::Nothing)
+            }
+        }
+    }
+
+    /// A record with request id 0: GET_VALUES is answered, anything else gets
+    /// UNKNOWN_TYPE (spec 4.1, 4.2).
+    fn management(&mut self, h: Header) -> Result<(), ConnError> {
+        if h.record_type == RecordType::GetValues {
+            let mut q = Vec::with_capacity(h.content_length as usize);
+            self.read_content_into(&mut q)?;
+            let mut reply = Vec::new();
+            let conns = self.cfg.max_conns.to_string();
+            let mut bad = false;
+            let r = record::parse_pairs(&q, |s| {
+                let name = &q[s.name.0..s.name.1];
+                let value: &[u8] = match name {
+                    b"FCGI_MAX_CONNS" | b"FCGI_MAX_REQS" => conns.as_bytes(),
+                    b"FCGI_MPXS_CONNS" => b"0",
+                    _ => return true,
+                };
+                if reply.len() + name.len() + value.len() + 10 > record::MAX_CONTENT_LEN {
+                    bad = true;
+                    return false;
+                }
+                record::push_pair(&mut reply, name, value);
+                true
+            });
+            if let Err(e) = r {
+                return Err(ConnError::Protocol(format!("FCGI_GET_VALUES: {e}")));
+            }
+            let _ = bad;
+            self.close_open();
+            record::push_record(&mut self.wbuf, RecordType::GetValuesResult, 0, &reply);
+        } else {
+            self.skip_content()?;
+            self.close_open();
+            let body = record::unknown_type_body(h.record_type.as_u8());
+            record::push_record(&mut self.wbuf, RecordType::UnknownType, 0, &body);
+        }
+        self.flush_out()
+    }
+
+    // ---- output ----
+
+    fn end_request_record(&mut self, id: u16, app_status: u32, status: ProtocolStatus) {
+        self.close_open();
+        let body = record::end_request_body(app_status, status);
+        record::push_record(&mut self.wbuf, RecordType::EndRequest, id, &body);
+    }
+
+    /// Finishes the STDOUT record being filled: patches its header, adds padding.
+    fn close_open(&mut self) {
+        if let Some(at) = self.open.take() {
+            let id = self.active.as_ref().map_or(0, |a| a.id);
+            let len = self.wbuf.len() - at - HEADER_LEN;
+            let h = Header::new(RecordType::Stdout, id, len);
+            self.wbuf[at..at + HEADER_LEN].copy_from_slice(&h.to_bytes());
+            let pad = h.padding_length as usize;
+            self.wbuf.extend_from_slice(&[0u8; 8][..pad]);
+        }
+    }
+
+    /// Sends everything buffered.
+    fn flush_out(&mut self) -> Result<(), ConnError> {
+        self.close_open();
+        let mut pos = 0;
+        let r = loop {
+            if pos == self.wbuf.len() {
+                break Ok(());
+            }
+            match self.t.write(&self.wbuf[pos..]) {
+                Ok(0) => break Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
+                Ok(n) => pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.t.wait(true, self.cfg.write_timeout, false) {
+                        Ok(Wake::TimedOut) => {
+                            break Err(ConnError::TimedOut("the web server to read the response"));
+                        }
+                        Ok(_) => {}
+                        Err(e) => break Err(ConnError::Io(e)),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(ConnError::Io(e)),
+            }
+        };
+        self.wbuf.clear();
+        if let Err(e) = &r {
+            self.fail(e);
+        }
+        r
+    }
+
+    /// Sends `data` as FCGI_STDOUT (or STDERR) records straight from the caller's
+    /// memory, after whatever is buffered, with vectored writes.
+    fn write_direct(&mut self, rtype: RecordType, id: u16, data: &[u8]) -> Result<(), ConnError> {
+        self.close_open();
+        const BATCH: usize = 16;
+        let mut chunks = data.chunks(MAX_CHUNK).peekable();
+        let mut first = true;
+        while chunks.peek().is_some() {
+            let batch: Vec<&[u8]> = chunks.by_ref().take(BATCH).collect();
+            let heads: Vec<[u8; 8]> = batch
+                .iter()
+                .map(|c| Header::new(rtype, id, c.len()).to_bytes())
+                .collect();
+            let zeros = [0u8; 8];
+            let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(1 + batch.len() * 3);
+            if first && !self.wbuf.is_empty() {
+                iov.push(IoSlice::new(&self.wbuf));
+            }
+            first = false;
+            for (h, c) in heads.iter().zip(&batch) {
+                iov.push(IoSlice::new(h));
+                iov.push(IoSlice::new(c));
+                let pad = record::padding_for(c.len());
+                if pad > 0 {
+                    iov.push(IoSlice::new(&zeros[..pad]));
+                }
+            }
+            let mut slices = &mut iov[..];
+            let r = loop {
+                if slices.is_empty() {
+                    break Ok(());
+                }
+                match self.t.write_vectored(slices) {
+                    Ok(0) => break Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        match self.t.wait(true, self.cfg.write_timeout, false) {
+                            Ok(Wake::TimedOut) => {
+                                break Err(ConnError::TimedOut(
+                                    "the web server to read the response",
+                                ));
+                            }
+                            Ok(_) => {}
+                            Err(e) => break Err(ConnError::Io(e)),
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(ConnError::Io(e)),
+                }
+            };
+            if let Err(e) = r {
+                self.wbuf.clear();
+                self.fail(&e);
+                return Err(e);
+            }
+        }
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    fn gone(&self) -> bool {
+        self.failure.is_some() || self.active.as_ref().is_none_or(|a| a.aborted)
+    }
+
+    fn gone_error(&self) -> io::Error {
+        if self.active.as_ref().is_some_and(|a| a.aborted) {
+            io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the web server aborted the request",
+            )
+        } else {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                self.failure
+                    .clone()
+                    .unwrap_or_else(|| "the request is over".into()),
+            )
+        }
+    }
+
+    fn stdout_write(&mut self, mut data: &[u8]) -> io::Result<()> {
+        if self.gone() {
+            return Err(self.gone_error());
+        }
+        let id = self.active.as_ref().map_or(0, |a| a.id);
+        if data.len() >= DIRECT {
+            self.write_direct(RecordType::Stdout, id, data)
+                .map_err(|e| e.to_io())?;
+            self.check_incoming();
+            return Ok(());
+        }
+        while !data.is_empty() {
+            let at = match self.open {
+                Some(at) => at,
+                None => {
+                    let at = self.wbuf.len();
+                    self.wbuf.extend_from_slice(&[0u8; HEADER_LEN]);
+                    self.open = Some(at);
+                    at
+                }
+            };
+            let room = MAX_CHUNK - (self.wbuf.len() - at - HEADER_LEN);
+            let n = room.min(data.len());
+            self.wbuf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if n == room {
+                self.close_open();
+            }
+        }
+        if self.wbuf.len() >= FLUSH_AT {
+            self.flush_out().map_err(|e| e.to_io())?;
+            self.check_incoming();
+        }
+        Ok(())
+    }
+
+    fn stdout_flush(&mut self) -> io::Result<()> {
+        if self.gone() {
+            return Err(self.gone_error());
+        }
+        self.push_stderr_capture();
+        self.flush_out().map_err(|e| e.to_io())?;
+        self.check_incoming();
+        if self.gone() {
+            return Err(self.gone_error());
+        }
+        Ok(())
+    }
+
+    /// Sends lines the app logged during this request as FCGI_STDERR records, which
+    /// the web server writes to its error log with the request's context.
+    fn push_stderr_capture(&mut self) {
+        let Some(text) = logger::take_captured() else {
+            return;
+        };
+        let Some(id) = self.active.as_ref().map(|a| a.id) else {
+            return;
+        };
+        self.close_open();
+        for chunk in text.chunks(MAX_CHUNK) {
+            record::push_record(&mut self.wbuf, RecordType::Stderr, id, chunk);
+        }
+        self.stderr_used = true;
+    }
+
+    /// Without blocking, reads what the web server sent meanwhile and handles complete
+    /// records up to the next FCGI_STDIN the app may still read: notices an ABORT_REQUEST
+    /// (or a closed connection) while a response streams out.
+    fn check_incoming(&mut self) {
+        if self.failure.is_some() || self.peer_closed {
+            return;
+        }
+        let body_attached = self.active.as_ref().is_some_and(|a| a.body_attached);
+        if self.cur.is_some() && body_attached {
+            return;
+        }
+        if self.rend < self.rbuf.len() || self.rpos > 0 {
+            if self.rpos == self.rend {
+                self.rpos = 0;
+                self.rend = 0;
+            } else if self.rpos > 0 {
+                self.rbuf.copy_within(self.rpos..self.rend, 0);
+                self.rend -= self.rpos;
+                self.rpos = 0;
+            }
+            match self.t.read(&mut self.rbuf[self.rend..]) {
+                Ok(0) => {
+                    self.peer_closed = true;
+                    self.fail(&ConnError::Closed);
+                    return;
+                }
+                Ok(n) => self.rend += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.fail(&ConnError::Io(e));
+                    return;
+                }
+            }
+        }
+        loop {
+            // Discard stdin the app can no longer read.
+            if let Some(cur) = self.cur {
+                if cur.record_type == RecordType::Stdin && !body_attached {
+                    let n = cur.left.min(self.avail());
+                    self.rpos += n;
+                    self.consume(n);
+                    if self.cur.is_some() {
+                        return;
+                    }
+                } else {
+                    return;
+                }
+            }
+            let need = self.pad_left + HEADER_LEN;
+            if self.avail() < need {
+                return;
+            }
+            let at = self.rpos + self.pad_left;
+            let mut hb = [0u8; HEADER_LEN];
+            hb.copy_from_slice(&self.rbuf[at..at + HEADER_LEN]);
+            let h = Header::parse(&hb);
+            let is_active = self.active.as_ref().is_some_and(|a| a.id == h.request_id);
+            if h.record_type == RecordType::Stdin && is_active && body_attached {
+                return;
+            }
+            let whole = need + if h.record_type == RecordType::Stdin && is_active {
+                0
+            } else {
+                h.body_len()
+            };
+            if self.avail() < whole {
+                return;
+            }
+            if let Err(e) = self.step(false) {
+                self.fail(&e);
+                return;
+            }
+        }
+    }
+
+    /// Ends the active request: stream terminators, END_REQUEST, flush.
+    fn finish_request(&mut self, outcome: Outcome) {
+        self.push_stderr_capture();
+        let Some(a) = self.active.as_ref() else {
+            return;
+        };
+        let id = a.id;
+        if self.failure.is_none() {
+            self.close_open();
+            record::push_record(&mut self.wbuf, RecordType::Stdout, id, &[]);
+            if self.stderr_used {
+                record::push_record(&mut self.wbuf, RecordType::Stderr, id, &[]);
+            }
+            let app_status = match outcome {
+                Outcome::Complete => 0,
+                Outcome::AppFailed | Outcome::Gone => 1,
+            };
+            self.end_request_record(id, app_status, ProtocolStatus::RequestComplete);
+            let _ = self.flush_out();
+        }
+        self.stderr_used = false;
+        self.active = None;
+    }
+
+    /// Waits for the next request whose params are complete. Handles management
+    /// records and rejections on the way.
+    fn wait_request(&mut self) -> Result<(u16, Role, bool, Result<Vec<u8>, ()>), ConnError> {
+        loop {
+            let idle = self.active.is_none() && self.cur.is_none();
+            if let Step::RequestReady = self.step(idle)? {
+                let Some(a) = self.active.as_mut() else {
+                    continue;
+                };
+                let params = if a.params_over {
+                    Err(())
+                } else {
+                    Ok(std::mem::take(&mut a.params))
+                };
+                return Ok((a.id, a.role, a.keep_conn, params));
+            }
+        }
+    }
+
+    /// After a response with FCGI_KEEP_CONN off: if the web server may still be sending
+    /// this request's body, half-close and drain briefly, so closing does not reset
+    /// the connection under the response we just sent.
+    fn linger(&mut self, stdin_done: bool) {
+        if stdin_done || self.peer_closed || self.failure.is_some() {
+            return;
+        }
+        self.t.shutdown_write();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut drained = 0usize;
+        while drained < 64 * 1024 * 1024 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.t.read(&mut self.rbuf) {
+                Ok(0) => return,
+                Ok(n) => drained += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    match self.t.wait(false, Some(left), false) {
+                        Ok(Wake::Ready) => {}
+                        _ => return,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn lock<T: Transport>(m: &Mutex<Conn<T>>) -> MutexGuard<'_, Conn<T>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<T: Transport + 'static> BodySource for Mutex<Conn<T>> {
+    fn read_body(&self, seq: u64, buf: &mut [u8]) -> io::Result<usize> {
+        let mut c = lock(self);
+        if c.seq != seq {
+            return Ok(0);
+        }
+        loop {
+            let Some(a) = c.active.as_ref() else {
+                return Ok(0);
+            };
+            if a.aborted {
+                return Err(c.gone_error());
+            }
+            if let Some(f) = &c.failure {
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, f.clone()));
+            }
+            if a.stdin_done {
+                return Ok(0);
+            }
+            let id = a.id;
+            if let Some(cur) = c.cur {
+                if cur.record_type == RecordType::Stdin && cur.id == id && cur.left > 0 {
+                    return c.read_content(buf).map_err(|e| {
+                        c.fail(&e);
+                        e.to_io()
+                    });
+                }
+            }
+            if let Err(e) = c.step(false) {
+                c.fail(&e);
+                return Err(e.to_io());
+            }
+        }
+    }
+
+    fn detach(&self, seq: u64) {
+        let mut c = lock(self);
+        if c.seq == seq {
+            if let Some(a) = c.active.as_mut() {
+                a.body_attached = false;
+            }
+        }
+    }
+}
+
+/// The response writer handed to the app's body: FCGI_STDOUT records.
+struct StdoutSink<'a, T: Transport> {
+    conn: &'a Mutex<Conn<T>>,
+}
+
+impl<T: Transport> Write for StdoutSink<'_, T> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        lock(self.conn).stdout_write(buf)?;
+        Ok(buf.len())
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        lock(self.conn).stdout_write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        lock(self.conn).stdout_flush()
+    }
+}
+
+impl<T: Transport> Sink for StdoutSink<'_, T> {
+    fn gone(&self) -> bool {
+        lock(self.conn).gone()
+    }
+}
+
+/// How a connection ended, for the server's bookkeeping.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ConnStats {
+    pub requests: u64,
+}
+
+/// Serves one FastCGI connection until the web server closes it, a request without
+/// FCGI_KEEP_CONN completes, a shutdown is requested, or the input is malformed.
+/// Every way it ends is logged at most once; nothing here panics on input.
+pub(crate) fn serve<T, A>(t: T, app: &A, cfg: &Arc<Config>, after_request: &mut dyn FnMut()) -> ConnStats
+where
+    T: Transport + 'static,
+    A: App + ?Sized,
+{
+    let conn = Arc::new(Mutex::new(Conn::new(t, cfg.clone())));
+    let mut stats = ConnStats::default();
+    loop {
+        let waited = lock(&conn).wait_request();
+        let (id, role, keep_conn, params) = match waited {
+            Ok(r) => r,
+            Err(ConnError::Closed | ConnError::Shutdown | ConnError::Done) => break,
+            Err(e) => {
+                log::warn!("{e}; closing the connection");
+                break;
+            }
+        };
+        let seq = {
+            let mut c = lock(&conn);
+            c.seq += 1;
+            if let Some(a) = c.active.as_mut() {
+                a.body_attached = true;
+            }
+            c.seq
+        };
+        let built = match params {
+            Err(()) => Err(request::Rejection::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "request {id}: FastCGI params exceed {} bytes (raise FCGI_MAX_PARAMS_BYTES); answered 431",
+                    cfg.limits.max_params_bytes
+                ),
+            )),
+            Ok(buf) => match Vars::from_fcgi_params(buf, cfg.limits.max_params) {
+                Ok(vars) => match request::content_length(&vars) {
+                    Ok(len) => {
+                        let len = match len {
+                            DeclaredLength::Exact(n) => Some(n),
+                            DeclaredLength::Absent => None,
+                        };
+                        let body = Body::from_conn(conn.clone(), seq, len);
+                        request::build(vars, body, Mode::FastCgi, role, &cfg.map)
+                    }
+                    Err(r) => Err(r),
+                },
+                Err(ParamsError::TooMany(n)) => Err(request::Rejection::new(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    format!(
+                        "request {id}: more than {n} FastCGI params (raise FCGI_MAX_PARAMS); answered 431"
+                    ),
+                )),
+                Err(ParamsError::Malformed(e)) => {
+                    log::warn!("request {id}: FCGI_PARAMS: {e}; closing the connection");
+                    break;
+                }
+            },
+        };
+        logger::capture_begin();
+        let outcome = {
+            let mut sink = StdoutSink { conn: &conn };
+            match built {
+                Ok(req) => app.serve(req, &mut sink),
+                Err(rej) => {
+                    log::warn!("{}", rej.reason);
+                    response::send_error(rej.status, &mut sink)
+                }
+            }
+        };
+        let mut c = lock(&conn);
+        let stdin_done = c.active.as_ref().is_none_or(|a| a.stdin_done);
+        c.finish_request(outcome);
+        logger::capture_end();
+        stats.requests += 1;
+        after_request();
+        if let Some(f) = &c.failure {
+            if outcome != Outcome::Complete || !c.peer_closed {
+                log::info!("request {id}: {f}; closing the connection");
+            }
+            break;
+        }
+        if !keep_conn {
+            c.linger(stdin_done);
+            break;
+        }
+        if sys::shutdown_requested() {
+            break;
+        }
+    }
+    stats
+}
+
+#[cfg(test)]
+pub(crate) mod mem {
+    //! An in-memory transport for tests and fuzzing: reads come from a byte string,
+    //! writes are collected.
+    use super::*;
+
+    pub struct MemTransport {
+        pub input: Vec<u8>,
+        pub pos: usize,
+        pub output: Vec<u8>,
+        /// Largest read returned at once, to exercise record splits.
+        pub read_chunk: usize,
+    }
+
+    impl Transport for MemTransport {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(self.input.len() - self.pos).min(self.read_chunk);
+            buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.output.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            let mut n = 0;
+            for b in bufs {
+                self.output.extend_from_slice(b);
+                n += b.len();
+            }
+            Ok(n)
+        }
+        fn wait(&mut self, _: bool, _: Option<Duration>, _: bool) -> io::Result<Wake> {
+            Ok(Wake::Ready)
+        }
+    }
+}

@@ -1,0 +1,251 @@
+// What the web server asserts about a request (not what the client claims), reached
+// through a request extension.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::mount::Mount;
+use crate::record::Role;
+use crate::vars::Vars;
+
+/// How this request reached the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mode {
+    /// FastCGI, on a socket the web server passed (fd 0) or one we listen on.
+    FastCgi,
+    /// One CGI request from the environment and stdin.
+    Cgi,
+    /// SCGI, on a socket we listen on.
+    Scgi,
+    /// The plain-HTTP development server.
+    Http,
+}
+
+impl Mode {
+    /// `"fastcgi"`, `"cgi"`, `"scgi"` or `"http"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::FastCgi => "fastcgi",
+            Mode::Cgi => "cgi",
+            Mode::Scgi => "scgi",
+            Mode::Http => "http",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The server-asserted facts about one request: who connected, over what, where the
+/// app is mounted, and every raw CGI variable.
+///
+/// It travels in the request's extensions (cheap to clone) and is read with
+/// [`RequestExt`]. Nothing here comes from a request header, so a client cannot forge
+/// it; `X-Forwarded-*` headers stay ordinary headers.
+#[derive(Clone)]
+pub struct Context(Arc<Inner>);
+
+struct Inner {
+    mode: Mode,
+    role: Role,
+    vars: Vars,
+    mount: Mount,
+}
+
+fn is_on(v: &str) -> bool {
+    v.eq_ignore_ascii_case("on") || v == "1" || v.eq_ignore_ascii_case("true")
+}
+
+impl Context {
+    pub(crate) fn new(mode: Mode, role: Role, vars: Vars, mount: Mount) -> Context {
+        Context(Arc::new(Inner {
+            mode,
+            role,
+            vars,
+            mount,
+        }))
+    }
+
+    /// How the request arrived (FastCGI, CGI, ...).
+    pub fn mode(&self) -> Mode {
+        self.0.mode
+    }
+
+    /// The FastCGI role; `Responder` for every other mode.
+    pub fn role(&self) -> Role {
+        self.0.role
+    }
+
+    /// The mount prefix rebuilt from the server's variables: `""` at the site root,
+    /// `"/blog"` when the app serves `/blog/...`. Never ends with `/`. Prefix it to
+    /// app-relative paths to build links.
+    pub fn script_name(&self) -> &str {
+        &self.0.mount.script_name
+    }
+
+    /// The app-relative path, percent-decoded (`PATH_INFO` as rebuilt); empty at the
+    /// app's root. The request's `uri()` carries the same path, percent-encoded.
+    pub fn path_info(&self) -> &[u8] {
+        &self.0.mount.path_info
+    }
+
+    /// Which variable the mount prefix came from (for diagnostics).
+    pub fn mount_source(&self) -> crate::mount::MountSource {
+        self.0.mount.source
+    }
+
+    /// `REQUEST_URI` exactly as the web server sent it (the URL before rewriting).
+    pub fn original_uri(&self) -> Option<&str> {
+        self.0.vars.get_str("REQUEST_URI")
+    }
+
+    /// The raw `QUERY_STRING` ("" when absent).
+    pub fn query_string(&self) -> &str {
+        self.0.vars.get_str("QUERY_STRING").unwrap_or("")
+    }
+
+    /// `REMOTE_ADDR`: the client (or the proxy in front of the web server).
+    pub fn remote_addr(&self) -> Option<IpAddr> {
+        self.0.vars.get_str("REMOTE_ADDR")?.parse().ok()
+    }
+
+    /// `REMOTE_PORT`.
+    pub fn remote_port(&self) -> Option<u16> {
+        self.0.vars.get_str("REMOTE_PORT")?.parse().ok()
+    }
+
+    /// Whether the client connection is TLS: `HTTPS=on` (Apache, nginx, lighttpd) or
+    /// `REQUEST_SCHEME=https`.
+    pub fn is_https(&self) -> bool {
+        let v = &self.0.vars;
+        v.get_str("HTTPS").is_some_and(is_on)
+            || v.get_str("REQUEST_SCHEME")
+                .is_some_and(|s| s.eq_ignore_ascii_case("https"))
+    }
+
+    /// `"https"` or `"http"`.
+    pub fn scheme(&self) -> &'static str {
+        if self.is_https() { "https" } else { "http" }
+    }
+
+    /// `SERVER_NAME`.
+    pub fn server_name(&self) -> Option<&str> {
+        self.0.vars.non_empty("SERVER_NAME")
+    }
+
+    /// `SERVER_PORT`.
+    pub fn server_port(&self) -> Option<u16> {
+        self.0.vars.get_str("SERVER_PORT")?.parse().ok()
+    }
+
+    /// `REMOTE_USER`, set when the web server authenticated the client.
+    pub fn remote_user(&self) -> Option<&str> {
+        self.0.vars.non_empty("REMOTE_USER")
+    }
+
+    /// `AUTH_TYPE` ("Basic", "Digest", ...).
+    pub fn auth_type(&self) -> Option<&str> {
+        self.0.vars.non_empty("AUTH_TYPE")
+    }
+
+    /// Every CGI variable the web server sent (`HTTP_PROXY` excluded).
+    pub fn vars(&self) -> &Vars {
+        &self.0.vars
+    }
+
+    /// The scheme and authority the client used, e.g. `https://example.com:8443`,
+    /// from the `Host` header the web server routed on, else `SERVER_NAME`/`SERVER_PORT`.
+    pub fn origin(&self) -> String {
+        let scheme = self.scheme();
+        let v = &self.0.vars;
+        let host = v
+            .non_empty("HTTP_HOST")
+            .filter(|h| is_valid_authority(h))
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                let name = self.server_name().unwrap_or("localhost");
+                match self.server_port() {
+                    Some(p) if !(p == 80 && scheme == "http" || p == 443 && scheme == "https") => {
+                        format!("{name}:{p}")
+                    }
+                    _ => name.to_owned(),
+                }
+            });
+        format!("{scheme}://{host}")
+    }
+
+    /// An absolute URL for an app-relative `path` (starting with `/`): origin, mount
+    /// prefix and path.
+    pub fn url_for(&self, path: &str) -> String {
+        format!("{}{}{}", self.origin(), self.script_name(), path)
+    }
+}
+
+fn is_valid_authority(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+        })
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("mode", &self.0.mode)
+            .field("role", &self.0.role)
+            .field("script_name", &self.0.mount.script_name)
+            .field("vars", &self.0.vars)
+            .finish()
+    }
+}
+
+/// Server-asserted request context, for `http::Request` and `http::request::Parts`.
+///
+/// ```
+/// use fcgi_shim::RequestExt;
+/// fn handler(req: http::Request<fcgi_shim::Body>) -> http::Response<String> {
+///     let link = format!("{}/posts/1", req.script_name());
+///     http::Response::new(format!("<a href=\"{link}\">first post</a>"))
+/// }
+/// ```
+pub trait RequestExt {
+    /// The whole context, when the request came through fcgi-shim.
+    fn context(&self) -> Option<&Context>;
+
+    /// The mount prefix (`""` at the root, `"/blog"` in a subdirectory).
+    fn script_name(&self) -> &str {
+        self.context().map_or("", Context::script_name)
+    }
+
+    /// The client address the web server saw.
+    fn remote_addr(&self) -> Option<IpAddr> {
+        self.context().and_then(Context::remote_addr)
+    }
+
+    /// Whether the client connection is TLS, as the web server says.
+    fn is_https(&self) -> bool {
+        self.context().is_some_and(Context::is_https)
+    }
+
+    /// The user the web server authenticated.
+    fn remote_user(&self) -> Option<&str> {
+        self.context().and_then(Context::remote_user)
+    }
+}
+
+impl<B> RequestExt for http::Request<B> {
+    fn context(&self) -> Option<&Context> {
+        self.extensions().get::<Context>()
+    }
+}
+
+impl RequestExt for http::request::Parts {
+    fn context(&self) -> Option<&Context> {
+        self.extensions.get::<Context>()
+    }
+}

@@ -1,0 +1,91 @@
+// The library's error type: what `run` and the builder can fail with.
+
+use std::fmt;
+use std::io;
+
+/// Why the server could not start or keep running.
+///
+/// Per-request problems (a malformed record, a client that went away, a panicking
+/// handler) never end up here: they end that request or connection with a log line
+/// and the server goes on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting (environment variable, command-line option or builder value) has a
+    /// value that cannot be used.
+    Setting {
+        /// The setting's name as the user wrote it (`FCGI_MAX_REQUESTS`, `--threads`).
+        name: String,
+        /// What was given.
+        value: String,
+        /// What is expected instead.
+        expected: &'static str,
+    },
+    /// A system call failed while setting up or accepting.
+    Io {
+        /// What we were doing, e.g. "installing signal handlers".
+        op: &'static str,
+        source: io::Error,
+    },
+    /// The program was not started by a web server (no listening socket on fd 0, no
+    /// `GATEWAY_INTERFACE`) and was given nothing to serve.
+    NotLaunchedByWebServer,
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, source: io::Error) -> Error {
+        Error::Io { op, source }
+    }
+
+    pub(crate) fn setting(name: impl Into<String>, value: impl Into<String>, expected: &'static str) -> Error {
+        Error::Setting {
+            name: name.into(),
+            value: value.into(),
+            expected,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Setting {
+                name,
+                value,
+                expected,
+            } => write!(f, "invalid {name}={value:?}: expected {expected}"),
+            Error::Io { op, source } => write!(f, "{op}: {source}"),
+            Error::NotLaunchedByWebServer => f.write_str(
+                "not started by a web server: no listening socket on fd 0 and no GATEWAY_INTERFACE",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_stays_small() {
+        assert!(std::mem::size_of::<Error>() <= 64);
+    }
+
+    #[test]
+    fn messages_name_the_fix() {
+        let e = Error::setting("FCGI_MAX_REQUESTS", "ten", "a whole number");
+        assert_eq!(
+            e.to_string(),
+            "invalid FCGI_MAX_REQUESTS=\"ten\": expected a whole number"
+        );
+    }
+}

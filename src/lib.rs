@@ -1,0 +1,115 @@
+//! Run a Rust web app on plain shared hosting, or behind any web server.
+//!
+//! Build your app against [`run`], upload the binary as `public_html/mysite.fcgi`, add
+//! an `.htaccess` from the project's `htaccess/` folder, and it serves:
+//!
+//! - **FastCGI on fd 0** when started by Apache mod_fcgid or mod_fastcgi, lighttpd
+//!   `bin-path` or spawn-fcgi (they pass a listening socket as stdin);
+//! - **one CGI request** when `GATEWAY_INTERFACE` is set (Apache mod_cgi, any server);
+//! - an **explanation** on stderr and exit status 2 when started from a terminal.
+//!
+//! ```no_run
+//! use fcgi_shim::{Body, RequestExt};
+//! use http::{Request, Response};
+//!
+//! fn app(req: Request<Body>) -> Response<String> {
+//!     // `uri()` is app-relative: the same routes at `/` and under `/blog/`.
+//!     match req.uri().path() {
+//!         "/" => Response::new(format!("home; posts at {}/posts", req.script_name())),
+//!         _ => {
+//!             let mut r = Response::new("not found".to_owned());
+//!             *r.status_mut() = http::StatusCode::NOT_FOUND;
+//!             r
+//!         }
+//!     }
+//! }
+//!
+//! fn main() -> Result<(), fcgi_shim::Error> {
+//!     fcgi_shim::run(app)
+//! }
+//! ```
+//!
+//! The request body streams ([`Body`] implements `std::io::Read`); the response body
+//! is bytes or a stream ([`stream`]). What the web server asserts — client address,
+//! HTTPS, authenticated user, the mount prefix, the raw CGI variables — is in the
+//! request's [`Context`], read through [`RequestExt`]; never from headers a client
+//! could forge.
+//!
+//! Settings come from [`Builder`] and, on top, from the environment (the table in
+//! [`Builder`]'s documentation), so a host's configuration can change them without a
+//! rebuild.
+
+mod body;
+mod cgi;
+mod config;
+mod conn;
+mod context;
+mod error;
+mod launch;
+mod logger;
+pub mod mount;
+pub mod record;
+mod request;
+mod response;
+mod server;
+mod sys;
+mod vars;
+
+use std::sync::Arc;
+
+pub use body::Body;
+pub use config::{Builder, LogTarget};
+pub use context::{Context, Mode, RequestExt};
+pub use error::Error;
+pub use record::Role;
+pub use response::{BoxBody, Handler, ReaderBody, ResponseBody, Streaming, stream};
+pub use vars::Vars;
+
+use server::{App, SyncApp};
+
+/// Serves `app` the way the process was launched (see the crate documentation).
+/// Returns when the server has stopped (SIGTERM, max-requests, the binary replaced) or
+/// the CGI request is answered. Started from a terminal, it prints how to deploy and
+/// exits with status 2.
+pub fn run<H: Handler>(app: H) -> Result<(), Error> {
+    Builder::new().run(app)
+}
+
+impl Builder {
+    /// Serves `app` with these settings; see [`run`].
+    pub fn run<H: Handler>(self, app: H) -> Result<(), Error> {
+        self.run_app(Arc::new(SyncApp(app)))
+    }
+
+    pub(crate) fn run_app(mut self, app: Arc<dyn App>) -> Result<(), Error> {
+        logger::init(self.cfg.log_level, self.cfg.log_target);
+        if self.read_env {
+            if let Err(e) = self.apply_env() {
+                log::error!("{e}");
+                return Err(e);
+            }
+            log::set_max_level(self.cfg.log_level);
+        }
+        sys::ignore_sigpipe();
+        response::install_panic_hook();
+        let program = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        self.cfg.map.exe_name = program.clone();
+        let cfg = Arc::new(self.cfg);
+        match launch::detect(cfg.force_cgi) {
+            launch::Launch::FastCgi(listener) => server::serve_fastcgi(listener, app, cfg),
+            launch::Launch::Cgi => {
+                cgi::serve_one(&*app, &cfg);
+                Ok(())
+            }
+            launch::Launch::Other => {
+                eprint!(
+                    "{}",
+                    launch::explanation(program.as_deref().unwrap_or("mysite.fcgi"))
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+// Our `log` backend: short prefixed lines on stderr (or syslog), and per-request capture
+// so a FastCGI request's log lines reach the web server as FCGI_STDERR.
+
+use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::sync::OnceLock;
+
+use log::{LevelFilter, Log, Metadata, Record};
+
+use crate::config::LogTarget;
+
+struct Logger {
+    prefix: String,
+    target: LogTarget,
+}
+
+static LOGGER: OnceLock<Logger> = OnceLock::new();
+
+/// Caps what one request can queue for FCGI_STDERR; beyond it lines go to stderr.
+const CAPTURE_MAX: usize = 64 * 1024;
+
+thread_local! {
+    static CAPTURING: Cell<bool> = const { Cell::new(false) };
+    static CAPTURED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Installs our logger unless the app installed one first (then we leave logging
+/// entirely to it).
+pub(crate) fn init(level: LevelFilter, target: LogTarget) {
+    let prefix = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "fcgi-shim".to_owned());
+    #[cfg(feature = "syslog")]
+    if target == LogTarget::Syslog {
+        syslog::open(&prefix);
+    }
+    let logger = LOGGER.get_or_init(|| Logger { prefix, target });
+    if log::set_logger(logger).is_ok() {
+        log::set_max_level(level);
+    }
+}
+
+/// Starts capturing this thread's log lines for the current request.
+pub(crate) fn capture_begin() {
+    CAPTURING.with(|c| c.set(true));
+}
+
+/// Stops capturing; anything not taken goes to stderr.
+pub(crate) fn capture_end() {
+    CAPTURING.with(|c| c.set(false));
+    if let Some(rest) = take_captured() {
+        let _ = std::io::stderr().write_all(&rest);
+    }
+}
+
+/// What was logged on this thread during the request, if anything.
+pub(crate) fn take_captured() -> Option<Vec<u8>> {
+    CAPTURED.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut *b))
+        }
+    })
+}
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, r: &Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let captured = CAPTURING.with(Cell::get)
+            && CAPTURED.with(|b| {
+                let mut b = b.borrow_mut();
+                if b.len() >= CAPTURE_MAX {
+                    return false;
+                }
+                let _ = writeln!(b, "{}: {}", r.level(), r.args());
+                true
+            });
+        if captured {
+            return;
+        }
+        match self.target {
+            #[cfg(feature = "syslog")]
+            LogTarget::Syslog => syslog::send(r.level(), &r.args().to_string()),
+            _ => {
+                // One write per line, so lines from several processes do not interleave.
+                let line = format!(
+                    "{}[{}]: {}: {}\n",
+                    self.prefix,
+                    std::process::id(),
+                    r.level(),
+                    r.args()
+                );
+                let _ = std::io::stderr().write_all(line.as_bytes());
+            }
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+#[cfg(feature = "syslog")]
+mod syslog {
+    use std::ffi::CString;
+
+    pub(super) fn open(ident: &str) {
+        let ident = CString::new(ident).unwrap_or_else(|_| c"fcgi-shim".to_owned());
+        // openlog keeps the pointer: the string must live as long as the process.
+        let ident: &'static std::ffi::CStr = Box::leak(ident.into_boxed_c_str());
+        // SAFETY: ident is a valid NUL-terminated string that is never freed.
+        unsafe { libc::openlog(ident.as_ptr(), libc::LOG_PID, libc::LOG_USER) };
+    }
+
+    pub(super) fn send(level: log::Level, msg: &str) {
+        let prio = match level {
+            log::Level::Error => libc::LOG_ERR,
+            log::Level::Warn => libc::LOG_WARNING,
+            log::Level::Info => libc::LOG_INFO,
+            log::Level::Debug | log::Level::Trace => libc::LOG_DEBUG,
+        };
+        let msg = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
+        // SAFETY: a constant format string with one %s argument that is a valid C string.
+        unsafe { libc::syslog(prio, c"%s".as_ptr(), msg.as_ptr()) };
+    }
+}

@@ -1,0 +1,224 @@
+// The mount path: which part of the URL is the app's prefix ("script name") and which is
+// the app-relative path, rebuilt from what Apache, lighttpd or nginx actually send.
+
+use crate::vars::Vars;
+
+/// Where the app is mounted and what path the request is for, relative to that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// The mount prefix, as the client sees it: `""` at the site root, `"/blog"` under
+    /// a subdirectory. Never ends with `/`.
+    pub script_name: String,
+    /// The app-relative path, percent-decoded as CGI defines `PATH_INFO`; may be empty
+    /// (the app's root). Bytes, because a decoded path need not be UTF-8.
+    pub path_info: Vec<u8>,
+    /// Which rule produced `script_name`.
+    pub source: MountSource,
+}
+
+/// Which variable the mount prefix was rebuilt from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountSource {
+    /// `FORCE_SCRIPT_NAME`, per request or from the process settings.
+    Forced,
+    /// Apache mod_rewrite's `SCRIPT_URL` minus `PATH_INFO`.
+    ScriptUrl,
+    /// `REDIRECT_URL` minus `PATH_INFO` (Apache after an internal redirect).
+    RedirectUrl,
+    /// The percent-decoded path of `REQUEST_URI` minus `PATH_INFO`.
+    RequestUri,
+    /// `SCRIPT_NAME` as sent.
+    ScriptName,
+}
+
+/// Rebuilds the mount prefix and app-relative path of one request.
+///
+/// `forced` is the process-wide `FORCE_SCRIPT_NAME` setting, if any; a per-request
+/// `FORCE_SCRIPT_NAME` (or Apache's `REDIRECT_FORCE_SCRIPT_NAME`) variable wins over it.
+/// `exe_name` is the file name of the running program (`mysite.fcgi`), used to tell a
+/// script mount (`SCRIPT_NAME=/blog/mysite.fcgi`) from a server that did not split the
+/// path at all (nginx without `fastcgi_split_path_info`, lighttpd mounted at `/`,
+/// where the whole path lands in `SCRIPT_NAME` and `PATH_INFO` is empty).
+///
+/// Order: forced; else `SCRIPT_URL`, else `REDIRECT_URL`, minus `PATH_INFO` when it
+/// really ends with it; else the decoded `REQUEST_URI` path minus `PATH_INFO` when it
+/// ends with it; else `SCRIPT_NAME`. Paths are compared after collapsing `//` and
+/// removing `.`/`..` segments.
+pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mount {
+    let mut script_name: Vec<u8> = vars.get("SCRIPT_NAME").unwrap_or_default().to_vec();
+    let mut path_info: Vec<u8> = vars.get("PATH_INFO").unwrap_or_default().to_vec();
+    let request_path = vars.get("REQUEST_URI").map(|uri| {
+        let path = uri.split(|&b| b == b'?').next().unwrap_or_default();
+        normalize(&percent_decode(path))
+    });
+
+    // No split: the whole path is in SCRIPT_NAME. Only when SCRIPT_NAME is not our own
+    // file (a request for /blog/mysite.fcgi itself is a script mount with an empty path).
+    let unsplit = path_info.is_empty()
+        && !script_name.is_empty()
+        && !is_own_script(&script_name, exe_name)
+        && request_path
+            .as_deref()
+            .is_none_or(|rp| rp == normalize(&script_name).as_slice());
+    if unsplit {
+        path_info = std::mem::take(&mut script_name);
+    }
+
+    let per_request = vars
+        .get_str("FORCE_SCRIPT_NAME")
+        .or_else(|| vars.get_str("REDIRECT_FORCE_SCRIPT_NAME"));
+    if let Some(f) = per_request.or(forced) {
+        let prefix = trim_trailing_slash(f.as_bytes());
+        if unsplit {
+            if let Some(rest) = strip_path_prefix(&path_info, prefix) {
+                path_info = rest.to_vec();
+            }
+        }
+        return finish(prefix, path_info, MountSource::Forced);
+    }
+
+    let pi = normalize(&path_info);
+    for (name, source) in [
+        ("SCRIPT_URL", MountSource::ScriptUrl),
+        ("REDIRECT_URL", MountSource::RedirectUrl),
+    ] {
+        if let Some(url) = vars.get(name).filter(|u| !u.is_empty()) {
+            if let Some(prefix) = strip_suffix(&normalize(url), &pi) {
+                return finish(&prefix, path_info, source);
+            }
+        }
+    }
+    if let Some(rp) = &request_path {
+        if let Some(prefix) = strip_suffix(rp, &pi) {
+            return finish(&prefix, path_info, MountSource::RequestUri);
+        }
+    }
+    finish(&script_name.clone(), path_info, MountSource::ScriptName)
+}
+
+fn finish(prefix: &[u8], path_info: Vec<u8>, source: MountSource) -> Mount {
+    let prefix = trim_trailing_slash(prefix);
+    let mut script_name = String::from_utf8_lossy(prefix).into_owned();
+    if !script_name.is_empty() && !script_name.starts_with('/') {
+        script_name.insert(0, '/');
+    }
+    Mount {
+        script_name,
+        path_info,
+        source,
+    }
+}
+
+/// `url` minus a trailing `suffix`, if it really ends with it. `suffix` starts with `/`
+/// (or is empty), so the cut is always at a segment boundary.
+fn strip_suffix(url: &[u8], suffix: &[u8]) -> Option<Vec<u8>> {
+    if suffix.is_empty() {
+        return Some(url.to_vec());
+    }
+    if suffix.first() != Some(&b'/') {
+        return None;
+    }
+    url.strip_suffix(suffix).map(<[u8]>::to_vec)
+}
+
+/// `path` minus a leading `prefix` that ends at a segment boundary.
+fn strip_path_prefix<'a>(path: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest[0] == b'/').then_some(rest)
+}
+
+fn is_own_script(script_name: &[u8], exe_name: Option<&str>) -> bool {
+    let Some(exe) = exe_name else { return false };
+    let last = script_name.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    !exe.is_empty() && last == exe.as_bytes()
+}
+
+fn trim_trailing_slash(p: &[u8]) -> &[u8] {
+    let mut p = p;
+    while let Some(rest) = p.strip_suffix(b"/") {
+        p = rest;
+    }
+    p
+}
+
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it is.
+pub fn percent_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' && i + 2 < s.len() {
+            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(s[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Collapses repeated `/` and removes `.` and `..` segments, as web servers do before
+/// they compute `PATH_INFO`. Keeps a trailing slash.
+pub fn normalize(path: &[u8]) -> Vec<u8> {
+    let mut segs: Vec<&[u8]> = Vec::new();
+    let mut trailing = false;
+    for seg in path.split(|&b| b == b'/') {
+        trailing = false;
+        match seg {
+            b"" => trailing = true,
+            b"." => trailing = true,
+            b".." => {
+                segs.pop();
+                trailing = true;
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(path.len());
+    for s in &segs {
+        out.push(b'/');
+        out.extend_from_slice(s);
+    }
+    if (trailing && path.len() > 1) || out.is_empty() {
+        if path.starts_with(b"/") || !out.is_empty() {
+            out.push(b'/');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_paths() {
+        assert_eq!(normalize(b"/a//b"), b"/a/b");
+        assert_eq!(normalize(b"/a/./b/../c"), b"/a/c");
+        assert_eq!(normalize(b"/a/b/"), b"/a/b/");
+        assert_eq!(normalize(b"/"), b"/");
+        assert_eq!(normalize(b"//"), b"/");
+        assert_eq!(normalize(b""), b"");
+        assert_eq!(normalize(b"/.."), b"/");
+        assert_eq!(normalize(b"/a/.."), b"/");
+    }
+
+    #[test]
+    fn decode() {
+        assert_eq!(percent_decode(b"/caf%C3%A9/a%20b"), "/café/a b".as_bytes());
+        assert_eq!(percent_decode(b"/100%"), b"/100%");
+        assert_eq!(percent_decode(b"/%zz%4"), b"/%zz%4");
+        assert_eq!(percent_decode(b"%41"), b"A");
+    }
+}

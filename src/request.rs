@@ -1,0 +1,292 @@
+// One pure function turns CGI variables into an `http::Request`; CGI, FastCGI and SCGI
+// all go through it.
+
+use http::header::{HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
+
+use crate::body::Body;
+use crate::context::{Context, Mode};
+use crate::mount;
+use crate::record::Role;
+use crate::vars::Vars;
+
+/// Settings the mapping needs from the server.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct MapSettings {
+    /// Process-wide `FORCE_SCRIPT_NAME`.
+    pub force_script_name: Option<String>,
+    /// Our executable's file name, to recognise `SCRIPT_NAME=/dir/<it>`.
+    pub exe_name: Option<String>,
+}
+
+/// A request that cannot be built; answered with `status` and logged with `reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Rejection {
+    pub status: StatusCode,
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Rejection {
+        Rejection {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How the body length is declared by `CONTENT_LENGTH` (RFC 3875 section 4.1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DeclaredLength {
+    /// A valid decimal number.
+    Exact(u64),
+    /// Absent or empty: no body under CGI, "until the stream ends" under FastCGI/SCGI.
+    Absent,
+}
+
+/// Reads `CONTENT_LENGTH`; anything but decimal digits is a bad request.
+pub(crate) fn content_length(vars: &Vars) -> Result<DeclaredLength, Rejection> {
+    match vars.get("CONTENT_LENGTH") {
+        None | Some(b"") => Ok(DeclaredLength::Absent),
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(DeclaredLength::Exact)
+            .ok_or_else(|| {
+                Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "CONTENT_LENGTH {:?} is not a number",
+                        String::from_utf8_lossy(v)
+                    ),
+                )
+            }),
+    }
+}
+
+/// Builds the request the app sees: method, app-relative URI (`PATH_INFO` plus
+/// `?QUERY_STRING`), version, headers from `HTTP_*`/`CONTENT_*`, and the [`Context`]
+/// extension with the mount prefix and every raw variable.
+pub(crate) fn build(
+    vars: Vars,
+    body: Body,
+    mode: Mode,
+    role: Role,
+    settings: &MapSettings,
+) -> Result<Request<Body>, Rejection> {
+    let method = match vars.get("REQUEST_METHOD") {
+        Some(m) if !m.is_empty() => Method::from_bytes(m).map_err(|_| {
+            Rejection::new(
+                StatusCode::BAD_REQUEST,
+                format!("invalid REQUEST_METHOD {:?}", String::from_utf8_lossy(m)),
+            )
+        })?,
+        // An authorizer may be asked without a method; a responder never is.
+        _ if role == Role::Authorizer => Method::GET,
+        _ => {
+            return Err(Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the web server sent no REQUEST_METHOD",
+            ));
+        }
+    };
+    let version = match vars.get("SERVER_PROTOCOL") {
+        Some(b"HTTP/1.0") => Version::HTTP_10,
+        Some(b"HTTP/0.9") => Version::HTTP_09,
+        Some(b"HTTP/2.0") | Some(b"HTTP/2") => Version::HTTP_2,
+        Some(b"HTTP/3.0") | Some(b"HTTP/3") => Version::HTTP_3,
+        _ => Version::HTTP_11,
+    };
+
+    let mount = mount::rebuild(
+        &vars,
+        settings.force_script_name.as_deref(),
+        settings.exe_name.as_deref(),
+    );
+    let uri = app_uri(&mount.path_info, vars.get("QUERY_STRING").unwrap_or_default())?;
+    let headers = headers(&vars);
+
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    req.extensions_mut()
+        .insert(Context::new(mode, role, vars, mount));
+    Ok(req)
+}
+
+/// `path` (decoded) percent-encoded, or `/` when empty, plus `?query` when not empty.
+pub(crate) fn app_uri(path: &[u8], query: &[u8]) -> Result<Uri, Rejection> {
+    let mut s = String::with_capacity(path.len() + query.len() + 2);
+    if path.first() != Some(&b'/') {
+        s.push('/');
+    }
+    for &b in path {
+        if is_path_char(b) {
+            s.push(b as char);
+        } else {
+            push_escape(&mut s, b);
+        }
+    }
+    if !query.is_empty() {
+        s.push('?');
+        for &b in query {
+            if is_query_char(b) {
+                s.push(b as char);
+            } else {
+                push_escape(&mut s, b);
+            }
+        }
+    }
+    Uri::try_from(s).map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, format!("bad path: {e}")))
+}
+
+fn push_escape(s: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    s.push('%');
+    s.push(HEX[(b >> 4) as usize] as char);
+    s.push(HEX[(b & 15) as usize] as char);
+}
+
+/// RFC 3986 `pchar` plus `/`, without `%`: the decoded path is re-escaped.
+fn is_path_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        )
+}
+
+/// The query stays as sent (it is not decoded by the server) except bytes that are
+/// not allowed in a URI, which are escaped.
+fn is_query_char(b: u8) -> bool {
+    is_path_char(b) || matches!(b, b'?' | b'%')
+}
+
+fn headers(vars: &Vars) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(vars.len());
+    let mut name_buf = Vec::with_capacity(32);
+    for (name, value) in vars.iter() {
+        let header = if let Some(h) = name.strip_prefix(b"HTTP_") {
+            // Proxy is the httpoxy header; CONTENT_* come from the CGI variables below.
+            if h == b"PROXY" || h == b"CONTENT_TYPE" || h == b"CONTENT_LENGTH" {
+                continue;
+            }
+            h
+        } else if name == b"CONTENT_TYPE" || name == b"CONTENT_LENGTH" {
+            if value.is_empty() {
+                continue;
+            }
+            name
+        } else {
+            continue;
+        };
+        name_buf.clear();
+        name_buf.extend(header.iter().map(|&b| match b {
+            b'_' => b'-',
+            b => b.to_ascii_lowercase(),
+        }));
+        let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(&name_buf),
+            HeaderValue::from_bytes(value),
+        ) else {
+            log::debug!(
+                "skipping variable {} that is not a valid header",
+                String::from_utf8_lossy(name)
+            );
+            continue;
+        };
+        map.append(n, v);
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::RequestExt;
+
+    fn settings() -> MapSettings {
+        MapSettings {
+            force_script_name: None,
+            exe_name: Some("mysite.fcgi".into()),
+        }
+    }
+
+    #[test]
+    fn builds_method_uri_headers() {
+        let vars = Vars::from_pairs([
+            ("REQUEST_METHOD", "POST"),
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+            ("PATH_INFO", "/café/a b"),
+            ("QUERY_STRING", "x=1&y={2}"),
+            ("REQUEST_URI", "/blog/caf%C3%A9/a%20b?x=1&y={2}"),
+            ("REDIRECT_URL", "/blog/café/a b"),
+            ("CONTENT_TYPE", "text/plain"),
+            ("CONTENT_LENGTH", "3"),
+            ("HTTP_X_CUSTOM_THING", "yes"),
+            ("HTTP_PROXY", "http://evil"),
+            ("HTTP_COOKIE", "a=1"),
+            ("SERVER_PROTOCOL", "HTTP/1.0"),
+        ]);
+        let req = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap();
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri(), "/caf%C3%A9/a%20b?x=1&y=%7B2%7D");
+        assert_eq!(req.version(), Version::HTTP_10);
+        assert_eq!(req.headers()["x-custom-thing"], "yes");
+        assert_eq!(req.headers()["content-type"], "text/plain");
+        assert_eq!(req.headers()["content-length"], "3");
+        assert!(req.headers().get("proxy").is_none());
+        assert_eq!(req.script_name(), "/blog");
+        let ctx = req.context().unwrap();
+        assert_eq!(ctx.query_string(), "x=1&y={2}");
+        assert!(ctx.vars().get("HTTP_PROXY").is_none());
+    }
+
+    #[test]
+    fn every_byte_survives_in_path_and_query() {
+        for b in 0..=255u8 {
+            let path = [b'/', b];
+            let q = [b'a', b'=', b];
+            let uri = app_uri(&path, &q).unwrap_or_else(|e| panic!("byte {b}: {e:?}"));
+            let p = mount::percent_decode(uri.path().as_bytes());
+            assert_eq!(p, path, "byte {b}");
+        }
+    }
+
+    #[test]
+    fn missing_method_is_a_server_error() {
+        let vars = Vars::from_pairs([("SCRIPT_NAME", "/x")]);
+        let e = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap_err();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn content_length_rules() {
+        let v = |s: &str| Vars::from_pairs([("CONTENT_LENGTH", s)]);
+        assert_eq!(content_length(&Vars::new()), Ok(DeclaredLength::Absent));
+        assert_eq!(content_length(&v("")), Ok(DeclaredLength::Absent));
+        assert_eq!(content_length(&v("42")), Ok(DeclaredLength::Exact(42)));
+        assert!(content_length(&v("-1")).is_err());
+        assert!(content_length(&v("4 2")).is_err());
+        assert!(content_length(&v("99999999999999999999999")).is_err());
+    }
+}

@@ -1,0 +1,504 @@
+// `http::Response` to a CGI response (`Status:` + headers + body), validated, streamed;
+// and the handler call around it, with panics turned into 500s.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+use http::{Request, Response, StatusCode};
+
+use crate::body::Body;
+use crate::context::RequestExt;
+use crate::record::Role;
+
+/// A response body: bytes known up front, or a stream written as it is produced.
+///
+/// Implemented for `Vec<u8>`, `String`, `&'static str`, `&'static [u8]`, `Cow`,
+/// `bytes::Bytes` and `()`; [`stream`] makes a body from a closure that writes it,
+/// [`ReaderBody`] one from any `Read`, and [`BoxBody`] erases the type so one handler
+/// can return different kinds.
+pub trait ResponseBody {
+    /// The length, when known before writing; used for `Content-Length`.
+    fn len_hint(&self) -> Option<u64> {
+        None
+    }
+
+    /// Writes the body. Under FastCGI each write goes out in `FCGI_STDOUT` records;
+    /// small writes are coalesced, and `flush` sends what is buffered at once.
+    fn write_to(self, out: &mut dyn Write) -> io::Result<()>;
+}
+
+macro_rules! bytes_body {
+    ($($t:ty),*) => {$(
+        impl ResponseBody for $t {
+            fn len_hint(&self) -> Option<u64> {
+                Some(AsRef::<[u8]>::as_ref(self).len() as u64)
+            }
+            fn write_to(self, out: &mut dyn Write) -> io::Result<()> {
+                out.write_all(AsRef::<[u8]>::as_ref(&self))
+            }
+        }
+    )*};
+}
+bytes_body!(
+    Vec<u8>,
+    String,
+    &'static str,
+    &'static [u8],
+    Cow<'static, [u8]>,
+    bytes::Bytes
+);
+
+impl ResponseBody for Cow<'static, str> {
+    fn len_hint(&self) -> Option<u64> {
+        Some(self.len() as u64)
+    }
+    fn write_to(self, out: &mut dyn Write) -> io::Result<()> {
+        out.write_all(self.as_bytes())
+    }
+}
+
+impl ResponseBody for () {
+    fn len_hint(&self) -> Option<u64> {
+        Some(0)
+    }
+    fn write_to(self, _: &mut dyn Write) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A body written by a closure as it is produced; see [`stream`].
+pub struct Streaming<F>(F);
+
+/// A streamed body: `f` gets a writer and writes the body piece by piece. Call
+/// `flush()` to push what is written so far to the client (server-sent events,
+/// progress output); otherwise output is sent in efficient chunks.
+///
+/// ```
+/// let body = fcgi_shim::stream(|w| {
+///     for i in 0..3 {
+///         writeln!(w, "line {i}")?;
+///         w.flush()?;
+///     }
+///     Ok(())
+/// });
+/// let resp = http::Response::new(body);
+/// # let _ = resp;
+/// ```
+pub fn stream<F>(f: F) -> Streaming<F>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
+    Streaming(f)
+}
+
+impl<F> ResponseBody for Streaming<F>
+where
+    F: FnOnce(&mut dyn Write) -> io::Result<()>,
+{
+    fn write_to(self, out: &mut dyn Write) -> io::Result<()> {
+        (self.0)(out)
+    }
+}
+
+/// A body copied from a reader (a file, a pipe), with an optional known length.
+pub struct ReaderBody<R> {
+    reader: R,
+    len: Option<u64>,
+}
+
+impl<R: Read> ReaderBody<R> {
+    pub fn new(reader: R, len: Option<u64>) -> ReaderBody<R> {
+        ReaderBody { reader, len }
+    }
+}
+
+impl<R: Read> ResponseBody for ReaderBody<R> {
+    fn len_hint(&self) -> Option<u64> {
+        self.len
+    }
+    fn write_to(mut self, out: &mut dyn Write) -> io::Result<()> {
+        let mut buf = vec![0u8; 32 * 1024];
+        loop {
+            let n = match self.reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            out.write_all(&buf[..n])?;
+        }
+    }
+}
+
+type WriteFn = Box<dyn FnOnce(&mut dyn Write) -> io::Result<()> + Send>;
+
+/// Any [`ResponseBody`] behind one type, so one handler can answer with bytes on one
+/// path and a stream on another: `BoxBody::new("text")`, `BoxBody::new(stream(...))`.
+pub struct BoxBody {
+    len: Option<u64>,
+    write: WriteFn,
+}
+
+impl BoxBody {
+    pub fn new<B: ResponseBody + Send + 'static>(body: B) -> BoxBody {
+        BoxBody {
+            len: body.len_hint(),
+            write: Box::new(move |w| body.write_to(w)),
+        }
+    }
+}
+
+impl ResponseBody for BoxBody {
+    fn len_hint(&self) -> Option<u64> {
+        self.len
+    }
+    fn write_to(self, out: &mut dyn Write) -> io::Result<()> {
+        (self.write)(out)
+    }
+}
+
+impl fmt::Debug for BoxBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoxBody").field("len", &self.len).finish()
+    }
+}
+
+/// A web app: turns a request into a response. Implemented for every
+/// `Fn(Request<Body>) -> Response<B>` that can be shared across threads.
+pub trait Handler: Send + Sync + 'static {
+    type Body: ResponseBody;
+    fn call(&self, req: Request<Body>) -> Response<Self::Body>;
+}
+
+impl<F, B> Handler for F
+where
+    F: Fn(Request<Body>) -> Response<B> + Send + Sync + 'static,
+    B: ResponseBody,
+{
+    type Body = B;
+    fn call(&self, req: Request<Body>) -> Response<B> {
+        self(req)
+    }
+}
+
+/// Where a response goes: stdout under CGI, `FCGI_STDOUT` records under FastCGI.
+pub(crate) trait Sink: Write {
+    /// True once the web server aborted the request or went away: stop writing.
+    fn gone(&self) -> bool;
+}
+
+/// How a request ended, for `appStatus` and for deciding whether the connection lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// A complete response was written.
+    Complete,
+    /// A response was written but the app failed (panic, error while streaming).
+    AppFailed,
+    /// The web server aborted the request or the connection broke.
+    Gone,
+}
+
+/// A response header that would split or corrupt the response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BadHeader(pub String);
+
+impl fmt::Display for BadHeader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "response header {:?} contains CR, LF or NUL; refusing to send it",
+            self.0
+        )
+    }
+}
+
+fn has_forbidden(b: &[u8]) -> bool {
+    b.iter().any(|&c| c == b'\r' || c == b'\n' || c == 0)
+}
+
+/// Encodes the CGI response head: `Status:`, every header (repeats kept, bytes as
+/// given), `Content-Length` when the length is known and the app set none, and the
+/// blank line. A `Location` on a 200 becomes a 302, as CGI defines a bare `Location`
+/// (and so the web server never turns it into an internal redirect). In the
+/// authorizer role a 200 carries only the `Variable-*` headers, which is all the web
+/// server reads.
+pub(crate) fn encode_head(
+    parts: &http::response::Parts,
+    body_len: Option<u64>,
+    role: Role,
+    out: &mut Vec<u8>,
+) -> Result<(), BadHeader> {
+    let mut status = parts.status;
+    if status == StatusCode::OK && parts.headers.contains_key(http::header::LOCATION) {
+        status = StatusCode::FOUND;
+    }
+    let authorized = role == Role::Authorizer && status == StatusCode::OK;
+    out.extend_from_slice(b"Status: ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        if authorized && !name.as_str().starts_with("variable-") {
+            continue;
+        }
+        if has_forbidden(name.as_str().as_bytes()) || has_forbidden(value.as_bytes()) {
+            return Err(BadHeader(name.as_str().to_owned()));
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodyless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    if let Some(len) = body_len {
+        if !authorized
+            && !bodyless
+            && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+            && !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
+        {
+            out.extend_from_slice(b"Content-Length: ");
+            out.extend_from_slice(len.to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// A short plain-text response for errors we answer ourselves.
+pub(crate) fn error_head_and_body(status: StatusCode) -> Vec<u8> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let body = format!("{} {}\n", status.as_u16(), reason);
+    format!(
+        "Status: {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{}",
+        status.as_u16(),
+        reason,
+        body.len(),
+        body
+    )
+    .into_bytes()
+}
+
+/// Writes an error response we generate ourselves (not flushed).
+pub(crate) fn send_error(status: StatusCode, out: &mut dyn Sink) -> Outcome {
+    let bytes = error_head_and_body(status);
+    match out.write_all(&bytes) {
+        Ok(()) => Outcome::Complete,
+        Err(_) => Outcome::Gone,
+    }
+}
+
+/// Writes `resp` to `out` without the final flush. Never panics: a panicking body ends
+/// the response early.
+pub(crate) fn send<B: ResponseBody>(
+    resp: Response<B>,
+    head_only: bool,
+    role: Role,
+    out: &mut dyn Sink,
+) -> Outcome {
+    let (parts, body) = resp.into_parts();
+    let mut head = Vec::with_capacity(256);
+    if let Err(e) = encode_head(&parts, body.len_hint(), role, &mut head) {
+        log::error!("{e}; answering 500 instead");
+        let _ = send_error(StatusCode::INTERNAL_SERVER_ERROR, out);
+        return Outcome::AppFailed;
+    }
+    if out.write_all(&head).is_err() {
+        return Outcome::Gone;
+    }
+    let skip_body = head_only || (role == Role::Authorizer && parts.status == StatusCode::OK);
+    if !skip_body {
+        let r = guarded(|| body.write_to(out));
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if out.gone() {
+                    return Outcome::Gone;
+                }
+                log::error!("response body failed after the headers were sent: {e}");
+                return Outcome::AppFailed;
+            }
+            Err(msg) => {
+                log::error!("panic while writing the response body: {msg}; response cut short");
+                return Outcome::AppFailed;
+            }
+        }
+    }
+    // The caller ends the response (END_REQUEST, or flushing stdout), so a small
+    // response leaves in one write.
+    if out.gone() { Outcome::Gone } else { Outcome::Complete }
+}
+
+/// Calls the handler and writes its response; a panic becomes a 500 and one log line.
+pub(crate) fn serve<H: Handler + ?Sized>(
+    handler: &H,
+    req: Request<Body>,
+    out: &mut dyn Sink,
+) -> Outcome {
+    let head_only = req.method() == http::Method::HEAD;
+    let role = req.context().map_or(Role::Responder, |c| c.role());
+    let method = req.method().clone();
+    let uri = req.uri().clone();
+    match guarded(|| handler.call(req)) {
+        Ok(resp) => send(resp, head_only, role, out),
+        Err(msg) => {
+            log::error!("handler panicked on {method} {uri}: {msg}; answered 500");
+            match send_error(StatusCode::INTERNAL_SERVER_ERROR, out) {
+                Outcome::Gone => Outcome::Gone,
+                _ => Outcome::AppFailed,
+            }
+        }
+    }
+}
+
+thread_local! {
+    static IN_GUARD: Cell<bool> = const { Cell::new(false) };
+    static PANIC_MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+static HOOK: Once = Once::new();
+
+/// Routes panics inside `guarded` to our log line (one line, with the location) and
+/// leaves every other panic to the hook that was there before.
+pub(crate) fn install_panic_hook() {
+    HOOK.call_once(|| {
+        let prev = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if IN_GUARD.with(Cell::get) {
+                let msg = payload_message(info.payload());
+                let text = match info.location() {
+                    Some(l) => format!("{msg} (at {}:{})", l.file(), l.line()),
+                    None => msg,
+                };
+                PANIC_MESSAGE.with(|m| *m.borrow_mut() = Some(text));
+            } else {
+                prev(info);
+            }
+        }));
+    });
+}
+
+fn payload_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Runs `f`, catching a panic and returning its message.
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let was = IN_GUARD.with(|g| g.replace(true));
+    let r = panic::catch_unwind(AssertUnwindSafe(f));
+    IN_GUARD.with(|g| g.set(was));
+    r.map_err(|p| {
+        PANIC_MESSAGE
+            .with(|m| m.borrow_mut().take())
+            .unwrap_or_else(|| payload_message(&*p))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn copy(r: &Response<()>) -> Response<()> {
+        let mut c = Response::new(());
+        *c.status_mut() = r.status();
+        *c.headers_mut() = r.headers().clone();
+        c
+    }
+
+    fn head(r: Response<()>, len: Option<u64>, role: Role) -> Result<String, BadHeader> {
+        let mut out = Vec::new();
+        let (parts, ()) = r.into_parts();
+        encode_head(&parts, len, role, &mut out)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn repeated_headers_kept_and_length_added() {
+        let mut r = Response::new(());
+        r.headers_mut().append("set-cookie", HeaderValue::from_static("a=1"));
+        r.headers_mut().append("set-cookie", HeaderValue::from_static("b=2"));
+        assert_eq!(
+            head(copy(&r), Some(5), Role::Responder).unwrap(),
+            "Status: 200 OK\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 5\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn location_without_status_is_302() {
+        let mut r = Response::new(());
+        r.headers_mut().insert("location", HeaderValue::from_static("/x"));
+        assert!(head(copy(&r), None, Role::Responder).unwrap().starts_with("Status: 302 Found\r\n"));
+        *r.status_mut() = StatusCode::CREATED;
+        assert!(head(copy(&r), None, Role::Responder).unwrap().starts_with("Status: 201 Created\r\n"));
+    }
+
+    #[test]
+    fn crlf_and_nul_detected() {
+        for bad in [&b"a\r\nX-Injected: 1"[..], b"a\nb", b"a\0b", b"\r"] {
+            assert!(has_forbidden(bad));
+        }
+        assert!(!has_forbidden(b"caf\xe9 \t ok"));
+    }
+
+    // `HeaderValue::from_maybe_shared_unchecked` only checks its bytes in debug builds;
+    // in release an app can smuggle CR/LF through it, and encode_head must refuse.
+    #[cfg(not(debug_assertions))]
+    #[test]
+    fn crlf_and_nul_refused_in_release_builds() {
+        for bad in [&b"a\r\nX-Injected: 1"[..], b"a\nb", b"a\0b"] {
+            let mut r = Response::new(());
+            let v = unsafe {
+                HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::from(bad.to_vec()))
+            };
+            r.headers_mut().insert("x-bad", v);
+            assert!(head(r, None, Role::Responder).is_err());
+        }
+    }
+
+    #[test]
+    fn non_utf8_value_passes_through() {
+        let mut r = Response::new(());
+        r.headers_mut()
+            .insert("x-latin1", HeaderValue::from_bytes(b"caf\xe9").unwrap());
+        let mut out = Vec::new();
+        let (parts, ()) = r.into_parts();
+        encode_head(&parts, None, Role::Responder, &mut out).unwrap();
+        assert!(out.windows(6).any(|w| w == b"caf\xe9\r\n"));
+    }
+
+    #[test]
+    fn authorizer_200_keeps_only_variables() {
+        let mut r = Response::new(());
+        r.headers_mut().insert("variable-user", HeaderValue::from_static("ann"));
+        r.headers_mut().insert("x-other", HeaderValue::from_static("1"));
+        assert_eq!(
+            head(copy(&r), Some(10), Role::Authorizer).unwrap(),
+            "Status: 200 OK\r\nvariable-user: ann\r\n\r\n"
+        );
+        *r.status_mut() = StatusCode::FORBIDDEN;
+        assert!(head(copy(&r), None, Role::Authorizer).unwrap().contains("x-other: 1"));
+    }
+
+    #[test]
+    fn guarded_catches_and_reports() {
+        install_panic_hook();
+        let r: Result<(), String> = guarded(|| panic!("boom {}", 7));
+        let msg = r.unwrap_err();
+        assert!(msg.starts_with("boom 7 (at "), "{msg}");
+    }
+}

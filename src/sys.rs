@@ -1,0 +1,411 @@
+// The few system calls std does not wrap: socket checks on fd 0, accept4, poll, signals.
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+fn cvt_size(r: libc::ssize_t) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// True when `fd` is a socket in the listening state: `getpeername` fails with
+/// `ENOTCONN` *and* `SO_ACCEPTCONN` is set. An unbound or merely connected socket, a
+/// pipe, a file or a terminal is not a listener.
+pub fn is_listening_socket(fd: RawFd) -> bool {
+    // SAFETY: getpeername/getsockopt only write into the buffers we pass, sized by len.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getpeername(fd, (&raw mut addr).cast(), &mut len) == 0 {
+            return false;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::ENOTCONN) {
+            return false;
+        }
+        let mut val: libc::c_int = 0;
+        let mut vlen = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&raw mut val).cast(),
+            &mut vlen,
+        ) == 0
+            && val != 0
+    }
+}
+
+pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
+    // SAFETY: plain fcntl on an fd we hold.
+    unsafe {
+        let flags = cvt(libc::fcntl(fd, libc::F_GETFL))?;
+        let new = if on {
+            flags | libc::O_NONBLOCK
+        } else {
+            flags & !libc::O_NONBLOCK
+        };
+        if new != flags {
+            cvt(libc::fcntl(fd, libc::F_SETFL, new))?;
+        }
+    }
+    Ok(())
+}
+
+pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: plain fcntl on an fd we hold.
+    unsafe {
+        let flags = cvt(libc::fcntl(fd, libc::F_GETFD))?;
+        cvt(libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC))?;
+    }
+    Ok(())
+}
+
+fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match addr.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a: &libc::sockaddr_in = unsafe { &*(addr as *const _ as *const libc::sockaddr_in) };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::new(IpAddr::V4(ip), u16::from_be(a.sin_port)))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a: &libc::sockaddr_in6 =
+                unsafe { &*(addr as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::new(IpAddr::V6(ip), u16::from_be(a.sin6_port)))
+        }
+        _ => None,
+    }
+}
+
+/// A connected stream socket (Unix or TCP), non-blocking, written with `MSG_NOSIGNAL`
+/// so a web server that went away is an `EPIPE` error, never a `SIGPIPE` death.
+#[derive(Debug)]
+pub struct Socket {
+    fd: OwnedFd,
+}
+
+impl Socket {
+    pub fn from_owned(fd: OwnedFd) -> Socket {
+        Socket { fd }
+    }
+
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: reads at most buf.len() bytes into buf.
+        cvt_size(unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+    }
+
+    pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: reads at most buf.len() bytes from buf.
+        cvt_size(unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        })
+    }
+
+    pub fn write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // SAFETY: IoSlice is ABI-compatible with iovec; the kernel only reads them.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+            msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+            cvt_size(libc::sendmsg(
+                self.fd.as_raw_fd(),
+                &msg,
+                libc::MSG_NOSIGNAL,
+            ))
+        }
+    }
+
+    /// Half-closes the sending side (`shutdown(SHUT_WR)`).
+    pub fn shutdown_write(&self) -> io::Result<()> {
+        // SAFETY: plain shutdown on an fd we own.
+        cvt(unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) }).map(drop)
+    }
+}
+
+impl AsRawFd for Socket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// A listening socket, non-blocking, that may be shared with other processes
+/// (lighttpd `max-procs`, spawn-fcgi `-F`, prefork workers).
+#[derive(Debug)]
+pub struct Listener {
+    fd: OwnedFd,
+}
+
+pub enum Accepted {
+    Conn(Socket, Option<SocketAddr>),
+    /// Another process or thread took the connection, or the peer gave up.
+    Nothing,
+}
+
+impl Listener {
+    /// Takes ownership of a listening socket fd and makes it non-blocking.
+    pub fn from_owned(fd: OwnedFd) -> io::Result<Listener> {
+        set_nonblocking(fd.as_raw_fd(), true)?;
+        set_cloexec(fd.as_raw_fd())?;
+        Ok(Listener { fd })
+    }
+
+    /// Takes fd 0 (as mod_fcgid, lighttpd and spawn-fcgi pass it) and leaves
+    /// `/dev/null` in its place, so nothing else reads the socket as stdin.
+    pub fn take_stdin() -> io::Result<Listener> {
+        // SAFETY: dup the fd we were given; the duplicate is owned by the OwnedFd.
+        let dup = cvt(unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) })?;
+        let owned = unsafe { OwnedFd::from_raw_fd(dup) };
+        // SAFETY: open + dup2 over fd 0; fd 0 stays a valid descriptor throughout.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            if null >= 0 {
+                libc::dup2(null, 0);
+                libc::close(null);
+            }
+        }
+        Listener::from_owned(owned)
+    }
+
+    pub fn accept(&self) -> io::Result<Accepted> {
+        // SAFETY: accept4 writes at most len bytes of address into addr.
+        unsafe {
+            let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            let fd = libc::accept4(
+                self.fd.as_raw_fd(),
+                (&raw mut addr).cast(),
+                &mut len,
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            );
+            if fd < 0 {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN)
+                    | Some(libc::EINTR)
+                    | Some(libc::ECONNABORTED)
+                    | Some(libc::EPROTO) => Ok(Accepted::Nothing),
+                    _ => Err(e),
+                };
+            }
+            let sock = Socket::from_owned(OwnedFd::from_raw_fd(fd));
+            Ok(Accepted::Conn(sock, sockaddr_to_std(&addr)))
+        }
+    }
+}
+
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// What `wait` saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    Ready,
+    TimedOut,
+    /// Shutdown was requested (only reported when asked to watch for it).
+    Shutdown,
+}
+
+/// Blocks until `fd` is readable (or writable), `timeout` passes, or — when
+/// `watch_shutdown` — a shutdown is requested.
+pub fn wait(
+    fd: RawFd,
+    writable: bool,
+    timeout: Option<Duration>,
+    watch_shutdown: bool,
+) -> io::Result<Wake> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let events = if writable {
+        libc::POLLOUT
+    } else {
+        libc::POLLIN
+    };
+    loop {
+        if watch_shutdown && shutdown_requested() {
+            return Ok(Wake::Shutdown);
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if watch_shutdown {
+                    SHUTDOWN_RD.load(Ordering::Relaxed)
+                } else {
+                    -1
+                },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Wake::TimedOut);
+                }
+                // round up so we never spin on a sub-millisecond remainder
+                left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
+            }
+        };
+        // SAFETY: fds is a valid array of two pollfd.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if fds[0].revents != 0 {
+            return Ok(Wake::Ready);
+        }
+        if fds[1].revents != 0 {
+            return Ok(Wake::Shutdown);
+        }
+        if r == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Wake::TimedOut);
+        }
+    }
+}
+
+// ---- shutdown: signals and self-requested (max-requests, binary replaced) ----
+
+static SHUTDOWN: AtomicBool = AtomicBool::new(false);
+static SHUTDOWN_RD: AtomicI32 = AtomicI32::new(-1);
+static SHUTDOWN_WR: AtomicI32 = AtomicI32::new(-1);
+static SHUTDOWN_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// True once a shutdown has been requested by a signal or by `request_shutdown`.
+pub fn shutdown_requested() -> bool {
+    SHUTDOWN.load(Ordering::Acquire)
+}
+
+/// The signal that asked for shutdown, if one did.
+pub fn shutdown_signal() -> Option<libc::c_int> {
+    match SHUTDOWN_SIGNAL.load(Ordering::Relaxed) {
+        0 => None,
+        s => Some(s),
+    }
+}
+
+/// Asks every worker to stop accepting and exit after its request in flight. The
+/// self-pipe stays readable from then on, so every `wait` watching it returns at once.
+pub fn request_shutdown() {
+    SHUTDOWN.store(true, Ordering::Release);
+    let fd = SHUTDOWN_WR.load(Ordering::Relaxed);
+    if fd >= 0 {
+        // SAFETY: write(2) of one byte; async-signal-safe. A full pipe is fine: it is
+        // already readable.
+        unsafe {
+            libc::write(fd, [1u8].as_ptr().cast(), 1);
+        }
+    }
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    // SAFETY: only async-signal-safe calls: errno save/restore, write, _exit.
+    unsafe {
+        let errno = *libc::__errno_location();
+        if sig == libc::SIGINT && SHUTDOWN.load(Ordering::Relaxed) {
+            // A second Ctrl-C: the user means it.
+            libc::_exit(130);
+        }
+        SHUTDOWN_SIGNAL.store(sig, Ordering::Relaxed);
+        request_shutdown();
+        *libc::__errno_location() = errno;
+    }
+}
+
+/// Creates the self-pipe and installs the handlers for SIGTERM (mod_fcgid, lighttpd,
+/// systemd), SIGUSR1 (Apache graceful restart convention) and SIGINT (Ctrl-C). Each
+/// makes the process stop accepting, finish what is in flight and exit 0.
+pub fn install_shutdown_handlers() -> io::Result<()> {
+    if SHUTDOWN_WR.load(Ordering::Relaxed) < 0 {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fds.
+        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
+        SHUTDOWN_RD.store(fds[0], Ordering::Relaxed);
+        SHUTDOWN_WR.store(fds[1], Ordering::Relaxed);
+        if shutdown_requested() {
+            request_shutdown();
+        }
+    }
+    for sig in [libc::SIGTERM, libc::SIGUSR1, libc::SIGINT] {
+        // SAFETY: installing a handler that only does async-signal-safe work.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            cvt(libc::sigaction(sig, &sa, std::ptr::null_mut()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Resets SIGPIPE to "ignore": a web server that closes early must be an `EPIPE`
+/// on our side, whatever the app did to the disposition.
+pub fn ignore_sigpipe() {
+    // SAFETY: setting a disposition to SIG_IGN.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// True when fd is a terminal.
+pub fn is_terminal(fd: RawFd) -> bool {
+    // SAFETY: isatty only inspects the fd.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::{UnixListener, UnixStream};
+
+    #[test]
+    fn listener_detection() {
+        let dir = std::env::temp_dir().join(format!("fcgi-shim-sys-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("s");
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
+        assert!(is_listening_socket(l.as_raw_fd()));
+        let c = UnixStream::connect(&path).unwrap();
+        assert!(!is_listening_socket(c.as_raw_fd()));
+        // an unbound, unconnected socket: getpeername says ENOTCONN, but it is not listening
+        let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+        let unbound = unsafe { OwnedFd::from_raw_fd(raw) };
+        assert!(!is_listening_socket(unbound.as_raw_fd()));
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert!(!is_listening_socket(f.as_raw_fd()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,476 @@
+// FastCGI protocol tests: the test plays the web server with raw records against the
+// built examples, started with a listening socket on fd 0 as mod_fcgid starts them.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const T: Duration = Duration::from_secs(10);
+
+#[test]
+fn get_values_answered_truthfully_unknown_names_omitted() {
+    let app = FcgiApp::start("hello", &[("FCGI_THREADS", "3")]);
+    let mut s = app.connect();
+    let mut q = Vec::new();
+    for n in ["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS", "NO_SUCH_NAME"] {
+        pair(&mut q, n.as_bytes(), b"");
+    }
+    s.write_all(&rec(GET_VALUES, 0, &q)).unwrap();
+    let mut expect_content = Vec::new();
+    pair(&mut expect_content, b"FCGI_MAX_CONNS", b"3");
+    pair(&mut expect_content, b"FCGI_MAX_REQS", b"3");
+    pair(&mut expect_content, b"FCGI_MPXS_CONNS", b"0");
+    let expected = rec(GET_VALUES_RESULT, 0, &expect_content);
+    let mut got = vec![0u8; expected.len()];
+    s.set_read_timeout(Some(T)).unwrap();
+    std::io::Read::read_exact(&mut s, &mut got).unwrap();
+    assert_eq!(got, expected);
+    // The connection stays usable for a request after a management record.
+    s.write_all(&request(1, false, &get("/x", ""), b"")).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn unknown_management_type_gets_unknown_type() {
+    let app = FcgiApp::start("hello", &[]);
+    let mut s = app.connect();
+    s.write_all(&rec(99, 0, b"whatever")).unwrap();
+    // A BEGIN_REQUEST with id 0 is a management record we do not understand either.
+    s.write_all(&begin(0, RESPONDER, false)).unwrap();
+    let expected = [
+        rec(UNKNOWN_TYPE, 0, &[99, 0, 0, 0, 0, 0, 0, 0]),
+        rec(UNKNOWN_TYPE, 0, &[BEGIN, 0, 0, 0, 0, 0, 0, 0]),
+    ]
+    .concat();
+    let mut got = vec![0u8; expected.len()];
+    s.set_read_timeout(Some(T)).unwrap();
+    std::io::Read::read_exact(&mut s, &mut got).unwrap();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn whole_response_is_byte_exact_and_conn_closes_without_keep_conn() {
+    let app = FcgiApp::start("hello", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, false, &get("/x", ""), b"")).unwrap();
+    let got = read_all(&mut s, T);
+    let body = b"Hello from /x\n";
+    let head = format!("Status: 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+    let stdout = [head.as_bytes(), body].concat();
+    let expected = [
+        rec(STDOUT, 1, &stdout),
+        rec(STDOUT, 1, &[]),
+        rec(END, 1, &[0, 0, 0, 0, 0, 0, 0, 0]),
+    ]
+    .concat();
+    assert_eq!(
+        got,
+        expected,
+        "got {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn keep_conn_serves_many_requests_on_one_connection() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    let mut pids = Vec::new();
+    for (i, id) in [1u16, 2, 1, 7].into_iter().enumerate() {
+        let path = format!("/n/{i}");
+        s.write_all(&request(id, true, &get(&path, "k=v"), b"")).unwrap();
+        let r = read_reply(&mut s, id, T);
+        assert!(!r.closed, "connection closed after request {i}");
+        assert_eq!(r.end, Some((0, 0)));
+        let j = r.json();
+        assert_eq!(j["path_info"], path.as_str());
+        assert_eq!(j["query"], "k=v");
+        assert_eq!(j["served"], (i + 1) as u64);
+        pids.push(j["pid"].as_u64().unwrap());
+    }
+    assert!(pids.windows(2).all(|w| w[0] == w[1]));
+    // With keep-conn off on the last one, the app closes after END_REQUEST.
+    s.write_all(&request(3, false, &get("/last", ""), b"")).unwrap();
+    let r = read_reply(&mut s, 3, T);
+    assert_eq!(r.status(), 200);
+    assert!(closed_within(&mut s, T));
+}
+
+#[test]
+fn params_split_anywhere_and_odd_padding_accepted() {
+    let app = FcgiApp::start("echo", &[]);
+    let vars = get("/split", "a=1");
+    let mut p = Vec::new();
+    for (k, v) in &vars {
+        pair(&mut p, k.as_bytes(), v.as_bytes());
+    }
+    // PARAMS one byte per record with 255 bytes of padding; STDIN likewise.
+    let mut bytes = begin(5, RESPONDER, false);
+    for b in &p {
+        bytes.extend(rec_pad(PARAMS, 5, &[*b], 255));
+    }
+    bytes.extend(rec_pad(PARAMS, 5, &[], 3));
+    let body = b"xyz";
+    // CONTENT_LENGTH was not in the params: the body is the whole STDIN stream.
+    for b in body {
+        bytes.extend(rec_pad(STDIN, 5, &[*b], 1));
+    }
+    bytes.extend(rec_pad(STDIN, 5, &[], 0));
+    let r = app.roundtrip(bytes, 5);
+    let j = r.json();
+    assert_eq!(j["path_info"], "/split");
+    assert_eq!(j["body_len"], 3);
+    assert_eq!(j["body_sha256"], sha256_hex(body));
+}
+
+#[test]
+fn four_byte_lengths_in_names_and_values() {
+    let app = FcgiApp::start("echo", &[]);
+    let long_value = "v".repeat(300);
+    let long_name = format!("HTTP_X_{}", "N".repeat(200));
+    let mut vars = get("/long", "");
+    vars.push(("HTTP_X_LONG", long_value.clone()));
+    let name: &'static str = Box::leak(long_name.clone().into_boxed_str());
+    vars.push((name, "short".into()));
+    let r = app.roundtrip(request(1, false, &vars, b""), 1);
+    let j = r.json();
+    assert_eq!(j["headers"]["x-long"], long_value.as_str());
+    let header = long_name["HTTP_".len()..].to_ascii_lowercase().replace('_', "-");
+    assert_eq!(j["headers"][header.as_str()], "short");
+}
+
+#[test]
+fn ten_mib_request_body_streams_in() {
+    let app = FcgiApp::start("echo", &[]);
+    let body = noise(10 * 1024 * 1024, 1);
+    let mut vars = get("/upload", "");
+    vars[1].1 = "POST".into();
+    let r = app.roundtrip(request(1, false, &vars, &body), 1);
+    let j = r.json();
+    assert_eq!(j["body_len"], body.len() as u64);
+    assert_eq!(j["body_sha256"], sha256_hex(&body));
+}
+
+#[test]
+fn ten_mib_response_streams_out_in_valid_records() {
+    let app = FcgiApp::start("echo", &[]);
+    let r = app.roundtrip(request(1, false, &get("/stream", "chunks=160&size=65536"), b""), 1);
+    let (_, body) = r.head_and_body();
+    assert_eq!(body.len(), 160 * 65536);
+    for (i, c) in body.chunks(65536).enumerate() {
+        assert!(c.iter().all(|&b| b == b'a' + (i % 26) as u8), "chunk {i}");
+    }
+    // parse_records already checked version, ≤65535 and padding for every record.
+    let stdout_recs = r.records.iter().filter(|x| x.t == STDOUT).count();
+    assert!(stdout_recs >= 161, "{stdout_recs} STDOUT records");
+    assert_eq!(r.end, Some((0, 0)));
+}
+
+#[test]
+fn ten_mib_echoed_through_both_ways_at_once() {
+    let app = FcgiApp::start("echo", &[]);
+    let body = noise(10 * 1024 * 1024 + 13, 2);
+    let mut vars = get("/echo-body", "");
+    vars[1].1 = "PUT".into();
+    let r = app.roundtrip(request(1, true, &vars, &body), 1);
+    let (_, got) = r.head_and_body();
+    assert_eq!(got.len(), body.len());
+    assert!(got == body, "echoed body differs");
+    assert_eq!(r.end, Some((0, 0)));
+}
+
+#[test]
+fn abort_before_params_end_is_answered_at_once() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    let mut bytes = begin(4, RESPONDER, true);
+    bytes.extend(rec(PARAMS, 4, &pairs(&[("REQUEST_METHOD", "GET")])));
+    bytes.extend(rec(ABORT, 4, &[]));
+    s.write_all(&bytes).unwrap();
+    let expected = rec(END, 4, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    let mut got = vec![0u8; expected.len()];
+    s.set_read_timeout(Some(T)).unwrap();
+    std::io::Read::read_exact(&mut s, &mut got).unwrap();
+    assert_eq!(got, expected);
+    // keep-conn was on: the connection still serves.
+    s.write_all(&request(5, false, &get("/after", ""), b"")).unwrap();
+    assert_eq!(read_reply(&mut s, 5, T).status(), 200);
+}
+
+#[test]
+fn abort_mid_upload_ends_the_request_promptly() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    let mut vars = get("/upload", "");
+    vars[1].1 = "POST".into();
+    vars.push(("CONTENT_LENGTH", "1000000".into()));
+    let mut p = Vec::new();
+    for (k, v) in &vars {
+        pair(&mut p, k.as_bytes(), v.as_bytes());
+    }
+    let mut bytes = begin(1, RESPONDER, true);
+    bytes.extend(stream(PARAMS, 1, &p, 65535));
+    bytes.extend(rec(STDIN, 1, &[b'x'; 1000]));
+    s.write_all(&bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    s.write_all(&rec(ABORT, 1, &[])).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    let (app_status, proto) = r.end.expect("END_REQUEST after abort");
+    assert_eq!(proto, 0);
+    assert_eq!(app_status, 1, "an aborted request reports appStatus 1");
+    // The connection (keep-conn) still serves the next request.
+    s.write_all(&request(2, false, &get("/next", ""), b"")).unwrap();
+    assert_eq!(read_reply(&mut s, 2, T).status(), 200);
+}
+
+#[test]
+fn abort_mid_download_stops_the_stream() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, true, &get("/stream", "chunks=1000&size=100&delay_ms=10"), b""))
+        .unwrap();
+    // Wait for the first STDOUT record, then abort.
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut first = [0u8; 8];
+    std::io::Read::read_exact(&mut s, &mut first).unwrap();
+    assert_eq!(first[1], STDOUT);
+    let t0 = Instant::now();
+    s.write_all(&rec(ABORT, 1, &[])).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert!(r.end.is_some(), "no END_REQUEST after abort");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "took {:?} (the whole stream is 10 s)",
+        t0.elapsed()
+    );
+    // Fewer than the 100,000 bytes a finished stream would carry.
+    assert!(r.stdout.len() < 50_000);
+}
+
+#[test]
+fn second_begin_on_busy_connection_gets_cant_mpx_conn() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    let mut vars = get("/one", "");
+    vars[1].1 = "POST".into();
+    let mut p = Vec::new();
+    for (k, v) in &vars {
+        pair(&mut p, k.as_bytes(), v.as_bytes());
+    }
+    let mut bytes = begin(1, RESPONDER, true);
+    bytes.extend(stream(PARAMS, 1, &p, 65535));
+    // Request 2 arrives while request 1 is still reading its body.
+    bytes.extend(begin(2, RESPONDER, true));
+    bytes.extend(stream(PARAMS, 2, &pairs(&[("REQUEST_METHOD", "GET")]), 100));
+    bytes.extend(stream(STDIN, 1, b"body", 100));
+    s.write_all(&bytes).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    let cant = rec(END, 2, &[0, 0, 0, 0, 1, 0, 0, 0]);
+    let first = &r.records[0];
+    assert_eq!(
+        rec(first.t, first.id, &first.content),
+        cant,
+        "first record should be END_REQUEST(CANT_MPX_CONN) for id 2"
+    );
+    assert_eq!(r.json()["body_len"], 4);
+    assert_eq!(r.end, Some((0, 0)));
+}
+
+#[test]
+fn records_for_unknown_ids_are_ignored() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    let mut bytes = rec(STDIN, 9, b"stray");
+    bytes.extend(rec(PARAMS, 9, &pairs(&[("A", "b")])));
+    bytes.extend(rec(ABORT, 9, &[]));
+    bytes.extend(rec(STDOUT, 9, b"?"));
+    bytes.extend(request(1, false, &get("/ok", ""), b""));
+    s.write_all(&bytes).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200);
+    assert!(r.records.iter().all(|x| x.id == 1), "{:?}", r.records);
+}
+
+#[test]
+fn authorizer_role_sees_role_and_sends_only_variables() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut p = Vec::new();
+    for (k, v) in get("/protected", "") {
+        pair(&mut p, k.as_bytes(), v.as_bytes());
+    }
+    let mut bytes = begin(1, AUTHORIZER, false);
+    bytes.extend(stream(PARAMS, 1, &p, 65535));
+    bytes.extend(stream(STDIN, 1, b"", 10));
+    let got = app.roundtrip(bytes, 1);
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout),
+        "Status: 200 OK\r\nvariable-echo-role: Authorizer\r\n\r\n"
+    );
+    // A non-200 authorizer answer goes to the client whole.
+    let mut p = Vec::new();
+    for (k, v) in get("/status/403", "") {
+        pair(&mut p, k.as_bytes(), v.as_bytes());
+    }
+    let mut bytes = begin(1, AUTHORIZER, false);
+    bytes.extend(stream(PARAMS, 1, &p, 65535));
+    bytes.extend(stream(STDIN, 1, b"", 10));
+    let got = app.roundtrip(bytes, 1);
+    assert_eq!(got.status(), 403);
+    assert_eq!(got.json()["role"], "Authorizer");
+}
+
+#[test]
+fn filter_role_is_answered_unknown_role() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    let mut bytes = begin(3, FILTER, false);
+    bytes.extend(stream(PARAMS, 3, &pairs(&[("REQUEST_METHOD", "GET")]), 100));
+    s.write_all(&bytes).unwrap();
+    let got = read_all(&mut s, T);
+    assert_eq!(got, rec(END, 3, &[0, 0, 0, 0, 3, 0, 0, 0]));
+}
+
+#[test]
+fn stderr_records_carry_what_the_app_logs() {
+    let app = FcgiApp::start("echo", &[]);
+    let r = app.roundtrip(request(1, false, &get("/log", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("WARN: echo: /log was requested"), "stderr: {err:?}");
+    // The STDERR stream is terminated with an empty record before END_REQUEST.
+    let n = r.records.len();
+    assert_eq!(r.records[n - 1].t, END);
+    assert_eq!((r.records[n - 2].t, r.records[n - 2].content.len()), (STDERR, 0));
+    assert_eq!((r.records[n - 3].t, r.records[n - 3].content.len()), (STDOUT, 0));
+}
+
+#[test]
+fn panic_becomes_500_and_the_process_keeps_serving() {
+    let mut app = FcgiApp::start("echo", &[]);
+    let r = app.roundtrip(request(1, false, &get("/panic", ""), b""), 1);
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.end.map(|e| e.0), Some(1), "appStatus 1 after a panic");
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("panicked") && err.contains("on purpose"), "{err:?}");
+    for i in 0..3 {
+        let r = app.roundtrip(request(1, false, &get("/fine", ""), b""), 1);
+        assert_eq!(r.status(), 200, "request {i} after the panic");
+        assert_eq!(r.json()["pid"], app.pid());
+    }
+    assert!(app.alive());
+}
+
+#[test]
+fn params_over_the_limit_get_431_and_bounded_memory() {
+    let app = FcgiApp::start("echo", &[("FCGI_MAX_PARAMS_BYTES", "4096")]);
+    let mut vars = get("/big", "");
+    vars.push(("HTTP_X_BIG", "b".repeat(8000)));
+    let r = app.roundtrip(request(1, false, &vars, b""), 1);
+    assert_eq!(r.status(), 431);
+    // Too many params.
+    let app = FcgiApp::start("echo", &[("FCGI_MAX_PARAMS", "20")]);
+    let mut vars = get("/many", "");
+    let names: Vec<String> = (0..30).map(|i| format!("HTTP_X_{i}")).collect();
+    for n in &names {
+        vars.push((Box::leak(n.clone().into_boxed_str()), "1".into()));
+    }
+    let r = app.roundtrip(request(1, false, &vars, b""), 1);
+    assert_eq!(r.status(), 431);
+    // Within limits, the same process answers normally.
+    let r = app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn every_truncated_prefix_closes_cleanly_and_the_app_lives() {
+    let mut app = FcgiApp::start("echo", &[]);
+    let mut vars = get("/prefix", "q=1");
+    vars[1].1 = "POST".into();
+    let full = request(1, false, &vars, b"0123456789");
+    for cut in 0..full.len() {
+        let mut s = app.connect();
+        s.write_all(&full[..cut]).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = read_all(&mut s, T);
+        let (recs, rest) = parse_records(&got);
+        assert!(rest.is_empty(), "cut {cut}: partial record in reply");
+        // A reply, if any (the params were complete), is a whole, terminated response.
+        if !recs.is_empty() {
+            assert_eq!(recs.last().unwrap().t, END, "cut {cut}");
+        }
+    }
+    assert!(app.alive());
+    let r = app.roundtrip(full, 1);
+    assert_eq!(r.json()["body_sha256"], sha256_hex(b"0123456789"));
+    // One log line per broken connection at most, never a panic.
+    let log = app.stderr();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn malformed_input_closes_that_connection_only() {
+    let mut app = FcgiApp::start("echo", &[]);
+    let good = request(1, false, &get("/ok", ""), b"");
+    let mut bad_lengths = begin(1, RESPONDER, false);
+    // A name declared 2^31-1 bytes long, inside a 6-byte record.
+    bad_lengths.extend(rec(PARAMS, 1, &[0xff, 0xff, 0xff, 0xff, 1, b'a']));
+    bad_lengths.extend(rec(PARAMS, 1, &[]));
+    let mut stdin_first = begin(1, RESPONDER, false);
+    stdin_first.extend(rec(STDIN, 1, b"early"));
+    let mut dup_begin = begin(1, RESPONDER, true);
+    dup_begin.extend(begin(1, RESPONDER, true));
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("version 2", {
+            let mut r = rec(BEGIN, 1, &[0, 1, 0, 0, 0, 0, 0, 0]);
+            r[0] = 2;
+            r
+        }),
+        ("version 0", vec![0u8; 16]),
+        ("short BEGIN_REQUEST", rec(BEGIN, 1, &[0, 1, 0, 0])),
+        ("name-value length past the end", bad_lengths),
+        ("STDIN before PARAMS end", stdin_first),
+        ("BEGIN twice for one id", dup_begin),
+        ("HTTP instead of FastCGI", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+    ];
+    for (name, bytes) in &cases {
+        let mut s = app.connect();
+        s.write_all(bytes).unwrap();
+        let got = read_all(&mut s, T);
+        let (recs, _) = parse_records(&got);
+        assert!(
+            recs.iter().all(|r| r.t != STDOUT),
+            "{name}: the app answered malformed input: {recs:?}"
+        );
+        // The next connection is served.
+        let r = app.roundtrip(good.clone(), 1);
+        assert_eq!(r.status(), 200, "after {name}");
+    }
+    assert!(app.alive());
+    let log = app.stderr();
+    for needle in [
+        "record version 2",
+        "BEGIN_REQUEST body of 4 bytes",
+        "name-value pair runs past the end",
+        "FCGI_STDIN before the end of FCGI_PARAMS",
+        "already in flight",
+    ] {
+        assert!(log.contains(needle), "no log line with {needle:?} in:\n{log}");
+    }
+}
+
+#[test]
+fn zero_length_records_are_fine() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut bytes = rec(GET_VALUES, 0, &[]);
+    bytes.extend(begin(1, RESPONDER, false));
+    bytes.extend(rec(PARAMS, 1, &pairs(&[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/z")])));
+    bytes.extend(rec(PARAMS, 1, &[]));
+    bytes.extend(rec(STDIN, 1, &[]));
+    let r = app.roundtrip(bytes, 1);
+    assert_eq!(r.records[0], Rec { t: GET_VALUES_RESULT, id: 0, content: vec![], pad: 0 });
+    assert_eq!(r.json()["path_info"], "/z");
+}

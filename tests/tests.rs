@@ -1,0 +1,5 @@
+// One integration test target (one build, one binary); each area is a module.
+
+mod util;
+
+mod protocol;

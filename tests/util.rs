@@ -1,0 +1,452 @@
+// Test helpers: the built examples, temp dirs, a raw FastCGI client that plays the web
+// server byte by byte, and an app process started the way mod_fcgid starts it.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// The built example binary `name` (cargo test builds examples with the tests).
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test exe path");
+    // target/<profile>/deps/tests-<hash> -> target/<profile>/examples/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join("examples").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test` (which builds the examples), \
+         or `cargo build --examples` first",
+        p.display()
+    );
+    p
+}
+
+static TMP_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A directory under /tmp, readable by everyone (Apache children run as www-data),
+/// removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!(
+            "fcgi-shim-{tag}-{}-{n}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).expect("create temp dir");
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("KEEP_TEMP").is_none() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+// ---- FastCGI records ----
+
+pub const BEGIN: u8 = 1;
+pub const ABORT: u8 = 2;
+pub const END: u8 = 3;
+pub const PARAMS: u8 = 4;
+pub const STDIN: u8 = 5;
+pub const STDOUT: u8 = 6;
+pub const STDERR: u8 = 7;
+pub const DATA: u8 = 8;
+pub const GET_VALUES: u8 = 9;
+pub const GET_VALUES_RESULT: u8 = 10;
+pub const UNKNOWN_TYPE: u8 = 11;
+
+pub const RESPONDER: u16 = 1;
+pub const AUTHORIZER: u16 = 2;
+pub const FILTER: u16 = 3;
+
+/// One record with the given padding.
+pub fn rec_pad(t: u8, id: u16, content: &[u8], pad: u8) -> Vec<u8> {
+    assert!(content.len() <= 65535);
+    let mut v = vec![
+        1,
+        t,
+        (id >> 8) as u8,
+        id as u8,
+        (content.len() >> 8) as u8,
+        content.len() as u8,
+        pad,
+        0,
+    ];
+    v.extend_from_slice(content);
+    v.extend(std::iter::repeat_n(0u8, pad as usize));
+    v
+}
+
+/// One record padded to a multiple of 8, as web servers send them.
+pub fn rec(t: u8, id: u16, content: &[u8]) -> Vec<u8> {
+    rec_pad(t, id, content, ((8 - content.len() % 8) % 8) as u8)
+}
+
+pub fn begin(id: u16, role: u16, keep_conn: bool) -> Vec<u8> {
+    rec(
+        BEGIN,
+        id,
+        &[(role >> 8) as u8, role as u8, keep_conn as u8, 0, 0, 0, 0, 0],
+    )
+}
+
+pub fn pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    for len in [name.len(), value.len()] {
+        if len < 128 {
+            out.push(len as u8);
+        } else {
+            out.extend_from_slice(&((len as u32) | 0x8000_0000).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(name);
+    out.extend_from_slice(value);
+}
+
+pub fn pairs(vars: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (k, v) in vars {
+        pair(&mut b, k.as_bytes(), v.as_bytes());
+    }
+    b
+}
+
+/// A whole stream (PARAMS, STDIN): content in records of at most `max` bytes, then
+/// the empty record that ends it.
+pub fn stream(t: u8, id: u16, data: &[u8], max: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    for c in data.chunks(max.max(1)) {
+        v.extend(rec(t, id, c));
+    }
+    v.extend(rec(t, id, &[]));
+    v
+}
+
+/// The CGI variables Apache sends for `GET <uri>` to an app at the site root.
+pub fn cgi_vars(method: &str, path: &str, query: &str) -> Vec<(&'static str, String)> {
+    let uri = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
+    vec![
+        ("GATEWAY_INTERFACE", "CGI/1.1".into()),
+        ("REQUEST_METHOD", method.into()),
+        ("SCRIPT_NAME", "/mysite.fcgi".into()),
+        ("PATH_INFO", path.into()),
+        ("QUERY_STRING", query.into()),
+        ("REQUEST_URI", uri),
+        ("SERVER_PROTOCOL", "HTTP/1.1".into()),
+        ("SERVER_NAME", "localhost".into()),
+        ("SERVER_PORT", "80".into()),
+        ("REMOTE_ADDR", "127.0.0.1".into()),
+        ("HTTP_HOST", "localhost".into()),
+    ]
+}
+
+/// A complete request: BEGIN, PARAMS, STDIN.
+pub fn request(id: u16, keep_conn: bool, vars: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    for (k, v) in vars {
+        pair(&mut p, k.as_bytes(), v.as_bytes());
+    }
+    if !body.is_empty() && !vars.iter().any(|(k, _)| *k == "CONTENT_LENGTH") {
+        pair(&mut p, b"CONTENT_LENGTH", body.len().to_string().as_bytes());
+    }
+    let mut v = begin(id, RESPONDER, keep_conn);
+    v.extend(stream(PARAMS, id, &p, 65535));
+    v.extend(stream(STDIN, id, body, 65535));
+    v
+}
+
+pub fn get(path: &str, query: &str) -> Vec<(&'static str, String)> {
+    cgi_vars("GET", path, query)
+        .into_iter()
+        .map(|(k, v)| (k, v))
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rec {
+    pub t: u8,
+    pub id: u16,
+    pub content: Vec<u8>,
+    pub pad: u8,
+}
+
+/// Splits bytes into records, checking what the spec and our promises require of
+/// every record we send: version 1, content ≤ 65535, padded to a multiple of 8.
+/// Returns the records and any trailing partial bytes.
+pub fn parse_records(mut b: &[u8]) -> (Vec<Rec>, Vec<u8>) {
+    let mut out = Vec::new();
+    while b.len() >= 8 {
+        let len = u16::from_be_bytes([b[4], b[5]]) as usize;
+        let pad = b[6];
+        if b.len() < 8 + len + pad as usize {
+            break;
+        }
+        assert_eq!(b[0], 1, "record version");
+        assert_eq!((len + pad as usize) % 8, 0, "record not padded to 8: {len}+{pad}");
+        assert!(pad < 8, "padding {pad} larger than needed");
+        out.push(Rec {
+            t: b[1],
+            id: u16::from_be_bytes([b[2], b[3]]),
+            content: b[8..8 + len].to_vec(),
+            pad,
+        });
+        b = &b[8 + len + pad as usize..];
+    }
+    (out, b.to_vec())
+}
+
+/// What came back for one request.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub records: Vec<Rec>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// (appStatus, protocolStatus)
+    pub end: Option<(u32, u8)>,
+    /// The connection was closed by the app after the reply.
+    pub closed: bool,
+}
+
+impl Reply {
+    pub fn head_and_body(&self) -> (String, Vec<u8>) {
+        let pos = self
+            .stdout
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&self.stdout)));
+        (
+            String::from_utf8_lossy(&self.stdout[..pos + 2]).into_owned(),
+            self.stdout[pos + 4..].to_vec(),
+        )
+    }
+
+    pub fn status(&self) -> u16 {
+        let (h, _) = self.head_and_body();
+        h.strip_prefix("Status: ")
+            .and_then(|s| s.get(..3))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {h:?}"))
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        let (_, b) = self.head_and_body();
+        serde_json::from_slice(&b)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&b)))
+    }
+}
+
+/// Reads records for request `id` until its END_REQUEST (or EOF), with a deadline.
+pub fn read_reply(s: &mut UnixStream, id: u16, timeout: Duration) -> Reply {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut buf = Vec::new();
+    let mut reply = Reply::default();
+    let mut tmp = vec![0u8; 256 * 1024];
+    loop {
+        let (recs, rest) = parse_records(&buf);
+        let consumed = buf.len() - rest.len();
+        buf.drain(..consumed);
+        for r in recs {
+            if r.id == id {
+                match r.t {
+                    STDOUT => reply.stdout.extend_from_slice(&r.content),
+                    STDERR => reply.stderr.extend_from_slice(&r.content),
+                    END => {
+                        let c = &r.content;
+                        reply.end = Some((u32::from_be_bytes([c[0], c[1], c[2], c[3]]), c[4]));
+                    }
+                    _ => {}
+                }
+            }
+            let done = r.t == END && r.id == id;
+            reply.records.push(r);
+            if done {
+                return reply;
+            }
+        }
+        match s.read(&mut tmp) {
+            Ok(0) => {
+                reply.closed = true;
+                return reply;
+            }
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+            Err(e) => panic!("reading the reply: {e}"),
+        }
+    }
+}
+
+/// True when the app closes the connection within `timeout` (EOF, no more bytes).
+pub fn closed_within(s: &mut UnixStream, timeout: Duration) -> bool {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut b = [0u8; 64];
+    matches!(s.read(&mut b), Ok(0)) || matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
+/// Reads everything until the app closes the connection.
+pub fn read_all(s: &mut UnixStream, timeout: Duration) -> Vec<u8> {
+    s.set_read_timeout(Some(timeout)).unwrap();
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}
+
+// ---- an app process with a listening socket on fd 0, as mod_fcgid starts it ----
+
+pub struct FcgiApp {
+    pub child: Child,
+    pub sock: PathBuf,
+    pub stderr_path: PathBuf,
+    pub dir: TempDir,
+}
+
+impl FcgiApp {
+    /// Starts example `name` with a listening Unix socket as stdin and `env` added.
+    pub fn start(name: &str, env: &[(&str, &str)]) -> FcgiApp {
+        Self::start_exe(&example(name), env)
+    }
+
+    pub fn start_exe(exe: &Path, env: &[(&str, &str)]) -> FcgiApp {
+        let dir = TempDir::new("app");
+        let sock = dir.join("app.sock");
+        let listener = UnixListener::bind(&sock).expect("bind");
+        let stderr_path = dir.join("stderr.log");
+        let errf = fs::File::create(&stderr_path).unwrap();
+        let mut cmd = Command::new(exe);
+        cmd.stdin(Stdio::from(OwnedFd::from(listener)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(errf))
+            .env_remove("GATEWAY_INTERFACE")
+            .env("FCGI_LOG", "debug")
+            .process_group(0);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn app");
+        FcgiApp {
+            child,
+            sock,
+            stderr_path,
+            dir,
+        }
+    }
+
+    pub fn connect(&self) -> UnixStream {
+        UnixStream::connect(&self.sock).expect("connect to app")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// One request on a fresh connection (keep-conn off): writes everything from a
+    /// second thread while reading, so large bodies cannot deadlock.
+    pub fn roundtrip(&self, bytes: Vec<u8>, id: u16) -> Reply {
+        let mut s = self.connect();
+        let mut w = s.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&bytes);
+        });
+        let r = read_reply(&mut s, id, Duration::from_secs(30));
+        writer.join().unwrap();
+        r
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for FcgiApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
