@@ -238,6 +238,8 @@ fn abort_mid_download_stops_the_stream() {
     let mut first = [0u8; 8];
     std::io::Read::read_exact(&mut s, &mut first).unwrap();
     assert_eq!(first[1], STDOUT);
+    let rest = u16::from_be_bytes([first[4], first[5]]) as usize + first[6] as usize;
+    std::io::Read::read_exact(&mut s, &mut vec![0u8; rest]).unwrap();
     let t0 = Instant::now();
     s.write_all(&rec(ABORT, 1, &[])).unwrap();
     let r = read_reply(&mut s, 1, T);

@@ -2,4 +2,8 @@
 
 mod util;
 
+mod apache;
+mod cgi;
+mod lifecycle;
+mod mount;
 mod protocol;
