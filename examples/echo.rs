@@ -65,6 +65,10 @@ fn describe(req: &Request<Body>, served: u64, body_len: u64, body_sha: String) -
         "served": served,
         "role": ctx.map(|c| format!("{:?}", c.role())),
         "mount_source": ctx.map(|c| format!("{:?}", c.mount_source())),
+        // Every CGI variable the web server sent, to diagnose a new host.
+        "vars": ctx.map(|c| c.vars().iter().map(|(k, v)| {
+            (String::from_utf8_lossy(k).into_owned(), Value::String(String::from_utf8_lossy(v).into_owned()))
+        }).collect::<Map<String, Value>>()),
         // httpoxy: a client's `Proxy:` header must never show up here.
         "env_http_proxy": std::env::var("HTTP_PROXY").ok(),
     })

@@ -51,15 +51,17 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
         let path = uri.split(|&b| b == b'?').next().unwrap_or_default();
         normalize(&percent_decode(path))
     });
+    // The server only split the URL (no rewrite): SCRIPT_NAME + PATH_INFO is the path.
+    let split_only = request_path
+        .as_deref()
+        .is_some_and(|rp| rp == normalize(&[&script_name[..], &path_info[..]].concat()));
 
     // No split: the whole path is in SCRIPT_NAME. Only when SCRIPT_NAME is not our own
     // file (a request for /blog/mysite.fcgi itself is a script mount with an empty path).
     let unsplit = path_info.is_empty()
         && !script_name.is_empty()
         && !is_own_script(&script_name, exe_name)
-        && request_path
-            .as_deref()
-            .is_none_or(|rp| rp == normalize(&script_name).as_slice());
+        && (request_path.is_none() || split_only);
     if unsplit {
         path_info = std::mem::take(&mut script_name);
     }
@@ -69,10 +71,16 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
         .or_else(|| vars.get_str("REDIRECT_FORCE_SCRIPT_NAME"));
     if let Some(f) = per_request.or(forced) {
         let prefix = trim_trailing_slash(f.as_bytes());
-        if unsplit {
-            if let Some(rest) = strip_path_prefix(&path_info, prefix) {
-                path_info = rest.to_vec();
-            }
+        // Where the server only split the path, its split may be wrong (lighttpd mounted
+        // at "/" splits after the first segment; nginx without fastcgi_split_path_info
+        // does not split): the path is then the request path minus the forced prefix.
+        let whole = match (&request_path, split_only) {
+            (Some(rp), true) => Some(rp.clone()),
+            _ if unsplit => Some(path_info.clone()),
+            _ => None,
+        };
+        if let Some(rest) = whole.as_deref().and_then(|w| strip_path_prefix(w, prefix)) {
+            path_info = rest.to_vec();
         }
         return finish(prefix, path_info, MountSource::Forced);
     }

@@ -1,1 +1,277 @@
-// placeholder
+// CGI mode and launch detection: the built example run with a CGI environment (as
+// Apache mod_cgi runs it), and started the ways that are not a web server.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Runs the echo example as CGI with `vars` and `stdin`; returns (head, body, output).
+fn cgi(vars: &[(&str, &str)], stdin: &[u8]) -> (String, Vec<u8>, Output) {
+    let mut cmd = Command::new(example("echo"));
+    cmd.env_clear()
+        .envs(vars.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let w = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap();
+    let pos = out
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end: {:?}", String::from_utf8_lossy(&out.stdout)));
+    let head = String::from_utf8_lossy(&out.stdout[..pos + 2]).into_owned();
+    let body = out.stdout[pos + 4..].to_vec();
+    (head, body, out)
+}
+
+fn base<'a>(method: &'a str, path: &'a str, query: &'a str, uri: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REQUEST_METHOD", method),
+        ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ("SCRIPT_FILENAME", "/var/www/blog/mysite.fcgi"),
+        ("PATH_INFO", path),
+        ("QUERY_STRING", query),
+        ("REQUEST_URI", uri),
+        ("REDIRECT_URL", "/blog/posts/1"),
+        ("SERVER_NAME", "example.com"),
+        ("SERVER_PORT", "80"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("REMOTE_ADDR", "203.0.113.9"),
+        ("HTTP_HOST", "example.com"),
+    ]
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(body)))
+}
+
+#[test]
+fn get_with_query_and_mount_prefix() {
+    let vars = base("GET", "/posts/1", "x=1&y=%20", "/blog/posts/1?x=1&y=%20");
+    let (head, body, out) = cgi(&vars, b"");
+    assert!(out.status.success());
+    assert!(head.starts_with("Status: 200 OK\r\n"), "{head}");
+    assert!(head.contains("content-type: application/json\r\n"));
+    let j = json(&body);
+    assert_eq!(j["mode"], "cgi");
+    assert_eq!(j["script_name"], "/blog");
+    assert_eq!(j["path_info"], "/posts/1");
+    assert_eq!(j["uri"], "/posts/1?x=1&y=%20");
+    assert_eq!(j["query"], "x=1&y=%20");
+    assert_eq!(j["original_uri"], "/blog/posts/1?x=1&y=%20");
+    assert_eq!(j["remote_addr"], "203.0.113.9");
+    assert_eq!(j["https"], false);
+}
+
+#[test]
+fn post_reads_exactly_content_length() {
+    let mut vars = base("POST", "/posts/1", "", "/blog/posts/1");
+    vars.push(("CONTENT_LENGTH", "5"));
+    vars.push(("CONTENT_TYPE", "text/plain"));
+    // More bytes on stdin than declared: only CONTENT_LENGTH of them are the body.
+    let (_, body, _) = cgi(&vars, b"helloEXTRA");
+    let j = json(&body);
+    assert_eq!(j["body_len"], 5);
+    assert_eq!(j["body_sha256"], sha256_hex(b"hello"));
+    assert_eq!(j["headers"]["content-type"], "text/plain");
+}
+
+#[test]
+fn missing_content_length_means_no_body_and_no_hang() {
+    let vars = base("POST", "/posts/1", "", "/blog/posts/1");
+    let mut child = Command::new(example("echo"))
+        .env_clear()
+        .envs(vars.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // stdin stays open and silent: RFC 3875 says there is no body to read.
+    let _keep_open = child.stdin.take();
+    let mut out = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let s = String::from_utf8_lossy(&out);
+    assert!(s.contains("\"body_len\":0"), "{s}");
+}
+
+#[test]
+fn bad_content_length_is_400() {
+    for bad in ["abc", "-5", "1e3"] {
+        let mut vars = base("POST", "/x", "", "/blog/x");
+        vars.push(("CONTENT_LENGTH", bad));
+        let (head, _, out) = cgi(&vars, b"data");
+        assert!(head.starts_with("Status: 400 Bad Request\r\n"), "{bad}: {head}");
+        assert!(out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("CONTENT_LENGTH"));
+    }
+}
+
+#[test]
+fn chunked_body_without_length_reads_to_eof() {
+    let mut vars = base("POST", "/x", "", "/blog/x");
+    vars.push(("HTTP_TRANSFER_ENCODING", "chunked"));
+    let (_, body, _) = cgi(&vars, b"chunked body");
+    assert_eq!(json(&body)["body_len"], 12);
+}
+
+#[test]
+fn short_body_is_reported_not_truncated_silently() {
+    let mut vars = base("POST", "/x", "", "/blog/x");
+    vars.push(("CONTENT_LENGTH", "10"));
+    let (head, body, _) = cgi(&vars, b"abc");
+    assert!(head.starts_with("Status: 400"), "{head}");
+    let j = json(&body);
+    assert!(j["error"].as_str().unwrap().contains("after 3 of the 10 bytes"), "{j}");
+}
+
+#[test]
+fn httpoxy_header_never_reaches_the_app() {
+    let mut vars = base("GET", "/x", "", "/blog/x");
+    vars.push(("HTTP_PROXY", "http://evil.example:3128"));
+    let (_, body, _) = cgi(&vars, b"");
+    let j = json(&body);
+    assert_eq!(j["env_http_proxy"], serde_json::Value::Null);
+    assert!(j["headers"].get("proxy").is_none());
+    assert!(j["vars"].get("HTTP_PROXY").is_none());
+}
+
+#[test]
+fn cookies_redirect_status_and_panic() {
+    let (head, _, _) = cgi(&base("GET", "/cookies", "", "/blog/cookies"), b"");
+    let cookies: Vec<&str> = head.lines().filter(|l| l.starts_with("set-cookie: ")).collect();
+    assert_eq!(cookies, ["set-cookie: first=1; Path=/", "set-cookie: second=2; Path=/"]);
+
+    let mut vars = base("GET", "/redirect", "", "/blog/redirect");
+    vars.retain(|(k, _)| *k != "REDIRECT_URL");
+    vars.push(("REDIRECT_URL", "/blog/redirect"));
+    let (head, _, _) = cgi(&vars, b"");
+    assert!(head.starts_with("Status: 302 Found\r\n"), "{head}");
+    assert!(head.contains("location: http://example.com/blog/landed\r\n"), "{head}");
+
+    let (head, _, _) = cgi(&base("GET", "/status/404", "", "/blog/status/404"), b"");
+    assert!(head.starts_with("Status: 404 Not Found\r\n"), "{head}");
+
+    let (head, body, out) = cgi(&base("GET", "/panic", "", "/blog/panic"), b"");
+    assert!(head.starts_with("Status: 500 Internal Server Error\r\n"), "{head}");
+    assert_eq!(body, b"500 Internal Server Error\n");
+    assert!(out.status.success(), "exit status after a panic: {:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one log line: {err}");
+    assert!(err.contains("panicked on GET /panic"), "{err}");
+}
+
+#[test]
+fn log_lines_go_to_stderr_not_stdout() {
+    let (head, body, out) = cgi(&base("GET", "/log", "", "/blog/log"), b"");
+    assert!(head.starts_with("Status: 200"));
+    assert!(json(&body)["mode"] == "cgi");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("WARN: echo: /log was requested"), "{err}");
+}
+
+#[test]
+fn head_request_gets_headers_only() {
+    let (head, body, _) = cgi(&base("HEAD", "/x", "", "/blog/x"), b"");
+    assert!(head.contains("Content-Length: "), "{head}");
+    assert!(body.is_empty());
+}
+
+// ---- launch detection ----
+
+fn run_with_stdin(stdin: Stdio, env: &[(&str, &str)]) -> (Option<i32>, String, Vec<u8>, Duration) {
+    let t0 = Instant::now();
+    let mut child = Command::new(example("hello"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.stdout,
+        t0.elapsed(),
+    )
+}
+
+#[test]
+fn started_by_hand_explains_and_exits_2() {
+    // stdin /dev/null, a pipe left open, a connected socket, an unbound socket: none is
+    // a web server, and none may make it hang waiting for input.
+    let (a, _b) = UnixStream::pair().unwrap();
+    // SAFETY: socket(2) returns a new fd we own.
+    let unbound = unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0)) };
+    let (pipe_r, pipe_w) = std::io::pipe().unwrap();
+    let cases: Vec<(&str, Stdio)> = vec![
+        ("/dev/null", Stdio::null()),
+        ("an open pipe", Stdio::from(pipe_r)),
+        ("a connected socket", Stdio::from(OwnedFd::from(a))),
+        ("an unbound socket", Stdio::from(unbound)),
+    ];
+    for (what, stdin) in cases {
+        let (code, err, out, took) = run_with_stdin(stdin, &[]);
+        assert_eq!(code, Some(2), "{what}: {err}");
+        assert!(err.contains("htaccess/"), "{what}: {err}");
+        assert!(err.contains("FastCGI") && err.contains("CGI"), "{what}: {err}");
+        assert!(out.is_empty(), "{what}: wrote to stdout");
+        assert!(took < Duration::from_secs(5), "{what}: took {took:?}");
+    }
+    drop(pipe_w);
+}
+
+#[test]
+fn started_from_a_terminal_explains_and_exits_2() {
+    // `script` (util-linux, always on Debian) gives the program a terminal.
+    let exe = example("hello");
+    let out = Command::new("script")
+        .args(["-qec", &exe.display().to_string(), "/dev/null"])
+        .env_remove("GATEWAY_INTERFACE")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script(1)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("started from a terminal"), "{text}");
+}
+
+#[test]
+fn force_cgi_wins_over_a_listening_socket() {
+    let dir = TempDir::new("forcecgi");
+    let l = UnixListener::bind(dir.join("s")).unwrap();
+    let env = [
+        ("FCGI_FORCE_CGI", "1"),
+        ("REQUEST_METHOD", "GET"),
+        ("PATH_INFO", "/forced"),
+        ("SCRIPT_NAME", "/hello"),
+    ];
+    let (code, err, out, _) = run_with_stdin(Stdio::from(OwnedFd::from(l)), &env);
+    assert_eq!(code, Some(0), "{err}");
+    let s = String::from_utf8_lossy(&out);
+    assert!(s.starts_with("Status: 200 OK\r\n") && s.ends_with("Hello from /hello/forced\n"), "{s}");
+}

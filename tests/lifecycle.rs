@@ -1,1 +1,157 @@
-// placeholder
+// Process life under a web server: signals drain and exit 0, max-requests, exiting when
+// the binary is replaced, threads.
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const T: Duration = Duration::from_secs(10);
+
+fn pid_of(app: &FcgiApp) -> u64 {
+    app.roundtrip(request(1, false, &get("/pid", ""), b""), 1).json()["pid"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn idle_process_exits_at_once_on_each_signal() {
+    for sig in [libc::SIGTERM, libc::SIGUSR1, libc::SIGINT] {
+        let mut app = FcgiApp::start("echo", &[]);
+        pid_of(&app);
+        let t0 = Instant::now();
+        app.signal(sig);
+        let st = app.wait_exit(T).expect("exited");
+        assert_eq!(st.code(), Some(0), "signal {sig}: {st:?}");
+        // mod_fcgid sends SIGKILL about 3 s after SIGTERM: an idle process must be gone
+        // long before.
+        assert!(t0.elapsed() < Duration::from_secs(1), "signal {sig}: {:?}", t0.elapsed());
+    }
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_exits_0() {
+    let mut app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, false, &get("/sleep", "ms=800"), b"")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    app.signal(libc::SIGTERM);
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200, "the request in flight completes");
+    assert_eq!(r.end, Some((0, 0)));
+    let st = app.wait_exit(T).expect("exited after the request");
+    assert_eq!(st.code(), Some(0));
+}
+
+#[test]
+fn sigterm_closes_idle_kept_alive_connections() {
+    let mut app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, true, &get("/a", ""), b"")).unwrap();
+    assert_eq!(read_reply(&mut s, 1, T).status(), 200);
+    // The connection is open and idle (keep-conn).
+    app.signal(libc::SIGTERM);
+    assert!(closed_within(&mut s, Duration::from_secs(2)));
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn sigterm_during_upload_completes_the_request() {
+    let mut app = FcgiApp::start("echo", &[]);
+    let body = noise(2 * 1024 * 1024, 9);
+    let mut vars = get("/upload", "");
+    vars[1].1 = "POST".into();
+    let bytes = request(1, false, &vars, &body);
+    let mut s = app.connect();
+    let (first, rest) = bytes.split_at(bytes.len() / 2);
+    s.write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    app.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(rest).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.json()["body_sha256"], sha256_hex(&body));
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn max_requests_exits_cleanly_after_n() {
+    let mut app = FcgiApp::start("echo", &[("FCGI_MAX_REQUESTS", "3")]);
+    for i in 1..=3 {
+        let r = app.roundtrip(request(1, false, &get("/n", ""), b""), 1);
+        assert_eq!(r.json()["served"], i);
+    }
+    let st = app.wait_exit(T).expect("exited after 3 requests");
+    assert_eq!(st.code(), Some(0));
+    assert!(st.signal().is_none());
+}
+
+#[test]
+fn max_requests_applies_on_a_kept_alive_connection_too() {
+    let mut app = FcgiApp::start("echo", &[("PHP_FCGI_MAX_REQUESTS", "2")]);
+    let mut s = app.connect();
+    for id in 1..=2 {
+        s.write_all(&request(id, true, &get("/k", ""), b"")).unwrap();
+        assert_eq!(read_reply(&mut s, id, T).status(), 200);
+    }
+    assert!(closed_within(&mut s, T));
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn exits_after_the_binary_is_replaced_on_disk() {
+    let dir = TempDir::new("replace");
+    let exe = dir.join("mysite.fcgi");
+    std::fs::copy(example("echo"), &exe).unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let pid = pid_of(&app);
+    // Still the same file: the process keeps serving past the check interval.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(pid_of(&app), pid);
+    assert!(app.alive());
+    // A new upload: written beside, renamed over (what FTP clients and rsync do).
+    let tmp = dir.join("mysite.fcgi.new");
+    std::fs::copy(example("echo"), &tmp).unwrap();
+    std::fs::rename(&tmp, &exe).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    // The request that notices is still served, by the old process.
+    assert_eq!(pid_of(&app), pid);
+    let st = app.wait_exit(T).expect("exited after the binary was replaced");
+    assert_eq!(st.code(), Some(0));
+    assert!(app.stderr().contains("was replaced on disk"), "{}", app.stderr());
+}
+
+#[test]
+fn threads_serve_connections_at_once_and_no_more() {
+    let app = FcgiApp::start("echo", &[("FCGI_THREADS", "4")]);
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let mut s = app.connect();
+            std::thread::spawn(move || {
+                s.write_all(&request(1, false, &get("/sleep", "ms=1000"), b"")).unwrap();
+                read_reply(&mut s, 1, T).status()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 200);
+    }
+    // Four 1 s requests in parallel take about 1 s; one at a time would take 4 s.
+    assert!(t0.elapsed() < Duration::from_millis(3000), "{:?}", t0.elapsed());
+
+    // With one thread, a second connection waits for the first instead of being served
+    // by an extra thread.
+    let app = FcgiApp::start("echo", &[("FCGI_THREADS", "1")]);
+    let mut a = app.connect();
+    a.write_all(&request(1, true, &get("/a", ""), b"")).unwrap();
+    assert_eq!(read_reply(&mut a, 1, T).status(), 200);
+    let mut b = app.connect();
+    b.write_all(&request(1, false, &get("/b", ""), b"")).unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(std::io::Read::read(&mut b, &mut byte).is_err(), "served past the thread limit");
+    drop(a);
+    assert_eq!(read_reply(&mut b, 1, T).status(), 200);
+}
