@@ -116,10 +116,8 @@ fn echo(mut req: Request<Body>) -> Response<BoxBody> {
             }
             Ok(())
         })));
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain"),
-        );
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         return r;
     }
 
@@ -171,10 +169,14 @@ fn echo(mut req: Request<Body>) -> Response<BoxBody> {
         }
         "/cookies" => {
             let mut r = json_response(StatusCode::OK, info);
-            r.headers_mut()
-                .append(header::SET_COOKIE, HeaderValue::from_static("first=1; Path=/"));
-            r.headers_mut()
-                .append(header::SET_COOKIE, HeaderValue::from_static("second=2; Path=/"));
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                HeaderValue::from_static("first=1; Path=/"),
+            );
+            r.headers_mut().append(
+                header::SET_COOKIE,
+                HeaderValue::from_static("second=2; Path=/"),
+            );
             r
         }
         "/sleep" => {

@@ -80,9 +80,7 @@ pub(crate) fn serve_one(app: &dyn App, cfg: &Config) {
     // SAFETY: we are in a CGI process, before the app's handler runs; the only
     // concurrent environment readers would be threads the app started before `run`.
     unsafe { std::env::remove_var("HTTP_PROXY") };
-    let vars = Vars::from_pairs(
-        std::env::vars_os().map(|(k, v)| (k.into_vec(), v.into_vec())),
-    );
+    let vars = Vars::from_pairs(std::env::vars_os().map(|(k, v)| (k.into_vec(), v.into_vec())));
     let mut out = CgiOut {
         w: BufWriter::with_capacity(32 * 1024, RawStdio::new(1)),
         failed: false,

@@ -208,12 +208,20 @@ impl Builder {
         if let Some(v) = get("FCGI_THREADS") {
             let n: usize = parse("FCGI_THREADS", &v, "a whole number from 1 to 1024")?;
             if !(1..=1024).contains(&n) {
-                return Err(Error::setting("FCGI_THREADS", v, "a whole number from 1 to 1024"));
+                return Err(Error::setting(
+                    "FCGI_THREADS",
+                    v,
+                    "a whole number from 1 to 1024",
+                ));
             }
             c.max_conns = n;
         }
         if let Some(v) = get("FCGI_MAX_PARAMS_BYTES") {
-            let n: usize = parse("FCGI_MAX_PARAMS_BYTES", &v, "a number of bytes up to 1073741824")?;
+            let n: usize = parse(
+                "FCGI_MAX_PARAMS_BYTES",
+                &v,
+                "a number of bytes up to 1073741824",
+            )?;
             if n == 0 || n > MAX_PARAMS_BYTES_CEILING {
                 return Err(Error::setting(
                     "FCGI_MAX_PARAMS_BYTES",
@@ -244,10 +252,9 @@ impl Builder {
             c.watch_binary = parse_bool("FCGI_WATCH_BINARY", &v)?;
         }
         if let Some(v) = get("FCGI_LOG") {
-            c.log_level = v
-                .trim()
-                .parse()
-                .map_err(|_| Error::setting("FCGI_LOG", &v, "off, error, warn, info, debug or trace"))?;
+            c.log_level = v.trim().parse().map_err(|_| {
+                Error::setting("FCGI_LOG", &v, "off, error, warn, info, debug or trace")
+            })?;
         }
         if let Some(v) = get("FCGI_LOG_TARGET") {
             c.log_target = match v.trim() {
@@ -271,7 +278,9 @@ impl Builder {
 }
 
 fn parse<T: std::str::FromStr>(name: &str, v: &str, expected: &'static str) -> Result<T, Error> {
-    v.trim().parse().map_err(|_| Error::setting(name, v, expected))
+    v.trim()
+        .parse()
+        .map_err(|_| Error::setting(name, v, expected))
 }
 
 fn parse_bool(name: &str, v: &str) -> Result<bool, Error> {
@@ -300,9 +309,20 @@ mod tests {
     #[test]
     fn env_overrides_builder() {
         assert_eq!(with(&[]).unwrap().max_requests, Some(7));
-        assert_eq!(with(&[("FCGI_MAX_REQUESTS", "3")]).unwrap().max_requests, Some(3));
-        assert_eq!(with(&[("PHP_FCGI_MAX_REQUESTS", "5")]).unwrap().max_requests, Some(5));
-        assert_eq!(with(&[("FCGI_MAX_REQUESTS", "0")]).unwrap().max_requests, None);
+        assert_eq!(
+            with(&[("FCGI_MAX_REQUESTS", "3")]).unwrap().max_requests,
+            Some(3)
+        );
+        assert_eq!(
+            with(&[("PHP_FCGI_MAX_REQUESTS", "5")])
+                .unwrap()
+                .max_requests,
+            Some(5)
+        );
+        assert_eq!(
+            with(&[("FCGI_MAX_REQUESTS", "0")]).unwrap().max_requests,
+            None
+        );
         let c = with(&[("FCGI_READ_TIMEOUT", "2.5"), ("FCGI_IDLE_TIMEOUT", "0")]).unwrap();
         assert_eq!(c.read_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(c.idle_timeout, None);
@@ -310,8 +330,13 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = with(&[("FCGI_MAX_REQUESTS", "ten")]).unwrap_err().to_string();
-        assert!(e.contains("FCGI_MAX_REQUESTS") && e.contains("whole number"), "{e}");
+        let e = with(&[("FCGI_MAX_REQUESTS", "ten")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("FCGI_MAX_REQUESTS") && e.contains("whole number"),
+            "{e}"
+        );
         assert!(with(&[("FCGI_THREADS", "0")]).is_err());
         assert!(with(&[("FCGI_LOG", "loud")]).is_err());
         assert!(with(&[("FCGI_READ_TIMEOUT", "-1")]).is_err());

@@ -17,8 +17,8 @@ use crate::config::Config;
 use crate::context::Mode;
 use crate::logger;
 use crate::record::{
-    self, BeginRequest, HEADER_LEN, Header, MAX_CHUNK, NULL_REQUEST_ID, ProtocolStatus,
-    RecordType, Role,
+    self, BeginRequest, HEADER_LEN, Header, MAX_CHUNK, NULL_REQUEST_ID, ProtocolStatus, RecordType,
+    Role,
 };
 use crate::request::{self, DeclaredLength};
 use crate::response::{self, Outcome, Sink};
@@ -79,6 +79,8 @@ pub(crate) enum ConnError {
     Done,
     /// The web server sent something that is not FastCGI.
     Protocol(String),
+    /// The web server closed the connection in the middle of a record or request.
+    Truncated(String),
     /// Nothing arrived in time.
     TimedOut(&'static str),
     /// A socket error (the web server went away mid-request, ...).
@@ -92,6 +94,7 @@ impl std::fmt::Display for ConnError {
             ConnError::Shutdown => f.write_str("shutting down"),
             ConnError::Done => f.write_str("request rejected, connection closed"),
             ConnError::Protocol(m) => write!(f, "malformed FastCGI input: {m}"),
+            ConnError::Truncated(m) => write!(f, "the web server closed the connection {m}"),
             ConnError::TimedOut(what) => write!(f, "timed out waiting for {what}"),
             ConnError::Io(e) => write!(f, "connection error: {e}"),
         }
@@ -108,7 +111,7 @@ impl ConnError {
     fn to_io(&self) -> io::Error {
         match self {
             ConnError::Io(e) => io::Error::new(e.kind(), e.to_string()),
-            ConnError::Closed => io::Error::new(
+            ConnError::Closed | ConnError::Truncated(_) => io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "the web server closed the connection mid-request",
             ),
@@ -146,6 +149,15 @@ struct Cur {
     left: usize,
 }
 
+/// A request whose params are complete.
+struct Ready {
+    id: u16,
+    role: Role,
+    keep_conn: bool,
+    /// The raw FCGI_PARAMS stream; `None` when it was over the size cap.
+    params: Option<Vec<u8>>,
+}
+
 /// What one processed record meant for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -164,8 +176,11 @@ const FLUSH_AT: usize = 32 * 1024;
 /// App writes at least this large skip the coalescing buffer (no copy).
 const DIRECT: usize = 16 * 1024;
 
+/// A read and a write buffer, kept per thread between connections.
+type Buffers = (Box<[u8]>, Vec<u8>);
+
 thread_local! {
-    static SPARE: std::cell::RefCell<Option<(Box<[u8]>, Vec<u8>)>> = const { std::cell::RefCell::new(None) };
+    static SPARE: std::cell::RefCell<Option<Buffers>> = const { std::cell::RefCell::new(None) };
 }
 
 pub(crate) struct Conn<T: Transport> {
@@ -200,9 +215,12 @@ impl<T: Transport> Drop for Conn<T> {
 
 impl<T: Transport> Conn<T> {
     pub(crate) fn new(t: T, cfg: Arc<Config>) -> Conn<T> {
-        let (rbuf, wbuf) = SPARE
-            .with(|s| s.borrow_mut().take())
-            .unwrap_or_else(|| (vec![0u8; RBUF].into_boxed_slice(), Vec::with_capacity(FLUSH_AT + 1024)));
+        let (rbuf, wbuf) = SPARE.with(|s| s.borrow_mut().take()).unwrap_or_else(|| {
+            (
+                vec![0u8; RBUF].into_boxed_slice(),
+                Vec::with_capacity(FLUSH_AT + 1024),
+            )
+        });
         Conn {
             t,
             cfg,
@@ -260,7 +278,11 @@ impl<T: Transport> Conn<T> {
                         Wake::Ready => {}
                         Wake::Shutdown => return Err(ConnError::Shutdown),
                         Wake::TimedOut if idle => return Err(ConnError::Closed),
-                        Wake::TimedOut => return Err(ConnError::TimedOut("the web server to send more of the request")),
+                        Wake::TimedOut => {
+                            return Err(ConnError::TimedOut(
+                                "the web server to send more of the request",
+                            ));
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -277,7 +299,7 @@ impl<T: Transport> Conn<T> {
         }
         while self.pad_left > 0 {
             if self.avail() == 0 && self.fill(false)? == 0 {
-                return Err(ConnError::Protocol("connection closed inside a record's padding".into()));
+                return Err(ConnError::Truncated("inside a record's padding".into()));
             }
             let n = self.pad_left.min(self.avail());
             self.rpos += n;
@@ -289,8 +311,8 @@ impl<T: Transport> Conn<T> {
                 if at_boundary {
                     return Ok(None);
                 }
-                return Err(ConnError::Protocol(format!(
-                    "connection closed after {} bytes of a record header",
+                return Err(ConnError::Truncated(format!(
+                    "after {} bytes of a record header",
                     self.avail()
                 )));
             }
@@ -333,7 +355,7 @@ impl<T: Transport> Conn<T> {
                 match self.t.read(&mut buf[..want]) {
                     Ok(0) => {
                         self.peer_closed = true;
-                        return Err(ConnError::Protocol("connection closed inside a record".into()));
+                        return Err(ConnError::Truncated("inside a record".into()));
                     }
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -350,7 +372,7 @@ impl<T: Transport> Conn<T> {
             }
         } else {
             if self.fill(false)? == 0 {
-                return Err(ConnError::Protocol("connection closed inside a record".into()));
+                return Err(ConnError::Truncated("inside a record".into()));
             }
             let n = want.min(self.avail());
             buf[..n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
@@ -374,7 +396,7 @@ impl<T: Transport> Conn<T> {
     fn read_content_into(&mut self, out: &mut Vec<u8>) -> Result<(), ConnError> {
         while let Some(cur) = self.cur {
             if self.avail() == 0 && self.fill(false)? == 0 {
-                return Err(ConnError::Protocol("connection closed inside a record".into()));
+                return Err(ConnError::Truncated("inside a record".into()));
             }
             let n = cur.left.min(self.avail());
             out.extend_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
@@ -387,7 +409,7 @@ impl<T: Transport> Conn<T> {
     fn skip_content(&mut self) -> Result<(), ConnError> {
         while let Some(cur) = self.cur {
             if self.avail() == 0 && self.fill(false)? == 0 {
-                return Err(ConnError::Protocol("connection closed inside a record".into()));
+                return Err(ConnError::Truncated("inside a record".into()));
             }
             let n = cur.left.min(self.avail());
             self.rpos += n;
@@ -399,6 +421,12 @@ impl<T: Transport> Conn<T> {
     /// Reads and handles one record.
     fn step(&mut self, idle: bool) -> Result<Step, ConnError> {
         let Some(h) = self.next_header(idle)? else {
+            if let Some(a) = &self.active {
+                return Err(ConnError::Truncated(format!(
+                    "before request {} was complete",
+                    a.id
+                )));
+            }
             return Err(ConnError::Closed);
         };
         let id = h.request_id;
@@ -830,11 +858,12 @@ impl<T: Transport> Conn<T> {
             if h.record_type == RecordType::Stdin && is_active && body_attached {
                 return;
             }
-            let whole = need + if h.record_type == RecordType::Stdin && is_active {
-                0
-            } else {
-                h.body_len()
-            };
+            let whole = need
+                + if h.record_type == RecordType::Stdin && is_active {
+                    0
+                } else {
+                    h.body_len()
+                };
             if self.avail() < whole {
                 return;
             }
@@ -871,7 +900,7 @@ impl<T: Transport> Conn<T> {
 
     /// Waits for the next request whose params are complete. Handles management
     /// records and rejections on the way.
-    fn wait_request(&mut self) -> Result<(u16, Role, bool, Result<Vec<u8>, ()>), ConnError> {
+    fn wait_request(&mut self) -> Result<Ready, ConnError> {
         loop {
             let idle = self.active.is_none() && self.cur.is_none();
             if let Step::RequestReady = self.step(idle)? {
@@ -879,11 +908,16 @@ impl<T: Transport> Conn<T> {
                     continue;
                 };
                 let params = if a.params_over {
-                    Err(())
+                    None
                 } else {
-                    Ok(std::mem::take(&mut a.params))
+                    Some(std::mem::take(&mut a.params))
                 };
-                return Ok((a.id, a.role, a.keep_conn, params));
+                return Ok(Ready {
+                    id: a.id,
+                    role: a.role,
+                    keep_conn: a.keep_conn,
+                    params,
+                });
             }
         }
     }
@@ -1001,7 +1035,12 @@ pub(crate) struct ConnStats {
 /// Serves one FastCGI connection until the web server closes it, a request without
 /// FCGI_KEEP_CONN completes, a shutdown is requested, or the input is malformed.
 /// Every way it ends is logged at most once; nothing here panics on input.
-pub(crate) fn serve<T, A>(t: T, app: &A, cfg: &Arc<Config>, after_request: &mut dyn FnMut()) -> ConnStats
+pub(crate) fn serve<T, A>(
+    t: T,
+    app: &A,
+    cfg: &Arc<Config>,
+    after_request: &mut dyn FnMut(),
+) -> ConnStats
 where
     T: Transport + 'static,
     A: App + ?Sized,
@@ -1010,11 +1049,20 @@ where
     let mut stats = ConnStats::default();
     loop {
         let waited = lock(&conn).wait_request();
-        let (id, role, keep_conn, params) = match waited {
+        let Ready {
+            id,
+            role,
+            keep_conn,
+            params,
+        } = match waited {
             Ok(r) => r,
             Err(ConnError::Closed | ConnError::Shutdown | ConnError::Done) => break,
-            Err(e) => {
+            Err(e @ ConnError::Protocol(_)) => {
                 log::warn!("{e}; closing the connection");
+                break;
+            }
+            Err(e) => {
+                log::info!("{e}; closing the connection");
                 break;
             }
         };
@@ -1027,14 +1075,14 @@ where
             c.seq
         };
         let built = match params {
-            Err(()) => Err(request::Rejection::new(
+            None => Err(request::Rejection::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 format!(
                     "request {id}: FastCGI params exceed {} bytes (raise FCGI_MAX_PARAMS_BYTES); answered 431",
                     cfg.limits.max_params_bytes
                 ),
             )),
-            Ok(buf) => match Vars::from_fcgi_params(buf, cfg.limits.max_params) {
+            Some(buf) => match Vars::from_fcgi_params(buf, cfg.limits.max_params) {
                 Ok(vars) => match request::content_length(&vars) {
                     Ok(len) => {
                         let len = match len {
@@ -1090,43 +1138,4 @@ where
         }
     }
     stats
-}
-
-#[cfg(test)]
-pub(crate) mod mem {
-    //! An in-memory transport for tests and fuzzing: reads come from a byte string,
-    //! writes are collected.
-    use super::*;
-
-    pub struct MemTransport {
-        pub input: Vec<u8>,
-        pub pos: usize,
-        pub output: Vec<u8>,
-        /// Largest read returned at once, to exercise record splits.
-        pub read_chunk: usize,
-    }
-
-    impl Transport for MemTransport {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let n = buf.len().min(self.input.len() - self.pos).min(self.read_chunk);
-            buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
-            self.pos += n;
-            Ok(n)
-        }
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            let mut n = 0;
-            for b in bufs {
-                self.output.extend_from_slice(b);
-                n += b.len();
-            }
-            Ok(n)
-        }
-        fn wait(&mut self, _: bool, _: Option<Duration>, _: bool) -> io::Result<Wake> {
-            Ok(Wake::Ready)
-        }
-    }
 }

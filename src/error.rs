@@ -37,7 +37,11 @@ impl Error {
         Error::Io { op, source }
     }
 
-    pub(crate) fn setting(name: impl Into<String>, value: impl Into<String>, expected: &'static str) -> Error {
+    pub(crate) fn setting(
+        name: impl Into<String>,
+        value: impl Into<String>,
+        expected: &'static str,
+    ) -> Error {
         Error::Setting {
             name: name.into(),
             value: value.into(),

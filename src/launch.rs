@@ -31,7 +31,11 @@ pub(crate) fn detect(force_cgi: bool) -> Launch {
 
 /// What we print when started by hand: what this program is and how to deploy it.
 pub(crate) fn explanation(program: &str) -> String {
-    let tty = if sys::is_terminal(0) { "a terminal" } else { "something that is not a web server" };
+    let tty = if sys::is_terminal(0) {
+        "a terminal"
+    } else {
+        "something that is not a web server"
+    };
     format!(
         "{program}: this is a web application built with fcgi-shim (FastCGI and CGI).
 It was started from {tty}, so there is nothing to serve.

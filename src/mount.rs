@@ -137,7 +137,10 @@ fn strip_path_prefix<'a>(path: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
 
 fn is_own_script(script_name: &[u8], exe_name: Option<&str>) -> bool {
     let Some(exe) = exe_name else { return false };
-    let last = script_name.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    let last = script_name
+        .rsplit(|&b| b == b'/')
+        .next()
+        .unwrap_or_default();
     !exe.is_empty() && last == exe.as_bytes()
 }
 
@@ -198,10 +201,10 @@ pub fn normalize(path: &[u8]) -> Vec<u8> {
         out.push(b'/');
         out.extend_from_slice(s);
     }
-    if (trailing && path.len() > 1) || out.is_empty() {
-        if path.starts_with(b"/") || !out.is_empty() {
-            out.push(b'/');
-        }
+    if ((trailing && path.len() > 1) || out.is_empty())
+        && (path.starts_with(b"/") || !out.is_empty())
+    {
+        out.push(b'/');
     }
     out
 }

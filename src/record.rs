@@ -266,10 +266,7 @@ pub struct PairSpan {
 ///
 /// Calls `each` with the spans of every pair in order; stops at the first pair `each`
 /// refuses (returns `false`). Does not allocate.
-pub fn parse_pairs(
-    block: &[u8],
-    mut each: impl FnMut(PairSpan) -> bool,
-) -> Result<(), PairError> {
+pub fn parse_pairs(block: &[u8], mut each: impl FnMut(PairSpan) -> bool) -> Result<(), PairError> {
     let mut pos = 0;
     while pos < block.len() {
         let (name_len, p) = read_len(block, pos)?;

@@ -104,7 +104,10 @@ pub(crate) fn build(
         settings.force_script_name.as_deref(),
         settings.exe_name.as_deref(),
     );
-    let uri = app_uri(&mount.path_info, vars.get("QUERY_STRING").unwrap_or_default())?;
+    let uri = app_uri(
+        &mount.path_info,
+        vars.get("QUERY_STRING").unwrap_or_default(),
+    )?;
     let headers = headers(&vars);
 
     let mut req = Request::new(body);

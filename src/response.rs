@@ -334,7 +334,11 @@ pub(crate) fn send<B: ResponseBody>(
     }
     // The caller ends the response (END_REQUEST, or flushing stdout), so a small
     // response leaves in one write.
-    if out.gone() { Outcome::Gone } else { Outcome::Complete }
+    if out.gone() {
+        Outcome::Gone
+    } else {
+        Outcome::Complete
+    }
 }
 
 /// Calls the handler and writes its response; a panic becomes a 500 and one log line.
@@ -430,8 +434,10 @@ mod tests {
     #[test]
     fn repeated_headers_kept_and_length_added() {
         let mut r = Response::new(());
-        r.headers_mut().append("set-cookie", HeaderValue::from_static("a=1"));
-        r.headers_mut().append("set-cookie", HeaderValue::from_static("b=2"));
+        r.headers_mut()
+            .append("set-cookie", HeaderValue::from_static("a=1"));
+        r.headers_mut()
+            .append("set-cookie", HeaderValue::from_static("b=2"));
         assert_eq!(
             head(copy(&r), Some(5), Role::Responder).unwrap(),
             "Status: 200 OK\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 5\r\n\r\n"
@@ -441,10 +447,19 @@ mod tests {
     #[test]
     fn location_without_status_is_302() {
         let mut r = Response::new(());
-        r.headers_mut().insert("location", HeaderValue::from_static("/x"));
-        assert!(head(copy(&r), None, Role::Responder).unwrap().starts_with("Status: 302 Found\r\n"));
+        r.headers_mut()
+            .insert("location", HeaderValue::from_static("/x"));
+        assert!(
+            head(copy(&r), None, Role::Responder)
+                .unwrap()
+                .starts_with("Status: 302 Found\r\n")
+        );
         *r.status_mut() = StatusCode::CREATED;
-        assert!(head(copy(&r), None, Role::Responder).unwrap().starts_with("Status: 201 Created\r\n"));
+        assert!(
+            head(copy(&r), None, Role::Responder)
+                .unwrap()
+                .starts_with("Status: 201 Created\r\n")
+        );
     }
 
     #[test]
@@ -484,14 +499,20 @@ mod tests {
     #[test]
     fn authorizer_200_keeps_only_variables() {
         let mut r = Response::new(());
-        r.headers_mut().insert("variable-user", HeaderValue::from_static("ann"));
-        r.headers_mut().insert("x-other", HeaderValue::from_static("1"));
+        r.headers_mut()
+            .insert("variable-user", HeaderValue::from_static("ann"));
+        r.headers_mut()
+            .insert("x-other", HeaderValue::from_static("1"));
         assert_eq!(
             head(copy(&r), Some(10), Role::Authorizer).unwrap(),
             "Status: 200 OK\r\nvariable-user: ann\r\n\r\n"
         );
         *r.status_mut() = StatusCode::FORBIDDEN;
-        assert!(head(copy(&r), None, Role::Authorizer).unwrap().contains("x-other: 1"));
+        assert!(
+            head(copy(&r), None, Role::Authorizer)
+                .unwrap()
+                .contains("x-other: 1")
+        );
     }
 
     #[test]

@@ -171,11 +171,7 @@ pub(crate) fn serve_fastcgi(
     });
     let mut result = worker(&pool);
     loop {
-        let h = pool
-            .handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
+        let h = pool.handles.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let Some(h) = h else { break };
         match h.join() {
             Ok(Err(e)) if result.is_ok() => result = Err(e),
@@ -211,7 +207,9 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
         if pool.idle.fetch_sub(1, Ordering::AcqRel) == 1 {
             grow(pool);
         }
-        conn::serve(sock, &*pool.app, &pool.cfg, &mut || pool.life.after_request());
+        conn::serve(sock, &*pool.app, &pool.cfg, &mut || {
+            pool.life.after_request()
+        });
         pool.idle.fetch_add(1, Ordering::AcqRel);
     }
 }

@@ -128,11 +128,7 @@ impl Socket {
             let mut msg: libc::msghdr = std::mem::zeroed();
             msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
             msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-            cvt_size(libc::sendmsg(
-                self.fd.as_raw_fd(),
-                &msg,
-                libc::MSG_NOSIGNAL,
-            ))
+            cvt_size(libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL))
         }
     }
 

@@ -1,1 +1,937 @@
-// Placeholder: filled by the Apache integration tests.
+// End-to-end tests under a real Apache 2.4: the echo example as public_html/mysite.fcgi
+// behind mod_fcgid (site root and /blog/) and mod_cgid (/cgi/), with the .htaccess files
+// from htaccess/ copied verbatim, spoken to over plain HTTP/1.1.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+const MODULE_DIR: &str = "/usr/lib/apache2/modules";
+
+/// (module identifier, file): loaded unless compiled in (Debian builds some in).
+const MODULES: &[(&str, &str)] = &[
+    ("mpm_event_module", "mod_mpm_event.so"),
+    ("unixd_module", "mod_unixd.so"),
+    ("log_config_module", "mod_log_config.so"),
+    ("authz_core_module", "mod_authz_core.so"),
+    ("mime_module", "mod_mime.so"),
+    ("dir_module", "mod_dir.so"),
+    ("env_module", "mod_env.so"),
+    ("rewrite_module", "mod_rewrite.so"),
+    ("fcgid_module", "mod_fcgid.so"),
+    ("cgid_module", "mod_cgid.so"),
+];
+
+fn apache_binary() -> PathBuf {
+    let found = ["/usr/sbin/apache2", "/usr/sbin/httpd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    let bin =
+        found.expect("Apache 2.4 is not installed (apt-get install apache2 libapache2-mod-fcgid)");
+    let fcgid = Path::new(MODULE_DIR).join("mod_fcgid.so");
+    assert!(
+        fcgid.exists(),
+        "{} is missing (apt-get install libapache2-mod-fcgid)",
+        fcgid.display()
+    );
+    bin
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// uid and gid of www-data, the user Apache's children run as when started by root.
+fn www_data() -> (u32, u32) {
+    // SAFETY: a valid C string; the result is read at once, before any other getpw call.
+    unsafe {
+        let pw = libc::getpwnam(c"www-data".as_ptr());
+        assert!(!pw.is_null(), "no www-data user");
+        ((*pw).pw_uid, (*pw).pw_gid)
+    }
+}
+
+/// The state letter of /proc/<pid>/stat (R, S, Z, ...), None when there is no such process.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Processes whose process group is `pgid` (pid, state, command line).
+fn group_members(pgid: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // after the command: state, ppid, pgrp
+        if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push(format!("{pid} {} {}", f[0], cmd.trim()));
+        }
+    }
+    out
+}
+
+/// Sockets the process has open (a FastCGI app under mod_fcgid: the listener on fd 0,
+/// plus one per accepted connection).
+fn open_sockets(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a process (or, negative, a process group) we started.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+/// A real Apache in the foreground, in its own process group, with everything (config,
+/// docroot, logs, sockets) in a temp dir:
+///
+/// - `public_html/`: mysite.fcgi + htaccess/fcgid-root.htaccess, and robots.txt
+/// - `public_html/blog/`: mysite.fcgi + htaccess/fcgid-subdir.htaccess
+/// - `public_html/cgi/`: mysite.fcgi + htaccess/cgi-fallback.htaccess
+struct Apache {
+    child: Option<Child>,
+    port: u16,
+    robots: String,
+    // Last: removed after Apache has stopped.
+    dir: TempDir,
+}
+
+impl Apache {
+    fn start() -> Apache {
+        let bin = apache_binary();
+        let mut last_failure = String::new();
+        // A free port can be taken by someone else before Apache binds it: retry then.
+        for _ in 0..5 {
+            let mut a = Apache::spawn(&bin);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if a.answers() {
+                    return a;
+                }
+                let exited = a.child.as_mut().unwrap().try_wait().unwrap();
+                if exited.is_some() || Instant::now() > deadline {
+                    last_failure = format!(
+                        "Apache did not come up on port {} ({exited:?}):\n{}",
+                        a.port,
+                        a.logs()
+                    );
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let in_use = last_failure.contains("Address already in use");
+            drop(a);
+            if !in_use {
+                break;
+            }
+        }
+        panic!("{last_failure}");
+    }
+
+    fn spawn(bin: &Path) -> Apache {
+        let dir = TempDir::new("apache");
+        let root = dir.path().to_path_buf();
+        for d in [
+            "run",
+            "logs",
+            "fcgid",
+            "public_html/blog",
+            "public_html/cgi",
+        ] {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        // Everything www-data reads is under a world-readable dir; what it writes is its own.
+        for d in ["public_html", "public_html/blog", "public_html/cgi", "logs"] {
+            fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        if is_root() {
+            let (uid, gid) = www_data();
+            for d in ["run", "fcgid"] {
+                std::os::unix::fs::chown(root.join(d), Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let exe = example("echo");
+        let htaccess = Path::new(env!("CARGO_MANIFEST_DIR")).join("htaccess");
+        for (sub, file) in [
+            ("public_html", "fcgid-root.htaccess"),
+            ("public_html/blog", "fcgid-subdir.htaccess"),
+            ("public_html/cgi", "cgi-fallback.htaccess"),
+        ] {
+            let target = root.join(sub).join("mysite.fcgi");
+            fs::copy(&exe, &target).unwrap();
+            fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).unwrap();
+            let ht = root.join(sub).join(".htaccess");
+            fs::copy(htaccess.join(file), &ht).unwrap();
+            fs::set_permissions(&ht, fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        // Unique per instance, so the readiness check cannot be fooled by another server.
+        let robots = format!("User-agent: *\nDisallow:\n# {}\n", root.display());
+        let robots_path = root.join("public_html/robots.txt");
+        fs::write(&robots_path, &robots).unwrap();
+        fs::set_permissions(&robots_path, fs::Permissions::from_mode(0o644)).unwrap();
+
+        let port = free_port();
+        let conf = root.join("httpd.conf");
+        fs::write(&conf, config(&root, port)).unwrap();
+        let out = fs::File::create(root.join("logs/stdout.log")).unwrap();
+        let child = Command::new(bin)
+            .arg("-f")
+            .arg(&conf)
+            .arg("-DFOREGROUND")
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("LANG", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .process_group(0)
+            .spawn()
+            .expect("start apache2");
+        Apache {
+            child: Some(child),
+            port,
+            robots,
+            dir,
+        }
+    }
+
+    /// Ready: our own robots.txt comes back from the port.
+    fn answers(&self) -> bool {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            return false;
+        }
+        try_http_request(self.port, "GET", "/robots.txt", &[], Body::None)
+            .is_ok_and(|r| r.status == 200 && r.body == self.robots.as_bytes())
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().expect("Apache was stopped").id() as i32
+    }
+
+    fn get(&self, target: &str) -> Response {
+        http_request(self.port, "GET", target, &[], Body::None)
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Body,
+    ) -> Response {
+        http_request(self.port, method, target, headers, body)
+    }
+
+    /// `http://127.0.0.1:PORT`, as the client (and so the Host header) names the server.
+    fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn error_log(&self) -> String {
+        String::from_utf8_lossy(&fs::read(self.dir.join("logs/error.log")).unwrap_or_default())
+            .into_owned()
+    }
+
+    /// Waits until the error log contains `needle`.
+    fn error_log_has(&self, needle: &str, timeout: Duration) -> bool {
+        wait_until(timeout, || self.error_log().contains(needle))
+    }
+
+    fn logs(&self) -> String {
+        let read = |p: &str| {
+            String::from_utf8_lossy(&fs::read(self.dir.join(p)).unwrap_or_default()).into_owned()
+        };
+        format!(
+            "--- apache stdout/stderr ---\n{}--- error.log ---\n{}--- access.log ---\n{}",
+            read("logs/stdout.log"),
+            read("logs/error.log"),
+            read("logs/access.log")
+        )
+    }
+
+    /// A graceful stop (what `apachectl -k graceful-stop` sends): stop listening, let
+    /// the requests in flight finish, then exit.
+    fn graceful_stop(&self) {
+        signal(self.pid(), libc::SIGWINCH);
+    }
+
+    /// Stops Apache (SIGTERM unless it is already on its way out), waits for it, then
+    /// for every process of its group (mod_fcgid's and mod_cgid's children included).
+    /// Returns the processes that had to be killed because they did not exit by
+    /// themselves, and whether Apache itself had to be killed.
+    fn stop(&mut self, signal_first: bool) -> (bool, Vec<String>) {
+        let Some(mut child) = self.child.take() else {
+            return (false, Vec::new());
+        };
+        let pgid = child.id() as i32;
+        if signal_first && child.try_wait().unwrap().is_none() {
+            signal(pgid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut killed = false;
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                signal(-pgid, libc::SIGKILL);
+                killed = true;
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: kill with signal 0 only checks whether the group has members.
+        let group_empty = || unsafe { libc::kill(-pgid, 0) } != 0;
+        if wait_until(Duration::from_secs(5), group_empty) {
+            return (killed, Vec::new());
+        }
+        let left = group_members(pgid);
+        signal(-pgid, libc::SIGKILL);
+        wait_until(Duration::from_secs(5), group_empty);
+        (killed, left)
+    }
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        let (killed, left) = self.stop(true);
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        } else if killed || !left.is_empty() {
+            panic!(
+                "Apache did not stop cleanly (killed: {killed}); processes left over: {left:?}\n{}",
+                self.logs()
+            );
+        }
+    }
+}
+
+fn config(root: &Path, port: u16) -> String {
+    let r = root.display();
+    let mut c = format!(
+        r#"ServerRoot "{r}"
+DefaultRuntimeDir "{r}/run"
+PidFile "{r}/run/httpd.pid"
+Mutex file:{r}/run default
+Listen 127.0.0.1:{port}
+ServerName 127.0.0.1
+"#
+    );
+    for (id, file) in MODULES {
+        c += &format!("<IfModule !{id}>\n  LoadModule {id} {MODULE_DIR}/{file}\n</IfModule>\n");
+    }
+    if is_root() {
+        c += "User www-data\nGroup www-data\n";
+    }
+    c += &format!(
+        r#"StartServers 1
+ServerLimit 2
+ThreadsPerChild 16
+MaxRequestWorkers 32
+MinSpareThreads 4
+MaxSpareThreads 32
+GracefulShutdownTimeout 10
+Timeout 30
+ErrorLog "{r}/logs/error.log"
+LogLevel info fcgid:debug
+LogFormat "%h \"%r\" %>s %b %Dus" timed
+CustomLog "{r}/logs/access.log" timed
+TypesConfig /dev/null
+AddType text/plain .txt
+ScriptSock "{r}/run/cgid.sock"
+FcgidIPCDir "{r}/fcgid"
+FcgidProcessTableFile "{r}/fcgid/table"
+# One process per app, so consecutive requests meet the same process.
+FcgidMaxProcessesPerClass 1
+# The default (128 KiB) would refuse the 5 MiB upload.
+FcgidMaxRequestLen 16777216
+FcgidZombieScanInterval 1
+FcgidIOTimeout 30
+DocumentRoot "{r}/public_html"
+<Directory />
+  AllowOverride None
+  Require all denied
+</Directory>
+<Directory "{r}/public_html">
+  AllowOverride All
+  Require all granted
+</Directory>
+"#
+    );
+    c
+}
+
+// ---- a plain HTTP/1.1 client ----
+
+enum Body<'a> {
+    None,
+    /// Sent with Content-Length.
+    Fixed(&'a [u8]),
+    /// Sent with Transfer-Encoding: chunked, in chunks of 4000 bytes.
+    Chunked(&'a [u8]),
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    /// Names lowercased, in order, repeats kept.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text()))
+    }
+
+    /// The echo app's JSON, from a 200 answer.
+    fn echo(&self) -> Value {
+        assert_eq!(self.status, 200, "{self:?} {}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        self.json()
+    }
+}
+
+/// One request on a new connection (`Connection: close`); the body is written from a
+/// second thread while the answer is read.
+fn http_request(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> Response {
+    try_http_request(port, method, target, headers, body)
+        .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+}
+
+fn try_http_request(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> Result<Response, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        head += &format!("{n}: {v}\r\n");
+    }
+    let payload: Vec<u8> = match body {
+        Body::None => Vec::new(),
+        Body::Fixed(b) => {
+            head += &format!("Content-Length: {}\r\n", b.len());
+            b.to_vec()
+        }
+        Body::Chunked(b) => {
+            head += "Transfer-Encoding: chunked\r\n";
+            let mut v = Vec::new();
+            for c in b.chunks(4000) {
+                v.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                v.extend_from_slice(c);
+                v.extend_from_slice(b"\r\n");
+            }
+            v.extend_from_slice(b"0\r\n\r\n");
+            v
+        }
+    };
+    head += "\r\n";
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write_all(head.as_bytes())?;
+        w.write_all(&payload)
+    });
+    let mut raw = Vec::new();
+    if let Err(e) = s.read_to_end(&mut raw) {
+        // A reset after a complete answer is still an answer.
+        assert!(
+            !raw.is_empty(),
+            "{method} {target}: reading the response: {e}"
+        );
+    }
+    let _ = writer.join();
+    parse_response(&raw, method == "HEAD").unwrap_or_else(|e| {
+        panic!(
+            "{method} {target}: {e}: {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    })
+}
+
+fn parse_response(raw: &[u8], head_only: bool) -> Result<Response, String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of the header")?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "header is not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
+        return Err(format!("bad status line {status_line:?}"));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let mut headers = Vec::new();
+    for l in lines {
+        let (n, v) = l
+            .split_once(':')
+            .ok_or_else(|| format!("bad header line {l:?}"))?;
+        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let mut r = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let rest = &raw[end + 4..];
+    if head_only || status == 204 || status == 304 || status < 200 {
+        return Ok(r);
+    }
+    if r.header("transfer-encoding")
+        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+    {
+        r.body = dechunk(rest)?;
+    } else if let Some(cl) = r.header("content-length") {
+        let n: usize = cl
+            .parse()
+            .map_err(|_| format!("bad Content-Length {cl:?}"))?;
+        if rest.len() != n {
+            return Err(format!("Content-Length {n}, but {} bytes came", rest.len()));
+        }
+        r.body = rest.to_vec();
+    } else {
+        r.body = rest.to_vec();
+    }
+    Ok(r)
+}
+
+fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
+        let line = std::str::from_utf8(&b[..eol]).map_err(|_| "bad chunk size")?;
+        let size_hex = line.split(';').next().unwrap_or_default().trim();
+        let size =
+            usize::from_str_radix(size_hex, 16).map_err(|_| format!("bad chunk size {line:?}"))?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            // Trailers (none expected), then the final empty line.
+            return if b.ends_with(b"\r\n") {
+                Ok(out)
+            } else {
+                Err("no end of the chunked body".into())
+            };
+        }
+        if b.len() < size + 2 || &b[size..size + 2] != b"\r\n" {
+            return Err("truncated chunk".into());
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+// ---- the tests ----
+
+/// The pid in an echo answer.
+fn pid_of(j: &Value) -> u32 {
+    j["pid"].as_u64().expect("pid") as u32
+}
+
+#[test]
+fn fcgid_at_site_root() {
+    let a = Apache::start();
+    let j = a.get("/posts/1?x=1&y=two").echo();
+    assert_eq!(j["mode"], "fastcgi", "{j}");
+    assert_eq!(j["method"], "GET", "{j}");
+    assert_eq!(j["script_name"], "", "{j}");
+    assert_eq!(j["path_info"], "/posts/1", "{j}");
+    assert_eq!(j["uri"], "/posts/1?x=1&y=two", "{j}");
+    assert_eq!(j["query"], "x=1&y=two", "{j}");
+    assert_eq!(j["original_uri"], "/posts/1?x=1&y=two", "{j}");
+    assert_eq!(j["remote_addr"], "127.0.0.1", "{j}");
+    assert_eq!(j["https"], false, "{j}");
+
+    let j = a.get("/").echo();
+    assert_eq!(j["path_info"], "/", "{j}");
+    assert_eq!(j["script_name"], "", "{j}");
+    assert_eq!(j["uri"], "/", "{j}");
+    assert_eq!(j["original_uri"], "/", "{j}");
+
+    // A real file is Apache's, not the app's.
+    let r = a.get("/robots.txt");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), a.robots);
+    assert_eq!(r.header("content-type"), Some("text/plain"), "{r:?}");
+}
+
+#[test]
+fn fcgid_in_subdirectory() {
+    let a = Apache::start();
+    let j = a.get("/blog/posts/1?x=1").echo();
+    assert_eq!(j["mode"], "fastcgi", "{j}");
+    assert_eq!(j["script_name"], "/blog", "{j}");
+    assert_eq!(j["path_info"], "/posts/1", "{j}");
+    assert_eq!(j["uri"], "/posts/1?x=1", "{j}");
+    assert_eq!(j["query"], "x=1", "{j}");
+    assert_eq!(j["original_uri"], "/blog/posts/1?x=1", "{j}");
+
+    let j = a.get("/blog/").echo();
+    assert_eq!(j["script_name"], "/blog", "{j}");
+    assert_eq!(j["path_info"], "/", "{j}");
+    assert_eq!(j["uri"], "/", "{j}");
+
+    // Without the slash, mod_dir's DirectorySlash answers first (mod_rewrite leaves a
+    // directory without its trailing slash alone), as fcgid-subdir.htaccess says.
+    let r = a.get("/blog");
+    assert_eq!(r.status, 301, "{r:?}");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{}/blog/", a.origin()).as_str()),
+        "{r:?}"
+    );
+    let r = a.get("/blog?x=1");
+    assert_eq!(r.status, 301, "{r:?}");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{}/blog/?x=1", a.origin()).as_str()),
+        "{r:?}"
+    );
+
+    let j = a.get("/blog/caf%C3%A9/a%20b").echo();
+    assert_eq!(j["script_name"], "/blog", "{j}");
+    assert_eq!(j["path_info"], "/café/a b", "{j}");
+    assert_eq!(j["uri"], "/caf%C3%A9/a%20b", "{j}");
+    assert_eq!(j["original_uri"], "/blog/caf%C3%A9/a%20b", "{j}");
+
+    let j = a.get("/blog//double//slash").echo();
+    assert_eq!(j["script_name"], "/blog", "{j}");
+    assert_eq!(j["path_info"], "/double/slash", "{j}");
+    assert_eq!(j["uri"], "/double/slash", "{j}");
+
+    // The script's own URL: the mount prefix is the script itself.
+    let j = a.get("/blog/mysite.fcgi/direct").echo();
+    assert_eq!(j["script_name"], "/blog/mysite.fcgi", "{j}");
+    assert_eq!(j["path_info"], "/direct", "{j}");
+    assert_eq!(j["uri"], "/direct", "{j}");
+}
+
+#[test]
+fn fcgid_request_bodies() {
+    let a = Apache::start();
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("small", b"hello world".to_vec(), false),
+        ("100k", noise(100 * 1024, 1), false),
+        ("5m", noise(5 * 1024 * 1024, 2), false),
+        ("100k-chunked", noise(100 * 1024, 3), true),
+    ];
+    for (name, data, chunked) in &cases {
+        let target = format!("/blog/upload/{name}");
+        let body = if *chunked {
+            Body::Chunked(data)
+        } else {
+            Body::Fixed(data)
+        };
+        let j = a
+            .request(
+                "POST",
+                &target,
+                &[("Content-Type", "application/octet-stream")],
+                body,
+            )
+            .echo();
+        assert_eq!(j["method"], "POST", "{name}: {j}");
+        assert_eq!(j["path_info"], format!("/upload/{name}"), "{name}: {j}");
+        assert_eq!(j["body_len"], data.len() as u64, "{name}: {j}");
+        assert_eq!(j["body_sha256"], sha256_hex(data), "{name}: {j}");
+        assert_eq!(
+            j["headers"]["content-type"], "application/octet-stream",
+            "{name}: {j}"
+        );
+    }
+    // At the site root too.
+    let data = noise(100 * 1024, 4);
+    let j = a.request("POST", "/upload", &[], Body::Fixed(&data)).echo();
+    assert_eq!(j["script_name"], "", "{j}");
+    assert_eq!(j["body_len"], data.len() as u64, "{j}");
+    assert_eq!(j["body_sha256"], sha256_hex(&data), "{j}");
+}
+
+#[test]
+fn fcgid_redirect_cookies_and_stream() {
+    let a = Apache::start();
+    // The absolute URL of an app path keeps the pre-rewrite prefix and the Host sent.
+    let r = a.get("/blog/redirect");
+    assert_eq!(r.status, 302, "{r:?}");
+    let want = format!("{}/blog/landed", a.origin());
+    assert_eq!(r.all("location"), vec![want.as_str()], "{r:?}");
+
+    let r = a.get("/blog/cookies");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.all("set-cookie"),
+        vec!["first=1; Path=/", "second=2; Path=/"],
+        "{r:?}"
+    );
+
+    let r = a.get("/blog/stream?chunks=50&size=1000");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("text/plain"), "{r:?}");
+    assert_eq!(r.body.len(), 50_000);
+    let want: Vec<u8> = (0..50u8)
+        .flat_map(|i| std::iter::repeat_n(b'a' + i % 26, 1000))
+        .collect();
+    assert!(r.body == want, "stream content differs");
+}
+
+#[test]
+fn fcgid_panic_is_500_and_process_lives() {
+    let a = Apache::start();
+    let first = a.get("/blog/").echo();
+    let pid = pid_of(&first);
+    assert_eq!(first["served"], 1, "{first}");
+
+    let r = a.get("/blog/panic");
+    assert_eq!(r.status, 500, "{r:?}");
+    assert!(
+        !r.text().contains("on purpose"),
+        "panic details leaked to the client: {}",
+        r.text()
+    );
+    assert!(
+        a.error_log_has("the /panic route panics on purpose", Duration::from_secs(3)),
+        "the panic is not in the error log:\n{}",
+        a.error_log()
+    );
+
+    let j = a.get("/blog/after").echo();
+    assert_eq!(
+        pid_of(&j),
+        pid,
+        "a new process served the request after the panic: {j}"
+    );
+    assert_eq!(j["served"], 3, "{j}");
+}
+
+#[test]
+fn httpoxy_proxy_header_never_reaches_the_app() {
+    let a = Apache::start();
+    for target in ["/blog/x", "/x", "/cgi/x"] {
+        let r = a.request(
+            "GET",
+            target,
+            &[("Proxy", "http://evil:3128"), ("X-Custom", "passed")],
+            Body::None,
+        );
+        let j = r.echo();
+        assert_eq!(j["env_http_proxy"], Value::Null, "{target}: {j}");
+        let headers = j["headers"].as_object().expect("headers");
+        assert!(!headers.contains_key("proxy"), "{target}: {j}");
+        // Other headers do get through, so the check above means something.
+        assert_eq!(
+            headers.get("x-custom"),
+            Some(&Value::from("passed")),
+            "{target}: {j}"
+        );
+    }
+}
+
+/// Starts GET `target` in a thread, returns once the app process `pid` has had the
+/// request for at least ~300 ms (it holds an accepted connection besides its listener).
+fn request_in_flight(a: &Apache, pid: u32, target: &str) -> std::thread::JoinHandle<Response> {
+    let port = a.port;
+    let target = target.to_owned();
+    let t = std::thread::spawn(move || http_request(port, "GET", &target, &[], Body::None));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until(Duration::from_secs(5), || open_sockets(pid) >= 2),
+        "the request did not reach the app process {pid}"
+    );
+    t
+}
+
+#[test]
+fn fcgid_sigterm_finishes_the_request_then_exits() {
+    let a = Apache::start();
+    let pid = pid_of(&a.get("/blog/").echo());
+    let t = request_in_flight(&a, pid, "/blog/sleep?ms=1500");
+    signal(pid as i32, libc::SIGTERM);
+    let r = t.join().expect("request thread");
+    let j = r.echo();
+    assert_eq!(pid_of(&j), pid, "{j}");
+    assert_eq!(j["path_info"], "/sleep", "{j}");
+
+    assert!(
+        wait_until(Duration::from_secs(5), || matches!(
+            proc_state(pid),
+            None | Some('Z')
+        )),
+        "app {pid} still running after SIGTERM and its last request: {:?}",
+        proc_state(pid)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || proc_state(pid).is_none()),
+        "mod_fcgid did not reap app {pid}"
+    );
+    let j = a.get("/blog/again").echo();
+    assert_ne!(pid_of(&j), pid, "{j}");
+    assert_eq!(j["served"], 1, "{j}");
+}
+
+#[test]
+fn apache_graceful_stop_finishes_the_request() {
+    let mut a = Apache::start();
+    let pid = pid_of(&a.get("/blog/").echo());
+    let t = request_in_flight(&a, pid, "/blog/sleep?ms=1500");
+    a.graceful_stop();
+    let r = t.join().expect("request thread");
+    let j = r.echo();
+    assert_eq!(pid_of(&j), pid, "{j}");
+    // Apache exits by itself, and takes mod_fcgid's processes with it.
+    let (killed, left) = a.stop(false);
+    assert!(
+        !killed,
+        "Apache did not exit after a graceful stop:\n{}",
+        a.logs()
+    );
+    assert!(
+        left.is_empty(),
+        "left over after a graceful stop: {left:?}\n{}",
+        a.logs()
+    );
+    assert_eq!(proc_state(pid), None, "app {pid} outlived Apache");
+}
+
+#[test]
+fn cgi_fallback() {
+    let a = Apache::start();
+    let j = a.get("/cgi/posts/1?x=1").echo();
+    assert_eq!(j["mode"], "cgi", "{j}");
+    assert_eq!(j["script_name"], "/cgi", "{j}");
+    assert_eq!(j["path_info"], "/posts/1", "{j}");
+    assert_eq!(j["uri"], "/posts/1?x=1", "{j}");
+    assert_eq!(j["query"], "x=1", "{j}");
+    assert_eq!(j["original_uri"], "/cgi/posts/1?x=1", "{j}");
+    assert_eq!(j["served"], 1, "{j}");
+    let pid1 = pid_of(&j);
+
+    let j = a.get("/cgi/").echo();
+    assert_eq!(j["script_name"], "/cgi", "{j}");
+    assert_eq!(j["path_info"], "/", "{j}");
+    assert_eq!(j["served"], 1, "{j}");
+    assert_ne!(pid_of(&j), pid1, "CGI: one process per request");
+
+    let data = noise(100 * 1024, 5);
+    let j = a
+        .request("POST", "/cgi/upload", &[], Body::Fixed(&data))
+        .echo();
+    assert_eq!(j["method"], "POST", "{j}");
+    assert_eq!(j["body_len"], data.len() as u64, "{j}");
+    assert_eq!(j["body_sha256"], sha256_hex(&data), "{j}");
+    let j = a
+        .request("POST", "/cgi/upload", &[], Body::Chunked(b"hello world"))
+        .echo();
+    assert_eq!(j["body_len"], 11, "{j}");
+    assert_eq!(j["body_sha256"], sha256_hex(b"hello world"), "{j}");
+
+    let r = a.get("/cgi/cookies");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.all("set-cookie"),
+        vec!["first=1; Path=/", "second=2; Path=/"],
+        "{r:?}"
+    );
+
+    let r = a.get("/cgi/redirect");
+    assert_eq!(r.status, 302, "{r:?}");
+    assert_eq!(
+        r.header("location"),
+        Some(format!("{}/cgi/landed", a.origin()).as_str())
+    );
+
+    let r = a.get("/cgi/log");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        a.error_log_has("echo: /log was requested", Duration::from_secs(3)),
+        "the CGI app's log line is not in the error log:\n{}",
+        a.error_log()
+    );
+}
+
+#[test]
+fn fcgid_app_log_reaches_error_log() {
+    let a = Apache::start();
+    let r = a.get("/blog/log");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        a.error_log_has("echo: /log was requested", Duration::from_secs(3)),
+        "the app's log line is not in the error log:\n{}",
+        a.error_log()
+    );
+}

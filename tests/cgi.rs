@@ -35,7 +35,12 @@ fn cgi(vars: &[(&str, &str)], stdin: &[u8]) -> (String, Vec<u8>, Output) {
     (head, body, out)
 }
 
-fn base<'a>(method: &'a str, path: &'a str, query: &'a str, uri: &'a str) -> Vec<(&'a str, &'a str)> {
+fn base<'a>(
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    uri: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     vec![
         ("GATEWAY_INTERFACE", "CGI/1.1"),
         ("REQUEST_METHOD", method),
@@ -54,7 +59,8 @@ fn base<'a>(method: &'a str, path: &'a str, query: &'a str, uri: &'a str) -> Vec
 }
 
 fn json(body: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(body)))
+    serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(body)))
 }
 
 #[test]
@@ -115,7 +121,10 @@ fn bad_content_length_is_400() {
         let mut vars = base("POST", "/x", "", "/blog/x");
         vars.push(("CONTENT_LENGTH", bad));
         let (head, _, out) = cgi(&vars, b"data");
-        assert!(head.starts_with("Status: 400 Bad Request\r\n"), "{bad}: {head}");
+        assert!(
+            head.starts_with("Status: 400 Bad Request\r\n"),
+            "{bad}: {head}"
+        );
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("CONTENT_LENGTH"));
     }
@@ -136,7 +145,13 @@ fn short_body_is_reported_not_truncated_silently() {
     let (head, body, _) = cgi(&vars, b"abc");
     assert!(head.starts_with("Status: 400"), "{head}");
     let j = json(&body);
-    assert!(j["error"].as_str().unwrap().contains("after 3 of the 10 bytes"), "{j}");
+    assert!(
+        j["error"]
+            .as_str()
+            .unwrap()
+            .contains("after 3 of the 10 bytes"),
+        "{j}"
+    );
 }
 
 #[test]
@@ -153,23 +168,42 @@ fn httpoxy_header_never_reaches_the_app() {
 #[test]
 fn cookies_redirect_status_and_panic() {
     let (head, _, _) = cgi(&base("GET", "/cookies", "", "/blog/cookies"), b"");
-    let cookies: Vec<&str> = head.lines().filter(|l| l.starts_with("set-cookie: ")).collect();
-    assert_eq!(cookies, ["set-cookie: first=1; Path=/", "set-cookie: second=2; Path=/"]);
+    let cookies: Vec<&str> = head
+        .lines()
+        .filter(|l| l.starts_with("set-cookie: "))
+        .collect();
+    assert_eq!(
+        cookies,
+        [
+            "set-cookie: first=1; Path=/",
+            "set-cookie: second=2; Path=/"
+        ]
+    );
 
     let mut vars = base("GET", "/redirect", "", "/blog/redirect");
     vars.retain(|(k, _)| *k != "REDIRECT_URL");
     vars.push(("REDIRECT_URL", "/blog/redirect"));
     let (head, _, _) = cgi(&vars, b"");
     assert!(head.starts_with("Status: 302 Found\r\n"), "{head}");
-    assert!(head.contains("location: http://example.com/blog/landed\r\n"), "{head}");
+    assert!(
+        head.contains("location: http://example.com/blog/landed\r\n"),
+        "{head}"
+    );
 
     let (head, _, _) = cgi(&base("GET", "/status/404", "", "/blog/status/404"), b"");
     assert!(head.starts_with("Status: 404 Not Found\r\n"), "{head}");
 
     let (head, body, out) = cgi(&base("GET", "/panic", "", "/blog/panic"), b"");
-    assert!(head.starts_with("Status: 500 Internal Server Error\r\n"), "{head}");
+    assert!(
+        head.starts_with("Status: 500 Internal Server Error\r\n"),
+        "{head}"
+    );
     assert_eq!(body, b"500 Internal Server Error\n");
-    assert!(out.status.success(), "exit status after a panic: {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "exit status after a panic: {:?}",
+        out.status
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one log line: {err}");
     assert!(err.contains("panicked on GET /panic"), "{err}");
@@ -226,7 +260,8 @@ fn started_by_hand_explains_and_exits_2() {
     // a web server, and none may make it hang waiting for input.
     let (a, _b) = UnixStream::pair().unwrap();
     // SAFETY: socket(2) returns a new fd we own.
-    let unbound = unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0)) };
+    let unbound =
+        unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0)) };
     let (pipe_r, pipe_w) = std::io::pipe().unwrap();
     let cases: Vec<(&str, Stdio)> = vec![
         ("/dev/null", Stdio::null()),
@@ -238,7 +273,10 @@ fn started_by_hand_explains_and_exits_2() {
         let (code, err, out, took) = run_with_stdin(stdin, &[]);
         assert_eq!(code, Some(2), "{what}: {err}");
         assert!(err.contains("htaccess/"), "{what}: {err}");
-        assert!(err.contains("FastCGI") && err.contains("CGI"), "{what}: {err}");
+        assert!(
+            err.contains("FastCGI") && err.contains("CGI"),
+            "{what}: {err}"
+        );
         assert!(out.is_empty(), "{what}: wrote to stdout");
         assert!(took < Duration::from_secs(5), "{what}: took {took:?}");
     }
@@ -273,5 +311,8 @@ fn force_cgi_wins_over_a_listening_socket() {
     let (code, err, out, _) = run_with_stdin(Stdio::from(OwnedFd::from(l)), &env);
     assert_eq!(code, Some(0), "{err}");
     let s = String::from_utf8_lossy(&out);
-    assert!(s.starts_with("Status: 200 OK\r\n") && s.ends_with("Hello from /hello/forced\n"), "{s}");
+    assert!(
+        s.starts_with("Status: 200 OK\r\n") && s.ends_with("Hello from /hello/forced\n"),
+        "{s}"
+    );
 }

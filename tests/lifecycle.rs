@@ -10,7 +10,8 @@ use crate::util::*;
 const T: Duration = Duration::from_secs(10);
 
 fn pid_of(app: &FcgiApp) -> u64 {
-    app.roundtrip(request(1, false, &get("/pid", ""), b""), 1).json()["pid"]
+    app.roundtrip(request(1, false, &get("/pid", ""), b""), 1)
+        .json()["pid"]
         .as_u64()
         .unwrap()
 }
@@ -26,7 +27,11 @@ fn idle_process_exits_at_once_on_each_signal() {
         assert_eq!(st.code(), Some(0), "signal {sig}: {st:?}");
         // mod_fcgid sends SIGKILL about 3 s after SIGTERM: an idle process must be gone
         // long before.
-        assert!(t0.elapsed() < Duration::from_secs(1), "signal {sig}: {:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "signal {sig}: {:?}",
+            t0.elapsed()
+        );
     }
 }
 
@@ -34,7 +39,8 @@ fn idle_process_exits_at_once_on_each_signal() {
 fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     let mut app = FcgiApp::start("echo", &[]);
     let mut s = app.connect();
-    s.write_all(&request(1, false, &get("/sleep", "ms=800"), b"")).unwrap();
+    s.write_all(&request(1, false, &get("/sleep", "ms=800"), b""))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     app.signal(libc::SIGTERM);
     let r = read_reply(&mut s, 1, T);
@@ -92,7 +98,8 @@ fn max_requests_applies_on_a_kept_alive_connection_too() {
     let mut app = FcgiApp::start("echo", &[("PHP_FCGI_MAX_REQUESTS", "2")]);
     let mut s = app.connect();
     for id in 1..=2 {
-        s.write_all(&request(id, true, &get("/k", ""), b"")).unwrap();
+        s.write_all(&request(id, true, &get("/k", ""), b""))
+            .unwrap();
         assert_eq!(read_reply(&mut s, id, T).status(), 200);
     }
     assert!(closed_within(&mut s, T));
@@ -117,9 +124,15 @@ fn exits_after_the_binary_is_replaced_on_disk() {
     std::thread::sleep(Duration::from_millis(1100));
     // The request that notices is still served, by the old process.
     assert_eq!(pid_of(&app), pid);
-    let st = app.wait_exit(T).expect("exited after the binary was replaced");
+    let st = app
+        .wait_exit(T)
+        .expect("exited after the binary was replaced");
     assert_eq!(st.code(), Some(0));
-    assert!(app.stderr().contains("was replaced on disk"), "{}", app.stderr());
+    assert!(
+        app.stderr().contains("was replaced on disk"),
+        "{}",
+        app.stderr()
+    );
 }
 
 #[test]
@@ -130,7 +143,8 @@ fn threads_serve_connections_at_once_and_no_more() {
         .map(|_| {
             let mut s = app.connect();
             std::thread::spawn(move || {
-                s.write_all(&request(1, false, &get("/sleep", "ms=1000"), b"")).unwrap();
+                s.write_all(&request(1, false, &get("/sleep", "ms=1000"), b""))
+                    .unwrap();
                 read_reply(&mut s, 1, T).status()
             })
         })
@@ -139,7 +153,11 @@ fn threads_serve_connections_at_once_and_no_more() {
         assert_eq!(h.join().unwrap(), 200);
     }
     // Four 1 s requests in parallel take about 1 s; one at a time would take 4 s.
-    assert!(t0.elapsed() < Duration::from_millis(3000), "{:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_millis(3000),
+        "{:?}",
+        t0.elapsed()
+    );
 
     // With one thread, a second connection waits for the first instead of being served
     // by an extra thread.
@@ -148,10 +166,15 @@ fn threads_serve_connections_at_once_and_no_more() {
     a.write_all(&request(1, true, &get("/a", ""), b"")).unwrap();
     assert_eq!(read_reply(&mut a, 1, T).status(), 200);
     let mut b = app.connect();
-    b.write_all(&request(1, false, &get("/b", ""), b"")).unwrap();
-    b.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    b.write_all(&request(1, false, &get("/b", ""), b""))
+        .unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let mut byte = [0u8; 1];
-    assert!(std::io::Read::read(&mut b, &mut byte).is_err(), "served past the thread limit");
+    assert!(
+        std::io::Read::read(&mut b, &mut byte).is_err(),
+        "served past the thread limit"
+    );
     drop(a);
     assert_eq!(read_reply(&mut b, 1, T).status(), 200);
 }

@@ -20,7 +20,10 @@ fn check(row: &Row) {
     let vars = Vars::from_pairs(row.vars.iter().copied());
     let m: Mount = rebuild(&vars, row.forced, Some(row.exe));
     assert_eq!(
-        (m.script_name.as_str(), String::from_utf8_lossy(&m.path_info).as_ref()),
+        (
+            m.script_name.as_str(),
+            String::from_utf8_lossy(&m.path_info).as_ref()
+        ),
         (row.script_name, row.path_info),
         "{} (rule used: {:?})",
         row.what,
@@ -54,11 +57,31 @@ fn apache_mod_rewrite_capture() {
     // (request, expected prefix, expected app-relative path)
     let expected = [
         ("/a/b?x=1", "", "/a/b", MountSource::RedirectUrl),
-        ("/blog/posts/1?x=1", "/blog", "/posts/1", MountSource::RedirectUrl),
+        (
+            "/blog/posts/1?x=1",
+            "/blog",
+            "/posts/1",
+            MountSource::RedirectUrl,
+        ),
         ("/blog/", "/blog", "/", MountSource::RedirectUrl),
-        ("/blog/caf%C3%A9/a%20b", "/blog", "/café/a b", MountSource::RedirectUrl),
-        ("/blog//double//slash", "/blog", "/double/slash", MountSource::RedirectUrl),
-        ("/blog/mysite.cgi/direct", "/blog/mysite.cgi", "/direct", MountSource::RequestUri),
+        (
+            "/blog/caf%C3%A9/a%20b",
+            "/blog",
+            "/café/a b",
+            MountSource::RedirectUrl,
+        ),
+        (
+            "/blog//double//slash",
+            "/blog",
+            "/double/slash",
+            MountSource::RedirectUrl,
+        ),
+        (
+            "/blog/mysite.cgi/direct",
+            "/blog/mysite.cgi",
+            "/direct",
+            MountSource::RequestUri,
+        ),
         ("/forced/x", "/custom", "/x", MountSource::Forced),
     ];
     let captured = apache_capture();
@@ -304,5 +327,8 @@ fn routes_are_the_same_at_the_root_and_in_a_subdirectory() {
     let a = rebuild(&root, None, Some("mysite.fcgi"));
     let b = rebuild(&sub, None, Some("mysite.fcgi"));
     assert_eq!(a.path_info, b.path_info);
-    assert_eq!((a.script_name.as_str(), b.script_name.as_str()), ("", "/blog"));
+    assert_eq!(
+        (a.script_name.as_str(), b.script_name.as_str()),
+        ("", "/blog")
+    );
 }

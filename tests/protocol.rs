@@ -13,7 +13,12 @@ fn get_values_answered_truthfully_unknown_names_omitted() {
     let app = FcgiApp::start("hello", &[("FCGI_THREADS", "3")]);
     let mut s = app.connect();
     let mut q = Vec::new();
-    for n in ["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS", "NO_SUCH_NAME"] {
+    for n in [
+        "FCGI_MAX_CONNS",
+        "FCGI_MAX_REQS",
+        "FCGI_MPXS_CONNS",
+        "NO_SUCH_NAME",
+    ] {
         pair(&mut q, n.as_bytes(), b"");
     }
     s.write_all(&rec(GET_VALUES, 0, &q)).unwrap();
@@ -27,7 +32,8 @@ fn get_values_answered_truthfully_unknown_names_omitted() {
     std::io::Read::read_exact(&mut s, &mut got).unwrap();
     assert_eq!(got, expected);
     // The connection stays usable for a request after a management record.
-    s.write_all(&request(1, false, &get("/x", ""), b"")).unwrap();
+    s.write_all(&request(1, false, &get("/x", ""), b""))
+        .unwrap();
     let r = read_reply(&mut s, 1, T);
     assert_eq!(r.status(), 200);
 }
@@ -54,7 +60,8 @@ fn unknown_management_type_gets_unknown_type() {
 fn whole_response_is_byte_exact_and_conn_closes_without_keep_conn() {
     let app = FcgiApp::start("hello", &[]);
     let mut s = app.connect();
-    s.write_all(&request(1, false, &get("/x", ""), b"")).unwrap();
+    s.write_all(&request(1, false, &get("/x", ""), b""))
+        .unwrap();
     let got = read_all(&mut s, T);
     let body = b"Hello from /x\n";
     let head = format!("Status: 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
@@ -65,12 +72,7 @@ fn whole_response_is_byte_exact_and_conn_closes_without_keep_conn() {
         rec(END, 1, &[0, 0, 0, 0, 0, 0, 0, 0]),
     ]
     .concat();
-    assert_eq!(
-        got,
-        expected,
-        "got {:?}",
-        String::from_utf8_lossy(&got)
-    );
+    assert_eq!(got, expected, "got {:?}", String::from_utf8_lossy(&got));
 }
 
 #[test]
@@ -80,7 +82,8 @@ fn keep_conn_serves_many_requests_on_one_connection() {
     let mut pids = Vec::new();
     for (i, id) in [1u16, 2, 1, 7].into_iter().enumerate() {
         let path = format!("/n/{i}");
-        s.write_all(&request(id, true, &get(&path, "k=v"), b"")).unwrap();
+        s.write_all(&request(id, true, &get(&path, "k=v"), b""))
+            .unwrap();
         let r = read_reply(&mut s, id, T);
         assert!(!r.closed, "connection closed after request {i}");
         assert_eq!(r.end, Some((0, 0)));
@@ -92,7 +95,8 @@ fn keep_conn_serves_many_requests_on_one_connection() {
     }
     assert!(pids.windows(2).all(|w| w[0] == w[1]));
     // With keep-conn off on the last one, the app closes after END_REQUEST.
-    s.write_all(&request(3, false, &get("/last", ""), b"")).unwrap();
+    s.write_all(&request(3, false, &get("/last", ""), b""))
+        .unwrap();
     let r = read_reply(&mut s, 3, T);
     assert_eq!(r.status(), 200);
     assert!(closed_within(&mut s, T));
@@ -137,7 +141,9 @@ fn four_byte_lengths_in_names_and_values() {
     let r = app.roundtrip(request(1, false, &vars, b""), 1);
     let j = r.json();
     assert_eq!(j["headers"]["x-long"], long_value.as_str());
-    let header = long_name["HTTP_".len()..].to_ascii_lowercase().replace('_', "-");
+    let header = long_name["HTTP_".len()..]
+        .to_ascii_lowercase()
+        .replace('_', "-");
     assert_eq!(j["headers"][header.as_str()], "short");
 }
 
@@ -156,7 +162,10 @@ fn ten_mib_request_body_streams_in() {
 #[test]
 fn ten_mib_response_streams_out_in_valid_records() {
     let app = FcgiApp::start("echo", &[]);
-    let r = app.roundtrip(request(1, false, &get("/stream", "chunks=160&size=65536"), b""), 1);
+    let r = app.roundtrip(
+        request(1, false, &get("/stream", "chunks=160&size=65536"), b""),
+        1,
+    );
     let (_, body) = r.head_and_body();
     assert_eq!(body.len(), 160 * 65536);
     for (i, c) in body.chunks(65536).enumerate() {
@@ -195,7 +204,8 @@ fn abort_before_params_end_is_answered_at_once() {
     std::io::Read::read_exact(&mut s, &mut got).unwrap();
     assert_eq!(got, expected);
     // keep-conn was on: the connection still serves.
-    s.write_all(&request(5, false, &get("/after", ""), b"")).unwrap();
+    s.write_all(&request(5, false, &get("/after", ""), b""))
+        .unwrap();
     assert_eq!(read_reply(&mut s, 5, T).status(), 200);
 }
 
@@ -223,7 +233,8 @@ fn abort_mid_upload_ends_the_request_promptly() {
     assert_eq!(proto, 0);
     assert_eq!(app_status, 1, "an aborted request reports appStatus 1");
     // The connection (keep-conn) still serves the next request.
-    s.write_all(&request(2, false, &get("/next", ""), b"")).unwrap();
+    s.write_all(&request(2, false, &get("/next", ""), b""))
+        .unwrap();
     assert_eq!(read_reply(&mut s, 2, T).status(), 200);
 }
 
@@ -231,8 +242,13 @@ fn abort_mid_upload_ends_the_request_promptly() {
 fn abort_mid_download_stops_the_stream() {
     let app = FcgiApp::start("echo", &[]);
     let mut s = app.connect();
-    s.write_all(&request(1, true, &get("/stream", "chunks=1000&size=100&delay_ms=10"), b""))
-        .unwrap();
+    s.write_all(&request(
+        1,
+        true,
+        &get("/stream", "chunks=1000&size=100&delay_ms=10"),
+        b"",
+    ))
+    .unwrap();
     // Wait for the first STDOUT record, then abort.
     s.set_read_timeout(Some(T)).unwrap();
     let mut first = [0u8; 8];
@@ -342,12 +358,21 @@ fn stderr_records_carry_what_the_app_logs() {
     let r = app.roundtrip(request(1, false, &get("/log", ""), b""), 1);
     assert_eq!(r.status(), 200);
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("WARN: echo: /log was requested"), "stderr: {err:?}");
+    assert!(
+        err.contains("WARN: echo: /log was requested"),
+        "stderr: {err:?}"
+    );
     // The STDERR stream is terminated with an empty record before END_REQUEST.
     let n = r.records.len();
     assert_eq!(r.records[n - 1].t, END);
-    assert_eq!((r.records[n - 2].t, r.records[n - 2].content.len()), (STDERR, 0));
-    assert_eq!((r.records[n - 3].t, r.records[n - 3].content.len()), (STDOUT, 0));
+    assert_eq!(
+        (r.records[n - 2].t, r.records[n - 2].content.len()),
+        (STDERR, 0)
+    );
+    assert_eq!(
+        (r.records[n - 3].t, r.records[n - 3].content.len()),
+        (STDOUT, 0)
+    );
 }
 
 #[test]
@@ -357,7 +382,10 @@ fn panic_becomes_500_and_the_process_keeps_serving() {
     assert_eq!(r.status(), 500);
     assert_eq!(r.end.map(|e| e.0), Some(1), "appStatus 1 after a panic");
     let err = String::from_utf8_lossy(&r.stderr);
-    assert!(err.contains("panicked") && err.contains("on purpose"), "{err:?}");
+    assert!(
+        err.contains("panicked") && err.contains("on purpose"),
+        "{err:?}"
+    );
     for i in 0..3 {
         let r = app.roundtrip(request(1, false, &get("/fine", ""), b""), 1);
         assert_eq!(r.status(), 200, "request {i} after the panic");
@@ -436,7 +464,10 @@ fn malformed_input_closes_that_connection_only() {
         ("name-value length past the end", bad_lengths),
         ("STDIN before PARAMS end", stdin_first),
         ("BEGIN twice for one id", dup_begin),
-        ("HTTP instead of FastCGI", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        (
+            "HTTP instead of FastCGI",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        ),
     ];
     for (name, bytes) in &cases {
         let mut s = app.connect();
@@ -460,7 +491,10 @@ fn malformed_input_closes_that_connection_only() {
         "FCGI_STDIN before the end of FCGI_PARAMS",
         "already in flight",
     ] {
-        assert!(log.contains(needle), "no log line with {needle:?} in:\n{log}");
+        assert!(
+            log.contains(needle),
+            "no log line with {needle:?} in:\n{log}"
+        );
     }
 }
 
@@ -469,10 +503,22 @@ fn zero_length_records_are_fine() {
     let app = FcgiApp::start("echo", &[]);
     let mut bytes = rec(GET_VALUES, 0, &[]);
     bytes.extend(begin(1, RESPONDER, false));
-    bytes.extend(rec(PARAMS, 1, &pairs(&[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/z")])));
+    bytes.extend(rec(
+        PARAMS,
+        1,
+        &pairs(&[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/z")]),
+    ));
     bytes.extend(rec(PARAMS, 1, &[]));
     bytes.extend(rec(STDIN, 1, &[]));
     let r = app.roundtrip(bytes, 1);
-    assert_eq!(r.records[0], Rec { t: GET_VALUES_RESULT, id: 0, content: vec![], pad: 0 });
+    assert_eq!(
+        r.records[0],
+        Rec {
+            t: GET_VALUES_RESULT,
+            id: 0,
+            content: vec![],
+            pad: 0
+        }
+    );
     assert_eq!(r.json()["path_info"], "/z");
 }

@@ -38,10 +38,7 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!(
-            "fcgi-shim-{tag}-{}-{n}",
-            std::process::id()
-        ));
+        let p = std::env::temp_dir().join(format!("fcgi-shim-{tag}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&p);
         fs::create_dir_all(&p).expect("create temp dir");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
@@ -110,7 +107,16 @@ pub fn begin(id: u16, role: u16, keep_conn: bool) -> Vec<u8> {
     rec(
         BEGIN,
         id,
-        &[(role >> 8) as u8, role as u8, keep_conn as u8, 0, 0, 0, 0, 0],
+        &[
+            (role >> 8) as u8,
+            role as u8,
+            keep_conn as u8,
+            0,
+            0,
+            0,
+            0,
+            0,
+        ],
     )
 }
 
@@ -184,9 +190,6 @@ pub fn request(id: u16, keep_conn: bool, vars: &[(&str, String)], body: &[u8]) -
 
 pub fn get(path: &str, query: &str) -> Vec<(&'static str, String)> {
     cgi_vars("GET", path, query)
-        .into_iter()
-        .map(|(k, v)| (k, v))
-        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,7 +212,11 @@ pub fn parse_records(mut b: &[u8]) -> (Vec<Rec>, Vec<u8>) {
             break;
         }
         assert_eq!(b[0], 1, "record version");
-        assert_eq!((len + pad as usize) % 8, 0, "record not padded to 8: {len}+{pad}");
+        assert_eq!(
+            (len + pad as usize) % 8,
+            0,
+            "record not padded to 8: {len}+{pad}"
+        );
         assert!(pad < 8, "padding {pad} larger than needed");
         out.push(Rec {
             t: b[1],
@@ -240,7 +247,12 @@ impl Reply {
             .stdout
             .windows(4)
             .position(|w| w == b"\r\n\r\n")
-            .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(&self.stdout)));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no header end in {:?}",
+                    String::from_utf8_lossy(&self.stdout)
+                )
+            });
         (
             String::from_utf8_lossy(&self.stdout[..pos + 2]).into_owned(),
             self.stdout[pos + 4..].to_vec(),
@@ -305,7 +317,8 @@ pub fn read_reply(s: &mut UnixStream, id: u16, timeout: Duration) -> Reply {
 pub fn closed_within(s: &mut UnixStream, timeout: Duration) -> bool {
     s.set_read_timeout(Some(timeout)).unwrap();
     let mut b = [0u8; 64];
-    matches!(s.read(&mut b), Ok(0)) || matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+    matches!(s.read(&mut b), Ok(0))
+        || matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
 }
 
 /// Reads everything until the app closes the connection.
@@ -415,12 +428,17 @@ impl Drop for FcgiApp {
 
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Deterministic pseudo-random bytes.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..len)
         .map(|_| {
             x ^= x << 13;
