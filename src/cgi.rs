@@ -111,3 +111,9 @@ pub(crate) fn serve_one(app: &dyn App, cfg: &Config) {
         log::info!("writing the response: {e}");
     }
 }
+
+/// Answers a CGI request with an error status when the app cannot run at all.
+pub(crate) fn answer_error(status: http::StatusCode) {
+    let mut out = RawStdio::new(1);
+    let _ = out.write_all(&response::error_head_and_body(status));
+}

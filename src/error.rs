@@ -8,7 +8,6 @@ use std::io;
 /// Per-request problems (a malformed record, a client that went away, a panicking
 /// handler) never end up here: they end that request or connection with a log line
 /// and the server goes on.
-#[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
     /// A setting (environment variable, command-line option or builder value) has a
@@ -63,6 +62,14 @@ impl fmt::Display for Error {
                 "not started by a web server: no listening socket on fd 0 and no GATEWAY_INTERFACE",
             ),
         }
+    }
+}
+
+/// The same text as `Display`: `fn main() -> Result<(), fcgi_shim::Error>` prints the
+/// error with `Debug`, and that line is what lands in the web server's error log.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

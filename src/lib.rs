@@ -82,13 +82,19 @@ impl Builder {
     }
 
     pub(crate) fn run_app(mut self, app: Arc<dyn App>) -> Result<(), Error> {
+        let env = if self.read_env {
+            self.apply_env()
+        } else {
+            Ok(())
+        };
         logger::init(self.cfg.log_level, self.cfg.log_target);
-        if self.read_env {
-            if let Err(e) = self.apply_env() {
-                log::error!("{e}");
-                return Err(e);
+        if let Err(e) = env {
+            log::error!("{e}");
+            if std::env::var_os("GATEWAY_INTERFACE").is_some() {
+                // Under CGI a proper 500 beats "End of script output before headers".
+                cgi::answer_error(http::StatusCode::INTERNAL_SERVER_ERROR);
             }
-            log::set_max_level(self.cfg.log_level);
+            return Err(e);
         }
         sys::ignore_sigpipe();
         response::install_panic_hook();

@@ -92,17 +92,17 @@ fn group_members(pgid: i32) -> Vec<String> {
     out
 }
 
-/// Sockets the process has open (a FastCGI app under mod_fcgid: the listener on fd 0,
-/// plus one per accepted connection).
-fn open_sockets(pid: u32) -> usize {
+/// The sockets the process has open (inode names like `socket:[1234]`): for a FastCGI
+/// app under mod_fcgid, the listening socket it was handed plus one per connection.
+fn socket_inodes(pid: u32) -> std::collections::HashSet<String> {
     fs::read_dir(format!("/proc/{pid}/fd"))
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| {
-            fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-        })
-        .count()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| l.starts_with("socket:"))
+        .collect()
 }
 
 fn signal(pid: i32, sig: i32) {
@@ -128,11 +128,16 @@ struct Apache {
 
 impl Apache {
     fn start() -> Apache {
+        Apache::start_on(None)
+    }
+
+    /// Starts on `port`, or on a free port when `None`.
+    fn start_on(port: Option<u16>) -> Apache {
         let bin = apache_binary();
         let mut last_failure = String::new();
         // A free port can be taken by someone else before Apache binds it: retry then.
         for _ in 0..5 {
-            let mut a = Apache::spawn(&bin);
+            let mut a = Apache::spawn(&bin, port);
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if a.answers() {
@@ -150,15 +155,15 @@ impl Apache {
                 std::thread::sleep(Duration::from_millis(20));
             }
             let in_use = last_failure.contains("Address already in use");
-            drop(a);
-            if !in_use {
+            a.stop(true);
+            if !in_use || port.is_some() {
                 break;
             }
         }
         panic!("{last_failure}");
     }
 
-    fn spawn(bin: &Path) -> Apache {
+    fn spawn(bin: &Path, port: Option<u16>) -> Apache {
         let dir = TempDir::new("apache");
         let root = dir.path().to_path_buf();
         for d in [
@@ -200,11 +205,23 @@ impl Apache {
         fs::write(&robots_path, &robots).unwrap();
         fs::set_permissions(&robots_path, fs::Permissions::from_mode(0o644)).unwrap();
 
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let conf = root.join("httpd.conf");
         fs::write(&conf, config(&root, port)).unwrap();
         let out = fs::File::create(root.join("logs/stdout.log")).unwrap();
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        // SAFETY: only close_range(2), async-signal-safe, between fork and exec. Other
+        // tests' threads may hold descriptors without CLOEXEC at the moment we fork:
+        // Apache (and the apps it starts) must not keep those open.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                // If the test runner dies, Apache shuts down (and stops its apps) too.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("-f")
             .arg(&conf)
             .arg("-DFOREGROUND")
@@ -234,7 +251,8 @@ impl Apache {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             return false;
         }
-        try_http_request(self.port, "GET", "/robots.txt", &[], Body::None)
+        let t = Duration::from_secs(2);
+        try_http_request(self.port, "GET", "/robots.txt", &[], Body::None, t)
             .is_ok_and(|r| r.status == 200 && r.body == self.robots.as_bytes())
     }
 
@@ -457,7 +475,7 @@ fn http_request(
     headers: &[(&str, &str)],
     body: Body,
 ) -> Response {
-    try_http_request(port, method, target, headers, body)
+    try_http_request(port, method, target, headers, body, Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
 }
 
@@ -467,12 +485,13 @@ fn try_http_request(
     target: &str,
     headers: &[(&str, &str)],
     body: Body,
+    timeout: Duration,
 ) -> Result<Response, String> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.set_write_timeout(Some(timeout)).unwrap();
     let mut head =
         format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (n, v) in headers {
@@ -504,19 +523,14 @@ fn try_http_request(
     });
     let mut raw = Vec::new();
     if let Err(e) = s.read_to_end(&mut raw) {
-        // A reset after a complete answer is still an answer.
-        assert!(
-            !raw.is_empty(),
-            "{method} {target}: reading the response: {e}"
-        );
+        // A reset after a complete answer is still an answer (parsed below).
+        if raw.is_empty() {
+            return Err(format!("reading the response: {e}"));
+        }
     }
     let _ = writer.join();
-    parse_response(&raw, method == "HEAD").unwrap_or_else(|e| {
-        panic!(
-            "{method} {target}: {e}: {:?}",
-            String::from_utf8_lossy(&raw)
-        )
-    })
+    parse_response(&raw, method == "HEAD")
+        .map_err(|e| format!("{e}: {:?}", String::from_utf8_lossy(&raw)))
 }
 
 fn parse_response(raw: &[u8], head_only: bool) -> Result<Response, String> {
@@ -802,15 +816,19 @@ fn httpoxy_proxy_header_never_reaches_the_app() {
     }
 }
 
-/// Starts GET `target` in a thread, returns once the app process `pid` has had the
-/// request for at least ~300 ms (it holds an accepted connection besides its listener).
+/// Starts GET `target` in a thread; returns once the app process `pid` has had the
+/// request for at least ~300 ms (it holds a socket it did not have before: the
+/// connection mod_fcgid opened for it).
 fn request_in_flight(a: &Apache, pid: u32, target: &str) -> std::thread::JoinHandle<Response> {
+    let before = socket_inodes(pid);
     let port = a.port;
     let target = target.to_owned();
     let t = std::thread::spawn(move || http_request(port, "GET", &target, &[], Body::None));
     std::thread::sleep(Duration::from_millis(300));
     assert!(
-        wait_until(Duration::from_secs(5), || open_sockets(pid) >= 2),
+        wait_until(Duration::from_secs(5), || {
+            socket_inodes(pid).difference(&before).next().is_some()
+        }),
         "the request did not reach the app process {pid}"
     );
     t
@@ -934,4 +952,32 @@ fn fcgid_app_log_reaches_error_log() {
         "the app's log line is not in the error log:\n{}",
         a.error_log()
     );
+}
+
+/// Not a test: `scripts/example-site` runs this to serve the echo example through the
+/// same Apache set-up the tests use, until Enter (or the script's Ctrl-C trap) stops it.
+#[test]
+#[ignore = "run by scripts/example-site"]
+fn example_site() {
+    let port = std::env::var("EXAMPLE_SITE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
+    let a = Apache::start_on(Some(port));
+    if let Some(pidfile) = std::env::var_os("EXAMPLE_SITE_PIDFILE") {
+        fs::write(pidfile, a.pid().to_string()).unwrap();
+    }
+    let o = a.origin();
+    println!(
+        "\nThe echo example, served by Apache {} with the htaccess/ files:\n  \
+         {o}/            site root, mod_fcgid (htaccess/fcgid-root.htaccess)\n  \
+         {o}/blog/       subdirectory, mod_fcgid (htaccess/fcgid-subdir.htaccess)\n  \
+         {o}/cgi/        plain CGI (htaccess/cgi-fallback.htaccess)\n\
+         Try {o}/blog/posts/1?x=1, {o}/blog/redirect, {o}/blog/stream?chunks=5&size=10\n\
+         Apache's logs: {}\nPress Enter (or Ctrl-C) to stop.",
+        a.dir.path().display(),
+        a.dir.join("logs").display()
+    );
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
 }

@@ -260,8 +260,13 @@ fn started_by_hand_explains_and_exits_2() {
     // a web server, and none may make it hang waiting for input.
     let (a, _b) = UnixStream::pair().unwrap();
     // SAFETY: socket(2) returns a new fd we own.
-    let unbound =
-        unsafe { OwnedFd::from_raw_fd(libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0)) };
+    let unbound = unsafe {
+        OwnedFd::from_raw_fd(libc::socket(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+        ))
+    };
     let (pipe_r, pipe_w) = std::io::pipe().unwrap();
     let cases: Vec<(&str, Stdio)> = vec![
         ("/dev/null", Stdio::null()),
@@ -315,4 +320,35 @@ fn force_cgi_wins_over_a_listening_socket() {
         s.starts_with("Status: 200 OK\r\n") && s.ends_with("Hello from /hello/forced\n"),
         "{s}"
     );
+}
+
+#[test]
+fn bad_setting_answers_500_and_names_the_variable() {
+    let mut vars = base("GET", "/x", "", "/blog/x");
+    vars.push(("FCGI_MAX_REQUESTS", "ten"));
+    let (head, _, out) = cgi(&vars, b"");
+    assert!(head.starts_with("Status: 500"), "{head}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid FCGI_MAX_REQUESTS=\"ten\""), "{err}");
+}
+
+#[cfg(feature = "syslog")]
+#[test]
+fn syslog_target_sends_log_lines_away_from_stderr() {
+    let mut vars = base("GET", "/log", "", "/blog/log");
+    vars.push(("FCGI_LOG_TARGET", "syslog"));
+    let (head, _, out) = cgi(&vars, b"");
+    assert!(head.starts_with("Status: 200"), "{head}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("/log was requested"), "went to stderr: {err}");
+}
+
+#[cfg(not(feature = "syslog"))]
+#[test]
+fn syslog_target_without_the_feature_is_a_clear_error() {
+    let mut vars = base("GET", "/log", "", "/blog/log");
+    vars.push(("FCGI_LOG_TARGET", "syslog"));
+    let (head, _, out) = cgi(&vars, b"");
+    assert!(head.starts_with("Status: 500"), "{head}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`syslog` feature"));
 }

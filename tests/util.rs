@@ -360,7 +360,26 @@ impl FcgiApp {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn app");
+        // SAFETY: prctl is async-signal-safe. If the test runner dies, so does the app,
+        // instead of lingering as an orphan.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        // A binary written a moment ago can be "busy" while a process forked by another
+        // test still holds it open between fork and exec; that passes quickly.
+        let mut tries = 0;
+        let child = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                r => break r.expect("spawn app"),
+            }
+        };
         FcgiApp {
             child,
             sock,
