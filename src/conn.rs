@@ -200,6 +200,8 @@ pub(crate) struct Conn<T: Transport> {
     /// Set on the first I/O or protocol error; the connection is then unusable.
     failure: Option<String>,
     peer_closed: bool,
+    /// Shutting down: serve a request only if it has already arrived.
+    draining: bool,
 }
 
 impl<T: Transport> Drop for Conn<T> {
@@ -236,6 +238,7 @@ impl<T: Transport> Conn<T> {
             seq: 0,
             failure: None,
             peer_closed: false,
+            draining: false,
         }
     }
 
@@ -269,12 +272,12 @@ impl<T: Transport> Conn<T> {
                     return Ok(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let timeout = if idle {
-                        self.cfg.idle_timeout
-                    } else {
-                        self.cfg.read_timeout
+                    let timeout = match (idle, self.draining) {
+                        (true, true) => Some(Duration::ZERO),
+                        (true, false) => self.cfg.idle_timeout,
+                        (false, _) => self.cfg.read_timeout,
                     };
-                    match self.t.wait(false, timeout, idle)? {
+                    match self.t.wait(false, timeout, idle && !self.draining)? {
                         Wake::Ready => {}
                         Wake::Shutdown => return Err(ConnError::Shutdown),
                         Wake::TimedOut if idle => return Err(ConnError::Closed),
@@ -431,6 +434,7 @@ impl<T: Transport> Conn<T> {
         };
         let id = h.request_id;
         let len = h.content_length as usize;
+        log::trace!("record {:?} id {id} content {len}", h.record_type);
         if id == NULL_REQUEST_ID {
             self.management(h)?;
             return Ok(Step::Nothing);
@@ -571,7 +575,8 @@ impl<T: Transport> Conn<T> {
             self.read_content_into(&mut q)?;
             let mut reply = Vec::new();
             let conns = self.cfg.max_conns.to_string();
-            let mut bad = false;
+            // Answers beyond one record's content are dropped (a query repeating the
+            // same names thousands of times).
             let r = record::parse_pairs(&q, |s| {
                 let name = &q[s.name.0..s.name.1];
                 let value: &[u8] = match name {
@@ -580,7 +585,6 @@ impl<T: Transport> Conn<T> {
                     _ => return true,
                 };
                 if reply.len() + name.len() + value.len() + 10 > record::MAX_CONTENT_LEN {
-                    bad = true;
                     return false;
                 }
                 record::push_pair(&mut reply, name, value);
@@ -589,7 +593,6 @@ impl<T: Transport> Conn<T> {
             if let Err(e) = r {
                 return Err(ConnError::Protocol(format!("FCGI_GET_VALUES: {e}")));
             }
-            let _ = bad;
             self.close_open();
             record::push_record(&mut self.wbuf, RecordType::GetValuesResult, 0, &reply);
         } else {
@@ -1134,7 +1137,12 @@ where
             break;
         }
         if sys::shutdown_requested() {
-            break;
+            // The web server may have sent the next request on this kept-alive
+            // connection already: serve that one, then close.
+            if c.draining {
+                break;
+            }
+            c.draining = true;
         }
     }
     stats

@@ -259,15 +259,13 @@ pub fn wait(
                 revents: 0,
             },
         ];
+        // A deadline that has passed still gets one non-blocking look.
         let ms = match deadline {
             None => -1,
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Ok(Wake::TimedOut);
-                }
                 // round up so we never spin on a sub-millisecond remainder
-                left.as_millis().clamp(1, i32::MAX as u128) as libc::c_int
+                (left.as_micros().div_ceil(1000)).min(i32::MAX as u128) as libc::c_int
             }
         };
         // SAFETY: fds is a valid array of two pollfd.
@@ -285,7 +283,7 @@ pub fn wait(
         if fds[1].revents != 0 {
             return Ok(Wake::Shutdown);
         }
-        if r == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(Wake::TimedOut);
         }
     }

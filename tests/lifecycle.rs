@@ -178,3 +178,21 @@ fn threads_serve_connections_at_once_and_no_more() {
     drop(a);
     assert_eq!(read_reply(&mut b, 1, T).status(), 200);
 }
+
+#[test]
+fn sigterm_still_serves_a_request_already_sent_on_the_kept_alive_connection() {
+    let mut app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    // The web server sent request 2 right behind request 1 on the same connection.
+    let mut bytes = request(1, true, &get("/sleep", "ms=500"), b"");
+    bytes.extend(request(2, true, &get("/second", ""), b""));
+    s.write_all(&bytes).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    app.signal(libc::SIGTERM);
+    assert_eq!(read_reply(&mut s, 1, T).status(), 200);
+    let r2 = read_reply(&mut s, 2, T);
+    assert_eq!(r2.json()["path_info"], "/second");
+    // Nothing more is served on it: the connection closes and the process exits 0.
+    assert!(closed_within(&mut s, T));
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+}

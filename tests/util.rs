@@ -11,21 +11,40 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// The built example binary `name` (cargo test builds examples with the tests).
+/// The example binary `name`, built with the same profile and features as this test
+/// binary. (Cargo builds examples with the tests, but `target/<profile>/examples/<name>`
+/// is only refreshed when that build is dirty: after a build with other features it is
+/// a stale copy. So build once per run, exactly as configured; cargo is done when the
+/// tests run, so this does not wait on its lock.)
 pub fn example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test exe path");
-    // target/<profile>/deps/tests-<hash> -> target/<profile>/examples/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join("examples").join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: run the tests with `cargo test` (which builds the examples), \
-         or `cargo build --examples` first",
-        p.display()
-    );
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test exe path");
+        // target/<profile>/deps/tests-<hash> -> target/<profile>
+        let dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let profile = match dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev",
+            Some(p) => p,
+        };
+        let mut features: Vec<&str> = Vec::new();
+        if cfg!(feature = "syslog") {
+            features.push("syslog");
+        }
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--examples", "--profile", profile])
+            .args(["--no-default-features", "--features", &features.join(",")])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --examples");
+        assert!(status.success(), "cargo build --examples failed");
+        dir.join("examples")
+    });
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing", p.display());
     p
 }
 
@@ -275,42 +294,61 @@ impl Reply {
 }
 
 /// Reads records for request `id` until its END_REQUEST (or EOF), with a deadline.
+/// Reads exactly one record at a time, so bytes of a later reply stay in the socket.
 pub fn read_reply(s: &mut UnixStream, id: u16, timeout: Duration) -> Reply {
     s.set_read_timeout(Some(timeout)).unwrap();
-    let mut buf = Vec::new();
     let mut reply = Reply::default();
-    let mut tmp = vec![0u8; 256 * 1024];
     loop {
-        let (recs, rest) = parse_records(&buf);
-        let consumed = buf.len() - rest.len();
-        buf.drain(..consumed);
-        for r in recs {
-            if r.id == id {
-                match r.t {
-                    STDOUT => reply.stdout.extend_from_slice(&r.content),
-                    STDERR => reply.stderr.extend_from_slice(&r.content),
-                    END => {
-                        let c = &r.content;
-                        reply.end = Some((u32::from_be_bytes([c[0], c[1], c[2], c[3]]), c[4]));
-                    }
-                    _ => {}
-                }
-            }
-            let done = r.t == END && r.id == id;
-            reply.records.push(r);
-            if done {
-                return reply;
-            }
-        }
-        match s.read(&mut tmp) {
-            Ok(0) => {
+        let mut h = [0u8; 8];
+        match read_full(s, &mut h) {
+            Ok(true) => {}
+            Ok(false) => {
                 reply.closed = true;
                 return reply;
             }
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
             Err(e) => panic!("reading the reply: {e}"),
         }
+        let len = u16::from_be_bytes([h[4], h[5]]) as usize;
+        let mut rest = vec![0u8; len + h[6] as usize];
+        if let Err(e) = s.read_exact(&mut rest) {
+            panic!("reading a record body: {e}");
+        }
+        let mut bytes = h.to_vec();
+        bytes.extend_from_slice(&rest);
+        let (recs, _) = parse_records(&bytes);
+        let r = recs.into_iter().next().expect("one whole record");
+        if r.id == id {
+            match r.t {
+                STDOUT => reply.stdout.extend_from_slice(&r.content),
+                STDERR => reply.stderr.extend_from_slice(&r.content),
+                END => {
+                    let c = &r.content;
+                    reply.end = Some((u32::from_be_bytes([c[0], c[1], c[2], c[3]]), c[4]));
+                }
+                _ => {}
+            }
+        }
+        let done = r.t == END && r.id == id;
+        reply.records.push(r);
+        if done {
+            return reply;
+        }
     }
+}
+
+/// Fills `buf`; `Ok(false)` on a clean EOF before the first byte.
+fn read_full(s: &mut UnixStream, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(false),
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 /// True when the app closes the connection within `timeout` (EOF, no more bytes).
