@@ -45,6 +45,9 @@ mod config;
 mod conn;
 mod context;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod launch;
 mod logger;
 pub mod mount;

@@ -522,3 +522,25 @@ fn zero_length_records_are_fine() {
     );
     assert_eq!(r.json()["path_info"], "/z");
 }
+
+#[test]
+fn stray_records_for_the_active_request_are_ignored() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut p = Vec::new();
+    for (k, v) in get("/active", "") {
+        pair(&mut p, k.as_bytes(), v.as_bytes());
+    }
+    let mut bytes = begin(1, RESPONDER, false);
+    bytes.extend(stream(PARAMS, 1, &p, 65535));
+    // FCGI_DATA (FILTER only), and types only an application sends, for request 1.
+    bytes.extend(rec(DATA, 1, b"file data"));
+    bytes.extend(rec(STDOUT, 1, b"not from the server"));
+    bytes.extend(rec(END, 1, &[0; 8]));
+    bytes.extend(rec(99, 1, b"??"));
+    bytes.extend(stream(STDIN, 1, b"body", 100));
+    let r = app.roundtrip(bytes, 1);
+    let j = r.json();
+    assert_eq!(j["path_info"], "/active");
+    assert_eq!(j["body_len"], 4);
+    assert_eq!(r.end, Some((0, 0)));
+}

@@ -1,0 +1,177 @@
+// Entry points for the fuzz targets in fuzz/ (feature `fuzzing`): each one runs a real
+// code path on arbitrary bytes. Not a stable API.
+
+use std::io::{self, IoSlice, Read};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::conn::{self, Transport};
+use crate::context::{Mode, RequestExt};
+use crate::record::{self, Role};
+use crate::request::{self, MapSettings};
+use crate::response;
+use crate::server::{App, SyncApp};
+use crate::sys::Wake;
+use crate::vars::Vars;
+
+/// Reads come from a byte string in chunks of at most `chunk` bytes, then end of file;
+/// writes are collected.
+struct Mem {
+    input: Vec<u8>,
+    pos: usize,
+    chunk: usize,
+    output: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Transport for Mem {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.input.len() - self.pos).min(self.chunk);
+        buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut out = self.output.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for b in bufs {
+            out.extend_from_slice(b);
+            n += b.len();
+        }
+        Ok(n)
+    }
+    fn wait(&mut self, _: bool, _: Option<Duration>, _: bool) -> io::Result<Wake> {
+        Ok(Wake::Ready)
+    }
+}
+
+/// The app the connection fuzzer talks to: reads the body (or not, by path), answers
+/// with a body whose size depends on the path, sometimes streamed, sometimes panicking.
+fn app(mut req: Request<Body>) -> Response<response::BoxBody> {
+    let path = req.uri().path().to_owned();
+    let script = req.script_name().len();
+    if path.starts_with("/panic") {
+        panic!("fuzz app panics on purpose");
+    }
+    let mut got = Vec::new();
+    if !path.starts_with("/noread") {
+        let _ = req.body_mut().take(1 << 20).read_to_end(&mut got);
+    }
+    if path.starts_with("/stream") {
+        let n = path.len() * 1000;
+        return Response::new(response::BoxBody::new(response::stream(move |w| {
+            for i in 0..n / 700 {
+                w.write_all(&[b'x'; 700])?;
+                if i % 7 == 0 {
+                    w.flush()?;
+                }
+            }
+            Ok(())
+        })));
+    }
+    Response::new(response::BoxBody::new(format!(
+        "{} {} {}",
+        script,
+        got.len(),
+        "y".repeat(path.len() * 100)
+    )))
+}
+
+fn quiet_panics() {
+    response::install_panic_hook();
+}
+
+/// Runs one FastCGI connection over `input` (delivered `chunk` bytes per read) and
+/// returns everything the connection wrote.
+pub fn connection(input: &[u8], chunk: usize, threads: usize) -> Vec<u8> {
+    quiet_panics();
+    let output = Arc::new(Mutex::new(Vec::new()));
+    let t = Mem {
+        input: input.to_vec(),
+        pos: 0,
+        chunk: chunk.max(1),
+        output: output.clone(),
+    };
+    let mut cfg = Config::default();
+    cfg.max_conns = threads.max(1);
+    cfg.limits.max_params_bytes = 4096;
+    cfg.limits.max_params = 64;
+    let cfg = Arc::new(cfg);
+    let app: Arc<dyn App> = Arc::new(SyncApp(app));
+    conn::serve(t, &*app, &cfg, &mut || {});
+    let out = output.lock().unwrap_or_else(|p| p.into_inner());
+    out.clone()
+}
+
+/// Decodes a block of name-value pairs both ways the library does.
+pub fn pairs(block: &[u8]) -> usize {
+    let mut n = 0;
+    let _ = record::parse_pairs(block, |s| {
+        assert!(s.name.0 <= s.name.1 && s.name.1 <= s.value.0 && s.value.1 <= block.len());
+        n += 1;
+        true
+    });
+    if let Ok(v) = Vars::from_fcgi_params(block.to_vec(), 1000) {
+        assert!(v.len() <= n);
+    }
+    n
+}
+
+/// Builds a request from CGI variables (pairs encoded as in FCGI_PARAMS) and checks the
+/// invariants every request must hold.
+pub fn cgi_request(block: &[u8], forced: Option<&str>) {
+    let Ok(vars) = Vars::from_fcgi_params(block.to_vec(), 1000) else {
+        return;
+    };
+    let settings = MapSettings {
+        force_script_name: forced.map(str::to_owned),
+        exe_name: Some("mysite.fcgi".into()),
+    };
+    let _ = request::content_length(&vars);
+    if let Ok(req) = request::build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings) {
+        let sn = req.script_name();
+        assert!(!sn.ends_with('/'), "script name {sn:?} ends with /");
+        assert!(sn.is_empty() || sn.starts_with('/'), "script name {sn:?}");
+        assert!(req.uri().path().starts_with('/'));
+        let ctx = req.context().expect("context");
+        let again = request::app_uri(ctx.path_info(), ctx.query_string().as_bytes());
+        assert!(again.is_ok());
+    }
+}
+
+/// Encodes a response head from arbitrary header bytes: must refuse CR/LF/NUL, never
+/// panic.
+pub fn response_head(status: u16, headers: &[(Vec<u8>, Vec<u8>)]) {
+    let mut r = Response::new(());
+    if let Ok(s) = http::StatusCode::from_u16(status) {
+        *r.status_mut() = s;
+    }
+    for (n, v) in headers {
+        if let (Ok(n), Ok(v)) = (
+            http::header::HeaderName::from_bytes(n),
+            http::HeaderValue::from_bytes(v),
+        ) {
+            r.headers_mut().append(n, v);
+        }
+    }
+    let (parts, ()) = r.into_parts();
+    let mut out = Vec::new();
+    if response::encode_head(&parts, Some(1), Role::Responder, &mut out).is_ok() {
+        let head = &out[..out.len() - 2];
+        // Every line of the head is a `name: value` line ending in CRLF.
+        assert!(head.ends_with(b"\r\n"));
+        for line in head[..head.len() - 2].split(|&b| b == b'\n') {
+            assert!(!line.contains(&b'\r') || line.ends_with(b"\r"));
+        }
+    }
+}
