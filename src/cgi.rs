@@ -2,7 +2,7 @@
 // response on stdout.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::mem::ManuallyDrop;
 use std::os::fd::FromRawFd;
 use std::os::unix::ffi::OsStringExt;
@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::context::Mode;
 use crate::record::Role;
 use crate::request::{self, DeclaredLength};
-use crate::response::{self, Sink};
+use crate::response::{self, WriteSink};
 use crate::server::App;
 use crate::vars::Vars;
 
@@ -42,30 +42,6 @@ impl Write for RawStdio {
     }
 }
 
-/// stdout, buffered; remembers a failed write (the web server went away).
-struct CgiOut {
-    w: BufWriter<RawStdio>,
-    failed: bool,
-}
-
-impl Write for CgiOut {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.w.write(buf).inspect_err(|_| self.failed = true)
-    }
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.w.write_all(buf).inspect_err(|_| self.failed = true)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.w.flush().inspect_err(|_| self.failed = true)
-    }
-}
-
-impl Sink for CgiOut {
-    fn gone(&self) -> bool {
-        self.failed
-    }
-}
-
 /// True when the client sent a chunked body: the server then passes it on stdin
 /// without a CONTENT_LENGTH, and it ends at end of file.
 fn chunked(vars: &Vars) -> bool {
@@ -81,10 +57,7 @@ pub(crate) fn serve_one(app: &dyn App, cfg: &Config) {
     // concurrent environment readers would be threads the app started before `run`.
     unsafe { std::env::remove_var("HTTP_PROXY") };
     let vars = Vars::from_pairs(std::env::vars_os().map(|(k, v)| (k.into_vec(), v.into_vec())));
-    let mut out = CgiOut {
-        w: BufWriter::with_capacity(32 * 1024, RawStdio::new(1)),
-        failed: false,
-    };
+    let mut out = WriteSink::new(RawStdio::new(1));
     let built = request::content_length(&vars).and_then(|len| {
         // RFC 3875 4.1.2: no CONTENT_LENGTH means no body, unless the body is chunked.
         let len = match len {

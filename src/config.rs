@@ -4,8 +4,12 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use std::ffi::OsString;
+use std::path::PathBuf;
+
 use crate::error::Error;
 use crate::request::MapSettings;
+use crate::standalone::{Protocol, Standalone};
 
 /// Caps on what one request's FastCGI params may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +39,11 @@ pub(crate) struct Config {
     pub read_timeout: Option<Duration>,
     pub write_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
-    /// Connections served at once; answered as FCGI_MAX_CONNS and FCGI_MAX_REQS.
+    /// Connections served at once by one process.
     pub max_conns: usize,
+    /// What FCGI_MAX_CONNS and FCGI_MAX_REQS answer, when more than `max_conns`
+    /// (prefork: all workers together).
+    pub advertised_conns: Option<usize>,
     pub max_requests: Option<u64>,
     pub map: MapSettings,
     pub watch_binary: bool,
@@ -44,6 +51,10 @@ pub(crate) struct Config {
     pub log_level: LevelFilter,
     pub log_target: LogTarget,
     pub force_cgi: bool,
+    /// `FCGI_WEB_SERVER_ADDRS`: TCP peers allowed to connect.
+    pub web_server_addrs: Option<Vec<std::net::IpAddr>>,
+    /// How long a stopping standalone server keeps its socket open for a new one.
+    pub restart_grace: Duration,
 }
 
 /// Defaults: generous for real browsers and web servers, bounded for everything else.
@@ -62,6 +73,7 @@ impl Default for Config {
             write_timeout: Some(Duration::from_secs(60)),
             idle_timeout: None,
             max_conns: 1,
+            advertised_conns: None,
             max_requests: None,
             map: MapSettings::default(),
             watch_binary: true,
@@ -69,6 +81,8 @@ impl Default for Config {
             log_level: LevelFilter::Info,
             log_target: LogTarget::Stderr,
             force_cgi: false,
+            web_server_addrs: None,
+            restart_grace: Duration::from_secs(2),
         }
     }
 }
@@ -97,6 +111,11 @@ impl Default for Config {
 pub struct Builder {
     pub(crate) cfg: Config,
     pub(crate) read_env: bool,
+    pub(crate) sa: Standalone,
+    /// The command line to parse; `None`: the process's own (unless ignored).
+    pub(crate) args: Option<Vec<OsString>>,
+    pub(crate) read_args: bool,
+    pub(crate) threads_explicit: bool,
 }
 
 impl Builder {
@@ -105,7 +124,97 @@ impl Builder {
         Builder {
             cfg: Config::default(),
             read_env: true,
+            sa: Standalone::default(),
+            args: None,
+            read_args: true,
+            threads_explicit: false,
         }
+    }
+
+    /// Do not look at the process's command line: for apps with a command line of
+    /// their own, which set the server options here (or pass the arguments meant for
+    /// us with [`Builder::args`]).
+    pub fn ignore_args(mut self) -> Builder {
+        self.read_args = false;
+        self
+    }
+
+    /// Parse these arguments (without the program name) instead of the process's.
+    pub fn args<I, S>(mut self, args: I) -> Builder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args = Some(args.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Serve FastCGI (or SCGI) on a Unix socket at `path` (`--socket`).
+    pub fn socket(mut self, path: impl Into<PathBuf>) -> Builder {
+        self.sa.socket = Some(path.into());
+        self
+    }
+
+    /// Serve on TCP at `addr`: `HOST:PORT`, `[IPv6]:PORT`, or a bare port, which
+    /// means 127.0.0.1 (`--listen`).
+    pub fn listen(mut self, addr: impl Into<String>) -> Builder {
+        self.sa.listen = Some(addr.into());
+        self
+    }
+
+    /// Serve plain HTTP/1.1 at `addr`: the development server (`--http`).
+    pub fn http(mut self, addr: impl Into<String>) -> Builder {
+        self.sa.http = Some(addr.into());
+        self
+    }
+
+    /// The protocol of `--socket`/`--listen` (default FastCGI).
+    pub fn protocol(mut self, p: Protocol) -> Builder {
+        self.sa.protocol = Some(p);
+        self
+    }
+
+    /// Prefork `n` worker processes sharing the socket (`--processes`).
+    pub fn processes(mut self, n: usize) -> Builder {
+        self.sa.processes = Some(n.max(1));
+        self
+    }
+
+    /// Write the server's pid here once the socket is ready (`--pidfile`).
+    pub fn pidfile(mut self, path: impl Into<PathBuf>) -> Builder {
+        self.sa.pidfile = Some(path.into());
+        self
+    }
+
+    /// Detach from the terminal (`--daemonize`).
+    pub fn daemonize(mut self, on: bool) -> Builder {
+        self.sa.daemonize = on;
+        self
+    }
+
+    /// Change to this directory first (`--workdir`).
+    pub fn workdir(mut self, dir: impl Into<PathBuf>) -> Builder {
+        self.sa.workdir = Some(dir.into());
+        self
+    }
+
+    /// The process umask, which sets the socket file's mode (`--umask 0002`).
+    pub fn umask(mut self, mask: u32) -> Builder {
+        self.sa.umask = Some(mask & 0o777);
+        self
+    }
+
+    /// Where a daemon's stdout and stderr go (`--outlog`, `--errlog`).
+    pub fn logs(mut self, outlog: Option<PathBuf>, errlog: Option<PathBuf>) -> Builder {
+        self.sa.outlog = outlog;
+        self.sa.errlog = errlog;
+        self
+    }
+
+    /// Only these addresses may connect over TCP (`FCGI_WEB_SERVER_ADDRS`).
+    pub fn web_server_addrs(mut self, addrs: Vec<std::net::IpAddr>) -> Builder {
+        self.cfg.web_server_addrs = Some(addrs);
+        self
     }
 
     /// Do not read any `FCGI_*` variable from the process environment (tests, or
@@ -133,6 +242,7 @@ impl Builder {
     /// one request per process at a time.
     pub fn threads(mut self, n: usize) -> Builder {
         self.cfg.max_conns = n.max(1);
+        self.threads_explicit = true;
         self
     }
 
@@ -187,14 +297,42 @@ impl Builder {
         self
     }
 
-    /// Applies the environment (see the table above) over the builder's values.
+    /// Applies the settings file beside the program (`mysite.fcgi.env`), then the
+    /// environment, over the builder's values.
     pub(crate) fn apply_env(&mut self) -> Result<(), Error> {
-        self.apply_vars(|name| std::env::var(name).ok())
+        let file = std::env::current_exe()
+            .ok()
+            .map(|p| {
+                let mut s = p.into_os_string();
+                s.push(".env");
+                PathBuf::from(s)
+            })
+            .and_then(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)));
+        let file_vars = match &file {
+            Some((p, text)) => parse_env_file(text).map_err(|line| {
+                Error::setting(
+                    p.display().to_string(),
+                    line,
+                    "NAME=value lines (blank lines and # comments allowed)",
+                )
+            })?,
+            None => Vec::new(),
+        };
+        let get = |name: &str| {
+            std::env::var(name).ok().or_else(|| {
+                file_vars
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+            })
+        };
+        self.apply_vars(get)
     }
 
     pub(crate) fn apply_vars(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
-        let c = &mut self.cfg;
         let get = |n: &str| get(n).filter(|v| !v.trim().is_empty());
+        let c = &mut self.cfg;
         if let Some((name, v)) = get("FCGI_MAX_REQUESTS")
             .map(|v| ("FCGI_MAX_REQUESTS", v))
             .or_else(|| get("PHP_FCGI_MAX_REQUESTS").map(|v| ("PHP_FCGI_MAX_REQUESTS", v)))
@@ -273,8 +411,52 @@ impl Builder {
         if let Some(v) = get("FCGI_FORCE_CGI") {
             c.force_cgi = parse_bool("FCGI_FORCE_CGI", &v)?;
         }
-        Ok(())
+        if let Some(v) = get("FCGI_WEB_SERVER_ADDRS") {
+            c.web_server_addrs = Some(crate::listen::parse_addrs(&v)?);
+        }
+        if let Some(v) = get("FCGI_RESTART_GRACE") {
+            let secs: f64 = parse("FCGI_RESTART_GRACE", &v, "seconds")?;
+            if !secs.is_finite() || !(0.0..=600.0).contains(&secs) {
+                return Err(Error::setting(
+                    "FCGI_RESTART_GRACE",
+                    v,
+                    "seconds from 0 to 600",
+                ));
+            }
+            c.restart_grace = Duration::from_secs_f64(secs);
+        }
+        if get("FCGI_THREADS").is_some() {
+            self.threads_explicit = true;
+        }
+        self.apply_standalone_env(&get)
     }
+}
+
+/// `NAME=value` lines; returns the first bad line as the error.
+fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let l = l.strip_prefix("export ").unwrap_or(l);
+        let Some((k, v)) = l.split_once('=') else {
+            return Err(line.to_owned());
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(line.to_owned());
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        out.push((k.to_owned(), v.to_owned()));
+    }
+    Ok(out)
 }
 
 fn parse<T: std::str::FromStr>(name: &str, v: &str, expected: &'static str) -> Result<T, Error> {

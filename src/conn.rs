@@ -23,7 +23,7 @@ use crate::record::{
 use crate::request::{self, DeclaredLength};
 use crate::response::{self, Outcome, Sink};
 use crate::server::App;
-use crate::sys::{self, Wake};
+use crate::sys::{self, Wake, Watch};
 use crate::vars::{ParamsError, Vars};
 
 /// What a connection reads from and writes to. Reads and writes may return
@@ -61,7 +61,12 @@ impl Transport for sys::Socket {
         watch_shutdown: bool,
     ) -> io::Result<Wake> {
         use std::os::fd::AsRawFd;
-        sys::wait(self.as_raw_fd(), writable, timeout, watch_shutdown)
+        let watch = if watch_shutdown {
+            Watch::Drain
+        } else {
+            Watch::Nothing
+        };
+        sys::wait(self.as_raw_fd(), writable, timeout, watch)
     }
     fn shutdown_write(&mut self) {
         let _ = sys::Socket::shutdown_write(self);
@@ -279,7 +284,7 @@ impl<T: Transport> Conn<T> {
                     };
                     match self.t.wait(false, timeout, idle && !self.draining)? {
                         Wake::Ready => {}
-                        Wake::Shutdown => return Err(ConnError::Shutdown),
+                        Wake::Stop => return Err(ConnError::Shutdown),
                         Wake::TimedOut if idle => return Err(ConnError::Closed),
                         Wake::TimedOut => {
                             return Err(ConnError::TimedOut(
@@ -363,7 +368,7 @@ impl<T: Transport> Conn<T> {
                     Ok(n) => break n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         match self.t.wait(false, self.cfg.read_timeout, false)? {
-                            Wake::Ready | Wake::Shutdown => {}
+                            Wake::Ready | Wake::Stop => {}
                             Wake::TimedOut => {
                                 return Err(ConnError::TimedOut("the request body"));
                             }
@@ -574,7 +579,11 @@ impl<T: Transport> Conn<T> {
             let mut q = Vec::with_capacity(h.content_length as usize);
             self.read_content_into(&mut q)?;
             let mut reply = Vec::new();
-            let conns = self.cfg.max_conns.to_string();
+            let conns = self
+                .cfg
+                .advertised_conns
+                .unwrap_or(self.cfg.max_conns)
+                .to_string();
             // Answers beyond one record's content are dropped (a query repeating the
             // same names thousands of times).
             let r = record::parse_pairs(&q, |s| {
@@ -582,6 +591,9 @@ impl<T: Transport> Conn<T> {
                 let value: &[u8] = match name {
                     b"FCGI_MAX_CONNS" | b"FCGI_MAX_REQS" => conns.as_bytes(),
                     b"FCGI_MPXS_CONNS" => b"0",
+                    // Our own: lets a restarted server tell a draining one from a live one.
+                    crate::listen::DRAINING_VAR if sys::shutdown_requested() => b"1",
+                    crate::listen::DRAINING_VAR => b"0",
                     _ => return true,
                 };
                 if reply.len() + name.len() + value.len() + 10 > record::MAX_CONTENT_LEN {

@@ -102,8 +102,10 @@ pub fn connection(input: &[u8], chunk: usize, threads: usize) -> Vec<u8> {
         chunk: chunk.max(1),
         output: output.clone(),
     };
-    let mut cfg = Config::default();
-    cfg.max_conns = threads.max(1);
+    let mut cfg = Config {
+        max_conns: threads.max(1),
+        ..Config::default()
+    };
     cfg.limits.max_params_bytes = 4096;
     cfg.limits.max_params = 64;
     let cfg = Arc::new(cfg);

@@ -1,32 +1,183 @@
-// How we were started: a listening socket on fd 0 (FastCGI), a CGI environment, or
-// neither (a person at a terminal, who gets an explanation).
+// How we were started, and serving accordingly: a listening socket on fd 0 (FastCGI
+// under a web server), options for a server of our own, systemd socket activation, or
+// none of these (a person at a terminal, who gets an explanation).
 
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::config::Builder;
+use crate::error::Error;
+use crate::listen::{self, SocketFile};
+use crate::server::{self, App, Drain, ServeOpts};
+use crate::standalone::{self, Protocol, Ready};
 use crate::sys::{self, Listener};
 
-pub(crate) enum Launch {
-    /// mod_fcgid, mod_fastcgi, lighttpd `bin-path`, spawn-fcgi: fd 0 is a listening socket.
-    FastCgi(Listener),
-    /// `GATEWAY_INTERFACE` is set (or `FCGI_FORCE_CGI=1`): one request.
-    Cgi,
-    /// Neither.
-    Other,
+/// Serves after the CGI cases are ruled out (see `Builder::run_app`).
+pub(crate) fn run(b: Builder, app: Arc<dyn App>, fd0: bool, program: &str) -> Result<(), Error> {
+    let protocol = b.sa.protocol.unwrap_or_default();
+    if b.sa.wants_listener() {
+        return run_standalone(b, app, None);
+    }
+    if let Some(l) = listen::systemd_listener() {
+        return run_standalone(b, app, Some(l));
+    }
+    if fd0 {
+        let l = Listener::take_stdin().map_err(|e| Error::io("taking the socket on fd 0", e))?;
+        let cfg = Arc::new(b.cfg);
+        return server::serve(l, app, cfg, ServeOpts::under_web_server(protocol));
+    }
+    eprint!("{}", explanation(program));
+    std::process::exit(2);
 }
 
-/// Decides how to serve. Never reads stdin, so it cannot hang on a terminal.
-pub(crate) fn detect(force_cgi: bool) -> Launch {
-    if force_cgi {
-        return Launch::Cgi;
+/// A server of our own: `--socket`, `--listen`, `--http`, or the socket systemd passed.
+fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> Result<(), Error> {
+    let Builder {
+        mut cfg,
+        sa,
+        threads_explicit,
+        ..
+    } = b;
+    if let Some(d) = &sa.workdir {
+        std::env::set_current_dir(d).map_err(|e| {
+            Error::io(
+                "changing to --workdir",
+                std::io::Error::new(e.kind(), format!("{}: {e}", d.display())),
+            )
+        })?;
     }
-    if sys::is_listening_socket(0) {
-        match Listener::take_stdin() {
-            Ok(l) => return Launch::FastCgi(l),
-            Err(e) => log::error!("fd 0 is a listening socket but cannot be used: {e}"),
+    if let Some(m) = sa.umask {
+        // SAFETY: umask(2) cannot fail.
+        unsafe { libc::umask(m as libc::mode_t) };
+    }
+    if !threads_explicit {
+        cfg.max_conns = 8;
+    }
+    // Nobody restarts a standalone server for us when its file is replaced.
+    cfg.watch_binary = false;
+    let (protocol, listener, file, tcp) = if let Some(l) = systemd {
+        (sa.protocol.unwrap_or_default(), l, None, false)
+    } else if let Some(h) = &sa.http {
+        let b = listen::bind_tcp(listen::parse_listen(h)?)?;
+        (Protocol::Http, b.listener, Some(b.file), true)
+    } else if let Some(p) = &sa.socket {
+        let b = listen::bind_unix(p)?;
+        (
+            sa.protocol.unwrap_or_default(),
+            b.listener,
+            Some(b.file),
+            false,
+        )
+    } else {
+        let addr = sa.listen.as_deref().unwrap_or_default();
+        let b = listen::bind_tcp(listen::parse_listen(addr)?)?;
+        (
+            sa.protocol.unwrap_or_default(),
+            b.listener,
+            Some(b.file),
+            true,
+        )
+    };
+    if protocol == Protocol::Http {
+        log::warn!("the --http server is for trying the app locally, not for production");
+    }
+    sys::install_shutdown_handlers().map_err(|e| Error::io("installing signal handlers", e))?;
+    let mut ready = if sa.daemonize {
+        standalone::daemonize(sa.outlog.as_deref(), sa.errlog.as_deref())?
+    } else {
+        Ready::none()
+    };
+    if let Some(p) = &sa.pidfile {
+        if let Err(e) = standalone::write_pidfile(p) {
+            ready.fail(&e.to_string());
+            return Err(e);
         }
     }
-    if std::env::var_os("GATEWAY_INTERFACE").is_some() {
-        return Launch::Cgi;
+    ready.ok();
+
+    // systemd keeps its socket (and queues for the next start): no handover, no drain.
+    let owned = file.is_some();
+    let handover = file
+        .clone()
+        .map(|f| handover_window(f, tcp, cfg.restart_grace));
+    let processes = sa.processes.unwrap_or(1);
+    let result = if processes > 1 {
+        cfg.advertised_conns = Some(cfg.max_conns * processes);
+        let cfg = Arc::new(cfg);
+        let worker = PreforkWorker {
+            listener,
+            app,
+            cfg,
+            protocol,
+            drain: if owned { Drain::OnSignal } else { Drain::Never },
+        };
+        standalone::prefork(processes, &worker, &|| {
+            if let Some(h) = &handover {
+                h();
+            }
+        })
+    } else {
+        let opts = ServeOpts {
+            protocol,
+            handover,
+            drain_backlog: if owned { Drain::Always } else { Drain::Never },
+        };
+        server::serve(listener, app, Arc::new(cfg), opts)
+    };
+    if let Some(f) = &file {
+        f.remove_if_ours();
     }
-    Launch::Other
+    if let Some(p) = &sa.pidfile {
+        standalone::remove_pidfile(p);
+    }
+    result
+}
+
+/// The restart window of a stopping server that owns its socket: it keeps accepting
+/// until a new server has renamed its socket over ours (Unix), or `grace` passes.
+fn handover_window(file: SocketFile, tcp: bool, grace: Duration) -> Arc<dyn Fn() + Send + Sync> {
+    Arc::new(move || {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if !tcp && !file.is_ours() {
+                log::debug!("a new server took over the socket");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+}
+
+struct PreforkWorker {
+    listener: Listener,
+    app: Arc<dyn App>,
+    cfg: Arc<crate::config::Config>,
+    protocol: Protocol,
+    drain: Drain,
+}
+
+impl standalone::Worker for PreforkWorker {
+    fn run_child(&self) -> i32 {
+        let l = match self.listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("worker: {e}");
+                return 1;
+            }
+        };
+        let opts = ServeOpts {
+            protocol: self.protocol,
+            handover: None,
+            drain_backlog: self.drain,
+        };
+        match server::serve(l, self.app.clone(), self.cfg.clone(), opts) {
+            Ok(()) => 0,
+            Err(e) => {
+                log::error!("worker: {e}");
+                1
+            }
+        }
+    }
 }
 
 /// What we print when started by hand: what this program is and how to deploy it.
@@ -51,8 +202,27 @@ copy the matching .htaccess from fcgi-shim's htaccess/ folder next to it
 (htaccess/fcgid-root.htaccess for the site root, fcgid-subdir.htaccess for a
 subdirectory, cgi-fallback.htaccess where only CGI is allowed).
 
-To try one request here, as CGI:
-  GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET PATH_INFO=/ ./{program}
+To try it in a browser here:  ./{program} --http 127.0.0.1:8000
+To run it behind nginx etc.:  ./{program} --socket /path/to/app.sock  (see --help)
 "
+    )
+}
+
+/// `--help`.
+pub(crate) fn usage(program: &str) -> String {
+    format!(
+        "{program}: a web application built with fcgi-shim.
+
+Under a web server it needs no arguments: Apache mod_fcgid/mod_fastcgi, lighttpd and
+spawn-fcgi start it with a listening socket on stdin; CGI servers set
+GATEWAY_INTERFACE. To run it as a server of its own (behind nginx, Apache
+mod_proxy_fcgi, lighttpd \"socket\", or systemd socket activation):
+
+  {program} --socket /home/user/mysite.sock --pidfile mysite.pid
+  {program} --listen 127.0.0.1:3033 --threads 8
+  {program} --http 127.0.0.1:8000        # try it in a browser
+
+{}",
+        standalone::USAGE
     )
 }

@@ -48,13 +48,18 @@ mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod http1;
 mod launch;
+mod listen;
 mod logger;
 pub mod mount;
 pub mod record;
 mod request;
 mod response;
+mod scgi;
 mod server;
+mod sockio;
+mod standalone;
 mod sys;
 mod vars;
 
@@ -66,6 +71,7 @@ pub use context::{Context, Mode, RequestExt};
 pub use error::Error;
 pub use record::Role;
 pub use response::{BoxBody, Handler, ReaderBody, ResponseBody, Streaming, stream};
+pub use standalone::Protocol;
 pub use vars::Vars;
 
 use server::{App, SyncApp};
@@ -99,26 +105,40 @@ impl Builder {
             }
             return Err(e);
         }
+        log::set_max_level(self.cfg.log_level);
         sys::ignore_sigpipe();
         response::install_panic_hook();
         let program = std::env::current_exe()
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
         self.cfg.map.exe_name = program.clone();
-        let cfg = Arc::new(self.cfg);
-        match launch::detect(cfg.force_cgi) {
-            launch::Launch::FastCgi(listener) => server::serve_fastcgi(listener, app, cfg),
-            launch::Launch::Cgi => {
-                cgi::serve_one(&*app, &cfg);
-                Ok(())
-            }
-            launch::Launch::Other => {
-                eprint!(
-                    "{}",
-                    launch::explanation(program.as_deref().unwrap_or("mysite.fcgi"))
-                );
+        let program = program.unwrap_or_else(|| "mysite.fcgi".to_owned());
+
+        if self.cfg.force_cgi {
+            cgi::serve_one(&*app, &self.cfg);
+            return Ok(());
+        }
+        let fd0 = sys::is_listening_socket(0);
+        // A CGI request: the command line is not ours (Apache passes the words of a
+        // query without '=' as arguments).
+        if !fd0 && std::env::var_os("GATEWAY_INTERFACE").is_some() {
+            cgi::serve_one(&*app, &self.cfg);
+            return Ok(());
+        }
+        if self.read_args || self.args.is_some() {
+            let args = self
+                .args
+                .take()
+                .unwrap_or_else(|| std::env::args_os().skip(1).collect());
+            if let Err(e) = self.apply_args(args) {
+                eprintln!("{program}: {e}\nTry `{program} --help`.");
                 std::process::exit(2);
             }
         }
+        if self.sa.help {
+            print!("{}", launch::usage(&program));
+            std::process::exit(0);
+        }
+        launch::run(self, app, fd0, &program)
     }
 }

@@ -192,6 +192,40 @@ pub(crate) trait Sink: Write {
     fn gone(&self) -> bool;
 }
 
+/// A buffered byte stream as a [`Sink`] (stdout under CGI, the socket under SCGI):
+/// remembers a failed write, which means the peer went away.
+pub(crate) struct WriteSink<W: Write> {
+    w: io::BufWriter<W>,
+    failed: bool,
+}
+
+impl<W: Write> WriteSink<W> {
+    pub fn new(w: W) -> WriteSink<W> {
+        WriteSink {
+            w: io::BufWriter::with_capacity(32 * 1024, w),
+            failed: false,
+        }
+    }
+}
+
+impl<W: Write> Write for WriteSink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.w.write(buf).inspect_err(|_| self.failed = true)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.w.write_all(buf).inspect_err(|_| self.failed = true)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.w.flush().inspect_err(|_| self.failed = true)
+    }
+}
+
+impl<W: Write> Sink for WriteSink<W> {
+    fn gone(&self) -> bool {
+        self.failed
+    }
+}
+
 /// How a request ended, for `appStatus` and for deciding whether the connection lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {

@@ -16,8 +16,12 @@ use crate::body::Body;
 use crate::config::Config;
 use crate::conn;
 use crate::error::Error;
+use crate::listen;
 use crate::response::{self, Handler, Outcome, Sink};
-use crate::sys::{self, Accepted, Listener, Wake};
+use crate::sockio::{self, SockIo};
+use crate::standalone::Protocol;
+use crate::sys::{self, Accepted, Listener, Wake, Watch};
+use crate::{http1, scgi};
 
 /// What the servers call per request; the sync handler API implements it (and the
 /// tower adapter does too), so every protocol and launch mode has one code path.
@@ -138,38 +142,93 @@ impl Lifecycle {
     }
 }
 
+/// How a listener is served.
+#[derive(Clone)]
+pub(crate) struct ServeOpts {
+    pub protocol: Protocol,
+    /// Standalone with a socket of our own: after a shutdown request, keep accepting
+    /// until a new server takes the socket over or the window ends. `None` under a
+    /// web server (mod_fcgid, lighttpd, spawn-fcgi, systemd keep the socket).
+    pub handover: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// On stop, accept and serve what is already queued on the listener.
+    pub drain_backlog: Drain,
+}
+
+/// When a stopping worker serves the connections queued on its listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Drain {
+    /// The listener outlives us (a web server's, systemd's): leave them to it.
+    Never,
+    /// We own the listener: nobody else will.
+    Always,
+    /// A prefork worker: when the whole server stops (a signal), not when only this
+    /// worker is replaced (max-requests) and its siblings go on accepting.
+    OnSignal,
+}
+
+impl ServeOpts {
+    pub(crate) fn under_web_server(protocol: Protocol) -> ServeOpts {
+        ServeOpts {
+            protocol,
+            handover: None,
+            drain_backlog: Drain::Never,
+        }
+    }
+}
+
 struct Pool {
     listener: Listener,
     app: Arc<dyn App>,
     cfg: Arc<Config>,
     life: Arc<Lifecycle>,
+    opts: ServeOpts,
     accept_lock: Mutex<()>,
     idle: AtomicUsize,
     threads: AtomicUsize,
     handles: Mutex<Vec<JoinHandle<Result<(), Error>>>>,
 }
 
-/// Serves FastCGI on `listener` until a shutdown is requested (signal, max-requests,
-/// binary replaced) and the requests in flight are done. Worker threads are started
-/// as connections need them, up to `cfg.max_conns`; one of them is this thread.
-pub(crate) fn serve_fastcgi(
+/// Serves `listener` until a shutdown is requested (signal, max-requests, binary
+/// replaced) and the requests in flight are done. Worker threads are started as
+/// connections need them, up to `cfg.max_conns`. Under a web server this thread is
+/// one of the workers; a standalone server that owns its socket keeps this thread to
+/// run the restart handover.
+pub(crate) fn serve(
     listener: Listener,
     app: Arc<dyn App>,
     cfg: Arc<Config>,
+    opts: ServeOpts,
 ) -> Result<(), Error> {
     sys::install_shutdown_handlers().map_err(|e| Error::io("installing signal handlers", e))?;
     let life = Arc::new(Lifecycle::new(&cfg));
+    let coordinated = opts.handover.is_some();
     let pool = Arc::new(Pool {
         listener,
         app,
         cfg,
         life,
+        opts,
         accept_lock: Mutex::new(()),
-        idle: AtomicUsize::new(1),
-        threads: AtomicUsize::new(1),
+        idle: AtomicUsize::new(0),
+        threads: AtomicUsize::new(0),
         handles: Mutex::new(Vec::new()),
     });
-    let mut result = worker(&pool);
+    let mut result = Ok(());
+    if coordinated {
+        grow(&pool);
+        // Wake on a shutdown request, then hold the socket open for a new server.
+        while !sys::shutdown_requested() {
+            let _ = sys::wait(-1, false, None, Watch::Drain);
+        }
+        if let Some(h) = &pool.opts.handover {
+            h();
+        }
+        sys::ACCEPT.raise();
+    } else {
+        pool.threads.store(1, Ordering::Release);
+        pool.idle.store(1, Ordering::Release);
+        result = worker(&pool);
+    }
     loop {
         let h = pool.handles.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let Some(h) = h else { break };
@@ -197,20 +256,82 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
                 Err(e) => {
                     // The listener is unusable: stop every worker, report once.
                     sys::request_shutdown();
+                    sys::ACCEPT.raise();
                     return Err(e);
                 }
             }
         };
-        let Some((sock, _peer)) = accepted else {
+        let Some((sock, peer)) = accepted else {
+            let drain = match pool.opts.drain_backlog {
+                Drain::Never => false,
+                Drain::Always => true,
+                Drain::OnSignal => sys::shutdown_signal().is_some(),
+            };
+            if drain {
+                drain_backlog(pool);
+            }
             return Ok(());
         };
         if pool.idle.fetch_sub(1, Ordering::AcqRel) == 1 {
             grow(pool);
         }
-        conn::serve(sock, &*pool.app, &pool.cfg, &mut || {
-            pool.life.after_request()
-        });
+        serve_connection(pool, sock, peer);
         pool.idle.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts and serves what is queued on the listener when we stop, so connections a
+/// web server made just before will not be reset.
+fn drain_backlog(pool: &Arc<Pool>) {
+    loop {
+        let got = {
+            let _leader = pool.accept_lock.lock().unwrap_or_else(|p| p.into_inner());
+            pool.listener.accept()
+        };
+        match got {
+            Ok(Accepted::Conn(sock, peer)) => serve_connection(pool, sock, peer),
+            _ => return,
+        }
+    }
+}
+
+/// One accepted connection: the address filter, then the protocol.
+fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::SocketAddr>) {
+    let cfg = &pool.cfg;
+    if let (Some(allowed), Some(p)) = (&cfg.web_server_addrs, peer) {
+        if !listen::addr_allowed(allowed, p.ip()) {
+            log::warn!("refused a connection from {p}: not in FCGI_WEB_SERVER_ADDRS");
+            return;
+        }
+    }
+    let after = &mut || pool.life.after_request();
+    match pool.opts.protocol {
+        Protocol::FastCgi => {
+            conn::serve(sock, &*pool.app, cfg, after);
+        }
+        Protocol::Scgi => {
+            // A FastCGI record (version byte 1) on an SCGI socket is a new server
+            // asking whether we are draining; SCGI starts with a digit.
+            match sockio::peek_first(&sock, cfg.read_timeout) {
+                Some(1) => {
+                    conn::serve(sock, &*pool.app, cfg, after);
+                }
+                Some(_) => {
+                    scgi::serve(
+                        SockIo::new(sock, cfg.read_timeout, cfg.write_timeout),
+                        &*pool.app,
+                        cfg,
+                    );
+                    after();
+                }
+                None => {}
+            }
+        }
+        Protocol::Http => {
+            let local = sock.local_addr();
+            let io = SockIo::new(sock, cfg.read_timeout, cfg.write_timeout);
+            http1::serve(io, peer, local, &*pool.app, cfg, after);
+        }
     }
 }
 
@@ -242,13 +363,17 @@ fn grow(pool: &Arc<Pool>) {
 
 fn accept_one(pool: &Pool) -> Result<Option<(sys::Socket, Option<std::net::SocketAddr>)>, Error> {
     let fd = pool.listener.as_raw_fd();
+    // Standalone with a handover: accepting stops when the coordinator says so;
+    // otherwise as soon as a shutdown is requested.
+    let watch = if pool.opts.handover.is_some() {
+        Watch::Accept
+    } else {
+        Watch::Drain
+    };
     let mut backoff_logged = false;
     loop {
-        if sys::shutdown_requested() {
-            return Ok(None);
-        }
-        match sys::wait(fd, false, None, true) {
-            Ok(Wake::Shutdown) => return Ok(None),
+        match sys::wait(fd, false, None, watch) {
+            Ok(Wake::Stop) => return Ok(None),
             Ok(_) => {}
             Err(e) => return Err(Error::io("waiting for connections", e)),
         }

@@ -132,6 +132,19 @@ impl Socket {
         }
     }
 
+    /// The local address of a TCP socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        // SAFETY: getsockname writes at most len bytes into addr.
+        unsafe {
+            let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            if libc::getsockname(self.fd.as_raw_fd(), (&raw mut addr).cast(), &mut len) != 0 {
+                return None;
+            }
+            sockaddr_to_std(&addr)
+        }
+    }
+
     /// Half-closes the sending side (`shutdown(SHUT_WR)`).
     pub fn shutdown_write(&self) -> io::Result<()> {
         // SAFETY: plain shutdown on an fd we own.
@@ -183,6 +196,15 @@ impl Listener {
         Listener::from_owned(owned)
     }
 
+    /// A second handle on the same listening socket (for a prefork worker).
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        // SAFETY: duplicating an fd we hold; the new one is owned by the OwnedFd.
+        let fd = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+        Ok(Listener {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
     pub fn accept(&self) -> io::Result<Accepted> {
         // SAFETY: accept4 writes at most len bytes of address into addr.
         unsafe {
@@ -221,27 +243,42 @@ impl AsRawFd for Listener {
 pub enum Wake {
     Ready,
     TimedOut,
-    /// Shutdown was requested (only reported when asked to watch for it).
-    Shutdown,
+    /// The flag being watched was raised.
+    Stop,
 }
 
-/// Blocks until `fd` is readable (or writable), `timeout` passes, or — when
-/// `watch_shutdown` — a shutdown is requested.
+/// Which stop flag a `wait` also watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    Nothing,
+    /// Shutdown requested (signal, max-requests, binary replaced): idle connections end.
+    Drain,
+    /// Stop accepting: listeners end.
+    Accept,
+}
+
+/// Blocks until `fd` is readable (or writable), `timeout` passes, or the watched flag
+/// is raised. A deadline that has already passed still gets one non-blocking look.
 pub fn wait(
     fd: RawFd,
     writable: bool,
     timeout: Option<Duration>,
-    watch_shutdown: bool,
+    watch: Watch,
 ) -> io::Result<Wake> {
     let deadline = timeout.map(|t| Instant::now() + t);
+    let flag = match watch {
+        Watch::Nothing => None,
+        Watch::Drain => Some(&DRAIN),
+        Watch::Accept => Some(&ACCEPT),
+    };
     let events = if writable {
         libc::POLLOUT
     } else {
         libc::POLLIN
     };
     loop {
-        if watch_shutdown && shutdown_requested() {
-            return Ok(Wake::Shutdown);
+        if flag.is_some_and(Flag::is_raised) {
+            return Ok(Wake::Stop);
         }
         let mut fds = [
             libc::pollfd {
@@ -250,22 +287,17 @@ pub fn wait(
                 revents: 0,
             },
             libc::pollfd {
-                fd: if watch_shutdown {
-                    SHUTDOWN_RD.load(Ordering::Relaxed)
-                } else {
-                    -1
-                },
+                fd: flag.map_or(-1, |f| f.rd.load(Ordering::Relaxed)),
                 events: libc::POLLIN,
                 revents: 0,
             },
         ];
-        // A deadline that has passed still gets one non-blocking look.
         let ms = match deadline {
             None => -1,
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 // round up so we never spin on a sub-millisecond remainder
-                (left.as_micros().div_ceil(1000)).min(i32::MAX as u128) as libc::c_int
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
             }
         };
         // SAFETY: fds is a valid array of two pollfd.
@@ -281,7 +313,7 @@ pub fn wait(
             return Ok(Wake::Ready);
         }
         if fds[1].revents != 0 {
-            return Ok(Wake::Shutdown);
+            return Ok(Wake::Stop);
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(Wake::TimedOut);
@@ -289,16 +321,71 @@ pub fn wait(
     }
 }
 
-// ---- shutdown: signals and self-requested (max-requests, binary replaced) ----
+// ---- stopping: a flag plus a self-pipe that stays readable once raised ----
 
-static SHUTDOWN: AtomicBool = AtomicBool::new(false);
-static SHUTDOWN_RD: AtomicI32 = AtomicI32::new(-1);
-static SHUTDOWN_WR: AtomicI32 = AtomicI32::new(-1);
+/// A process-wide flag that `wait` can watch: once raised, its pipe stays readable,
+/// so every waiter wakes and every later wait returns at once.
+pub struct Flag {
+    raised: AtomicBool,
+    rd: AtomicI32,
+    wr: AtomicI32,
+}
+
+impl Flag {
+    const fn new() -> Flag {
+        Flag {
+            raised: AtomicBool::new(false),
+            rd: AtomicI32::new(-1),
+            wr: AtomicI32::new(-1),
+        }
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+
+    /// Raises the flag. Async-signal-safe.
+    pub fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        let fd = self.wr.load(Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: write(2) of one byte; async-signal-safe. A full pipe is fine: it is
+            // already readable.
+            unsafe {
+                libc::write(fd, [1u8].as_ptr().cast(), 1);
+            }
+        }
+    }
+
+    /// Gives the flag a fresh pipe, lowered (at start-up, and in a child after fork so
+    /// the parent's flags are not shared).
+    fn reset(&self) -> io::Result<()> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills two fds.
+        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
+        let old_rd = self.rd.swap(fds[0], Ordering::AcqRel);
+        let old_wr = self.wr.swap(fds[1], Ordering::AcqRel);
+        self.raised.store(false, Ordering::Release);
+        for fd in [old_rd, old_wr] {
+            if fd >= 0 {
+                // SAFETY: closing the pipe ends this flag owned.
+                unsafe { libc::close(fd) };
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Shutdown requested: finish what is in flight, close idle connections, exit 0.
+pub static DRAIN: Flag = Flag::new();
+/// Stop accepting connections (at once under a web server; after the handover
+/// window in a standalone server that owns its socket).
+pub static ACCEPT: Flag = Flag::new();
 static SHUTDOWN_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
 /// True once a shutdown has been requested by a signal or by `request_shutdown`.
 pub fn shutdown_requested() -> bool {
-    SHUTDOWN.load(Ordering::Acquire)
+    DRAIN.is_raised()
 }
 
 /// The signal that asked for shutdown, if one did.
@@ -309,46 +396,36 @@ pub fn shutdown_signal() -> Option<libc::c_int> {
     }
 }
 
-/// Asks every worker to stop accepting and exit after its request in flight. The
-/// self-pipe stays readable from then on, so every `wait` watching it returns at once.
+/// Asks every worker to exit after its request in flight.
 pub fn request_shutdown() {
-    SHUTDOWN.store(true, Ordering::Release);
-    let fd = SHUTDOWN_WR.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // SAFETY: write(2) of one byte; async-signal-safe. A full pipe is fine: it is
-        // already readable.
-        unsafe {
-            libc::write(fd, [1u8].as_ptr().cast(), 1);
-        }
-    }
+    DRAIN.raise();
 }
 
 extern "C" fn on_signal(sig: libc::c_int) {
     // SAFETY: only async-signal-safe calls: errno save/restore, write, _exit.
     unsafe {
         let errno = *libc::__errno_location();
-        if sig == libc::SIGINT && SHUTDOWN.load(Ordering::Relaxed) {
+        if sig == libc::SIGINT && DRAIN.is_raised() {
             // A second Ctrl-C: the user means it.
             libc::_exit(130);
         }
         SHUTDOWN_SIGNAL.store(sig, Ordering::Relaxed);
-        request_shutdown();
+        DRAIN.raise();
         *libc::__errno_location() = errno;
     }
 }
 
-/// Creates the self-pipe and installs the handlers for SIGTERM (mod_fcgid, lighttpd,
-/// systemd), SIGUSR1 (Apache graceful restart convention) and SIGINT (Ctrl-C). Each
-/// makes the process stop accepting, finish what is in flight and exit 0.
+/// Creates the flags' pipes and installs the handlers for SIGTERM (mod_fcgid,
+/// lighttpd, systemd, `kill`), SIGUSR1 (Apache's graceful convention) and SIGINT
+/// (Ctrl-C). Each asks for a shutdown.
 pub fn install_shutdown_handlers() -> io::Result<()> {
-    if SHUTDOWN_WR.load(Ordering::Relaxed) < 0 {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 fills two fds.
-        cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) })?;
-        SHUTDOWN_RD.store(fds[0], Ordering::Relaxed);
-        SHUTDOWN_WR.store(fds[1], Ordering::Relaxed);
-        if shutdown_requested() {
-            request_shutdown();
+    for f in [&DRAIN, &ACCEPT] {
+        if f.wr.load(Ordering::Relaxed) < 0 {
+            let was = f.is_raised();
+            f.reset()?;
+            if was {
+                f.raise();
+            }
         }
     }
     for sig in [libc::SIGTERM, libc::SIGUSR1, libc::SIGINT] {
@@ -362,6 +439,14 @@ pub fn install_shutdown_handlers() -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// In a child after fork: fresh, lowered flags, so a signal to the parent does not
+/// reach the child through the shared pipes.
+pub fn reset_after_fork() -> io::Result<()> {
+    SHUTDOWN_SIGNAL.store(0, Ordering::Relaxed);
+    DRAIN.reset()?;
+    ACCEPT.reset()
 }
 
 /// Resets SIGPIPE to "ignore": a web server that closes early must be an `EPIPE`

@@ -1,0 +1,498 @@
+// The plain HTTP/1.1 development server (`--http`): try the app in a browser before
+// uploading it. Same request mapping and app; not hardened for the internet.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use http::StatusCode;
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::context::Mode;
+use crate::mount::percent_decode;
+use crate::record::Role;
+use crate::request;
+use crate::response::{self, Sink};
+use crate::server::App;
+use crate::sockio::SockIo;
+use crate::vars::Vars;
+
+type Shared = Arc<Mutex<BufReader<SockIo>>>;
+
+fn lock(r: &Shared) -> std::sync::MutexGuard<'_, BufReader<SockIo>> {
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How the request body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    /// Chunked: bytes left in the current chunk; `None` before the first size line.
+    Chunked(Option<u64>),
+    Done,
+}
+
+/// The request body, read from the connection's shared buffer.
+struct BodyReader {
+    r: Shared,
+    framing: Arc<Mutex<Framing>>,
+}
+
+fn bad(m: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, m.to_owned())
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut f = self.framing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = lock(&self.r);
+        loop {
+            match *f {
+                Framing::Done | Framing::Length(0) => {
+                    *f = Framing::Done;
+                    return Ok(0);
+                }
+                Framing::Length(left) => {
+                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let n = r.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    *f = Framing::Length(left - n as u64);
+                    return Ok(n);
+                }
+                Framing::Chunked(Some(0)) => {
+                    // the CRLF after a chunk
+                    let mut crlf = [0u8; 2];
+                    r.read_exact(&mut crlf)?;
+                    if &crlf != b"\r\n" {
+                        return Err(bad("chunk not followed by CRLF"));
+                    }
+                    *f = Framing::Chunked(None);
+                }
+                Framing::Chunked(None) => {
+                    let line = read_line(&mut *r, 1024)?;
+                    let size = line.split(|&b| b == b';').next().unwrap_or_default();
+                    let size = std::str::from_utf8(size)
+                        .ok()
+                        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                        .ok_or_else(|| bad("bad chunk size"))?;
+                    if size == 0 {
+                        // trailers until an empty line
+                        while !read_line(&mut *r, 8192)?.is_empty() {}
+                        *f = Framing::Done;
+                        return Ok(0);
+                    }
+                    *f = Framing::Chunked(Some(size));
+                    // fall through to read data next turn
+                    let want = buf.len().min(usize::try_from(size).unwrap_or(usize::MAX));
+                    let n = r.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    *f = Framing::Chunked(Some(size - n as u64));
+                    return Ok(n);
+                }
+                Framing::Chunked(Some(left)) => {
+                    let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let n = r.read(&mut buf[..want])?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::UnexpectedEof.into());
+                    }
+                    *f = Framing::Chunked(Some(left - n as u64));
+                    return Ok(n);
+                }
+            }
+        }
+    }
+}
+
+/// One line without its CRLF (or LF), at most `max` bytes.
+fn read_line(r: &mut impl BufRead, max: usize) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    let n = r.take(max as u64 + 1).read_until(b'\n', &mut line)?;
+    if n == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(bad("line too long"));
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(line)
+}
+
+struct Head {
+    vars: Vars,
+    framing: Framing,
+    keep_alive: bool,
+    http11: bool,
+    expect_continue: bool,
+}
+
+enum HeadError {
+    Closed,
+    Bad(StatusCode, String),
+}
+
+fn read_head(
+    r: &mut BufReader<SockIo>,
+    cfg: &Config,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+) -> Result<Head, HeadError> {
+    let max = cfg.limits.max_params_bytes;
+    let line = match read_line(r, 16 * 1024) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(HeadError::Closed),
+        Err(e) => return Err(HeadError::Bad(StatusCode::URI_TOO_LONG, e.to_string())),
+    };
+    let mut parts = line.split(|&b| b == b' ').filter(|p| !p.is_empty());
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(HeadError::Bad(
+            StatusCode::BAD_REQUEST,
+            "bad request line".into(),
+        ));
+    };
+    let http11 = match version {
+        b"HTTP/1.1" => true,
+        b"HTTP/1.0" => false,
+        _ => {
+            return Err(HeadError::Bad(
+                StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+                "only HTTP/1.0 and 1.1".into(),
+            ));
+        }
+    };
+    if !target.starts_with(b"/") {
+        return Err(HeadError::Bad(
+            StatusCode::BAD_REQUEST,
+            "target must start with /".into(),
+        ));
+    }
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(i) => (&target[..i], &target[i + 1..]),
+        None => (target, &b""[..]),
+    };
+    let mut vars = Vars::new();
+    vars.push(b"GATEWAY_INTERFACE", b"CGI/1.1");
+    vars.push(b"SERVER_SOFTWARE", b"fcgi-shim development server");
+    vars.push(b"REQUEST_METHOD", method);
+    vars.push(b"REQUEST_URI", target);
+    vars.push(b"SCRIPT_NAME", b"");
+    vars.push(b"PATH_INFO", &percent_decode(path));
+    vars.push(b"QUERY_STRING", query);
+    vars.push(b"SERVER_PROTOCOL", version);
+    if let Some(p) = peer {
+        vars.push(b"REMOTE_ADDR", p.ip().to_string().as_bytes());
+        vars.push(b"REMOTE_PORT", p.port().to_string().as_bytes());
+    }
+    if let Some(l) = local {
+        vars.push(b"SERVER_ADDR", l.ip().to_string().as_bytes());
+        vars.push(b"SERVER_PORT", l.port().to_string().as_bytes());
+        vars.push(b"SERVER_NAME", l.ip().to_string().as_bytes());
+    }
+    let mut total = line.len();
+    let mut framing = Framing::Length(0);
+    let mut keep_alive = http11;
+    let mut expect_continue = false;
+    let mut name = Vec::with_capacity(32);
+    loop {
+        let line = read_line(r, 16 * 1024).map_err(|e| {
+            HeadError::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, e.to_string())
+        })?;
+        if line.is_empty() {
+            break;
+        }
+        total += line.len();
+        if total > max || vars.len() >= cfg.limits.max_params {
+            return Err(HeadError::Bad(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head over the limits".into(),
+            ));
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return Err(HeadError::Bad(
+                StatusCode::BAD_REQUEST,
+                "header line without ':'".into(),
+            ));
+        };
+        let (n, v) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if n.is_empty() || !n.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+            return Err(HeadError::Bad(
+                StatusCode::BAD_REQUEST,
+                "bad header name".into(),
+            ));
+        }
+        let lower = n.to_ascii_lowercase();
+        match &lower[..] {
+            b"content-length" => {
+                let len = std::str::from_utf8(v)
+                    .ok()
+                    .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| {
+                        HeadError::Bad(StatusCode::BAD_REQUEST, "bad Content-Length".into())
+                    })?;
+                if framing != Framing::Chunked(None) {
+                    framing = Framing::Length(len);
+                }
+                vars.push(b"CONTENT_LENGTH", v);
+                continue;
+            }
+            b"content-type" => {
+                vars.push(b"CONTENT_TYPE", v);
+                continue;
+            }
+            b"transfer-encoding" if v.to_ascii_lowercase().ends_with(b"chunked") => {
+                framing = Framing::Chunked(None);
+            }
+            b"connection" => {
+                let v = v.to_ascii_lowercase();
+                if v.windows(5).any(|w| w == b"close") {
+                    keep_alive = false;
+                } else if v.windows(10).any(|w| w == b"keep-alive") {
+                    keep_alive = true;
+                }
+            }
+            b"expect" if v.eq_ignore_ascii_case(b"100-continue") => expect_continue = true,
+            _ => {}
+        }
+        name.clear();
+        name.extend_from_slice(b"HTTP_");
+        name.extend(n.iter().map(|&b| {
+            if b == b'-' {
+                b'_'
+            } else {
+                b.to_ascii_uppercase()
+            }
+        }));
+        vars.push(&name, v);
+    }
+    if matches!(framing, Framing::Chunked(_)) {
+        // A chunked body's length is unknown: drop a Content-Length sent alongside.
+        let filtered: Vars = Vars::from_pairs(vars.iter().filter(|(n, _)| *n != b"CONTENT_LENGTH"));
+        vars = filtered;
+    }
+    Ok(Head {
+        vars,
+        framing,
+        keep_alive,
+        http11,
+        expect_continue,
+    })
+}
+
+/// The response writer: turns the CGI head the app's response produces into an
+/// HTTP/1.1 status line and headers, then frames the body (Content-Length when given,
+/// else chunked on HTTP/1.1, else until close).
+struct HttpSink {
+    w: io::BufWriter<SockIo>,
+    head: Vec<u8>,
+    started: bool,
+    chunked: bool,
+    close: bool,
+    http11: bool,
+    failed: bool,
+}
+
+impl HttpSink {
+    fn start(&mut self, rest: &[u8]) -> io::Result<()> {
+        let head = std::mem::take(&mut self.head);
+        let text = String::from_utf8_lossy(&head);
+        let mut out = Vec::with_capacity(head.len() + 64);
+        let mut has_length = false;
+        for (i, line) in text.split("\r\n").filter(|l| !l.is_empty()).enumerate() {
+            if i == 0 {
+                let status = line.strip_prefix("Status: ").unwrap_or("200 OK");
+                out.extend_from_slice(b"HTTP/1.1 ");
+                out.extend_from_slice(status.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                continue;
+            }
+            if line.len() > 15 && line[..15].eq_ignore_ascii_case("content-length:") {
+                has_length = true;
+            }
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !has_length {
+            if self.http11 {
+                self.chunked = true;
+                out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+            } else {
+                self.close = true;
+            }
+        }
+        if self.close {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        self.w.write_all(&out)?;
+        self.started = true;
+        if !rest.is_empty() {
+            self.body(rest)?;
+        }
+        Ok(())
+    }
+
+    fn body(&mut self, b: &[u8]) -> io::Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        if self.chunked {
+            write!(self.w, "{:x}\r\n", b.len())?;
+            self.w.write_all(b)?;
+            self.w.write_all(b"\r\n")
+        } else {
+            self.w.write_all(b)
+        }
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        if !self.started {
+            self.start(&[])?;
+        }
+        if self.chunked {
+            self.w.write_all(b"0\r\n\r\n")?;
+        }
+        self.w.flush()
+    }
+}
+
+impl Write for HttpSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let r = if self.started {
+            self.body(buf)
+        } else {
+            self.head.extend_from_slice(buf);
+            match self.head.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(end) => {
+                    let rest = self.head.split_off(end + 4);
+                    self.start(&rest)
+                }
+                None => Ok(()),
+            }
+        };
+        r.inspect_err(|_| self.failed = true)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        if self.started {
+            self.w.flush().inspect_err(|_| self.failed = true)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Sink for HttpSink {
+    fn gone(&self) -> bool {
+        self.failed
+    }
+}
+
+/// Serves one HTTP connection: requests until the client closes, asks to close, or a
+/// response cannot be framed for keep-alive.
+pub(crate) fn serve(
+    io: SockIo,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    app: &dyn App,
+    cfg: &Config,
+    after_request: &mut dyn FnMut(),
+) {
+    let reader: Shared = Arc::new(Mutex::new(BufReader::with_capacity(16 * 1024, io.clone())));
+    loop {
+        let buffered = !lock(&reader).buffer().is_empty();
+        if !buffered {
+            match io.wait_first(cfg.idle_timeout) {
+                Ok(true) => {}
+                _ => return,
+            }
+        }
+        let head = read_head(&mut lock(&reader), cfg, peer, local);
+        let mut sink = HttpSink {
+            w: io::BufWriter::with_capacity(32 * 1024, io.clone()),
+            head: Vec::new(),
+            started: false,
+            chunked: false,
+            close: false,
+            http11: true,
+            failed: false,
+        };
+        let head = match head {
+            Ok(h) => h,
+            Err(HeadError::Closed) => return,
+            Err(HeadError::Bad(status, why)) => {
+                log::info!("HTTP: {why}; answered {}", status.as_u16());
+                sink.close = true;
+                response::send_error(status, &mut sink);
+                let _ = sink.finish();
+                io.linger_close();
+                return;
+            }
+        };
+        sink.http11 = head.http11;
+        sink.close = !head.keep_alive;
+        if head.expect_continue {
+            let mut w = io.clone();
+            if w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                return;
+            }
+        }
+        let framing = Arc::new(Mutex::new(head.framing));
+        let len = match head.framing {
+            Framing::Length(n) => Some(n),
+            _ => None,
+        };
+        let body = if len == Some(0) {
+            Body::empty()
+        } else {
+            Body::from_reader(
+                BodyReader {
+                    r: reader.clone(),
+                    framing: framing.clone(),
+                },
+                len,
+            )
+        };
+        match request::build(head.vars, body, Mode::Http, Role::Responder, &cfg.map) {
+            Ok(req) => {
+                app.serve(req, &mut sink);
+            }
+            Err(rej) => {
+                log::warn!("{}; answered {}", rej.reason, rej.status.as_u16());
+                response::send_error(rej.status, &mut sink);
+            }
+        }
+        let finished = sink.finish();
+        after_request();
+        if finished.is_err() {
+            return;
+        }
+        // Whatever of the body the app did not read must go before the next request.
+        let rest = {
+            let mut drain = BodyReader {
+                r: reader.clone(),
+                framing,
+            };
+            io::copy(&mut (&mut drain).take(1 << 20), &mut io::sink())
+                .ok()
+                .filter(|_| {
+                    *drain.framing.lock().unwrap_or_else(|p| p.into_inner()) == Framing::Done
+                })
+        };
+        if sink.close || rest.is_none() {
+            io.linger_close();
+            return;
+        }
+    }
+}

@@ -1,0 +1,427 @@
+// Listening sockets a standalone server opens itself: a Unix socket path (stale files
+// replaced, live servers refused, a draining one taken over without a gap), a TCP
+// address, or the socket systemd passed; and the FCGI_WEB_SERVER_ADDRS filter.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::record::{self, RecordType};
+use crate::sys::{self, Listener};
+
+/// The GET_VALUES name a fcgi-shim server answers with "1" while it is shutting down
+/// and "0" while it serves: a new server uses it to tell a restart (take over the
+/// socket) from a mistake (two servers on one socket).
+pub(crate) const DRAINING_VAR: &[u8] = b"FCGI_SHIM_DRAINING";
+
+/// A listener we opened, and what to clean up when we stop.
+pub(crate) struct Bound {
+    pub listener: Listener,
+    pub file: SocketFile,
+}
+
+/// The socket file we created and its identity: removed at exit if still ours, and
+/// watched during a restart to see a new server take it over. Empty for TCP.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SocketFile {
+    pub path: Option<(PathBuf, (u64, u64))>,
+}
+
+impl SocketFile {
+    /// True while the socket file still is the one we bound (no new server has
+    /// renamed its own over it).
+    pub fn is_ours(&self) -> bool {
+        match &self.path {
+            Some((p, id)) => file_ident(p) == Some(*id),
+            None => true,
+        }
+    }
+
+    /// Removes our socket file, unless another server has replaced it.
+    pub fn remove_if_ours(&self) {
+        if let Some((p, _)) = &self.path {
+            if self.is_ours() {
+                let _ = fs::remove_file(p);
+            }
+        }
+    }
+}
+
+fn file_ident(p: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(p).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// `--listen` values: `HOST:PORT`, `[V6]:PORT`, or a bare `PORT`, which means
+/// 127.0.0.1 — never every interface by surprise.
+pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
+    let bad = || Error::setting("--listen", s, "HOST:PORT, [IPv6]:PORT or a port number");
+    let s = s.trim();
+    if let Ok(port) = s.trim_start_matches(':').parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.to_socket_addrs()
+        .map_err(|_| bad())?
+        .next()
+        .ok_or_else(bad)
+}
+
+/// `FCGI_WEB_SERVER_ADDRS`: comma-separated IPv4/IPv6 addresses allowed to connect.
+pub(crate) fn parse_addrs(s: &str) -> Result<Vec<IpAddr>, Error> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    Error::setting(
+                        "FCGI_WEB_SERVER_ADDRS",
+                        s,
+                        "comma-separated IP addresses, e.g. 127.0.0.1,::1",
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Whether `peer` is in `allowed` (an IPv4 peer on an IPv6 socket counts as IPv4).
+pub(crate) fn addr_allowed(allowed: &[IpAddr], peer: IpAddr) -> bool {
+    let canon = |a: IpAddr| match a {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+        a => a,
+    };
+    let peer = canon(peer);
+    allowed.iter().any(|&a| canon(a) == peer)
+}
+
+/// What is at an address already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Occupant {
+    /// Nobody listens (a stale socket file, or a free port).
+    Nobody,
+    /// A fcgi-shim server that is shutting down: take over.
+    Draining,
+    /// A fcgi-shim server that is serving.
+    Serving,
+    /// Something else answers there.
+    Other,
+}
+
+fn probe_stream(mut s: impl Read + Write) -> Occupant {
+    let mut q = Vec::new();
+    record::push_pair(&mut q, DRAINING_VAR, b"");
+    let mut rec = Vec::new();
+    record::push_record(&mut rec, RecordType::GetValues, 0, &q);
+    if s.write_all(&rec).is_err() {
+        return Occupant::Other;
+    }
+    let mut h = [0u8; 8];
+    if s.read_exact(&mut h).is_err() {
+        return Occupant::Other;
+    }
+    let h = record::Header::parse(&h);
+    if h.version != record::VERSION_1 || h.record_type != RecordType::GetValuesResult {
+        return Occupant::Other;
+    }
+    let mut body = vec![0u8; h.body_len()];
+    if s.read_exact(&mut body).is_err() {
+        return Occupant::Other;
+    }
+    let content = &body[..h.content_length as usize];
+    let mut found = Occupant::Other;
+    let _ = record::parse_pairs(content, |p| {
+        if &content[p.name.0..p.name.1] == DRAINING_VAR {
+            found = if &content[p.value.0..p.value.1] == b"1" {
+                Occupant::Draining
+            } else {
+                Occupant::Serving
+            };
+        }
+        true
+    });
+    found
+}
+
+fn probe_unix(path: &Path) -> Occupant {
+    match UnixStream::connect(path) {
+        Ok(s) => {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+            probe_stream(s)
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+            ) =>
+        {
+            Occupant::Nobody
+        }
+        Err(_) => Occupant::Other,
+    }
+}
+
+fn probe_tcp(addr: SocketAddr) -> Occupant {
+    let target = match addr.ip() {
+        // A wildcard bind is reached through loopback.
+        IpAddr::V4(v) if v.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        IpAddr::V6(v) if v.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    };
+    match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+        Ok(s) => {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
+            probe_stream(s)
+        }
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Occupant::Nobody,
+        Err(_) => Occupant::Other,
+    }
+}
+
+/// Looks at what occupies an address; a serving fcgi-shim gets a moment to notice the
+/// signal that a restart script sent it just before starting us.
+fn occupant(mut probe: impl FnMut() -> Occupant) -> Occupant {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let o = probe();
+        if o != Occupant::Serving || Instant::now() >= deadline {
+            return o;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Binds a Unix socket at `path`. A stale socket file (nobody listening) is replaced;
+/// a fcgi-shim server that is shutting down is taken over (our socket is renamed over
+/// its file, so no connection attempt finds the path missing); anything live is
+/// refused with an error naming the path. The file's mode follows the process umask.
+pub(crate) fn bind_unix(path: &Path) -> Result<Bound, Error> {
+    let name = format!("unix:{}", path.display());
+    match fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => {
+            return Err(Error::setting(
+                "--socket",
+                path.display().to_string(),
+                "a path that is free or holds a socket (it holds another kind of file)",
+            ));
+        }
+        Ok(_) => match occupant(|| probe_unix(path)) {
+            Occupant::Nobody | Occupant::Draining => {}
+            Occupant::Serving | Occupant::Other => {
+                return Err(Error::io(
+                    "binding the socket",
+                    io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!(
+                            "{} is in use by a running server; stop it first (kill $(cat PIDFILE)) or choose another --socket",
+                            path.display()
+                        ),
+                    ),
+                ));
+            }
+        },
+        Err(_) => {}
+    }
+    // Bind under a temporary name, then rename into place: atomic for clients.
+    let mut tmp_name = path
+        .file_name()
+        .unwrap_or(OsStr::new("sock"))
+        .to_os_string();
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let _ = fs::remove_file(&tmp);
+    let l = UnixListener::bind(&tmp)
+        .map_err(|e| Error::io("binding the socket", with_path(e, &tmp)))?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("binding the socket", with_path(e, path)));
+    }
+    let id = file_ident(path).ok_or_else(|| {
+        Error::io(
+            "binding the socket",
+            io::Error::other(format!("{} vanished", path.display())),
+        )
+    })?;
+    let listener =
+        Listener::from_owned(OwnedFd::from(l)).map_err(|e| Error::io("binding the socket", e))?;
+    log::info!("listening on {name}");
+    Ok(Bound {
+        listener,
+        file: SocketFile {
+            path: Some((path.to_path_buf(), id)),
+        },
+    })
+}
+
+fn with_path(e: io::Error, p: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+}
+
+/// Binds a TCP listener (SO_REUSEADDR, and SO_REUSEPORT so a restarted server can
+/// bind while the old one drains). A serving fcgi-shim on the port is refused.
+pub(crate) fn bind_tcp(addr: SocketAddr) -> Result<Bound, Error> {
+    let name = addr.to_string();
+    match occupant(|| probe_tcp(addr)) {
+        Occupant::Nobody | Occupant::Draining => {}
+        Occupant::Serving => {
+            return Err(Error::io(
+                "binding the socket",
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!(
+                        "{name} is in use by a running server; stop it first or choose another --listen"
+                    ),
+                ),
+            ));
+        }
+        // Something else: let bind say what (it fails unless that program also asked
+        // to share the port).
+        Occupant::Other => {}
+    }
+    let fd = tcp_listener(addr).map_err(|e| {
+        Error::io(
+            "binding the socket",
+            io::Error::new(e.kind(), format!("{name}: {e}")),
+        )
+    })?;
+    let listener = Listener::from_owned(fd).map_err(|e| Error::io("binding the socket", e))?;
+    log::info!("listening on {name}");
+    Ok(Bound {
+        listener,
+        file: SocketFile::default(),
+    })
+}
+
+fn tcp_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket calls on a descriptor we own; the address structures are
+    // fully initialised and sized as passed.
+    unsafe {
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = OwnedFd::from_raw_fd(fd);
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            libc::setsockopt(
+                raw,
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        let r = match addr {
+            SocketAddr::V4(a) => {
+                let mut sa: libc::sockaddr_in = std::mem::zeroed();
+                sa.sin_family = libc::AF_INET as libc::sa_family_t;
+                sa.sin_port = a.port().to_be();
+                sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                libc::bind(
+                    raw,
+                    (&raw const sa).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                )
+            }
+            SocketAddr::V6(a) => {
+                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
+                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sa.sin6_port = a.port().to_be();
+                sa.sin6_addr.s6_addr = a.ip().octets();
+                sa.sin6_scope_id = a.scope_id();
+                libc::bind(
+                    raw,
+                    (&raw const sa).cast(),
+                    std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                )
+            }
+        };
+        if r < 0 || libc::listen(raw, libc::SOMAXCONN) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(fd)
+    }
+}
+
+/// The listener systemd passed (socket activation: `LISTEN_PID` is us and
+/// `LISTEN_FDS` ≥ 1; the socket is fd 3). The variables are removed so the app's
+/// child processes do not take them for their own.
+pub(crate) fn systemd_listener() -> Option<Listener> {
+    let pid: u32 = std::env::var("LISTEN_PID").ok()?.trim().parse().ok()?;
+    let fds: u32 = std::env::var("LISTEN_FDS").ok()?.trim().parse().ok()?;
+    if pid != std::process::id() || fds < 1 || !sys::is_listening_socket(3) {
+        return None;
+    }
+    // SAFETY: at start-up, before any thread of ours exists.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    // SAFETY: systemd hands us fd 3 as the first passed socket; we take ownership.
+    let fd = unsafe { OwnedFd::from_raw_fd(3) };
+    match Listener::from_owned(fd) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            log::error!("the socket systemd passed (fd 3) cannot be used: {e}");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            parse_listen("9000").unwrap(),
+            "127.0.0.1:9000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen(":9000").unwrap(),
+            "127.0.0.1:9000".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:80").unwrap(),
+            "0.0.0.0:80".parse().unwrap()
+        );
+        assert_eq!(
+            parse_listen("[::1]:9000").unwrap(),
+            "[::1]:9000".parse().unwrap()
+        );
+        assert!(parse_listen("nonsense:port").is_err());
+    }
+
+    #[test]
+    fn address_filter() {
+        let allowed = parse_addrs("127.0.0.1, ::1,[fe80::1]").unwrap();
+        assert!(addr_allowed(&allowed, "127.0.0.1".parse().unwrap()));
+        assert!(addr_allowed(&allowed, "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(addr_allowed(&allowed, "::1".parse().unwrap()));
+        assert!(addr_allowed(&allowed, "fe80::1".parse().unwrap()));
+        assert!(!addr_allowed(&allowed, "10.0.0.1".parse().unwrap()));
+        assert!(parse_addrs("127.0.0.1,nope").is_err());
+    }
+}

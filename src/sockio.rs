@@ -1,0 +1,139 @@
+// Blocking reads and writes with timeouts over a non-blocking socket, for the
+// protocols that read a stream directly (SCGI, the HTTP development server).
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sys::{self, Socket, Wake, Watch};
+
+/// The first byte a peer sends, without consuming it; `None` if it closes, fails or
+/// stays silent past `timeout`.
+pub(crate) fn peek_first(sock: &Socket, timeout: Option<Duration>) -> Option<u8> {
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: recv into a one-byte buffer we own.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), b.as_mut_ptr().cast(), 1, libc::MSG_PEEK) };
+        if n == 1 {
+            return Some(b[0]);
+        }
+        if n == 0 {
+            return None;
+        }
+        match io::Error::last_os_error().kind() {
+            io::ErrorKind::Interrupted => {}
+            io::ErrorKind::WouldBlock => {
+                match sys::wait(sock.as_raw_fd(), false, timeout, Watch::Nothing) {
+                    Ok(Wake::Ready) => {}
+                    _ => return None,
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// A socket shared by a request's body reader and its response writer.
+#[derive(Clone)]
+pub(crate) struct SockIo {
+    sock: Arc<Socket>,
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl SockIo {
+    pub fn new(
+        sock: Socket,
+        read_timeout: Option<Duration>,
+        write_timeout: Option<Duration>,
+    ) -> SockIo {
+        SockIo {
+            sock: Arc::new(sock),
+            read_timeout,
+            write_timeout,
+        }
+    }
+
+    /// Waits for the first byte of a request: `Ok(false)` when the peer closed, the
+    /// idle timeout passed or a shutdown asks idle connections to end.
+    pub fn wait_first(&self, idle_timeout: Option<Duration>) -> io::Result<bool> {
+        match sys::wait(self.sock.as_raw_fd(), false, idle_timeout, Watch::Drain)? {
+            Wake::Ready => Ok(true),
+            Wake::TimedOut | Wake::Stop => Ok(false),
+        }
+    }
+
+    fn block(&self, writable: bool) -> io::Result<()> {
+        let t = if writable {
+            self.write_timeout
+        } else {
+            self.read_timeout
+        };
+        match sys::wait(self.sock.as_raw_fd(), writable, t, Watch::Nothing)? {
+            Wake::TimedOut => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                if writable {
+                    "timed out waiting for the peer to take the response"
+                } else {
+                    "timed out waiting for the peer to send"
+                },
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Half-closes and drains briefly, so closing does not reset a response the peer
+    /// has not read yet.
+    pub fn linger_close(&self) {
+        let _ = self.sock.shutdown_write();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut buf = [0u8; 8192];
+        let mut total = 0usize;
+        while total < 16 * 1024 * 1024 {
+            match self.sock.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => total += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    match sys::wait(self.sock.as_raw_fd(), false, Some(left), Watch::Nothing) {
+                        Ok(Wake::Ready) => {}
+                        _ => return,
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+impl Read for SockIo {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.sock.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.block(false)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Write for SockIo {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            match self.sock.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.block(true)?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,555 @@
+// The standalone server (`--socket`, `--listen`, `--http`, systemd): options from the
+// command line and the environment, daemonizing, the pidfile, and prefork workers.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::Builder;
+use crate::error::Error;
+use crate::sys;
+
+/// The wire protocol a standalone listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    #[default]
+    FastCgi,
+    Scgi,
+    /// Plain HTTP/1.1: the development server.
+    Http,
+}
+
+/// Options that make the program a standalone server, and how it runs.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Standalone {
+    pub socket: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub http: Option<String>,
+    pub protocol: Option<Protocol>,
+    pub processes: Option<usize>,
+    pub pidfile: Option<PathBuf>,
+    pub daemonize: bool,
+    pub workdir: Option<PathBuf>,
+    pub umask: Option<u32>,
+    pub outlog: Option<PathBuf>,
+    pub errlog: Option<PathBuf>,
+    /// `--threads` given on the command line or builder (it also applies under a web
+    /// server, so it lives in the config; this only records it was asked for).
+    pub help: bool,
+}
+
+impl Standalone {
+    /// True when options ask for a server of our own.
+    pub fn wants_listener(&self) -> bool {
+        self.socket.is_some() || self.listen.is_some() || self.http.is_some()
+    }
+}
+
+pub(crate) const USAGE: &str = "\
+Options (also as environment variables, shown in brackets):
+  --socket PATH         serve on a Unix socket [FCGI_SOCKET]
+  --listen HOST:PORT    serve on TCP; a bare PORT means 127.0.0.1:PORT [FCGI_LISTEN]
+  --protocol fastcgi|scgi                     [FCGI_PROTOCOL] (default fastcgi)
+  --http HOST:PORT      plain HTTP/1.1 development server, NOT for production [FCGI_HTTP]
+  --threads N           connections served at once per process [FCGI_THREADS]
+  --processes N         prefork N worker processes sharing the socket [FCGI_PROCESSES]
+  --max-requests N      a process exits after N requests (replaced under --processes)
+                        [FCGI_MAX_REQUESTS]
+  --pidfile PATH        written once the socket is ready, removed on exit [FCGI_PIDFILE]
+  --daemonize           detach; stdio to /dev/null or --outlog/--errlog [FCGI_DAEMONIZE]
+  --outlog PATH, --errlog PATH                [FCGI_OUTLOG, FCGI_ERRLOG]
+  --workdir DIR         chdir first; relative paths are relative to it [FCGI_WORKDIR]
+  --umask MODE          e.g. 0002: socket file group-writable [FCGI_UMASK]
+  --help
+flup/runfcgi spellings work too: socket=PATH host=H port=P protocol=scgi
+method=threaded|prefork maxrequests=N maxchildren=N daemonize=true|false
+pidfile=PATH workdir=DIR umask=0002 outlog=PATH errlog=PATH.
+Stop with SIGTERM (kill $(cat PIDFILE)): requests in flight finish, the socket file and
+the pidfile are removed; a new server started at once takes the socket over.
+";
+
+fn need<'a>(name: &str, v: Option<&'a str>) -> Result<&'a str, Error> {
+    v.ok_or_else(|| Error::setting(name, "", "a value"))
+}
+
+fn parse_num<T: std::str::FromStr>(
+    name: &str,
+    v: &str,
+    expected: &'static str,
+) -> Result<T, Error> {
+    v.trim()
+        .parse()
+        .map_err(|_| Error::setting(name, v, expected))
+}
+
+fn parse_bool(name: &str, v: &str) -> Result<bool, Error> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::setting(name, v, "true or false")),
+    }
+}
+
+fn parse_umask(name: &str, v: &str) -> Result<u32, Error> {
+    u32::from_str_radix(v.trim().trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| Error::setting(name, v, "an octal mode such as 0002 or 022"))
+}
+
+fn parse_protocol(name: &str, v: &str) -> Result<Protocol, Error> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "fastcgi" | "fcgi" => Ok(Protocol::FastCgi),
+        "scgi" => Ok(Protocol::Scgi),
+        _ => Err(Error::setting(name, v, "fastcgi or scgi")),
+    }
+}
+
+impl Builder {
+    /// Applies one option. `name` is the canonical long name without dashes.
+    fn apply_option(&mut self, name: &str, shown: &str, v: Option<&str>) -> Result<(), Error> {
+        let sa = &mut self.sa;
+        match name {
+            "socket" => sa.socket = Some(PathBuf::from(need(shown, v)?)),
+            "listen" => sa.listen = Some(need(shown, v)?.to_owned()),
+            "http" => sa.http = Some(need(shown, v)?.to_owned()),
+            "protocol" => sa.protocol = Some(parse_protocol(shown, need(shown, v)?)?),
+            "threads" => {
+                let n: usize = parse_num(shown, need(shown, v)?, "a whole number from 1 to 1024")?;
+                if !(1..=1024).contains(&n) {
+                    return Err(Error::setting(
+                        shown,
+                        v.unwrap_or(""),
+                        "a whole number from 1 to 1024",
+                    ));
+                }
+                self.cfg.max_conns = n;
+            }
+            "processes" => {
+                let n: usize = parse_num(shown, need(shown, v)?, "a whole number from 1 to 256")?;
+                if !(1..=256).contains(&n) {
+                    return Err(Error::setting(
+                        shown,
+                        v.unwrap_or(""),
+                        "a whole number from 1 to 256",
+                    ));
+                }
+                sa.processes = Some(n);
+            }
+            "max-requests" => {
+                let n: u64 = parse_num(shown, need(shown, v)?, "a whole number (0 for no limit)")?;
+                self.cfg.max_requests = (n > 0).then_some(n);
+            }
+            "pidfile" => sa.pidfile = Some(PathBuf::from(need(shown, v)?)),
+            "daemonize" => sa.daemonize = v.map_or(Ok(true), |v| parse_bool(shown, v))?,
+            "workdir" => sa.workdir = Some(PathBuf::from(need(shown, v)?)),
+            "umask" => sa.umask = Some(parse_umask(shown, need(shown, v)?)?),
+            "outlog" => sa.outlog = Some(PathBuf::from(need(shown, v)?)),
+            "errlog" => sa.errlog = Some(PathBuf::from(need(shown, v)?)),
+            "help" => sa.help = true,
+            _ => unreachable!("option names are checked by the caller"),
+        }
+        Ok(())
+    }
+
+    /// Parses the command line: `--name value`, `--name=value`, and flup's
+    /// `name=value` spellings. Unknown arguments are an error naming them.
+    pub(crate) fn apply_args(
+        &mut self,
+        args: impl IntoIterator<Item = OsString>,
+    ) -> Result<(), Error> {
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| {
+                a.into_string()
+                    .map_err(|a| Error::setting("argument", a.to_string_lossy(), "UTF-8 text"))
+            })
+            .collect::<Result<_, _>>()?;
+        const LONG: &[&str] = &[
+            "socket",
+            "listen",
+            "http",
+            "protocol",
+            "threads",
+            "processes",
+            "max-requests",
+            "pidfile",
+            "daemonize",
+            "workdir",
+            "umask",
+            "outlog",
+            "errlog",
+            "help",
+        ];
+        const FLAGS: &[&str] = &["daemonize", "help"];
+        let mut host: Option<String> = None;
+        let mut port: Option<String> = None;
+        let mut i = 0;
+        while i < args.len() {
+            let a = &args[i];
+            i += 1;
+            if let Some(opt) = a.strip_prefix("--") {
+                let (name, inline) = match opt.split_once('=') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (opt, None),
+                };
+                if !LONG.contains(&name) {
+                    return Err(Error::setting("option", a, "one of the options in --help"));
+                }
+                let value = if inline.is_some() || FLAGS.contains(&name) {
+                    inline.map(str::to_owned)
+                } else {
+                    let v = args.get(i).cloned();
+                    i += 1;
+                    v
+                };
+                self.apply_option(name, a, value.as_deref())?;
+            } else if a == "-h" {
+                self.sa.help = true;
+            } else if let Some((k, v)) = a.split_once('=') {
+                // flup / Django runfcgi
+                match k {
+                    "host" => host = Some(v.to_owned()),
+                    "port" => port = Some(v.to_owned()),
+                    "method" => match v {
+                        "threaded" => {}
+                        "prefork" => {
+                            self.sa.processes.get_or_insert(4);
+                        }
+                        _ => return Err(Error::setting(k, v, "threaded or prefork")),
+                    },
+                    "maxrequests" => self.apply_option("max-requests", k, Some(v))?,
+                    "maxchildren" => self.apply_option("processes", k, Some(v))?,
+                    "maxspare" | "minspare" | "debug" => {
+                        log::debug!("ignoring runfcgi option {k}={v}");
+                    }
+                    "socket" | "protocol" | "pidfile" | "daemonize" | "workdir" | "umask"
+                    | "outlog" | "errlog" => self.apply_option(k, k, Some(v))?,
+                    _ => return Err(Error::setting("argument", a, "an option listed in --help")),
+                }
+            } else {
+                return Err(Error::setting("argument", a, "an option listed in --help"));
+            }
+        }
+        match (host, port) {
+            (Some(h), Some(p)) => self.sa.listen = Some(format!("{h}:{p}")),
+            (None, Some(p)) => self.sa.listen = Some(p),
+            (Some(h), None) => return Err(Error::setting("host", h, "host= with port=")),
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    /// The standalone options from the environment (see the usage text).
+    pub(crate) fn apply_standalone_env(
+        &mut self,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), Error> {
+        for (var, name) in [
+            ("FCGI_SOCKET", "socket"),
+            ("FCGI_LISTEN", "listen"),
+            ("FCGI_HTTP", "http"),
+            ("FCGI_PROTOCOL", "protocol"),
+            ("FCGI_PROCESSES", "processes"),
+            ("FCGI_PIDFILE", "pidfile"),
+            ("FCGI_DAEMONIZE", "daemonize"),
+            ("FCGI_WORKDIR", "workdir"),
+            ("FCGI_UMASK", "umask"),
+            ("FCGI_OUTLOG", "outlog"),
+            ("FCGI_ERRLOG", "errlog"),
+        ] {
+            if let Some(v) = get(var).filter(|v| !v.trim().is_empty()) {
+                self.apply_option(name, var, Some(&v))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- pidfile ----
+
+/// Writes our pid to `path` (atomically, via a temporary file and rename).
+pub(crate) fn write_pidfile(path: &Path) -> Result<(), Error> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, format!("{}\n", std::process::id()))
+        .and_then(|()| fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(
+                "writing the pidfile",
+                io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+            )
+        })
+}
+
+/// Removes the pidfile if it still names us (a new server may have written its own).
+pub(crate) fn remove_pidfile(path: &Path) {
+    if let Ok(s) = fs::read_to_string(path) {
+        if s.trim() == std::process::id().to_string() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+// ---- daemonizing ----
+
+/// The daemon's way to tell the waiting foreground process that it is ready (or why
+/// it failed), so `--daemonize` returns only once the server serves.
+pub(crate) struct Ready(Option<OwnedFd>);
+
+impl Ready {
+    pub fn none() -> Ready {
+        Ready(None)
+    }
+
+    pub fn ok(&mut self) {
+        if let Some(fd) = self.0.take() {
+            let _ = fs::File::from(fd).write_all(b"ok");
+        }
+    }
+
+    pub fn fail(&mut self, msg: &str) {
+        if let Some(fd) = self.0.take() {
+            let _ = fs::File::from(fd).write_all(msg.as_bytes());
+        }
+    }
+}
+
+fn open_log(path: Option<&Path>) -> io::Result<OwnedFd> {
+    let f = match path {
+        Some(p) => fs::OpenOptions::new().create(true).append(true).open(p)?,
+        None => fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")?,
+    };
+    Ok(OwnedFd::from(f))
+}
+
+/// Detaches from the terminal: fork, setsid, fork; stdio to /dev/null or the logs.
+/// The original process waits until the daemon reports ready, then exits 0 (or 1 with
+/// the daemon's error). Must run before any thread is started.
+pub(crate) fn daemonize(outlog: Option<&Path>, errlog: Option<&Path>) -> Result<Ready, Error> {
+    let out = open_log(outlog).map_err(|e| Error::io("opening --outlog", e))?;
+    let err = open_log(errlog).map_err(|e| Error::io("opening --errlog", e))?;
+    let null = open_log(None).map_err(|e| Error::io("opening /dev/null", e))?;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds which we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Error::io("daemonizing", io::Error::last_os_error()));
+    }
+    // SAFETY: the fds were just created.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: single-threaded at this point (documented precondition); the child only
+    // continues normal Rust execution.
+    match unsafe { libc::fork() } {
+        -1 => return Err(Error::io("daemonizing", io::Error::last_os_error())),
+        0 => {}
+        child => {
+            drop(wr);
+            let mut msg = Vec::new();
+            let _ = fs::File::from(rd).read_to_end(&mut msg);
+            let mut status = 0;
+            // SAFETY: reaping the intermediate child we forked.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            if msg == b"ok" {
+                std::process::exit(0);
+            }
+            let why = if msg.is_empty() {
+                "the daemon exited before it was ready".to_owned()
+            } else {
+                String::from_utf8_lossy(&msg).into_owned()
+            };
+            eprintln!("{why}");
+            std::process::exit(1);
+        }
+    }
+    drop(rd);
+    // SAFETY: in the child: a new session, then a second fork so the daemon is not a
+    // session leader and can never acquire a terminal.
+    unsafe {
+        libc::setsid();
+        match libc::fork() {
+            -1 => libc::_exit(1),
+            0 => {}
+            _ => libc::_exit(0),
+        }
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(out.as_raw_fd(), 1);
+        libc::dup2(err.as_raw_fd(), 2);
+    }
+    Ok(Ready(Some(wr)))
+}
+
+// ---- prefork ----
+
+/// What the prefork parent needs from the caller: start one worker in a child.
+pub(crate) trait Worker {
+    /// Runs a worker process to completion; returns its exit code.
+    fn run_child(&self) -> i32;
+}
+
+/// Keeps `n` worker processes alive until a shutdown is requested; then runs
+/// `handover` (the restart window, while workers still serve), stops the workers with
+/// SIGTERM and waits for them. A worker that exits (max-requests, crash) is replaced.
+pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Result<(), Error> {
+    let mut children: Vec<libc::pid_t> = Vec::new();
+    let mut recent_deaths: Vec<Instant> = Vec::new();
+    let spawn = |children: &mut Vec<libc::pid_t>| -> Result<(), Error> {
+        // SAFETY: the prefork parent is single-threaded; the child runs the worker
+        // and exits without returning into the parent's code.
+        match unsafe { libc::fork() } {
+            -1 => Err(Error::io(
+                "starting a worker process",
+                io::Error::last_os_error(),
+            )),
+            0 => {
+                let code = match sys::reset_after_fork() {
+                    Ok(()) => worker.run_child(),
+                    Err(e) => {
+                        log::error!("worker setup: {e}");
+                        1
+                    }
+                };
+                std::process::exit(code);
+            }
+            pid => {
+                children.push(pid);
+                Ok(())
+            }
+        }
+    };
+    for _ in 0..n {
+        spawn(&mut children)?;
+    }
+    log::info!("{n} worker processes started");
+    loop {
+        // Reap.
+        loop {
+            let mut status = 0;
+            // SAFETY: non-blocking reap of any child.
+            let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if pid <= 0 {
+                break;
+            }
+            children.retain(|&c| c != pid);
+            if sys::shutdown_requested() {
+                continue;
+            }
+            if libc::WIFSIGNALED(status) {
+                log::warn!(
+                    "worker {pid} was killed by signal {}; replacing it",
+                    libc::WTERMSIG(status)
+                );
+            } else {
+                log::debug!(
+                    "worker {pid} exited ({}); replacing it",
+                    libc::WEXITSTATUS(status)
+                );
+            }
+            let now = Instant::now();
+            recent_deaths.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
+            recent_deaths.push(now);
+            if recent_deaths.len() > 4 * n {
+                // Crashing in a loop: do not fork as fast as they die.
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            spawn(&mut children)?;
+        }
+        if sys::shutdown_requested() {
+            break;
+        }
+        // Wake on shutdown, or every 100 ms to reap.
+        let _ = sys::wait(
+            -1,
+            false,
+            Some(Duration::from_millis(100)),
+            sys::Watch::Drain,
+        );
+    }
+    handover();
+    for &pid in &children {
+        // SAFETY: signalling our own children.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    for pid in children {
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Builder, Error> {
+        let mut b = Builder::new();
+        b.apply_args(args.iter().map(OsString::from))?;
+        Ok(b)
+    }
+
+    #[test]
+    fn long_options() {
+        let b = parse(&[
+            "--socket",
+            "/tmp/s",
+            "--threads=4",
+            "--max-requests",
+            "9",
+            "--daemonize",
+        ])
+        .unwrap();
+        assert_eq!(b.sa.socket.as_deref(), Some(Path::new("/tmp/s")));
+        assert_eq!(b.cfg.max_conns, 4);
+        assert_eq!(b.cfg.max_requests, Some(9));
+        assert!(b.sa.daemonize);
+        let b = parse(&["--listen", "9000", "--protocol", "scgi", "--umask", "0002"]).unwrap();
+        assert_eq!(b.sa.listen.as_deref(), Some("9000"));
+        assert_eq!(b.sa.protocol, Some(Protocol::Scgi));
+        assert_eq!(b.sa.umask, Some(0o002));
+    }
+
+    #[test]
+    fn runfcgi_spellings() {
+        let b = parse(&[
+            "method=prefork",
+            "socket=/home/u/s.sock",
+            "pidfile=django.pid",
+            "maxrequests=1",
+            "daemonize=false",
+        ])
+        .unwrap();
+        assert_eq!(b.sa.processes, Some(4));
+        assert_eq!(b.sa.pidfile.as_deref(), Some(Path::new("django.pid")));
+        assert_eq!(b.cfg.max_requests, Some(1));
+        assert!(!b.sa.daemonize);
+        let b = parse(&[
+            "method=threaded",
+            "host=127.0.0.1",
+            "port=3033",
+            "protocol=scgi",
+        ])
+        .unwrap();
+        assert_eq!(b.sa.listen.as_deref(), Some("127.0.0.1:3033"));
+        assert_eq!(b.sa.protocol, Some(Protocol::Scgi));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = parse(&["--sockt", "x"]).unwrap_err().to_string();
+        assert!(e.contains("--sockt"), "{e}");
+        assert!(parse(&["--threads", "0"]).is_err());
+        assert!(parse(&["--umask", "999"]).is_err());
+        assert!(parse(&["--socket"]).is_err());
+        assert!(parse(&["stray"]).is_err());
+        assert!(parse(&["host=x"]).is_err());
+    }
+}
