@@ -21,7 +21,7 @@ use crate::record::{
     Role,
 };
 use crate::request::{self, DeclaredLength};
-use crate::response::{self, Outcome, Sink};
+use crate::response::{self, Check, Outcome, Sink};
 use crate::server::App;
 use crate::sys::{self, Wake, Watch};
 use crate::vars::{ParamsError, Vars};
@@ -42,6 +42,10 @@ pub(crate) trait Transport: Send {
     ) -> io::Result<Wake>;
     /// Half-closes our sending side; used for a lingering close.
     fn shutdown_write(&mut self) {}
+    /// The descriptor to watch for readiness, if there is one.
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }
 
 impl Transport for sys::Socket {
@@ -70,6 +74,10 @@ impl Transport for sys::Socket {
     }
     fn shutdown_write(&mut self) {
         let _ = sys::Socket::shutdown_write(self);
+    }
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.as_raw_fd())
     }
 }
 
@@ -755,7 +763,7 @@ impl<T: Transport> Conn<T> {
         if data.len() >= DIRECT {
             self.write_direct(RecordType::Stdout, id, data)
                 .map_err(|e| e.to_io())?;
-            self.check_incoming();
+            let _ = self.check_incoming();
             return Ok(());
         }
         while !data.is_empty() {
@@ -778,7 +786,7 @@ impl<T: Transport> Conn<T> {
         }
         if self.wbuf.len() >= FLUSH_AT {
             self.flush_out().map_err(|e| e.to_io())?;
-            self.check_incoming();
+            let _ = self.check_incoming();
         }
         Ok(())
     }
@@ -789,7 +797,7 @@ impl<T: Transport> Conn<T> {
         }
         self.push_stderr_capture();
         self.flush_out().map_err(|e| e.to_io())?;
-        self.check_incoming();
+        let _ = self.check_incoming();
         if self.gone() {
             return Err(self.gone_error());
         }
@@ -814,15 +822,16 @@ impl<T: Transport> Conn<T> {
 
     /// Without blocking, reads what the web server sent meanwhile and handles complete
     /// records up to the next FCGI_STDIN the app may still read: notices an ABORT_REQUEST
-    /// (or a closed connection) while a response streams out.
-    fn check_incoming(&mut self) {
-        if self.failure.is_some() || self.peer_closed {
-            return;
+    /// (or a closed connection) while a response streams out or an async app waits.
+    fn check_incoming(&mut self) -> Check {
+        if self.gone() || self.peer_closed {
+            return Check::Gone;
         }
         let body_attached = self.active.as_ref().is_some_and(|a| a.body_attached);
         if self.cur.is_some() && body_attached {
-            return;
+            return Check::Stuck;
         }
+        let mut state = Check::Stuck;
         if self.rend < self.rbuf.len() || self.rpos > 0 {
             if self.rpos == self.rend {
                 self.rpos = 0;
@@ -832,20 +841,23 @@ impl<T: Transport> Conn<T> {
                 self.rend -= self.rpos;
                 self.rpos = 0;
             }
-            match self.t.read(&mut self.rbuf[self.rend..]) {
+            state = match self.t.read(&mut self.rbuf[self.rend..]) {
                 Ok(0) => {
                     self.peer_closed = true;
                     self.fail(&ConnError::Closed);
-                    return;
+                    return Check::Gone;
                 }
-                Ok(n) => self.rend += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(n) => {
+                    self.rend += n;
+                    Check::Progress
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Check::Drained,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => Check::Progress,
                 Err(e) => {
                     self.fail(&ConnError::Io(e));
-                    return;
+                    return Check::Gone;
                 }
-            }
+            };
         }
         loop {
             // Discard stdin the app can no longer read.
@@ -855,15 +867,15 @@ impl<T: Transport> Conn<T> {
                     self.rpos += n;
                     self.consume(n);
                     if self.cur.is_some() {
-                        return;
+                        return state;
                     }
                 } else {
-                    return;
+                    return Check::Stuck;
                 }
             }
             let need = self.pad_left + HEADER_LEN;
             if self.avail() < need {
-                return;
+                return state;
             }
             let at = self.rpos + self.pad_left;
             let mut hb = [0u8; HEADER_LEN];
@@ -871,7 +883,9 @@ impl<T: Transport> Conn<T> {
             let h = Header::parse(&hb);
             let is_active = self.active.as_ref().is_some_and(|a| a.id == h.request_id);
             if h.record_type == RecordType::Stdin && is_active && body_attached {
-                return;
+                // The app's body comes next: nothing behind it can be seen until it
+                // is read.
+                return Check::Stuck;
             }
             let whole = need
                 + if h.record_type == RecordType::Stdin && is_active {
@@ -880,11 +894,14 @@ impl<T: Transport> Conn<T> {
                     h.body_len()
                 };
             if self.avail() < whole {
-                return;
+                return state;
             }
             if let Err(e) = self.step(false) {
                 self.fail(&e);
-                return;
+                return Check::Gone;
+            }
+            if self.gone() {
+                return Check::Gone;
             }
         }
     }
@@ -1038,6 +1055,18 @@ impl<T: Transport> Write for StdoutSink<'_, T> {
 impl<T: Transport> Sink for StdoutSink<'_, T> {
     fn gone(&self) -> bool {
         lock(self.conn).gone()
+    }
+    fn watch_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.raw_fd()
+    }
+    fn check(&mut self) -> Check {
+        lock(self.conn).check_incoming()
+    }
+}
+
+impl<T: Transport> StdoutSink<'_, T> {
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        lock(self.conn).t.raw_fd()
     }
 }
 

@@ -397,6 +397,12 @@ impl Sink for HttpSink {
     fn gone(&self) -> bool {
         self.failed
     }
+    fn watch_fd(&self) -> Option<std::os::fd::RawFd> {
+        Some(self.w.get_ref().raw_fd())
+    }
+    fn check(&mut self) -> crate::response::Check {
+        crate::sys::peek_check(self.w.get_ref().raw_fd())
+    }
 }
 
 /// Serves one HTTP connection: requests until the client closes, asks to close, or a

@@ -61,6 +61,8 @@ mod server;
 mod sockio;
 mod standalone;
 mod sys;
+#[cfg(feature = "tower")]
+pub mod tower;
 mod vars;
 
 use std::sync::Arc;

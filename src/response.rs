@@ -190,6 +190,28 @@ where
 pub(crate) trait Sink: Write {
     /// True once the web server aborted the request or went away: stop writing.
     fn gone(&self) -> bool;
+    /// A descriptor that becomes readable when the peer may have aborted or gone (for
+    /// an async app that is waiting on something else).
+    fn watch_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+    /// After `watch_fd` turned readable: looks, without blocking, at what arrived.
+    fn check(&mut self) -> Check {
+        Check::Stuck
+    }
+}
+
+/// What a non-blocking look at the peer found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Check {
+    /// Aborted or disconnected.
+    Gone,
+    /// Nothing more to read now: wait for readiness again.
+    Drained,
+    /// Read something and handled it; look again.
+    Progress,
+    /// What is next is the request body, for the app to read: stop watching.
+    Stuck,
 }
 
 /// A buffered byte stream as a [`Sink`] (stdout under CGI, the socket under SCGI):
@@ -197,6 +219,7 @@ pub(crate) trait Sink: Write {
 pub(crate) struct WriteSink<W: Write> {
     w: io::BufWriter<W>,
     failed: bool,
+    watch: Option<std::os::fd::RawFd>,
 }
 
 impl<W: Write> WriteSink<W> {
@@ -204,7 +227,14 @@ impl<W: Write> WriteSink<W> {
         WriteSink {
             w: io::BufWriter::with_capacity(32 * 1024, w),
             failed: false,
+            watch: None,
         }
+    }
+
+    /// The socket to watch for the peer going away (SCGI).
+    pub fn watching(mut self, fd: std::os::fd::RawFd) -> WriteSink<W> {
+        self.watch = Some(fd);
+        self
     }
 }
 
@@ -223,6 +253,12 @@ impl<W: Write> Write for WriteSink<W> {
 impl<W: Write> Sink for WriteSink<W> {
     fn gone(&self) -> bool {
         self.failed
+    }
+    fn watch_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.watch
+    }
+    fn check(&mut self) -> Check {
+        self.watch.map_or(Check::Stuck, crate::sys::peek_check)
     }
 }
 

@@ -97,7 +97,7 @@ fn read_head(r: &mut impl BufRead, cfg: &Config) -> Result<Vars, HeadError> {
 /// Serves the one request of an SCGI connection.
 pub(crate) fn serve(io: SockIo, app: &dyn App, cfg: &Config) {
     let mut rd = BufReader::with_capacity(8192, io.clone());
-    let mut out = WriteSink::new(io.clone());
+    let mut out = WriteSink::new(io.clone()).watching(io.raw_fd());
     let vars = match read_head(&mut rd, cfg) {
         Ok(v) => v,
         Err(HeadError::Io(e)) => {

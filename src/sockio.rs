@@ -55,6 +55,10 @@ impl SockIo {
         }
     }
 
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.sock.as_raw_fd()
+    }
+
     /// Waits for the first byte of a request: `Ok(false)` when the peer closed, the
     /// idle timeout passed or a shutdown asks idle connections to end.
     pub fn wait_first(&self, idle_timeout: Option<Duration>) -> io::Result<bool> {

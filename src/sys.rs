@@ -458,6 +458,30 @@ pub fn ignore_sigpipe() {
     }
 }
 
+/// A non-blocking look at a stream socket: closed by the peer (`Gone`), nothing to
+/// read (`Drained`), or data waiting for whoever reads it (`Stuck`).
+pub fn peek_check(fd: RawFd) -> crate::response::Check {
+    use crate::response::Check;
+    let mut b = [0u8; 1];
+    // SAFETY: recv into a one-byte buffer we own.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    match n {
+        0 => Check::Gone,
+        n if n > 0 => Check::Stuck,
+        _ => match io::Error::last_os_error().kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Check::Drained,
+            _ => Check::Gone,
+        },
+    }
+}
+
 /// True when fd is a terminal.
 pub fn is_terminal(fd: RawFd) -> bool {
     // SAFETY: isatty only inspects the fd.

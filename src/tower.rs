@@ -1,0 +1,392 @@
+// Feature `tower`: serve any `tower::Service<Request<RequestBody>>` (an axum `Router`)
+// through the same launch modes, protocols and lifecycle as the plain handler API.
+
+use std::cell::RefCell;
+use std::error::Error as StdError;
+use std::future::{Future, poll_fn};
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::pin::{Pin, pin};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response, StatusCode};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+use tower_service::Service;
+
+use crate::body::Body;
+use crate::config::Builder;
+use crate::context::RequestExt;
+use crate::error::Error;
+use crate::record::Role;
+use crate::response::{self, Check, Outcome, Sink};
+use crate::server::App;
+
+/// The request body a service receives: the same stream as [`crate::Body`], as an
+/// `http_body::Body` of `Bytes` frames. It is read as the service polls it, never
+/// buffered whole.
+pub struct RequestBody {
+    inner: Option<Body>,
+    buf: BytesMut,
+    remaining: Option<u64>,
+}
+
+impl RequestBody {
+    fn new(body: Body) -> RequestBody {
+        let remaining = body.content_length();
+        RequestBody {
+            inner: Some(body),
+            buf: BytesMut::new(),
+            remaining,
+        }
+    }
+}
+
+const FRAME: usize = 32 * 1024;
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // The bytes come from the web server's connection, which is already receiving
+        // this request: reading blocks this thread only until they arrive (the read
+        // itself notices an aborted request).
+        let want = match this.remaining {
+            Some(r) => FRAME.min(usize::try_from(r).unwrap_or(FRAME)),
+            None => FRAME,
+        };
+        if want == 0 {
+            this.inner = None;
+            return Poll::Ready(None);
+        }
+        this.buf.resize(want, 0);
+        match inner.read(&mut this.buf[..want]) {
+            Ok(0) => {
+                this.inner = None;
+                Poll::Ready(None)
+            }
+            Ok(n) => {
+                if let Some(r) = &mut this.remaining {
+                    *r -= n as u64;
+                }
+                let chunk = this.buf.split_to(n).freeze();
+                this.buf.clear();
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+            Err(e) => {
+                this.inner = None;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_none() || self.remaining == Some(0)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// Which runtime drives the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Runtime {
+    /// A current-thread runtime on each worker thread (default): no extra threads, which
+    /// shared hosts count against the account. Tasks the service spawns run while its
+    /// request is in progress.
+    #[default]
+    CurrentThread,
+    /// One multi-thread runtime with this many worker threads, shared by all requests:
+    /// for services whose spawned background tasks must run between requests.
+    MultiThread(usize),
+}
+
+/// Serves `service` the way the process was launched: FastCGI on fd 0, CGI, or a
+/// standalone server from the command line — exactly as [`crate::run`] does for a
+/// plain handler.
+///
+/// ```no_run
+/// # #[cfg(feature = "tower")]
+/// # fn main() -> Result<(), fcgi_shim::Error> {
+/// # let app = tower_service_example();
+/// fcgi_shim::tower::run(app)
+/// # }
+/// # #[cfg(feature = "tower")]
+/// # fn tower_service_example() -> impl tower_service::Service<http::Request<fcgi_shim::tower::RequestBody>, Response = http::Response<String>, Error = std::convert::Infallible, Future = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>> + Clone + Send + 'static {
+/// #     #[derive(Clone)] struct S;
+/// #     impl tower_service::Service<http::Request<fcgi_shim::tower::RequestBody>> for S {
+/// #         type Response = http::Response<String>; type Error = std::convert::Infallible;
+/// #         type Future = std::future::Ready<Result<http::Response<String>, std::convert::Infallible>>;
+/// #         fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> { std::task::Poll::Ready(Ok(())) }
+/// #         fn call(&mut self, _: http::Request<fcgi_shim::tower::RequestBody>) -> Self::Future { std::future::ready(Ok(http::Response::new(String::new()))) }
+/// #     }
+/// #     S
+/// # }
+/// # #[cfg(not(feature = "tower"))] fn main() {}
+/// ```
+pub fn run<S, B>(service: S) -> Result<(), Error>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: HttpBody + 'static,
+    B::Data: bytes::Buf,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    run_with(Builder::new(), Runtime::default(), service)
+}
+
+/// [`run`] with settings and a choice of runtime.
+pub fn run_with<S, B>(builder: Builder, runtime: Runtime, service: S) -> Result<(), Error>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: HttpBody + 'static,
+    B::Data: bytes::Buf,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let shared = match runtime {
+        Runtime::CurrentThread => None,
+        Runtime::MultiThread(n) => Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(n.max(1))
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("starting the tokio runtime", e))?,
+        ),
+    };
+    builder.run_app(Arc::new(TowerApp {
+        service,
+        shared: shared.map(Arc::new),
+    }))
+}
+
+struct TowerApp<S> {
+    service: S,
+    shared: Option<Arc<tokio::runtime::Runtime>>,
+}
+
+thread_local! {
+    static LOCAL_RT: OnceLock<Option<tokio::runtime::Runtime>> = const { OnceLock::new() };
+}
+
+/// Runs `fut` to completion on this thread's runtime (or the shared one).
+fn block_on<F: Future>(shared: Option<&tokio::runtime::Runtime>, fut: F) -> Option<F::Output> {
+    if let Some(rt) = shared {
+        return Some(rt.block_on(fut));
+    }
+    LOCAL_RT.with(|cell| {
+        let rt = cell.get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .inspect_err(|e| log::error!("cannot start a tokio runtime: {e}"))
+                .ok()
+        });
+        rt.as_ref().map(|rt| rt.block_on(fut))
+    })
+}
+
+/// A descriptor watched for readability without owning it.
+struct Watched(RawFd);
+
+impl AsRawFd for Watched {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+/// Resolves when the peer has aborted the request or gone away; never otherwise.
+async fn peer_gone(out: &RefCell<&mut dyn Sink>) {
+    let fd = out.borrow().watch_fd();
+    let Some(fd) = fd else {
+        return std::future::pending().await;
+    };
+    // SAFETY: the descriptor is the web server's connection, which the connection
+    // keeps open for the whole request; this AsyncFd is dropped when `serve` returns.
+    let registered = unsafe { AsyncFd::register_with_interest(Watched(fd), Interest::READABLE) };
+    let Ok(afd) = registered else {
+        return std::future::pending().await;
+    };
+    loop {
+        let Ok(mut guard) = afd.readable().await else {
+            return std::future::pending().await;
+        };
+        match out.borrow_mut().check() {
+            Check::Gone => return,
+            Check::Drained => guard.clear_ready(),
+            Check::Progress => {}
+            Check::Stuck => return std::future::pending().await,
+        }
+    }
+}
+
+/// Polls `fut`, turning a panic into `Err(message)` (one log line, see `guarded`).
+async fn catch<F: Future>(fut: F) -> Result<F::Output, String> {
+    let mut fut = pin!(fut);
+    poll_fn(
+        move |cx| match response::guarded(|| fut.as_mut().poll(cx)) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(msg) => Poll::Ready(Err(msg)),
+        },
+    )
+    .await
+}
+
+impl<S, B> App for TowerApp<S>
+where
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<Box<dyn StdError + Send + Sync>>,
+    B: HttpBody + 'static,
+    B::Data: bytes::Buf,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    fn serve(&self, req: Request<Body>, out: &mut dyn Sink) -> Outcome {
+        let head_only = req.method() == http::Method::HEAD;
+        let role = req.context().map_or(Role::Responder, |c| c.role());
+        let what = format!("{} {}", req.method(), req.uri());
+        let req = req.map(RequestBody::new);
+        let mut svc = self.service.clone();
+        let out = RefCell::new(out);
+        let work = async {
+            if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
+                log::error!("service not ready for {what}: {}; answered 503", e.into());
+                return error(&out, StatusCode::SERVICE_UNAVAILABLE);
+            }
+            let resp = match catch(svc.call(req)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    log::error!("service failed on {what}: {}; answered 500", e.into());
+                    return error(&out, StatusCode::INTERNAL_SERVER_ERROR);
+                }
+                Err(msg) => {
+                    log::error!("service panicked on {what}: {msg}; answered 500");
+                    return match error(&out, StatusCode::INTERNAL_SERVER_ERROR) {
+                        Outcome::Gone => Outcome::Gone,
+                        _ => Outcome::AppFailed,
+                    };
+                }
+            };
+            let (parts, body) = resp.into_parts();
+            let exact = body.size_hint().exact();
+            let mut head = Vec::with_capacity(256);
+            if let Err(e) = response::encode_head(&parts, exact, role, &mut head) {
+                log::error!("{e}; answering 500 instead");
+                let _ = error(&out, StatusCode::INTERNAL_SERVER_ERROR);
+                return Outcome::AppFailed;
+            }
+            if out.borrow_mut().write_all(&head).is_err() {
+                return Outcome::Gone;
+            }
+            let skip = head_only || (role == Role::Authorizer && parts.status == StatusCode::OK);
+            if skip {
+                return Outcome::Complete;
+            }
+            stream_body(body, &out, &what).await
+        };
+        let cancel = peer_gone(&out);
+        let both = async {
+            let mut work = pin!(work);
+            let mut cancel = pin!(cancel);
+            poll_fn(|cx| {
+                if let Poll::Ready(o) = work.as_mut().poll(cx) {
+                    return Poll::Ready(o);
+                }
+                if cancel.as_mut().poll(cx).is_ready() {
+                    // Dropping `work` cancels the service's future.
+                    log::info!(
+                        "{what}: the web server aborted the request; the service was cancelled"
+                    );
+                    return Poll::Ready(Outcome::Gone);
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        block_on(self.shared.as_deref(), both).unwrap_or_else(|| {
+            let mut o = out.borrow_mut();
+            response::send_error(StatusCode::INTERNAL_SERVER_ERROR, &mut **o)
+        })
+    }
+}
+
+fn error(out: &RefCell<&mut dyn Sink>, status: StatusCode) -> Outcome {
+    let mut o = out.borrow_mut();
+    response::send_error(status, &mut **o)
+}
+
+/// Writes the body frame by frame; flushes whenever the body has nothing ready, so a
+/// stream (server-sent events, progress) reaches the client as it is produced while
+/// a fast body still goes out in large writes.
+async fn stream_body<B>(body: B, out: &RefCell<&mut dyn Sink>, what: &str) -> Outcome
+where
+    B: HttpBody,
+    B::Data: bytes::Buf,
+    B::Error: Into<Box<dyn StdError + Send + Sync>>,
+{
+    let mut body = pin!(body);
+    loop {
+        let next = poll_fn(
+            |cx| match response::guarded(|| body.as_mut().poll_frame(cx)) {
+                Ok(Poll::Pending) => {
+                    if out.borrow_mut().flush().is_err() {
+                        return Poll::Ready(Err(None));
+                    }
+                    Poll::Pending
+                }
+                Ok(Poll::Ready(f)) => Poll::Ready(Ok(f)),
+                Err(msg) => Poll::Ready(Err(Some(msg))),
+            },
+        )
+        .await;
+        match next {
+            Ok(None) => return Outcome::Complete,
+            Ok(Some(Ok(frame))) => {
+                if let Ok(mut data) = frame.into_data() {
+                    let mut o = out.borrow_mut();
+                    while bytes::Buf::has_remaining(&data) {
+                        let chunk = bytes::Buf::chunk(&data);
+                        let n = chunk.len();
+                        if o.write_all(chunk).is_err() {
+                            return Outcome::Gone;
+                        }
+                        bytes::Buf::advance(&mut data, n);
+                    }
+                }
+            }
+            Ok(Some(Err(e))) => {
+                if out.borrow().gone() {
+                    return Outcome::Gone;
+                }
+                log::error!(
+                    "{what}: response body failed after the headers were sent: {}",
+                    e.into()
+                );
+                return Outcome::AppFailed;
+            }
+            Err(None) => return Outcome::Gone,
+            Err(Some(msg)) => {
+                log::error!(
+                    "{what}: panic while streaming the response body: {msg}; response cut short"
+                );
+                return Outcome::AppFailed;
+            }
+        }
+    }
+}
