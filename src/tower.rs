@@ -227,7 +227,9 @@ async fn peer_gone(out: &RefCell<&mut dyn Sink>) {
         let Ok(mut guard) = afd.readable().await else {
             return std::future::pending().await;
         };
-        match out.borrow_mut().check() {
+        // Bind first: the borrow must end before any await below.
+        let check = out.borrow_mut().check();
+        match check {
             Check::Gone => return,
             Check::Drained => guard.clear_ready(),
             Check::Progress => {}

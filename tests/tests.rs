@@ -7,3 +7,5 @@ mod cgi;
 mod lifecycle;
 mod mount;
 mod protocol;
+mod servers;
+mod standalone;
