@@ -807,6 +807,10 @@ impl<T: Transport> Conn<T> {
     /// Sends lines the app logged during this request as FCGI_STDERR records, which
     /// the web server writes to its error log with the request's context.
     fn push_stderr_capture(&mut self) {
+        if self.failure.is_some() {
+            // Nobody to send them to: they go to our stderr when the capture ends.
+            return;
+        }
         let Some(text) = logger::take_captured() else {
             return;
         };

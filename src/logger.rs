@@ -46,11 +46,18 @@ pub(crate) fn capture_begin() {
     CAPTURING.with(|c| c.set(true));
 }
 
-/// Stops capturing; anything not taken goes to stderr.
+/// Stops capturing; lines not sent to the web server go to stderr, prefixed as ours.
 pub(crate) fn capture_end() {
     CAPTURING.with(|c| c.set(false));
     if let Some(rest) = take_captured() {
-        let _ = std::io::stderr().write_all(&rest);
+        let prefix = LOGGER.get().map_or("fcgi-shim", |l| l.prefix.as_str());
+        let pid = std::process::id();
+        let mut out = Vec::with_capacity(rest.len() + 64);
+        for line in rest.split_inclusive(|&b| b == b'\n') {
+            out.extend_from_slice(format!("{prefix}[{pid}]: ").as_bytes());
+            out.extend_from_slice(line);
+        }
+        let _ = std::io::stderr().write_all(&out);
     }
 }
 

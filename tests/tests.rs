@@ -9,3 +9,5 @@ mod mount;
 mod protocol;
 mod servers;
 mod standalone;
+#[cfg(feature = "tower")]
+mod tower;

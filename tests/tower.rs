@@ -1,0 +1,210 @@
+// The axum example (feature `tower`) under FastCGI on fd 0 and as CGI: routes resolve
+// app-relative, redirects carry the mount prefix, responses stream frame by frame,
+// an abort cancels the service, a panic is a 500 and the process lives.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const T: Duration = Duration::from_secs(10);
+
+/// The variables Apache sends for `<method> /blog<path>` after the subdirectory
+/// .htaccess rewrote it to /blog/mysite.fcgi<path>.
+fn blog(method: &str, path: &str, query: &str) -> Vec<(&'static str, String)> {
+    let uri = if query.is_empty() {
+        format!("/blog{path}")
+    } else {
+        format!("/blog{path}?{query}")
+    };
+    let mut v = cgi_vars(method, path, query);
+    for (k, val) in v.iter_mut() {
+        match *k {
+            "SCRIPT_NAME" => *val = "/blog/mysite.fcgi".into(),
+            "REQUEST_URI" => *val = uri.clone(),
+            "HTTP_HOST" | "SERVER_NAME" => *val = "example.com".into(),
+            _ => {}
+        }
+    }
+    v.push(("REDIRECT_URL", format!("/blog{path}")));
+    v
+}
+
+fn body_text(r: &Reply) -> String {
+    String::from_utf8_lossy(&r.head_and_body().1).into_owned()
+}
+
+#[test]
+fn routes_resolve_app_relative_under_a_subdirectory() {
+    let app = FcgiApp::start("axum", &[]);
+    let r = app.roundtrip(request(1, false, &blog("GET", "/posts/42", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+    assert_eq!(body_text(&r), "<h1>Post 42</h1>");
+    let r = app.roundtrip(request(1, false, &blog("GET", "/", ""), b""), 1);
+    assert!(body_text(&r).contains(r#"<a href="/blog/posts/1">"#), "{}", body_text(&r));
+    let r = app.roundtrip(request(1, false, &blog("GET", "/api/info", ""), b""), 1);
+    let j: serde_json::Value = serde_json::from_slice(&r.head_and_body().1).unwrap();
+    assert_eq!(j["script_name"], "/blog");
+    assert_eq!(j["path"], "/api/info");
+    assert_eq!(j["mode"], "fastcgi");
+    // The redirect is built from the mount prefix.
+    let r = app.roundtrip(request(1, false, &blog("GET", "/go", ""), b""), 1);
+    let (head, _) = r.head_and_body();
+    assert!(head.starts_with("Status: 303"), "{head}");
+    assert!(head.contains("location: http://example.com/blog/posts/1\r\n"), "{head}");
+    // A form POST.
+    let mut vars = blog("POST", "/greet", "");
+    vars.push(("CONTENT_TYPE", "application/x-www-form-urlencoded".into()));
+    let r = app.roundtrip(request(1, false, &vars, b"name=Ann+Lee"), 1);
+    assert_eq!(body_text(&r), "<p>Hello, Ann Lee!</p>");
+    // Unknown route: axum's 404.
+    let r = app.roundtrip(request(1, false, &blog("GET", "/nope", ""), b""), 1);
+    assert_eq!(r.status(), 404);
+}
+
+#[test]
+fn upload_streams_into_the_service() {
+    let app = FcgiApp::start("axum", &[]);
+    let body = noise(5 * 1024 * 1024 + 7, 4);
+    let mut vars = blog("POST", "/upload", "");
+    vars.push(("CONTENT_TYPE", "application/octet-stream".into()));
+    let r = app.roundtrip(request(1, false, &vars, &body), 1);
+    let j: serde_json::Value = serde_json::from_slice(&r.head_and_body().1).unwrap();
+    assert_eq!(j["len"], body.len() as u64);
+    assert_eq!(j["sha256"], sha256_hex(&body));
+}
+
+#[test]
+fn streamed_response_arrives_before_it_is_finished() {
+    let app = FcgiApp::start("axum", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, false, &blog("GET", "/stream", "n=4&delay_ms=400"), b""))
+        .unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let t0 = Instant::now();
+    // Read records until the first STDOUT record with body content after the head.
+    let mut got = Vec::new();
+    let first_line_at = loop {
+        let mut h = [0u8; 8];
+        s.read_exact(&mut h).unwrap();
+        let len = u16::from_be_bytes([h[4], h[5]]) as usize;
+        let mut c = vec![0u8; len + h[6] as usize];
+        s.read_exact(&mut c).unwrap();
+        if h[1] == STDOUT {
+            got.extend_from_slice(&c[..len]);
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                if got[end + 4..].starts_with(b"line 0") {
+                    break t0.elapsed();
+                }
+            }
+        }
+    };
+    let rest = read_reply(&mut s, 1, T);
+    let total = t0.elapsed();
+    // Four lines 400 ms apart: the first one must not wait for the last (>= 1.2 s).
+    assert!(first_line_at < Duration::from_millis(800), "first line after {first_line_at:?}");
+    assert!(total >= Duration::from_millis(1100), "whole stream took {total:?}");
+    got.extend_from_slice(&rest.stdout);
+    let text = String::from_utf8_lossy(&got);
+    assert_eq!(text.matches("line ").count(), 4, "{text}");
+    assert_eq!(rest.end, Some((0, 0)));
+}
+
+#[test]
+fn abort_cancels_the_service_future() {
+    let app = FcgiApp::start("axum", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, true, &blog("GET", "/slow", "ms=5000"), b"")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    s.write_all(&rec(ABORT, 1, &[])).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert!(r.end.is_some(), "no END_REQUEST");
+    assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+    assert!(body_text_opt(&r).is_none_or(|b| !b.contains("finished")));
+    // The service's future was dropped: its guard logged that (as FCGI_STDERR or on
+    // the process's stderr).
+    let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
+    let saw = wait_until(Duration::from_secs(2), || {
+        format!("{log}{}", app.stderr()).contains("/slow was cancelled")
+    });
+    assert!(saw, "no cancellation logged:\n{log}");
+    // The connection (keep-conn) and the process go on.
+    s.write_all(&request(2, false, &blog("GET", "/posts/1", ""), b"")).unwrap();
+    assert_eq!(read_reply(&mut s, 2, T).status(), 200);
+}
+
+fn body_text_opt(r: &Reply) -> Option<String> {
+    r.stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| String::from_utf8_lossy(&r.stdout[p + 4..]).into_owned())
+}
+
+#[test]
+fn disconnect_cancels_the_service_future() {
+    let app = FcgiApp::start("axum", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, false, &blog("GET", "/slow", "ms=5000"), b"")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    assert!(
+        wait_until(Duration::from_secs(2), || app.stderr().contains("/slow was cancelled")),
+        "{}",
+        app.stderr()
+    );
+}
+
+#[test]
+fn panic_is_500_and_the_process_lives() {
+    let mut app = FcgiApp::start("axum", &[]);
+    let r = app.roundtrip(request(1, false, &blog("GET", "/panic", ""), b""), 1);
+    assert_eq!(r.status(), 500);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("service panicked"));
+    let r = app.roundtrip(request(1, false, &blog("GET", "/posts/2", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+    assert!(app.alive());
+}
+
+#[test]
+fn lifecycle_applies_to_services_too() {
+    let mut app = FcgiApp::start("axum", &[("FCGI_MAX_REQUESTS", "2")]);
+    for _ in 0..2 {
+        let r = app.roundtrip(request(1, false, &blog("GET", "/posts/2", ""), b""), 1);
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+    // SIGTERM while a request is in flight: it completes, then exit 0.
+    let mut app = FcgiApp::start("axum", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, false, &blog("GET", "/slow", "ms=600"), b"")).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    app.signal(libc::SIGTERM);
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(body_text(&r), "finished\n");
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn the_same_app_as_cgi() {
+    let out = Command::new(example("axum"))
+        .env_clear()
+        .envs(blog("GET", "/posts/9", "").iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.starts_with("Status: 200 OK\r\n") && s.ends_with("<h1>Post 9</h1>"), "{s}");
+}
+
+#[test]
+fn a_single_thread_serves_by_default() {
+    // The default runtime is current-thread: an idle process has just its main thread.
+    let app = FcgiApp::start("axum", &[]);
+    let r = app.roundtrip(request(1, false, &blog("GET", "/posts/1", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+    let threads = std::fs::read_dir(format!("/proc/{}/task", app.pid())).unwrap().count();
+    assert_eq!(threads, 1, "threads in an fd-0 FastCGI process");
+}
