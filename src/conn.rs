@@ -43,6 +43,7 @@ pub(crate) trait Transport: Send {
     /// Half-closes our sending side; used for a lingering close.
     fn shutdown_write(&mut self) {}
     /// The descriptor to watch for readiness, if there is one.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
@@ -1069,6 +1070,7 @@ impl<T: Transport> Sink for StdoutSink<'_, T> {
 }
 
 impl<T: Transport> StdoutSink<'_, T> {
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         lock(self.conn).t.raw_fd()
     }

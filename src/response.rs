@@ -192,10 +192,12 @@ pub(crate) trait Sink: Write {
     fn gone(&self) -> bool;
     /// A descriptor that becomes readable when the peer may have aborted or gone (for
     /// an async app that is waiting on something else).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     fn watch_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
     /// After `watch_fd` turned readable: looks, without blocking, at what arrived.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     fn check(&mut self) -> Check {
         Check::Stuck
     }

@@ -458,6 +458,7 @@ pub fn ignore_sigpipe() {
     }
 }
 
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
 /// A non-blocking look at a stream socket: closed by the peer (`Gone`), nothing to
 /// read (`Drained`), or data waiting for whoever reads it (`Stuck`).
 pub fn peek_check(fd: RawFd) -> crate::response::Check {

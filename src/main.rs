@@ -1,0 +1,629 @@
+// The `fcgi-shim` tool (feature `cli`): a FastCGI load generator and request sender,
+// usable against any FastCGI app — ours, libfcgi, Go, php-cgi, flup — started the way
+// mod_fcgid starts it (a listening socket on fd 0) or already listening.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use fcgi_shim::record::{self, BeginRequest, Header, RecordType};
+
+const USAGE: &str = "\
+fcgi-shim: tools for FastCGI apps
+
+  fcgi-shim bench TARGET [options]     load-test a FastCGI app
+  fcgi-shim request TARGET [options]   send one request, print the response
+  fcgi-shim cgi-time PROGRAM [options] time CGI start-up: exec to complete response
+
+TARGET: --socket PATH | --tcp HOST:PORT | --spawn PROGRAM [ARG...] --
+  (--spawn starts PROGRAM with a listening Unix socket on fd 0, as mod_fcgid,
+  lighttpd and spawn-fcgi do, and stops it afterwards)
+
+bench options:
+  -c, --concurrency N   connections at once (default 1)
+  --keep-conn           reuse each connection (FCGI_KEEP_CONN, as nginx keepalive);
+                        default: a new connection per request (as mod_fcgid)
+  -d, --duration SECS   how long to measure (default 5)
+  -n, --requests N      stop after N requests instead
+  --warmup SECS         requests before measuring (default 1)
+  --path PATH           PATH_INFO (default /)
+  --body-size BYTES     POST a body of this size (default: GET, no body)
+  --json                one JSON object on stdout
+request options: --path, --query, --method, --body-size, --header NAME=VALUE
+cgi-time options: -n N (default 200), --path PATH; prints the median and p90
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fcgi-shim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() || args[0] == "--help" || args[0] == "-h" {
+        print!("{USAGE}");
+        return Ok(());
+    }
+    let cmd = args.remove(0);
+    match cmd.as_str() {
+        "bench" => bench(Opts::parse(args)?),
+        "request" => request(Opts::parse(args)?),
+        "cgi-time" => cgi_time(Opts::parse(args)?),
+        other => bail!("unknown command {other:?}; try --help"),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Opts {
+    socket: Option<PathBuf>,
+    tcp: Option<String>,
+    spawn: Vec<String>,
+    program: Option<String>,
+    concurrency: usize,
+    keep_conn: bool,
+    duration: Duration,
+    requests: Option<u64>,
+    warmup: Duration,
+    path: String,
+    query: String,
+    method: Option<String>,
+    body_size: usize,
+    headers: Vec<(String, String)>,
+    json: bool,
+}
+
+impl Opts {
+    fn parse(args: Vec<String>) -> Result<Opts> {
+        let mut o = Opts {
+            concurrency: 1,
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            path: "/".into(),
+            ..Opts::default()
+        };
+        let mut it = args.into_iter();
+        let secs = |v: Option<String>, n: &str| -> Result<Duration> {
+            let s: f64 = v.with_context(|| format!("{n} needs a value"))?.parse()?;
+            Ok(Duration::from_secs_f64(s))
+        };
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--socket" => o.socket = Some(it.next().context("--socket PATH")?.into()),
+                "--tcp" => o.tcp = Some(it.next().context("--tcp HOST:PORT")?),
+                "--spawn" => {
+                    for x in it.by_ref() {
+                        if x == "--" {
+                            break;
+                        }
+                        o.spawn.push(x);
+                    }
+                }
+                "-c" | "--concurrency" => o.concurrency = it.next().context("-c N")?.parse()?,
+                "--keep-conn" => o.keep_conn = true,
+                "-d" | "--duration" => o.duration = secs(it.next(), "--duration")?,
+                "-n" | "--requests" => o.requests = Some(it.next().context("-n N")?.parse()?),
+                "--warmup" => o.warmup = secs(it.next(), "--warmup")?,
+                "--path" => o.path = it.next().context("--path PATH")?,
+                "--query" => o.query = it.next().context("--query Q")?,
+                "--method" => o.method = Some(it.next().context("--method M")?),
+                "--body-size" => o.body_size = it.next().context("--body-size N")?.parse()?,
+                "--header" => {
+                    let h = it.next().context("--header NAME=VALUE")?;
+                    let (k, v) = h.split_once('=').context("--header NAME=VALUE")?;
+                    o.headers.push((k.to_owned(), v.to_owned()));
+                }
+                "--json" => o.json = true,
+                p if !p.starts_with('-') && o.program.is_none() => o.program = Some(p.to_owned()),
+                other => bail!("unknown option {other:?}; try --help"),
+            }
+        }
+        if o.concurrency == 0 {
+            bail!("--concurrency must be at least 1");
+        }
+        Ok(o)
+    }
+}
+
+// ---- the target ----
+
+enum Target {
+    Unix(PathBuf),
+    Tcp(String),
+}
+
+/// A program started with a listening socket on fd 0; stopped on drop.
+struct Spawned {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Spawned {
+    fn start(argv: &[String]) -> Result<(Spawned, PathBuf)> {
+        let dir = std::env::temp_dir().join(format!("fcgi-shim-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let sock = dir.join("app.sock");
+        let _ = std::fs::remove_file(&sock);
+        let l = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::from(OwnedFd::from(l)))
+            .stdout(Stdio::null())
+            .env_remove("GATEWAY_INTERFACE")
+            .spawn()
+            .with_context(|| format!("starting {}", argv[0]))?;
+        Ok((Spawned { child, dir }, sock))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+enum Conn {
+    Unix(UnixStream),
+    Tcp(std::net::TcpStream),
+}
+
+impl Conn {
+    fn open(t: &Target) -> std::io::Result<Conn> {
+        Ok(match t {
+            Target::Unix(p) => Conn::Unix(UnixStream::connect(p)?),
+            Target::Tcp(a) => {
+                let s = std::net::TcpStream::connect(a)?;
+                s.set_nodelay(true)?;
+                Conn::Tcp(s)
+            }
+        })
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, b: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(b),
+            Conn::Tcp(s) => s.read(b),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(b),
+            Conn::Tcp(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn resolve(o: &Opts) -> Result<(Target, Option<Spawned>)> {
+    if !o.spawn.is_empty() {
+        let (sp, sock) = Spawned::start(&o.spawn)?;
+        // Ready when it accepts a request.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut c) = UnixStream::connect(&sock) {
+                let req = build_request(o, false);
+                if c.write_all(&req).is_ok()
+                    && read_response(&mut Conn::Unix(c), &mut Vec::new()).is_ok()
+                {
+                    break;
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not answer on its socket within 10 s", o.spawn[0]);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        return Ok((Target::Unix(sock), Some(sp)));
+    }
+    if let Some(p) = &o.socket {
+        return Ok((Target::Unix(p.clone()), None));
+    }
+    if let Some(a) = &o.tcp {
+        return Ok((Target::Tcp(a.clone()), None));
+    }
+    Err(anyhow!(
+        "no target: give --socket, --tcp or --spawn (see --help)"
+    ))
+}
+
+// ---- requests ----
+
+fn build_request(o: &Opts, keep: bool) -> Vec<u8> {
+    let method = o.method.clone().unwrap_or_else(|| {
+        if o.body_size > 0 {
+            "POST".into()
+        } else {
+            "GET".into()
+        }
+    });
+    let uri = if o.query.is_empty() {
+        o.path.clone()
+    } else {
+        format!("{}?{}", o.path, o.query)
+    };
+    let mut p = Vec::new();
+    let mut vars: Vec<(String, String)> = vec![
+        ("GATEWAY_INTERFACE".into(), "CGI/1.1".into()),
+        ("SERVER_SOFTWARE".into(), "fcgi-shim-bench".into()),
+        ("REQUEST_METHOD".into(), method),
+        ("SCRIPT_NAME".into(), "/hello.fcgi".into()),
+        ("SCRIPT_FILENAME".into(), "/var/www/hello.fcgi".into()),
+        ("PATH_INFO".into(), o.path.clone()),
+        ("QUERY_STRING".into(), o.query.clone()),
+        ("REQUEST_URI".into(), uri),
+        ("SERVER_PROTOCOL".into(), "HTTP/1.1".into()),
+        ("SERVER_NAME".into(), "localhost".into()),
+        ("SERVER_PORT".into(), "80".into()),
+        ("REMOTE_ADDR".into(), "127.0.0.1".into()),
+        ("REMOTE_PORT".into(), "50000".into()),
+        ("HTTP_HOST".into(), "localhost".into()),
+        ("HTTP_USER_AGENT".into(), "fcgi-shim-bench".into()),
+        ("HTTP_ACCEPT".into(), "*/*".into()),
+    ];
+    if o.body_size > 0 {
+        vars.push(("CONTENT_LENGTH".into(), o.body_size.to_string()));
+        vars.push(("CONTENT_TYPE".into(), "application/octet-stream".into()));
+    }
+    for (k, v) in &o.headers {
+        vars.push((
+            format!("HTTP_{}", k.to_ascii_uppercase().replace('-', "_")),
+            v.clone(),
+        ));
+    }
+    for (k, v) in &vars {
+        record::push_pair(&mut p, k.as_bytes(), v.as_bytes());
+    }
+    let mut out = Vec::new();
+    let begin = BeginRequest {
+        role: 1,
+        flags: if keep { record::KEEP_CONN } else { 0 },
+    };
+    record::push_record(&mut out, RecordType::BeginRequest, 1, &begin.to_bytes());
+    for c in p.chunks(record::MAX_CHUNK) {
+        record::push_record(&mut out, RecordType::Params, 1, c);
+    }
+    record::push_record(&mut out, RecordType::Params, 1, &[]);
+    if o.body_size > 0 && o.body_size <= 1 << 20 {
+        let body = vec![b'x'; o.body_size];
+        for c in body.chunks(record::MAX_CHUNK) {
+            record::push_record(&mut out, RecordType::Stdin, 1, c);
+        }
+        record::push_record(&mut out, RecordType::Stdin, 1, &[]);
+    }
+    out
+}
+
+/// Writes a large body as STDIN records without holding it in memory.
+fn write_big_body(c: &mut Conn, size: usize) -> std::io::Result<()> {
+    let chunk = vec![b'x'; record::MAX_CHUNK];
+    let mut left = size;
+    let mut rec = Vec::with_capacity(record::MAX_CHUNK + 16);
+    while left > 0 {
+        let n = left.min(record::MAX_CHUNK);
+        rec.clear();
+        record::push_record(&mut rec, RecordType::Stdin, 1, &chunk[..n]);
+        c.write_all(&rec)?;
+        left -= n;
+    }
+    rec.clear();
+    record::push_record(&mut rec, RecordType::Stdin, 1, &[]);
+    c.write_all(&rec)
+}
+
+/// What came back for one request.
+#[derive(Default)]
+struct Resp {
+    stdout_len: u64,
+    stderr: Vec<u8>,
+    status_ok: bool,
+    app_status: u32,
+    proto_status: u8,
+}
+
+/// Reads records until END_REQUEST for id 1. `keep` collects STDOUT when non-empty
+/// capacity is wanted (for `request`); the bench discards it.
+fn read_response(c: &mut Conn, collect: &mut Vec<u8>) -> Result<Resp> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut have = 0usize;
+    let mut resp = Resp::default();
+    let mut first = true;
+    loop {
+        // Parse whole records in the buffer.
+        let mut pos = 0;
+        while have - pos >= record::HEADER_LEN {
+            let mut hb = [0u8; 8];
+            hb.copy_from_slice(&buf[pos..pos + 8]);
+            let h = Header::parse(&hb);
+            let total = 8 + h.body_len();
+            if have - pos < total {
+                if total > buf.len() {
+                    buf.resize(total, 0);
+                }
+                break;
+            }
+            let content = &buf[pos + 8..pos + 8 + h.content_length as usize];
+            match h.record_type {
+                RecordType::Stdout => {
+                    if first && !content.is_empty() {
+                        resp.status_ok =
+                            content.starts_with(b"Status: 200") || !content.starts_with(b"Status:");
+                        first = false;
+                    }
+                    resp.stdout_len += content.len() as u64;
+                    if collect.capacity() > 0 {
+                        collect.extend_from_slice(content);
+                    }
+                }
+                RecordType::Stderr => resp.stderr.extend_from_slice(content),
+                RecordType::EndRequest if h.request_id == 1 => {
+                    resp.app_status =
+                        u32::from_be_bytes([content[0], content[1], content[2], content[3]]);
+                    resp.proto_status = content[4];
+                    return Ok(resp);
+                }
+                _ => {}
+            }
+            pos += total;
+        }
+        buf.copy_within(pos..have, 0);
+        have -= pos;
+        let n = c.read(&mut buf[have..])?;
+        if n == 0 {
+            bail!("connection closed before END_REQUEST");
+        }
+        have += n;
+    }
+}
+
+// ---- commands ----
+
+fn request(o: Opts) -> Result<()> {
+    let (target, _spawned) = resolve(&o)?;
+    let mut c = Conn::open(&target)?;
+    c.write_all(&build_request(&o, false))?;
+    if o.body_size > 1 << 20 {
+        write_big_body(&mut c, o.body_size)?;
+    }
+    let mut out = Vec::with_capacity(64 * 1024);
+    let r = read_response(&mut c, &mut out)?;
+    std::io::stdout().write_all(&out)?;
+    if !r.stderr.is_empty() {
+        eprint!("{}", String::from_utf8_lossy(&r.stderr));
+    }
+    eprintln!(
+        "[END_REQUEST appStatus {} protocolStatus {}]",
+        r.app_status, r.proto_status
+    );
+    Ok(())
+}
+
+struct Stats {
+    latencies: Vec<u32>, // microseconds
+    errors: u64,
+    bytes: u64,
+}
+
+fn bench(o: Opts) -> Result<()> {
+    let (target, spawned) = resolve(&o)?;
+    let target = Arc::new(target);
+    let req = Arc::new(build_request(&o, o.keep_conn));
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(o.warmup.is_zero()));
+    let done = Arc::new(AtomicU64::new(0));
+    let barrier = Arc::new(Barrier::new(o.concurrency + 1));
+    let big = o.body_size > 1 << 20;
+    let mut handles = Vec::new();
+    for _ in 0..o.concurrency {
+        let (target, req, stop, measuring, done, barrier) = (
+            target.clone(),
+            req.clone(),
+            stop.clone(),
+            measuring.clone(),
+            done.clone(),
+            barrier.clone(),
+        );
+        let limit = o.requests;
+        let keep = o.keep_conn;
+        let body_size = o.body_size;
+        handles.push(std::thread::spawn(move || {
+            let mut st = Stats {
+                latencies: Vec::with_capacity(1 << 16),
+                errors: 0,
+                bytes: 0,
+            };
+            let mut conn: Option<Conn> = None;
+            let mut sink = Vec::new();
+            barrier.wait();
+            while !stop.load(Ordering::Relaxed) {
+                let t0 = Instant::now();
+                let r = (|| -> Result<Resp> {
+                    if conn.is_none() {
+                        conn = Some(Conn::open(&target)?);
+                    }
+                    let c = conn.as_mut().context("connection")?;
+                    c.write_all(&req)?;
+                    if big {
+                        write_big_body(c, body_size)?;
+                    }
+                    read_response(c, &mut sink)
+                })();
+                let took = t0.elapsed();
+                if !keep {
+                    conn = None;
+                }
+                let counted = measuring.load(Ordering::Relaxed);
+                match r {
+                    Ok(resp) if resp.status_ok && resp.proto_status == 0 => {
+                        if counted {
+                            st.latencies
+                                .push(took.as_micros().min(u32::MAX as u128) as u32);
+                            st.bytes += resp.stdout_len;
+                        }
+                    }
+                    _ => {
+                        conn = None;
+                        if counted {
+                            st.errors += 1;
+                        }
+                    }
+                }
+                if counted {
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if limit.is_some_and(|l| n >= l) {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            st
+        }));
+    }
+    barrier.wait();
+    if !o.warmup.is_zero() {
+        std::thread::sleep(o.warmup);
+        measuring.store(true, Ordering::Relaxed);
+    }
+    let t0 = Instant::now();
+    if o.requests.is_none() {
+        std::thread::sleep(o.duration);
+        stop.store(true, Ordering::Relaxed);
+    }
+    let mut all = Stats {
+        latencies: Vec::new(),
+        errors: 0,
+        bytes: 0,
+    };
+    for h in handles {
+        let st = h.join().map_err(|_| anyhow!("a load thread panicked"))?;
+        all.latencies.extend(st.latencies);
+        all.errors += st.errors;
+        all.bytes += st.bytes;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    all.latencies.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if all.latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((all.latencies.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(all.latencies[i])
+    };
+    let n = all.latencies.len();
+    let rss = spawned.as_ref().and_then(|s| proc_status(s.pid()));
+    if o.json {
+        println!(
+            "{{\"requests\":{n},\"errors\":{},\"seconds\":{secs:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"mib_per_s\":{:.1},\"rss_kib\":{},\"hwm_kib\":{}}}",
+            all.errors,
+            n as f64 / secs,
+            pct(0.50),
+            pct(0.99),
+            all.bytes as f64 / secs / 1048576.0,
+            rss.map_or(-1, |r| r.0 as i64),
+            rss.map_or(-1, |r| r.1 as i64),
+        );
+    } else {
+        println!(
+            "{n} requests in {secs:.2} s: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors, {:.1} MiB/s{}",
+            n as f64 / secs,
+            pct(0.50),
+            pct(0.99),
+            all.errors,
+            all.bytes as f64 / secs / 1048576.0,
+            rss.map_or(String::new(), |r| format!(
+                ", RSS {} KiB (peak {} KiB)",
+                r.0, r.1
+            )),
+        );
+    }
+    Ok(())
+}
+
+/// (VmRSS, VmHWM) in KiB.
+fn proc_status(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        s.lines()
+            .find(|l| l.starts_with(name))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn cgi_time(o: Opts) -> Result<()> {
+    let program = o.program.clone().context("cgi-time PROGRAM")?;
+    let n = o.requests.unwrap_or(200);
+    if !Path::new(&program).exists() {
+        bail!("{program} does not exist");
+    }
+    let mut times = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let out = Command::new(&program)
+            .env_clear()
+            .env("GATEWAY_INTERFACE", "CGI/1.1")
+            .env("REQUEST_METHOD", "GET")
+            .env("SCRIPT_NAME", "/hello.cgi")
+            .env("SCRIPT_FILENAME", &program)
+            .env("PATH_INFO", &o.path)
+            .env("QUERY_STRING", "")
+            .env("REQUEST_URI", &o.path)
+            .env("SERVER_PROTOCOL", "HTTP/1.1")
+            .env("SERVER_NAME", "localhost")
+            .env("SERVER_PORT", "80")
+            .env("REMOTE_ADDR", "127.0.0.1")
+            .env("REDIRECT_STATUS", "200")
+            .env("HTTP_HOST", "localhost")
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .with_context(|| format!("running {program}"))?;
+        let took = t0.elapsed();
+        if out.stdout.is_empty() {
+            bail!("{program} wrote no response");
+        }
+        times.push(took.as_micros() as u64);
+    }
+    times.sort_unstable();
+    let med = times[times.len() / 2];
+    let p90 = times[times.len() * 9 / 10];
+    if o.json {
+        println!("{{\"runs\":{n},\"median_us\":{med},\"p90_us\":{p90}}}");
+    } else {
+        println!("{n} runs: median {med} µs, p90 {p90} µs");
+    }
+    Ok(())
+}
