@@ -216,6 +216,10 @@ pub(crate) struct Conn<T: Transport> {
     peer_closed: bool,
     /// Shutting down: serve a request only if it has already arrived.
     draining: bool,
+    /// The next idle read follows a response: poll before reading.
+    poll_first: bool,
+    /// A request has been answered on this connection.
+    served_any: bool,
 }
 
 impl<T: Transport> Drop for Conn<T> {
@@ -253,6 +257,8 @@ impl<T: Transport> Conn<T> {
             failure: None,
             peer_closed: false,
             draining: false,
+            poll_first: false,
+            served_any: false,
         }
     }
 
@@ -266,6 +272,27 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// Waits until the socket is readable (or the idle/read timeout, or a shutdown).
+    /// A fresh connection always gets its first request served, even while shutting
+    /// down: the web server connected expecting an answer (and a restarted server's
+    /// probe arrives this way). Only a kept-alive connection idles.
+    fn wait_readable(&mut self, idle: bool) -> Result<(), ConnError> {
+        let idle = idle && self.served_any;
+        let timeout = match (idle, self.draining) {
+            (true, true) => Some(Duration::ZERO),
+            (true, false) => self.cfg.idle_timeout,
+            (false, _) => self.cfg.read_timeout,
+        };
+        match self.t.wait(false, timeout, idle && !self.draining)? {
+            Wake::Ready => Ok(()),
+            Wake::Stop => Err(ConnError::Shutdown),
+            Wake::TimedOut if idle => Err(ConnError::Closed),
+            Wake::TimedOut => Err(ConnError::TimedOut(
+                "the web server to send more of the request",
+            )),
+        }
+    }
+
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
     fn fill(&mut self, idle: bool) -> Result<usize, ConnError> {
         if self.rpos == self.rend {
@@ -276,6 +303,11 @@ impl<T: Transport> Conn<T> {
             self.rend -= self.rpos;
             self.rpos = 0;
         }
+        if idle && std::mem::take(&mut self.poll_first) {
+            // Right after a response the next request is rarely there yet: wait first
+            // instead of a read that would only say EAGAIN.
+            self.wait_readable(idle)?;
+        }
         loop {
             match self.t.read(&mut self.rbuf[self.rend..]) {
                 Ok(n) => {
@@ -285,25 +317,61 @@ impl<T: Transport> Conn<T> {
                     }
                     return Ok(n);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let timeout = match (idle, self.draining) {
-                        (true, true) => Some(Duration::ZERO),
-                        (true, false) => self.cfg.idle_timeout,
-                        (false, _) => self.cfg.read_timeout,
-                    };
-                    match self.t.wait(false, timeout, idle && !self.draining)? {
-                        Wake::Ready => {}
-                        Wake::Stop => return Err(ConnError::Shutdown),
-                        Wake::TimedOut if idle => return Err(ConnError::Closed),
-                        Wake::TimedOut => {
-                            return Err(ConnError::TimedOut(
-                                "the web server to send more of the request",
-                            ));
-                        }
-                    }
-                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_readable(idle)?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(ConnError::Io(e)),
+            }
+        }
+    }
+
+    /// After the app is done with its body: discards this request's FCGI_STDIN that is
+    /// already buffered, stopping at anything else. True when the stream's end was seen
+    /// (then nothing of this request is left to arrive).
+    fn consume_buffered_stdin(&mut self) -> bool {
+        loop {
+            let Some(a) = self.active.as_ref() else {
+                return true;
+            };
+            if a.stdin_done {
+                return true;
+            }
+            if a.body_attached {
+                return false;
+            }
+            let id = a.id;
+            if let Some(cur) = self.cur {
+                if cur.record_type != RecordType::Stdin || cur.id != id {
+                    return false;
+                }
+                let n = cur.left.min(self.avail());
+                self.rpos += n;
+                self.consume(n);
+                if self.cur.is_some() {
+                    return false;
+                }
+            }
+            let need = self.pad_left + HEADER_LEN;
+            if self.avail() < need {
+                return false;
+            }
+            let at = self.rpos + self.pad_left;
+            let mut hb = [0u8; HEADER_LEN];
+            hb.copy_from_slice(&self.rbuf[at..at + HEADER_LEN]);
+            let h = Header::parse(&hb);
+            if h.version != record::VERSION_1
+                || h.record_type != RecordType::Stdin
+                || h.request_id != id
+            {
+                return false;
+            }
+            // Whole header (and padding before it) is buffered: this cannot block.
+            match self.step(false) {
+                Ok(Step::StdinEnd) => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    self.fail(&e);
+                    return false;
+                }
             }
         }
     }
@@ -1168,8 +1236,10 @@ where
             }
         };
         let mut c = lock(&conn);
-        let stdin_done = c.active.as_ref().is_none_or(|a| a.stdin_done);
+        let stdin_done = c.consume_buffered_stdin();
         c.finish_request(outcome);
+        c.poll_first = true;
+        c.served_any = true;
         logger::capture_end();
         stats.requests += 1;
         after_request();

@@ -51,7 +51,9 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
         unsafe { libc::umask(m as libc::mode_t) };
     }
     if !threads_explicit {
-        cfg.max_conns = 8;
+        // Threaded: 8 connections at once. Prefork: one per worker process, as flup's
+        // prefork server, so each worker's max-requests is exact.
+        cfg.max_conns = if sa.processes.unwrap_or(1) > 1 { 1 } else { 8 };
     }
     // Nobody restarts a standalone server for us when its file is replaced.
     cfg.watch_binary = false;
@@ -90,6 +92,9 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
     if let Some(p) = &sa.pidfile {
         if let Err(e) = standalone::write_pidfile(p) {
             ready.fail(&e.to_string());
+            if let Some(f) = &file {
+                f.remove_if_ours();
+            }
             return Err(e);
         }
     }

@@ -315,7 +315,9 @@ fn build_request(o: &Opts, keep: bool) -> Vec<u8> {
         record::push_record(&mut out, RecordType::Params, 1, c);
     }
     record::push_record(&mut out, RecordType::Params, 1, &[]);
-    if o.body_size > 0 && o.body_size <= 1 << 20 {
+    // The STDIN stream is always terminated, even when empty, as web servers do; a
+    // body over 1 MiB is written separately, record by record.
+    if o.body_size <= 1 << 20 {
         let body = vec![b'x'; o.body_size];
         for c in body.chunks(record::MAX_CHUNK) {
             record::push_record(&mut out, RecordType::Stdin, 1, c);

@@ -140,6 +140,12 @@ impl Lifecycle {
     pub(crate) fn served(&self) -> u64 {
         self.served.load(Ordering::Relaxed)
     }
+
+    /// True once max-requests is reached: accept no more connections (with several
+    /// threads, requests already accepted may still take it a little past the limit).
+    pub(crate) fn exhausted(&self) -> bool {
+        self.max.is_some_and(|m| self.served() >= m)
+    }
 }
 
 /// How a listener is served.
@@ -371,11 +377,28 @@ fn accept_one(pool: &Pool) -> Result<Option<(sys::Socket, Option<std::net::Socke
         Watch::Drain
     };
     let mut backoff_logged = false;
+    // Under load a connection is usually queued already: try before polling.
+    let flag = if watch == Watch::Accept {
+        &sys::ACCEPT
+    } else {
+        &sys::DRAIN
+    };
+    if pool.life.exhausted() {
+        return Ok(None);
+    }
+    if !flag.is_raised() {
+        if let Ok(Accepted::Conn(s, addr)) = pool.listener.accept() {
+            return Ok(Some((s, addr)));
+        }
+    }
     loop {
         match sys::wait(fd, false, None, watch) {
             Ok(Wake::Stop) => return Ok(None),
             Ok(_) => {}
             Err(e) => return Err(Error::io("waiting for connections", e)),
+        }
+        if pool.life.exhausted() {
+            return Ok(None);
         }
         match pool.listener.accept() {
             Ok(Accepted::Conn(s, addr)) => return Ok(Some((s, addr))),

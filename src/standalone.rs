@@ -128,6 +128,7 @@ impl Builder {
                     ));
                 }
                 self.cfg.max_conns = n;
+                self.threads_explicit = true;
             }
             "processes" => {
                 let n: usize = parse_num(shown, need(shown, v)?, "a whole number from 1 to 256")?;

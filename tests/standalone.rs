@@ -1,0 +1,1746 @@
+// The standalone server (`--socket`, `--listen`, `--http`, SCGI, prefork, pidfile,
+// daemonize, restart handover, systemd activation, the `<program>.env` file): the built
+// echo example started as a real process, talked to with raw FastCGI, SCGI and HTTP.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+const T: Duration = Duration::from_secs(10);
+
+// ---- the server process ----
+
+/// The echo example run as a standalone server: its own process group (so prefork
+/// workers are killed with it), killed if the test runner dies, stderr in a file.
+struct Srv {
+    child: Child,
+    stderr_path: PathBuf,
+    _dir: TempDir,
+}
+
+/// A command for the echo example with a clean launch environment: no CGI variables,
+/// no systemd variables, no listening socket on stdin.
+fn echo_cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(example("echo"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_remove("GATEWAY_INTERFACE")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_FDNAMES")
+        .env("FCGI_LOG", "debug");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Own process group, and SIGKILL when the test runner dies.
+fn contain(cmd: &mut Command) {
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+fn spawn_retrying(cmd: &mut Command) -> Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.expect("spawn echo"),
+        }
+    }
+}
+
+impl Srv {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Srv {
+        Srv::start_in(None, args, env)
+    }
+
+    fn start_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Srv {
+        let dir = TempDir::new("srv-log");
+        let stderr_path = dir.join("stderr.log");
+        let mut cmd = echo_cmd(args, env);
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::from(fs::File::create(&stderr_path).unwrap()));
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        contain(&mut cmd);
+        Srv {
+            child: spawn_retrying(&mut cmd),
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Srv {
+    fn drop(&mut self) {
+        // SAFETY: the whole process group we created (the server and its workers).
+        unsafe { libc::killpg(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A process that is not our child (a daemon): SIGKILLed on drop if still there.
+struct Stray(i32);
+
+impl Drop for Stray {
+    fn drop(&mut self) {
+        if self.0 > 1 && proc_alive(self.0) {
+            // SAFETY: a process this test started (through the daemonizing launcher).
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+/// True while `pid` exists and is not a zombie.
+fn proc_alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s
+                .rsplit_once(')')
+                .and_then(|(_, r)| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+/// Live (non-zombie) children of `parent`, from /proc.
+fn children_of(parent: u32) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 1 && f[0] != "Z" && f[1].parse::<u32>().ok() == Some(parent) {
+            out.insert(pid);
+        }
+    }
+    out
+}
+
+/// Runs the echo example to completion (with a deadline); (status, stdout, stderr).
+fn run_to_end(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
+    let dir = TempDir::new("run");
+    let (o, e) = (dir.join("out"), dir.join("err"));
+    cmd.stdout(Stdio::from(fs::File::create(&o).unwrap()))
+        .stderr(Stdio::from(fs::File::create(&e).unwrap()));
+    contain(&mut cmd);
+    let mut child = spawn_retrying(&mut cmd);
+    let deadline = Instant::now() + timeout;
+    let st = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (
+        st,
+        fs::read_to_string(&o).unwrap_or_default(),
+        fs::read_to_string(&e).unwrap_or_default(),
+    )
+}
+
+// ---- FastCGI over any stream ----
+
+/// Reads records until END_REQUEST for `id`; an EOF or error first is an `Err`.
+fn fcgi_read<S: Read>(s: &mut S, id: u16) -> io::Result<Reply> {
+    let mut reply = Reply::default();
+    loop {
+        let mut h = [0u8; 8];
+        s.read_exact(&mut h)?;
+        if h[0] != 1 {
+            return Err(io::Error::other(format!("not a FastCGI record: {h:?}")));
+        }
+        let len = u16::from_be_bytes([h[4], h[5]]) as usize;
+        let mut rest = vec![0u8; len + h[6] as usize];
+        s.read_exact(&mut rest)?;
+        let mut bytes = h.to_vec();
+        bytes.extend_from_slice(&rest);
+        let (recs, _) = parse_records(&bytes);
+        let r = recs.into_iter().next().expect("one whole record");
+        let end = r.t == END && r.id == id;
+        if r.id == id {
+            match r.t {
+                STDOUT => reply.stdout.extend_from_slice(&r.content),
+                STDERR => reply.stderr.extend_from_slice(&r.content),
+                END => {
+                    let c = &r.content;
+                    reply.end = Some((u32::from_be_bytes([c[0], c[1], c[2], c[3]]), c[4]));
+                }
+                _ => {}
+            }
+        }
+        reply.records.push(r);
+        if end {
+            return Ok(reply);
+        }
+    }
+}
+
+/// One GET (keep-conn off) on a connected stream; Err on any failure or a non-200.
+fn fcgi_get_on<S: Read + Write>(s: &mut S, path: &str, query: &str) -> Result<Value, String> {
+    s.write_all(&request(1, false, &get(path, query), b""))
+        .map_err(|e| format!("write: {e}"))?;
+    let r = fcgi_read(s, 1).map_err(|e| format!("read: {e}"))?;
+    if r.end != Some((0, 0)) {
+        return Err(format!("end {:?}", r.end));
+    }
+    let pos = r
+        .stdout
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no header end")?;
+    if !r.stdout.starts_with(b"Status: 200") {
+        return Err(format!(
+            "not 200: {:?}",
+            String::from_utf8_lossy(&r.stdout[..pos])
+        ));
+    }
+    serde_json::from_slice(&r.stdout[pos + 4..]).map_err(|e| format!("json: {e}"))
+}
+
+fn unix_conn(path: &Path) -> io::Result<UnixStream> {
+    let s = UnixStream::connect(path)?;
+    s.set_read_timeout(Some(T))?;
+    s.set_write_timeout(Some(T))?;
+    Ok(s)
+}
+
+fn tcp_conn(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect_timeout(&addr, T)?;
+    s.set_read_timeout(Some(T))?;
+    s.set_write_timeout(Some(T))?;
+    Ok(s)
+}
+
+/// One FastCGI GET over a fresh Unix connection.
+fn unix_get(path: &Path, p: &str, q: &str) -> Result<Value, String> {
+    let mut s = unix_conn(path).map_err(|e| format!("connect: {e}"))?;
+    fcgi_get_on(&mut s, p, q)
+}
+
+fn tcp_get(addr: SocketAddr, p: &str, q: &str) -> Result<Value, String> {
+    let mut s = tcp_conn(addr).map_err(|e| format!("connect: {e}"))?;
+    fcgi_get_on(&mut s, p, q)
+}
+
+/// Waits until the server at `sock` answers a FastCGI request; panics with its stderr
+/// otherwise.
+fn wait_unix_serving(srv: &mut Srv, sock: &Path) {
+    let ok = wait_until(T, || unix_get(sock, "/ready", "").is_ok());
+    if !ok {
+        panic!(
+            "no FastCGI service at {} (alive: {}); stderr:\n{}",
+            sock.display(),
+            srv.alive(),
+            srv.stderr()
+        );
+    }
+}
+
+fn wait_tcp_serving(srv: &mut Srv, addr: SocketAddr) {
+    let ok = wait_until(T, || tcp_get(addr, "/ready", "").is_ok());
+    if !ok {
+        panic!(
+            "no FastCGI service at {addr} (alive: {}); stderr:\n{}",
+            srv.alive(),
+            srv.stderr()
+        );
+    }
+}
+
+/// FCGI_GET_VALUES for `names`; the answered pairs.
+fn get_values<S: Read + Write>(s: &mut S, names: &[&str]) -> HashMap<String, String> {
+    let mut q = Vec::new();
+    for n in names {
+        pair(&mut q, n.as_bytes(), b"");
+    }
+    s.write_all(&rec(GET_VALUES, 0, &q)).unwrap();
+    let mut h = [0u8; 8];
+    s.read_exact(&mut h).unwrap();
+    assert_eq!(h[1], GET_VALUES_RESULT, "record type");
+    let len = u16::from_be_bytes([h[4], h[5]]) as usize;
+    let mut body = vec![0u8; len + h[6] as usize];
+    s.read_exact(&mut body).unwrap();
+    let mut b = &body[..len];
+    let mut out = HashMap::new();
+    let take_len = |b: &mut &[u8]| -> usize {
+        if b[0] < 128 {
+            let n = b[0] as usize;
+            *b = &b[1..];
+            n
+        } else {
+            let n = (u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff) as usize;
+            *b = &b[4..];
+            n
+        }
+    };
+    while !b.is_empty() {
+        let nl = take_len(&mut b);
+        let vl = take_len(&mut b);
+        let name = String::from_utf8_lossy(&b[..nl]).into_owned();
+        let value = String::from_utf8_lossy(&b[nl..nl + vl]).into_owned();
+        b = &b[nl + vl..];
+        out.insert(name, value);
+    }
+    out
+}
+
+fn pid_in(v: &Value) -> u32 {
+    v["pid"].as_u64().expect("pid in reply") as u32
+}
+
+/// `n` concurrent `/sleep?ms=ms` requests on fresh connections; each thread's result
+/// and the time it took.
+fn concurrent_sleeps(sock: &Path, n: usize, ms: u64) -> Vec<(Result<Value, String>, Duration)> {
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            let sock = sock.to_path_buf();
+            std::thread::spawn(move || {
+                let r = unix_get(&sock, "/sleep", &format!("ms={ms}"));
+                (r, t0.elapsed())
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// A client that sends a FastCGI request over a fresh Unix connection every few ms
+/// until stopped: what a web server in front of the socket does.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<PollStats>>,
+}
+
+#[derive(Debug, Default)]
+struct PollStats {
+    ok: usize,
+    failures: Vec<String>,
+    /// The pids that answered, in order of first appearance.
+    pids: Vec<u32>,
+    /// Requests each pid answered.
+    per_pid: BTreeMap<u32, usize>,
+}
+
+impl Poller {
+    fn start(sock: &Path) -> Poller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let st = stop.clone();
+        let sock = sock.to_path_buf();
+        let handle = std::thread::spawn(move || {
+            let mut stats = PollStats::default();
+            while !st.load(Ordering::Relaxed) {
+                match unix_get(&sock, "/poll", "") {
+                    Ok(v) => {
+                        stats.ok += 1;
+                        let pid = pid_in(&v);
+                        if !stats.pids.contains(&pid) {
+                            stats.pids.push(pid);
+                        }
+                        *stats.per_pid.entry(pid).or_default() += 1;
+                    }
+                    Err(e) => stats.failures.push(e),
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+            stats
+        });
+        Poller {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> PollStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode()
+}
+
+fn read_pid(p: &Path) -> Option<u32> {
+    fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+// ---- --socket ----
+
+#[test]
+fn socket_serves_fastcgi_and_its_mode_follows_umask() {
+    for (umask, want) in [("0002", 0o775), ("0077", 0o700)] {
+        let dir = TempDir::new("sa-umask");
+        let sock = dir.join("app.sock");
+        let mut srv = Srv::start(
+            &["--socket", sock.to_str().unwrap(), "--umask", umask],
+            &[("FCGI_RESTART_GRACE", "0.1")],
+        );
+        wait_unix_serving(&mut srv, &sock);
+        let v = unix_get(&sock, "/hello", "a=1").unwrap();
+        assert_eq!(v["mode"], "fastcgi");
+        assert_eq!(v["uri"], "/hello?a=1");
+        assert_eq!(pid_in(&v), srv.pid());
+        let m = mode_of(&sock);
+        assert_eq!(m & libc::S_IFMT, libc::S_IFSOCK, "a socket: {m:o}");
+        assert_eq!(m & 0o7777, want, "--umask {umask}: mode {m:o}");
+        srv.signal(libc::SIGTERM);
+        assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+        assert!(!sock.exists(), "socket file removed on exit");
+    }
+}
+
+#[test]
+fn socket_replaces_a_stale_socket_file() {
+    let dir = TempDir::new("sa-stale");
+    let sock = dir.join("app.sock");
+    // A server that died: its socket file stays, nobody listens on it.
+    drop(UnixListener::bind(&sock).unwrap());
+    assert!(fs::symlink_metadata(&sock).unwrap().file_type().is_socket());
+    assert_eq!(
+        UnixStream::connect(&sock).unwrap_err().kind(),
+        io::ErrorKind::ConnectionRefused
+    );
+    let stale_ino = fs::symlink_metadata(&sock).unwrap().ino();
+    let mut srv = Srv::start(
+        &["--socket", sock.to_str().unwrap()],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    wait_unix_serving(&mut srv, &sock);
+    assert_ne!(fs::symlink_metadata(&sock).unwrap().ino(), stale_ino);
+    assert_eq!(pid_in(&unix_get(&sock, "/x", "").unwrap()), srv.pid());
+}
+
+#[test]
+fn second_server_on_a_served_socket_is_refused_and_the_first_keeps_serving() {
+    let dir = TempDir::new("sa-twice");
+    let sock = dir.join("app.sock");
+    let mut first = Srv::start(&["--socket", sock.to_str().unwrap()], &[]);
+    wait_unix_serving(&mut first, &sock);
+    let ino = fs::symlink_metadata(&sock).unwrap().ino();
+
+    let (st, _, err) = run_to_end(echo_cmd(&["--socket", sock.to_str().unwrap()], &[]), T);
+    assert!(!st.success(), "second server must fail: {st:?} {err}");
+    assert!(
+        err.contains(sock.to_str().unwrap()) && err.contains("in use"),
+        "the error names the path: {err}"
+    );
+    // The first one is untouched and serves on.
+    assert!(first.alive());
+    assert_eq!(fs::symlink_metadata(&sock).unwrap().ino(), ino);
+    assert_eq!(pid_in(&unix_get(&sock, "/still", "").unwrap()), first.pid());
+}
+
+#[test]
+fn socket_path_that_is_a_regular_file_is_refused() {
+    let dir = TempDir::new("sa-regular");
+    let path = dir.join("notes.txt");
+    fs::write(&path, "keep me\n").unwrap();
+    let (st, _, err) = run_to_end(echo_cmd(&["--socket", path.to_str().unwrap()], &[]), T);
+    assert!(!st.success(), "{st:?}");
+    assert!(err.contains(path.to_str().unwrap()), "{err}");
+    assert_eq!(fs::read_to_string(&path).unwrap(), "keep me\n");
+}
+
+// ---- --listen ----
+
+/// The local addresses (hex, as /proc/net/tcp{,6} writes them) listening on `port`.
+fn listening_on(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = fs::read_to_string(f) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            if cols.len() < 4 || cols[3] != "0A" {
+                continue;
+            }
+            if let Some((addr, p)) = cols[1].split_once(':') {
+                if u16::from_str_radix(p, 16).ok() == Some(port) {
+                    out.push(addr.to_owned());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn free_port_v6() -> u16 {
+    std::net::TcpListener::bind("[::1]:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn listen_bare_port_binds_loopback_only() {
+    let port = free_port();
+    let mut srv = Srv::start(
+        &["--listen", &port.to_string()],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_tcp_serving(&mut srv, addr);
+    assert_eq!(
+        listening_on(port),
+        vec!["0100007F".to_owned()],
+        "a bare port listens on 127.0.0.1 only"
+    );
+    let v = tcp_get(addr, "/tcp", "").unwrap();
+    assert_eq!(v["mode"], "fastcgi");
+    assert_eq!(pid_in(&v), srv.pid());
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+#[test]
+fn listen_explicit_ipv4_and_ipv6_addresses() {
+    let port = free_port();
+    let mut v4 = Srv::start(&["--listen", &format!("127.0.0.1:{port}")], &[]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_tcp_serving(&mut v4, addr);
+    assert_eq!(listening_on(port), vec!["0100007F".to_owned()]);
+    assert_eq!(pid_in(&tcp_get(addr, "/v4", "").unwrap()), v4.pid());
+
+    let port6 = free_port_v6();
+    let mut v6 = Srv::start(&["--listen", &format!("[::1]:{port6}")], &[]);
+    let addr6: SocketAddr = format!("[::1]:{port6}").parse().unwrap();
+    wait_tcp_serving(&mut v6, addr6);
+    assert_eq!(
+        listening_on(port6),
+        vec!["00000000000000000000000001000000".to_owned()],
+        "listens on ::1 only"
+    );
+    let v = tcp_get(addr6, "/v6", "").unwrap();
+    assert_eq!(pid_in(&v), v6.pid());
+    assert_eq!(v["path_info"], "/v6");
+}
+
+// ---- FCGI_WEB_SERVER_ADDRS ----
+
+/// Sends a request over TCP; `Ok(bytes)` is whatever came back before the close.
+fn tcp_exchange_raw(addr: SocketAddr) -> (u16, Vec<u8>) {
+    let mut s = tcp_conn(addr).unwrap();
+    let local_port = s.local_addr().unwrap().port();
+    let _ = s.write_all(&request(1, false, &get("/filtered", ""), b""));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the connection was neither answered nor closed: {e}"),
+        }
+    }
+    (local_port, got)
+}
+
+#[test]
+fn web_server_addrs_admit_listed_peers_and_close_others() {
+    // Listed: served.
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut ok = Srv::start(
+        &["--listen", &port.to_string()],
+        &[("FCGI_WEB_SERVER_ADDRS", "127.0.0.1")],
+    );
+    wait_tcp_serving(&mut ok, addr);
+    assert_eq!(pid_in(&tcp_get(addr, "/in", "").unwrap()), ok.pid());
+
+    // Not listed (an IPv4 address, and an IPv6-only list for an IPv4 client): the
+    // connection is closed at once, unanswered, with a log line naming the peer.
+    for allowed in ["10.0.0.1", "::1"] {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut srv = Srv::start(
+            &["--listen", &port.to_string()],
+            &[("FCGI_WEB_SERVER_ADDRS", allowed)],
+        );
+        let up = wait_until(T, || TcpStream::connect(addr).is_ok());
+        assert!(up, "{}", srv.stderr());
+        let t0 = Instant::now();
+        let (client_port, got) = tcp_exchange_raw(addr);
+        assert!(got.is_empty(), "{allowed}: answered {got:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "closed at once: {:?}",
+            t0.elapsed()
+        );
+        let peer = format!("127.0.0.1:{client_port}");
+        assert!(
+            wait_until(T, || srv.stderr().contains(&peer)),
+            "{allowed}: a log line names {peer}: {}",
+            srv.stderr()
+        );
+        assert!(srv.alive(), "{}", srv.stderr());
+    }
+
+    // IPv6 entries parse (bracketed or not) and admit an IPv6 client.
+    let port6 = free_port_v6();
+    let addr6: SocketAddr = format!("[::1]:{port6}").parse().unwrap();
+    let mut v6 = Srv::start(
+        &["--listen", &format!("[::1]:{port6}")],
+        &[("FCGI_WEB_SERVER_ADDRS", "10.0.0.1, [fe80::1], ::1")],
+    );
+    wait_tcp_serving(&mut v6, addr6);
+    assert_eq!(pid_in(&tcp_get(addr6, "/v6", "").unwrap()), v6.pid());
+    // ... and a malformed list is an error naming the variable.
+    let (st, _, err) = run_to_end(
+        echo_cmd(
+            &["--listen", &free_port().to_string()],
+            &[("FCGI_WEB_SERVER_ADDRS", "127.0.0.1,not-an-ip")],
+        ),
+        T,
+    );
+    assert!(!st.success());
+    assert!(err.contains("FCGI_WEB_SERVER_ADDRS"), "{err}");
+}
+
+// ---- SCGI ----
+
+fn netstring_headers(h: &[(&str, &str)]) -> Vec<u8> {
+    let mut inner = Vec::new();
+    for (k, v) in h {
+        inner.extend_from_slice(k.as_bytes());
+        inner.push(0);
+        inner.extend_from_slice(v.as_bytes());
+        inner.push(0);
+    }
+    let mut out = format!("{}:", inner.len()).into_bytes();
+    out.extend(inner);
+    out.push(b',');
+    out
+}
+
+fn scgi_request(method: &str, path: &str, body: &[u8], extra: &[(&str, &str)]) -> Vec<u8> {
+    let len = body.len().to_string();
+    let mut h = vec![
+        ("CONTENT_LENGTH", len.as_str()),
+        ("SCGI", "1"),
+        ("REQUEST_METHOD", method),
+        ("SCRIPT_NAME", ""),
+        ("PATH_INFO", path),
+        ("QUERY_STRING", "q=1"),
+        ("REQUEST_URI", "/ignored"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("SERVER_NAME", "localhost"),
+        ("SERVER_PORT", "80"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("HTTP_HOST", "localhost"),
+    ];
+    h.extend_from_slice(extra);
+    let mut v = netstring_headers(&h);
+    v.extend_from_slice(body);
+    v
+}
+
+/// Writes `bytes` (from a second thread), optionally half-closes, reads to EOF.
+fn unix_exchange(sock: &Path, bytes: Vec<u8>, half_close: bool) -> Vec<u8> {
+    let mut s = unix_conn(sock).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&bytes);
+        if half_close {
+            let _ = w.shutdown(Shutdown::Write);
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("neither answered nor closed: {e}"),
+        }
+    }
+    writer.join().unwrap();
+    got
+}
+
+fn cgi_split(resp: &[u8]) -> (String, Vec<u8>) {
+    let pos = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end: {:?}", String::from_utf8_lossy(resp)));
+    (
+        String::from_utf8_lossy(&resp[..pos + 2]).into_owned(),
+        resp[pos + 4..].to_vec(),
+    )
+}
+
+#[test]
+fn scgi_serves_netstring_requests_and_survives_malformed_ones() {
+    let dir = TempDir::new("sa-scgi");
+    let sock = dir.join("scgi.sock");
+    let mut srv = Srv::start(
+        &["--socket", sock.to_str().unwrap(), "--protocol", "scgi"],
+        &[("FCGI_MAX_PARAMS_BYTES", "4096")],
+    );
+    assert!(
+        wait_until(T, || UnixStream::connect(&sock).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let body = noise(300_000, 7);
+    let good = || {
+        let resp = unix_exchange(&sock, scgi_request("POST", "/upload", &body, &[]), false);
+        let (head, b) = cgi_split(&resp);
+        assert!(head.starts_with("Status: 200"), "{head}");
+        assert!(
+            head.contains("Content-Type: application/json")
+                || head.contains("content-type: application/json"),
+            "{head}"
+        );
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["mode"], "scgi");
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["path_info"], "/upload");
+        assert_eq!(v["uri"], "/upload?q=1");
+        assert_eq!(v["body_len"], body.len());
+        assert_eq!(v["body_sha256"], sha256_hex(&body));
+        v
+    };
+    assert_eq!(pid_in(&good()), srv.pid());
+
+    let malformed: Vec<(&str, Vec<u8>)> = vec![
+        ("bad length", b"1x:CONTENT_LENGTH\x000\x00,".to_vec()),
+        (
+            "length not digits",
+            b"abc:CONTENT_LENGTH\x000\x00,".to_vec(),
+        ),
+        ("missing comma", {
+            let mut v = netstring_headers(&[("CONTENT_LENGTH", "0"), ("SCGI", "1")]);
+            *v.last_mut().unwrap() = b';';
+            v
+        }),
+        (
+            "CONTENT_LENGTH not first",
+            netstring_headers(&[("SCGI", "1"), ("CONTENT_LENGTH", "0")]),
+        ),
+        ("truncated", {
+            let v = scgi_request("GET", "/t", b"", &[]);
+            v[..v.len() / 2].to_vec()
+        }),
+    ];
+    for (what, bytes) in malformed {
+        let got = unix_exchange(&sock, bytes, true);
+        assert!(
+            got.is_empty(),
+            "{what}: answered {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(srv.alive(), "{what}: {}", srv.stderr());
+        // The server goes on serving.
+        good();
+    }
+
+    // Headers over FCGI_MAX_PARAMS_BYTES: 431.
+    let big = "x".repeat(8000);
+    let resp = unix_exchange(
+        &sock,
+        scgi_request("GET", "/big", b"", &[("HTTP_X_BIG", &big)]),
+        false,
+    );
+    let (head, _) = cgi_split(&resp);
+    assert!(head.starts_with("Status: 431"), "{head}");
+    good();
+}
+
+// ---- --threads, --processes ----
+
+#[test]
+fn threads_n_are_advertised_and_serve_n_at_once_never_more() {
+    // The same setting from the environment and from the command line.
+    for (args, env) in [
+        (&[][..], &[("FCGI_THREADS", "3")][..]),
+        (&["--threads", "3"][..], &[][..]),
+    ] {
+        let how = format!("{args:?} {env:?}");
+        let dir = TempDir::new("sa-threads");
+        let sock = dir.join("app.sock");
+        let mut all = vec!["--socket", sock.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let mut env = env.to_vec();
+        env.push(("FCGI_RESTART_GRACE", "0.1"));
+        let mut srv = Srv::start(&all, &env);
+        wait_unix_serving(&mut srv, &sock);
+        let vals = get_values(
+            &mut unix_conn(&sock).unwrap(),
+            &["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"],
+        );
+        assert_eq!(
+            vals.get("FCGI_MAX_CONNS").map(String::as_str),
+            Some("3"),
+            "{how}: {vals:?}"
+        );
+        assert_eq!(
+            vals.get("FCGI_MAX_REQS").map(String::as_str),
+            Some("3"),
+            "{how}: {vals:?}"
+        );
+        assert_eq!(
+            vals.get("FCGI_MPXS_CONNS").map(String::as_str),
+            Some("0"),
+            "{how}: {vals:?}"
+        );
+
+        let ms = 800u64;
+        let mut res = concurrent_sleeps(&sock, 4, ms);
+        res.sort_by_key(|(_, t)| *t);
+        for (r, _) in &res {
+            assert!(r.is_ok(), "{how}: {r:?}");
+        }
+        let times: Vec<Duration> = res.iter().map(|(_, t)| *t).collect();
+        // Three at once: all three done well before two sleeps' worth.
+        assert!(
+            times[2] < Duration::from_millis(2 * ms - 100),
+            "{how}: 3 threads serve 3 at once: {times:?}"
+        );
+        // The fourth waits for a free thread: one sleep after the first three.
+        assert!(
+            times[3] >= Duration::from_millis(2 * ms - 50),
+            "{how}: never more than 3 at once: {times:?}"
+        );
+    }
+}
+
+#[test]
+fn prefork_advertises_processes_times_threads() {
+    for (args, env) in [
+        (&["--processes", "2"][..], &[("FCGI_THREADS", "2")][..]),
+        (&["--processes", "2", "--threads", "2"][..], &[][..]),
+    ] {
+        let how = format!("{args:?} {env:?}");
+        let dir = TempDir::new("sa-prefork-gv");
+        let sock = dir.join("app.sock");
+        let mut all = vec!["--socket", sock.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let mut srv = Srv::start(&all, env);
+        wait_unix_serving(&mut srv, &sock);
+        let vals = get_values(
+            &mut unix_conn(&sock).unwrap(),
+            &["FCGI_MAX_CONNS", "FCGI_MAX_REQS"],
+        );
+        assert_eq!(
+            vals.get("FCGI_MAX_CONNS").map(String::as_str),
+            Some("4"),
+            "{how}: {vals:?}"
+        );
+        assert_eq!(
+            vals.get("FCGI_MAX_REQS").map(String::as_str),
+            Some("4"),
+            "{how}: {vals:?}"
+        );
+    }
+}
+
+#[test]
+fn prefork_workers_share_the_socket_are_replaced_and_stop_with_the_parent() {
+    let dir = TempDir::new("sa-prefork");
+    let sock = dir.join("app.sock");
+    let mut srv = Srv::start(
+        &[
+            "--socket",
+            sock.to_str().unwrap(),
+            "--processes",
+            "2",
+            "--threads",
+            "2",
+        ],
+        // FCGI_THREADS too: two threads per worker is what this test relies on
+        // (`prefork_advertises_processes_times_threads` checks --threads alone).
+        &[("FCGI_RESTART_GRACE", "0.2"), ("FCGI_THREADS", "2")],
+    );
+    wait_unix_serving(&mut srv, &sock);
+    let parent = srv.pid();
+
+    let workers = children_of(parent);
+    assert_eq!(workers.len(), 2, "two workers: {workers:?}");
+    // Four slow requests at once need both workers (two threads each).
+    let served_by = |n| -> BTreeSet<u32> {
+        concurrent_sleeps(&sock, n, 400)
+            .into_iter()
+            .map(|(r, _)| pid_in(&r.expect("request")))
+            .collect()
+    };
+    let pids = served_by(4);
+    assert_eq!(pids, workers, "served by both workers");
+    assert!(!pids.contains(&parent));
+
+    // SIGKILL one worker while a client polls: it is replaced, nothing else fails.
+    let poller = Poller::start(&sock);
+    std::thread::sleep(Duration::from_millis(200));
+    let victim = *workers.iter().next().unwrap();
+    // SAFETY: a worker process of the server we started.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let replaced = wait_until(T, || {
+        let now = children_of(parent);
+        now.len() == 2 && !now.contains(&victim)
+    });
+    let now = children_of(parent);
+    assert!(
+        replaced,
+        "worker {victim} replaced: {now:?}; {}",
+        srv.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = poller.finish();
+    assert!(stats.ok >= 20, "{stats:?}");
+    assert!(
+        stats.failures.len() <= 1,
+        "at most the request in flight on the killed worker fails: {:?}",
+        stats.failures
+    );
+    let newcomer: Vec<u32> = now.difference(&workers).copied().collect();
+    assert_eq!(newcomer.len(), 1, "{workers:?} -> {now:?}");
+    assert_eq!(served_by(4), now, "the new worker serves");
+
+    // SIGTERM to the parent: every worker exits, the parent exits 0, the socket goes.
+    srv.signal(libc::SIGTERM);
+    let st = srv.wait_exit(T).expect("parent exited");
+    assert_eq!(st.code(), Some(0), "{st:?}; {}", srv.stderr());
+    for w in &now {
+        assert!(!proc_alive(*w as i32), "worker {w} still running");
+    }
+    assert!(!sock.exists(), "socket file removed");
+}
+
+#[test]
+fn prefork_workers_are_replaced_after_max_requests() {
+    let dir = TempDir::new("sa-maxreq");
+    let sock = dir.join("app.sock");
+    let mut srv = Srv::start(
+        &[
+            "--socket",
+            sock.to_str().unwrap(),
+            "--processes",
+            "2",
+            "--max-requests",
+            "5",
+        ],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    assert!(
+        wait_until(T, || UnixStream::connect(&sock).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let mut per_pid: BTreeMap<u32, u64> = BTreeMap::new();
+    for i in 0..30 {
+        let v = unix_get(&sock, "/n", "")
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}; {}", srv.stderr()));
+        let served = v["served"].as_u64().unwrap();
+        assert!(served <= 5, "a worker served {served} requests");
+        *per_pid.entry(pid_in(&v)).or_default() += 1;
+    }
+    assert!(per_pid.values().all(|&n| n <= 5), "{per_pid:?}");
+    assert!(per_pid.len() >= 6, "30 requests, 5 per worker: {per_pid:?}");
+    assert!(!per_pid.contains_key(&srv.pid()));
+    assert!(srv.alive());
+    assert!(
+        wait_until(T, || children_of(srv.pid()).len() == 2),
+        "two workers again"
+    );
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+// ---- --pidfile, --daemonize, --workdir ----
+
+#[test]
+fn pidfile_appears_only_once_the_socket_accepts_and_goes_on_exit() {
+    let dir = TempDir::new("sa-pidfile");
+    let sock = dir.join("app.sock");
+    let pidf = dir.join("app.pid");
+    let mut srv = Srv::start(
+        &[
+            "--socket",
+            sock.to_str().unwrap(),
+            "--pidfile",
+            pidf.to_str().unwrap(),
+        ],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    let deadline = Instant::now() + T;
+    while !pidf.exists() {
+        assert!(Instant::now() < deadline, "no pidfile: {}", srv.stderr());
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    // The moment it exists, the socket already accepts.
+    let mut s = unix_conn(&sock).expect("the socket accepts once the pidfile exists");
+    assert_eq!(read_pid(&pidf), Some(srv.pid()));
+    assert_eq!(pid_in(&fcgi_get_on(&mut s, "/p", "").unwrap()), srv.pid());
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    assert!(!pidf.exists(), "pidfile removed");
+    assert!(!sock.exists(), "socket removed");
+}
+
+#[test]
+fn daemonize_returns_once_serving_and_stops_cleanly() {
+    let dir = TempDir::new("sa-daemon");
+    let sock = dir.join("app.sock");
+    let pidf = dir.join("app.pid");
+    let errlog = dir.join("err.log");
+    let mut cmd = echo_cmd(
+        &[
+            "--socket",
+            sock.to_str().unwrap(),
+            "--daemonize",
+            "--pidfile",
+            pidf.to_str().unwrap(),
+            "--errlog",
+            errlog.to_str().unwrap(),
+        ],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    cmd.current_dir(dir.path());
+    let t0 = Instant::now();
+    let (st, _, err) = run_to_end(cmd, T);
+    assert_eq!(st.code(), Some(0), "launcher: {st:?} {err}");
+    // Read at once, no waiting: it serves already.
+    let pid = read_pid(&pidf).unwrap_or_else(|| panic!("pidfile after {:?}", t0.elapsed()));
+    let _guard = Stray(pid as i32);
+    let v = unix_get(&sock, "/daemon", "").expect("the daemon serves when the launcher returns");
+    assert_eq!(pid_in(&v), pid, "the pidfile names the daemon");
+    assert!(proc_alive(pid as i32));
+    // Not the launcher (nor its intermediate child): the daemon is reparented.
+    let ppid: u32 = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap()
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(ppid, std::process::id());
+
+    // kill $(cat P)
+    // SAFETY: the daemon this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(
+        wait_until(T, || !proc_alive(pid as i32)),
+        "the daemon stops on SIGTERM"
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || !sock.exists() && !pidf.exists()),
+        "socket and pidfile removed: {} {}",
+        sock.exists(),
+        pidf.exists()
+    );
+    let log = fs::read_to_string(&errlog).unwrap_or_default();
+    assert!(
+        log.contains("stopped after"),
+        "the daemon logs to --errlog: {log:?}"
+    );
+}
+
+#[test]
+fn daemonize_reports_a_bind_error_from_the_launcher() {
+    let dir = TempDir::new("sa-daemon-err");
+    let sock = dir.join("no/such/dir/app.sock");
+    let pidf = dir.join("app.pid");
+    let (st, _, err) = run_to_end(
+        echo_cmd(
+            &[
+                "--socket",
+                sock.to_str().unwrap(),
+                "--daemonize",
+                "--pidfile",
+                pidf.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        T,
+    );
+    assert!(!st.success(), "{st:?}");
+    assert!(err.contains("no/such/dir"), "names the path: {err}");
+    assert!(!pidf.exists());
+
+    // A socket in use: refused by the launcher too.
+    let sock = dir.join("app.sock");
+    let mut first = Srv::start(&["--socket", sock.to_str().unwrap()], &[]);
+    wait_unix_serving(&mut first, &sock);
+    let (st, _, err) = run_to_end(
+        echo_cmd(&["--socket", sock.to_str().unwrap(), "--daemonize"], &[]),
+        T,
+    );
+    assert!(!st.success(), "{st:?}");
+    assert!(err.contains(sock.to_str().unwrap()), "{err}");
+    assert_eq!(pid_in(&unix_get(&sock, "/x", "").unwrap()), first.pid());
+}
+
+#[test]
+fn daemonize_pidfile_error_is_reported_and_leaves_no_socket_behind() {
+    let dir = TempDir::new("sa-daemon-pid");
+    let sock = dir.join("app.sock");
+    let pidf = dir.join("missing/app.pid");
+    let (st, _, err) = run_to_end(
+        echo_cmd(
+            &[
+                "--socket",
+                sock.to_str().unwrap(),
+                "--daemonize",
+                "--pidfile",
+                pidf.to_str().unwrap(),
+            ],
+            &[],
+        ),
+        T,
+    );
+    assert!(!st.success(), "{st:?}");
+    assert!(err.contains("missing/app.pid"), "names the pidfile: {err}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !sock.exists(),
+        "a server that failed to start leaves no socket file behind"
+    );
+}
+
+#[test]
+fn workdir_holds_relative_socket_and_pidfile() {
+    let work = TempDir::new("sa-workdir");
+    let elsewhere = TempDir::new("sa-cwd");
+    let mut srv = Srv::start_in(
+        Some(elsewhere.path()),
+        &[
+            "--workdir",
+            work.path().to_str().unwrap(),
+            "--socket",
+            "rel.sock",
+            "--pidfile",
+            "rel.pid",
+        ],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    let sock = work.join("rel.sock");
+    wait_unix_serving(&mut srv, &sock);
+    assert!(wait_until(T, || read_pid(&work.join("rel.pid")) == Some(srv.pid())));
+    assert!(!elsewhere.join("rel.sock").exists());
+    assert!(!elsewhere.join("rel.pid").exists());
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    assert!(!sock.exists() && !work.join("rel.pid").exists());
+}
+
+// ---- restart: a new server takes the socket over from a stopping one ----
+
+#[test]
+fn restart_hands_the_socket_over_without_a_failed_request() {
+    let dir = TempDir::new("sa-restart");
+    let sock = dir.join("app.sock");
+    let pidf = dir.join("app.pid");
+    let args = [
+        "--socket",
+        sock.to_str().unwrap(),
+        "--pidfile",
+        pidf.to_str().unwrap(),
+    ];
+    let mut a = Srv::start(&args, &[]);
+    wait_unix_serving(&mut a, &sock);
+    assert_eq!(read_pid(&pidf), Some(a.pid()));
+
+    let poller = Poller::start(&sock);
+    std::thread::sleep(Duration::from_millis(100));
+    // A request in flight on A while it is told to stop.
+    let mut slow = unix_conn(&sock).unwrap();
+    slow.write_all(&request(1, false, &get("/sleep", "ms=1200"), b""))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+
+    a.signal(libc::SIGTERM);
+    let mut b = Srv::start(&args, &[]);
+    let slow_reply = std::thread::spawn(move || fcgi_read(&mut slow, 1));
+
+    // B takes the socket over (its pidfile, its socket file) and serves.
+    assert!(
+        wait_until(T, || read_pid(&pidf) == Some(b.pid())),
+        "B writes its pidfile; A: {}\nB: {}",
+        a.stderr(),
+        b.stderr()
+    );
+    assert!(wait_until(T, || unix_get(&sock, "/b", "")
+        .is_ok_and(|v| pid_in(&v) == b.pid())));
+    // A finishes its request, then exits 0.
+    let r = slow_reply
+        .join()
+        .unwrap()
+        .expect("the request in flight completes");
+    assert!(
+        r.stdout.starts_with(b"Status: 200"),
+        "{:?}",
+        String::from_utf8_lossy(&r.stdout)
+    );
+    assert_eq!(pid_in(&r.json()), a.pid());
+    let st = a.wait_exit(T).expect("A exits");
+    assert_eq!(st.code(), Some(0), "{st:?}; {}", a.stderr());
+    assert!(st.signal().is_none());
+    std::thread::sleep(Duration::from_millis(200));
+    let stats = poller.finish();
+    assert!(
+        stats.failures.is_empty(),
+        "a client polling throughout saw failures: {:?}\nA: {}\nB: {}",
+        stats.failures,
+        a.stderr(),
+        b.stderr()
+    );
+    assert!(
+        stats.per_pid.contains_key(&a.pid()) && stats.per_pid.contains_key(&b.pid()),
+        "{stats:?}"
+    );
+    // A's exit left B's files alone.
+    assert!(b.alive());
+    assert_eq!(read_pid(&pidf), Some(b.pid()));
+    assert_eq!(pid_in(&unix_get(&sock, "/after", "").unwrap()), b.pid());
+    b.signal(libc::SIGTERM);
+    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+    assert!(!sock.exists() && !pidf.exists());
+}
+
+/// During the restart window a stopping server still accepts; whatever it accepts it
+/// must answer, even when the request arrives a moment after the connection (a web
+/// server connects, then writes).
+#[test]
+fn stopping_server_answers_what_it_accepts_in_the_restart_window() {
+    let dir = TempDir::new("sa-window");
+    let sock = dir.join("app.sock");
+    let mut srv = Srv::start(
+        &["--socket", sock.to_str().unwrap()],
+        &[("FCGI_RESTART_GRACE", "2")],
+    );
+    wait_unix_serving(&mut srv, &sock);
+    srv.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(srv.alive(), "holds the socket for a new server");
+    let mut s = unix_conn(&sock).expect("still accepting in the restart window");
+    std::thread::sleep(Duration::from_millis(100));
+    let r = fcgi_get_on(&mut s, "/late", "");
+    assert!(
+        r.is_ok(),
+        "a connection accepted in the window is answered: {r:?}; {}",
+        srv.stderr()
+    );
+    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+// ---- the settings file beside the binary ----
+
+#[test]
+fn settings_file_beside_the_binary() {
+    let dir = TempDir::new("sa-envfile");
+    let exe = dir.join("mysite.fcgi");
+    fs::copy(example("echo"), &exe).unwrap();
+    let envf = dir.join("mysite.fcgi.env");
+    fs::write(&envf, "# settings for mysite\n\nFCGI_MAX_REQUESTS=2\n").unwrap();
+
+    let one = |app: &FcgiApp| {
+        app.roundtrip(request(1, false, &get("/e", ""), b""), 1)
+            .status()
+    };
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    assert_eq!(one(&app), 200);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(app.alive(), "still serving after 1 request");
+    assert_eq!(one(&app), 200);
+    let st = app
+        .wait_exit(T)
+        .expect("exits after FCGI_MAX_REQUESTS=2 from the file");
+    assert_eq!(st.code(), Some(0));
+
+    // The environment overrides the file.
+    let mut app = FcgiApp::start_exe(&exe, &[("FCGI_MAX_REQUESTS", "3")]);
+    assert_eq!(one(&app), 200);
+    assert_eq!(one(&app), 200);
+    std::thread::sleep(Duration::from_millis(150));
+    assert!(app.alive(), "the environment's 3 wins over the file's 2");
+    assert_eq!(one(&app), 200);
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+
+    // A malformed line: an error naming the file.
+    fs::write(&envf, "FCGI_MAX_REQUESTS=2\nthis line is wrong\n").unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let st = app
+        .wait_exit(T)
+        .expect("exits on a malformed settings file");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(
+        err.contains(envf.to_str().unwrap()),
+        "names the file: {err}"
+    );
+}
+
+// ---- systemd socket activation ----
+
+/// Runs echo through `/bin/sh` with `listener` as fd 3 and `LISTEN_FDS=1`, with
+/// `LISTEN_PID` set to the app's pid (or to `pid_override`).
+fn socket_activated(listener: &UnixListener, pid_override: Option<&str>, log: &Path) -> Child {
+    let script = match pid_override {
+        None => "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\"".to_owned(),
+        Some(p) => format!("export LISTEN_PID={p} LISTEN_FDS=1; exec \"$0\""),
+    };
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(script)
+        .arg(example("echo"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(log).unwrap()))
+        .env_remove("GATEWAY_INTERFACE")
+        .env("FCGI_LOG", "debug");
+    contain(&mut cmd);
+    let fd = listener.as_raw_fd();
+    // SAFETY: dup2/fcntl are async-signal-safe; fd 3 becomes the inherited listener.
+    unsafe {
+        cmd.pre_exec(move || {
+            if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0);
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    spawn_retrying(&mut cmd)
+}
+
+#[test]
+fn systemd_socket_activation_serves_on_fd_3() {
+    let dir = TempDir::new("sa-systemd");
+    let sock = dir.join("activated.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let log = dir.join("err.log");
+    let mut child = socket_activated(&listener, None, &log);
+    drop(listener);
+    let served = wait_until(T, || unix_get(&sock, "/sd", "").is_ok());
+    let stderr = fs::read_to_string(&log).unwrap_or_default();
+    let alive = child.try_wait().unwrap().is_none();
+    if !served {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("not served on the activated socket (alive: {alive}): {stderr}");
+    }
+    let v = unix_get(&sock, "/sd", "x=1").unwrap();
+    assert_eq!(v["mode"], "fastcgi");
+    assert_eq!(pid_in(&v), child.id());
+    // SAFETY: our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + T;
+    let st = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(st.code(), Some(0));
+    assert!(
+        sock.exists(),
+        "systemd's socket file is systemd's: left in place"
+    );
+
+    // LISTEN_PID naming another process: not ours, so nothing to serve (exit 2).
+    let sock2 = dir.join("other.sock");
+    let listener = UnixListener::bind(&sock2).unwrap();
+    let mut child = socket_activated(&listener, Some("1"), &log);
+    let deadline = Instant::now() + T;
+    let st = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("served a socket passed for another pid");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(st.code(), Some(2));
+}
+
+// ---- --http ----
+
+struct HttpResp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+fn http_line(r: &mut impl BufRead) -> String {
+    let mut l = String::new();
+    r.read_line(&mut l).expect("read a line");
+    assert!(l.ends_with("\r\n"), "line without CRLF: {l:?}");
+    l.truncate(l.len() - 2);
+    l
+}
+
+/// Reads one response (framed by Content-Length, chunked, or the close).
+fn http_read(r: &mut BufReader<TcpStream>, head_request: bool) -> HttpResp {
+    let status_line = http_line(r);
+    let status: u16 = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line {status_line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        let l = http_line(r);
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').expect("header line");
+        headers.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    let mut resp = HttpResp {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_request || status == 100 {
+        return resp;
+    }
+    if let Some(n) = resp.header("content-length") {
+        let n: usize = n.parse().unwrap();
+        resp.body = vec![0u8; n];
+        r.read_exact(&mut resp.body).unwrap();
+    } else if resp
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        loop {
+            let size =
+                usize::from_str_radix(http_line(r).split(';').next().unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                while !http_line(r).is_empty() {}
+                break;
+            }
+            let mut chunk = vec![0u8; size];
+            r.read_exact(&mut chunk).unwrap();
+            resp.body.extend(chunk);
+            assert_eq!(http_line(r), "");
+        }
+    } else {
+        r.read_to_end(&mut resp.body).unwrap();
+    }
+    resp
+}
+
+fn http_conn(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
+    let s = tcp_conn(addr).unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+#[test]
+fn http_dev_server() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut srv = Srv::start(
+        &["--http", &format!("127.0.0.1:{port}")],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+
+    // GET with a query; then, on the same kept-alive connection, more requests.
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(b"GET /some/path?x=1&y=two HTTP/1.1\r\nHost: localhost\r\nX-Custom: yes\r\n\r\n")
+        .unwrap();
+    let g = http_read(&mut r, false);
+    assert_eq!(g.status, 200);
+    let v = g.json();
+    assert_eq!(v["mode"], "http");
+    assert_eq!(v["uri"], "/some/path?x=1&y=two");
+    assert_eq!(v["path_info"], "/some/path");
+    assert_eq!(v["query"], "x=1&y=two");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["headers"]["x-custom"], "yes");
+    assert_eq!(v["remote_addr"], "127.0.0.1");
+    let pid = pid_in(&v);
+    assert_eq!(pid, srv.pid());
+
+    // POST with Content-Length, same connection (keep-alive).
+    let body = noise(200_000, 3);
+    s.write_all(
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&body).unwrap();
+    let p = http_read(&mut r, false);
+    assert_eq!(p.status, 200);
+    let v = p.json();
+    assert_eq!(v["method"], "POST");
+    assert_eq!(v["body_len"], body.len());
+    assert_eq!(v["body_sha256"], sha256_hex(&body));
+    assert_eq!(v["served"], 2, "the second request on one connection: {v}");
+
+    // POST chunked.
+    s.write_all(b"POST /chunked HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    let mut sent = Vec::new();
+    for (i, size) in [1usize, 4096, 70_000, 13].into_iter().enumerate() {
+        let chunk = noise(size, i as u64);
+        s.write_all(format!("{size:x}\r\n").as_bytes()).unwrap();
+        s.write_all(&chunk).unwrap();
+        s.write_all(b"\r\n").unwrap();
+        sent.extend(chunk);
+    }
+    s.write_all(b"0\r\n\r\n").unwrap();
+    let c = http_read(&mut r, false);
+    assert_eq!(c.status, 200);
+    let v = c.json();
+    assert_eq!(v["body_len"], sent.len());
+    assert_eq!(v["body_sha256"], sha256_hex(&sent));
+
+    // HEAD: headers only; the next response on the connection is intact.
+    s.write_all(b"HEAD /head HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let h = http_read(&mut r, true);
+    assert_eq!(h.status, 200);
+    s.write_all(b"GET /status/404 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let nf = http_read(&mut r, false);
+    assert_eq!(
+        nf.status, 404,
+        "after HEAD, the next response parses: no stray body"
+    );
+    assert_eq!(nf.json()["path_info"], "/status/404");
+    assert_eq!(nf.json()["served"], 5, "five requests on one connection");
+    drop((s, r));
+
+    // Expect: 100-continue.
+    let (mut s, mut r) = http_conn(addr);
+    let body = noise(5000, 11);
+    s.write_all(
+        format!(
+            "PUT /expect HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let cont = http_read(&mut r, false);
+    assert_eq!(cont.status, 100, "100 Continue before the body is sent");
+    s.write_all(&body).unwrap();
+    let e = http_read(&mut r, false);
+    assert_eq!(e.status, 200);
+    assert_eq!(e.json()["body_sha256"], sha256_hex(&body));
+    assert_eq!(e.json()["method"], "PUT");
+    drop((s, r));
+
+    // A malformed request line: 400, then the connection closes.
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(b"THIS IS NOT HTTP AT ALL\r\n\r\n").unwrap();
+    let bad = http_read(&mut r, false);
+    assert_eq!(bad.status, 400);
+    let mut rest = Vec::new();
+    let n = r.read_to_end(&mut rest);
+    assert!(
+        matches!(n, Ok(0)) || matches!(&n, Err(e) if e.kind() == io::ErrorKind::ConnectionReset),
+        "closed after the 400: {n:?} {rest:?}"
+    );
+    assert!(srv.alive());
+    // Connection: close is honoured too.
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(b"GET /bye HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(http_read(&mut r, false).status, 200);
+    let mut rest = Vec::new();
+    assert_eq!(r.read_to_end(&mut rest).unwrap(), 0);
+    drop(s);
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+// ---- the command line ----
+
+#[test]
+fn unknown_option_exits_2_naming_it_and_help_exits_0() {
+    let (st, out, err) = run_to_end(echo_cmd(&["--frobnicate", "7"], &[]), T);
+    assert_eq!(st.code(), Some(2), "{out}{err}");
+    assert!(err.contains("--frobnicate"), "{err}");
+
+    let (st, out, err) = run_to_end(echo_cmd(&["--help"], &[]), T);
+    assert_eq!(st.code(), Some(0), "{err}");
+    for opt in [
+        "--socket",
+        "--listen",
+        "--protocol",
+        "--http",
+        "--threads",
+        "--processes",
+        "--max-requests",
+        "--pidfile",
+        "--daemonize",
+        "--outlog",
+        "--errlog",
+        "--workdir",
+        "--umask",
+        "FCGI_SOCKET",
+        "FCGI_LISTEN",
+        "FCGI_THREADS",
+        "FCGI_PROCESSES",
+        "FCGI_MAX_REQUESTS",
+        "FCGI_PIDFILE",
+    ] {
+        assert!(out.contains(opt), "--help mentions {opt}: {out}");
+    }
+}
+
+#[test]
+fn runfcgi_spellings_work_end_to_end() {
+    let dir = TempDir::new("sa-flup");
+    let sock = dir.join("flup.sock");
+    let mut srv = Srv::start(
+        &[
+            &format!("socket={}", sock.display()),
+            "maxrequests=2",
+            "daemonize=false",
+        ],
+        &[],
+    );
+    assert!(
+        wait_until(T, || UnixStream::connect(&sock).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let v1 = unix_get(&sock, "/one", "").unwrap();
+    assert_eq!(pid_in(&v1), srv.pid(), "not daemonized: our child serves");
+    let v2 = unix_get(&sock, "/two", "").unwrap();
+    assert_eq!(v2["served"], 2);
+    let st = srv.wait_exit(T).expect("exits after maxrequests=2");
+    assert_eq!(st.code(), Some(0), "{}", srv.stderr());
+    assert!(!sock.exists());
+}
+
+#[test]
+fn under_cgi_the_command_line_is_ignored() {
+    for words in [&["foo"][..], &["foo", "--bogus"][..], &["--socket"][..]] {
+        let mut cmd = Command::new(example("echo"));
+        cmd.args(words)
+            .env_clear()
+            .envs([
+                ("GATEWAY_INTERFACE", "CGI/1.1"),
+                ("REQUEST_METHOD", "GET"),
+                ("SCRIPT_NAME", "/cgi/mysite.fcgi"),
+                ("PATH_INFO", "/search"),
+                ("QUERY_STRING", "foo"),
+                ("REQUEST_URI", "/cgi/mysite.fcgi/search?foo"),
+                ("SERVER_NAME", "localhost"),
+                ("SERVER_PORT", "80"),
+                ("SERVER_PROTOCOL", "HTTP/1.1"),
+                ("REMOTE_ADDR", "127.0.0.1"),
+            ])
+            .stdin(Stdio::null());
+        let (st, out, err) = run_to_end(cmd, T);
+        assert_eq!(st.code(), Some(0), "{words:?}: {err}");
+        let (head, body) = cgi_split(out.as_bytes());
+        assert!(head.starts_with("Status: 200"), "{words:?}: {head}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["mode"], "cgi");
+        assert_eq!(v["path_info"], "/search");
+        assert_eq!(v["query"], "foo");
+    }
+}
