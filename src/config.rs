@@ -211,6 +211,15 @@ impl Builder {
         self
     }
 
+    /// Believe `X-Forwarded-For`, `-Proto`, `-Host` and `-Prefix` for the client
+    /// address, HTTPS, the host in absolute links and the mount prefix
+    /// (`FCGI_TRUST_FORWARDED=1`). Only behind a proxy you control that sets them and
+    /// drops what clients send; otherwise any client could claim HTTPS or an address.
+    pub fn trust_forwarded(mut self, on: bool) -> Builder {
+        self.cfg.map.trust_forwarded = on;
+        self
+    }
+
     /// Only these addresses may connect over TCP (`FCGI_WEB_SERVER_ADDRS`).
     pub fn web_server_addrs(mut self, addrs: Vec<std::net::IpAddr>) -> Builder {
         self.cfg.web_server_addrs = Some(addrs);
@@ -410,6 +419,9 @@ impl Builder {
         }
         if let Some(v) = get("FCGI_FORCE_CGI") {
             c.force_cgi = parse_bool("FCGI_FORCE_CGI", &v)?;
+        }
+        if let Some(v) = get("FCGI_TRUST_FORWARDED") {
+            c.map.trust_forwarded = parse_bool("FCGI_TRUST_FORWARDED", &v)?;
         }
         if let Some(v) = get("FCGI_WEB_SERVER_ADDRS") {
             c.web_server_addrs = Some(crate::listen::parse_addrs(&v)?);

@@ -46,7 +46,9 @@ impl fmt::Display for Mode {
 ///
 /// It travels in the request's extensions (cheap to clone) and is read with
 /// [`RequestExt`]. Nothing here comes from a request header, so a client cannot forge
-/// it; `X-Forwarded-*` headers stay ordinary headers.
+/// it; `X-Forwarded-*` headers stay ordinary headers unless the app opts in
+/// (`FCGI_TRUST_FORWARDED=1`, [`crate::Builder::trust_forwarded`]) because a proxy it
+/// controls sets them.
 #[derive(Clone)]
 pub struct Context(Arc<Inner>);
 
@@ -55,6 +57,7 @@ struct Inner {
     role: Role,
     vars: Vars,
     mount: Mount,
+    trust_forwarded: bool,
 }
 
 fn is_on(v: &str) -> bool {
@@ -62,13 +65,28 @@ fn is_on(v: &str) -> bool {
 }
 
 impl Context {
-    pub(crate) fn new(mode: Mode, role: Role, vars: Vars, mount: Mount) -> Context {
+    pub(crate) fn new(
+        mode: Mode,
+        role: Role,
+        vars: Vars,
+        mount: Mount,
+        trust_forwarded: bool,
+    ) -> Context {
         Context(Arc::new(Inner {
             mode,
             role,
             vars,
             mount,
+            trust_forwarded,
         }))
+    }
+
+    /// A forwarded header's value, only when the app opted in to trusting them.
+    fn forwarded(&self, var: &str) -> Option<&str> {
+        if !self.0.trust_forwarded {
+            return None;
+        }
+        self.0.vars.non_empty(var).map(str::trim)
     }
 
     /// How the request arrived (FastCGI, CGI, ...).
@@ -109,8 +127,16 @@ impl Context {
         self.0.vars.get_str("QUERY_STRING").unwrap_or("")
     }
 
-    /// `REMOTE_ADDR`: the client (or the proxy in front of the web server).
+    /// `REMOTE_ADDR`: the client (or the proxy in front of the web server). With
+    /// `FCGI_TRUST_FORWARDED`, the first address of `X-Forwarded-For` instead.
     pub fn remote_addr(&self) -> Option<IpAddr> {
+        if let Some(first) = self
+            .forwarded("HTTP_X_FORWARDED_FOR")
+            .and_then(|v| v.split(',').next())
+            .and_then(|a| a.trim().parse().ok())
+        {
+            return Some(first);
+        }
         self.0.vars.get_str("REMOTE_ADDR")?.parse().ok()
     }
 
@@ -120,8 +146,11 @@ impl Context {
     }
 
     /// Whether the client connection is TLS: `HTTPS=on` (Apache, nginx, lighttpd) or
-    /// `REQUEST_SCHEME=https`.
+    /// `REQUEST_SCHEME=https`; with `FCGI_TRUST_FORWARDED`, `X-Forwarded-Proto` decides.
     pub fn is_https(&self) -> bool {
+        if let Some(p) = self.forwarded("HTTP_X_FORWARDED_PROTO") {
+            return p.eq_ignore_ascii_case("https");
+        }
         let v = &self.0.vars;
         v.get_str("HTTPS").is_some_and(is_on)
             || v.get_str("REQUEST_SCHEME")
@@ -163,8 +192,9 @@ impl Context {
     pub fn origin(&self) -> String {
         let scheme = self.scheme();
         let v = &self.0.vars;
-        let host = v
-            .non_empty("HTTP_HOST")
+        let host = self
+            .forwarded("HTTP_X_FORWARDED_HOST")
+            .or_else(|| v.non_empty("HTTP_HOST"))
             .filter(|h| is_valid_authority(h))
             .map(str::to_owned)
             .unwrap_or_else(|| {

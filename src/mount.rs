@@ -56,14 +56,26 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
         .as_deref()
         .is_some_and(|rp| rp == normalize(&[&script_name[..], &path_info[..]].concat()));
 
-    // No split: the whole path is in SCRIPT_NAME. Only when SCRIPT_NAME is not our own
-    // file (a request for /blog/mysite.fcgi itself is a script mount with an empty path).
+    // No split: the whole path is in SCRIPT_NAME (nginx's stock fastcgi_params,
+    // lighttpd at "/", Apache mod_proxy_fcgi/scgi), or in neither variable (nginx's
+    // stock scgi_params). Only when SCRIPT_NAME is not our own file (a request for
+    // /blog/mysite.fcgi itself is a script mount with an empty path).
     let unsplit = path_info.is_empty()
-        && !script_name.is_empty()
         && !is_own_script(&script_name, exe_name)
-        && (request_path.is_none() || split_only);
+        && (if script_name.is_empty() {
+            request_path.is_some()
+        } else {
+            request_path.is_none() || split_only
+        });
     if unsplit {
-        path_info = std::mem::take(&mut script_name);
+        path_info = match (proxied_path(vars), &request_path) {
+            // Apache mod_proxy_fcgi/scgi: `SCRIPT_FILENAME=proxy:fcgi://host:port/rest`,
+            // where `rest` is the path below the ProxyPass prefix.
+            (Some(rest), Some(rp)) if rp.ends_with(&rest) => rest,
+            _ if script_name.is_empty() => request_path.clone().unwrap_or_default(),
+            _ => script_name.clone(),
+        };
+        script_name.clear();
     }
 
     let per_request = vars
@@ -102,6 +114,18 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
         }
     }
     finish(&script_name.clone(), path_info, MountSource::ScriptName)
+}
+
+/// The backend path of Apache mod_proxy_fcgi/mod_proxy_scgi (`SCRIPT_FILENAME` of the
+/// form `proxy:fcgi://127.0.0.1:9000/posts/1`), decoded and normalised.
+fn proxied_path(vars: &Vars) -> Option<Vec<u8>> {
+    let f = vars.get("SCRIPT_FILENAME")?;
+    let rest = f.strip_prefix(b"proxy:")?;
+    let after_scheme = rest.windows(3).position(|w| w == b"://")? + 3;
+    let rest = &rest[after_scheme..];
+    let path = &rest[rest.iter().position(|&b| b == b'/')?..];
+    let path = path.split(|&b| b == b'?').next().unwrap_or_default();
+    Some(normalize(&percent_decode(path)))
 }
 
 fn finish(prefix: &[u8], path_info: Vec<u8>, source: MountSource) -> Mount {

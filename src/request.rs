@@ -17,6 +17,8 @@ pub(crate) struct MapSettings {
     pub force_script_name: Option<String>,
     /// Our executable's file name, to recognise `SCRIPT_NAME=/dir/<it>`.
     pub exe_name: Option<String>,
+    /// Believe `X-Forwarded-For/-Proto/-Host/-Prefix` (a proxy we control sets them).
+    pub trust_forwarded: bool,
 }
 
 /// A request that cannot be built; answered with `status` and logged with `reason`.
@@ -99,11 +101,19 @@ pub(crate) fn build(
         _ => Version::HTTP_11,
     };
 
-    let mount = mount::rebuild(
+    let mut mount = mount::rebuild(
         &vars,
         settings.force_script_name.as_deref(),
         settings.exe_name.as_deref(),
     );
+    if settings.trust_forwarded {
+        if let Some(p) = vars.non_empty("HTTP_X_FORWARDED_PREFIX") {
+            let p = p.trim().trim_end_matches('/');
+            if p.starts_with('/') && !p.contains(['\r', '\n']) {
+                mount.script_name = format!("{p}{}", mount.script_name);
+            }
+        }
+    }
     let uri = app_uri(
         &mount.path_info,
         vars.get("QUERY_STRING").unwrap_or_default(),
@@ -115,8 +125,13 @@ pub(crate) fn build(
     *req.uri_mut() = uri;
     *req.version_mut() = version;
     *req.headers_mut() = headers;
-    req.extensions_mut()
-        .insert(Context::new(mode, role, vars, mount));
+    req.extensions_mut().insert(Context::new(
+        mode,
+        role,
+        vars,
+        mount,
+        settings.trust_forwarded,
+    ));
     Ok(req)
 }
 
@@ -231,6 +246,7 @@ mod tests {
         MapSettings {
             force_script_name: None,
             exe_name: Some("mysite.fcgi".into()),
+            trust_forwarded: false,
         }
     }
 

@@ -295,6 +295,57 @@ fn servers_table() {
             path_info: "/x",
         },
         Row {
+            what: "Apache mod_proxy_fcgi: ProxyPass \"/app/\" \"fcgi://127.0.0.1:9000/\"",
+            vars: &[
+                ("SCRIPT_NAME", "/app/posts/1"),
+                ("SCRIPT_FILENAME", "proxy:fcgi://127.0.0.1:9000/posts/1"),
+                ("REQUEST_URI", "/app/posts/1?x=1&y=two"),
+                ("CONTEXT_PREFIX", ""),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/app",
+            path_info: "/posts/1",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi, the prefix itself",
+            vars: &[
+                ("SCRIPT_NAME", "/app/"),
+                ("SCRIPT_FILENAME", "proxy:fcgi://127.0.0.1:9000/"),
+                ("REQUEST_URI", "/app/"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/app",
+            path_info: "/",
+        },
+        Row {
+            what: "Apache mod_proxy_scgi, an encoded path",
+            vars: &[
+                ("SCRIPT_NAME", "/scgi/caf\u{e9}/a b"),
+                (
+                    "SCRIPT_FILENAME",
+                    "proxy:scgi://127.0.0.1:4000/caf%C3%A9/a%20b",
+                ),
+                ("REQUEST_URI", "/scgi/caf%C3%A9/a%20b"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/scgi",
+            path_info: "/caf\u{e9}/a b",
+        },
+        Row {
+            what: "nginx `include scgi_params` alone: neither SCRIPT_NAME nor PATH_INFO",
+            vars: &[
+                ("REQUEST_URI", "/posts/1?x=1"),
+                ("DOCUMENT_URI", "/posts/1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "",
+            path_info: "/posts/1",
+        },
+        Row {
             what: "no REQUEST_URI at all (a minimal CGI server)",
             vars: &[("SCRIPT_NAME", "/cgi-bin/mysite.fcgi"), ("PATH_INFO", "/x")],
             forced: None,

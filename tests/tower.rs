@@ -42,7 +42,11 @@ fn routes_resolve_app_relative_under_a_subdirectory() {
     assert_eq!(r.status(), 200);
     assert_eq!(body_text(&r), "<h1>Post 42</h1>");
     let r = app.roundtrip(request(1, false, &blog("GET", "/", ""), b""), 1);
-    assert!(body_text(&r).contains(r#"<a href="/blog/posts/1">"#), "{}", body_text(&r));
+    assert!(
+        body_text(&r).contains(r#"<a href="/blog/posts/1">"#),
+        "{}",
+        body_text(&r)
+    );
     let r = app.roundtrip(request(1, false, &blog("GET", "/api/info", ""), b""), 1);
     let j: serde_json::Value = serde_json::from_slice(&r.head_and_body().1).unwrap();
     assert_eq!(j["script_name"], "/blog");
@@ -52,7 +56,10 @@ fn routes_resolve_app_relative_under_a_subdirectory() {
     let r = app.roundtrip(request(1, false, &blog("GET", "/go", ""), b""), 1);
     let (head, _) = r.head_and_body();
     assert!(head.starts_with("Status: 303"), "{head}");
-    assert!(head.contains("location: http://example.com/blog/posts/1\r\n"), "{head}");
+    assert!(
+        head.contains("location: http://example.com/blog/posts/1\r\n"),
+        "{head}"
+    );
     // A form POST.
     let mut vars = blog("POST", "/greet", "");
     vars.push(("CONTENT_TYPE", "application/x-www-form-urlencoded".into()));
@@ -79,8 +86,13 @@ fn upload_streams_into_the_service() {
 fn streamed_response_arrives_before_it_is_finished() {
     let app = FcgiApp::start("axum", &[]);
     let mut s = app.connect();
-    s.write_all(&request(1, false, &blog("GET", "/stream", "n=4&delay_ms=400"), b""))
-        .unwrap();
+    s.write_all(&request(
+        1,
+        false,
+        &blog("GET", "/stream", "n=4&delay_ms=400"),
+        b"",
+    ))
+    .unwrap();
     s.set_read_timeout(Some(T)).unwrap();
     let t0 = Instant::now();
     // Read records until the first STDOUT record with body content after the head.
@@ -103,8 +115,14 @@ fn streamed_response_arrives_before_it_is_finished() {
     let rest = read_reply(&mut s, 1, T);
     let total = t0.elapsed();
     // Four lines 400 ms apart: the first one must not wait for the last (>= 1.2 s).
-    assert!(first_line_at < Duration::from_millis(800), "first line after {first_line_at:?}");
-    assert!(total >= Duration::from_millis(1100), "whole stream took {total:?}");
+    assert!(
+        first_line_at < Duration::from_millis(800),
+        "first line after {first_line_at:?}"
+    );
+    assert!(
+        total >= Duration::from_millis(1100),
+        "whole stream took {total:?}"
+    );
     got.extend_from_slice(&rest.stdout);
     let text = String::from_utf8_lossy(&got);
     assert_eq!(text.matches("line ").count(), 4, "{text}");
@@ -115,13 +133,18 @@ fn streamed_response_arrives_before_it_is_finished() {
 fn abort_cancels_the_service_future() {
     let app = FcgiApp::start("axum", &[]);
     let mut s = app.connect();
-    s.write_all(&request(1, true, &blog("GET", "/slow", "ms=5000"), b"")).unwrap();
+    s.write_all(&request(1, true, &blog("GET", "/slow", "ms=5000"), b""))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
     s.write_all(&rec(ABORT, 1, &[])).unwrap();
     let r = read_reply(&mut s, 1, T);
     assert!(r.end.is_some(), "no END_REQUEST");
-    assert!(t0.elapsed() < Duration::from_secs(2), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t0.elapsed()
+    );
     assert!(body_text_opt(&r).is_none_or(|b| !b.contains("finished")));
     // The service's future was dropped: its guard logged that (as FCGI_STDERR or on
     // the process's stderr).
@@ -131,7 +154,8 @@ fn abort_cancels_the_service_future() {
     });
     assert!(saw, "no cancellation logged:\n{log}");
     // The connection (keep-conn) and the process go on.
-    s.write_all(&request(2, false, &blog("GET", "/posts/1", ""), b"")).unwrap();
+    s.write_all(&request(2, false, &blog("GET", "/posts/1", ""), b""))
+        .unwrap();
     assert_eq!(read_reply(&mut s, 2, T).status(), 200);
 }
 
@@ -146,11 +170,14 @@ fn body_text_opt(r: &Reply) -> Option<String> {
 fn disconnect_cancels_the_service_future() {
     let app = FcgiApp::start("axum", &[]);
     let mut s = app.connect();
-    s.write_all(&request(1, false, &blog("GET", "/slow", "ms=5000"), b"")).unwrap();
+    s.write_all(&request(1, false, &blog("GET", "/slow", "ms=5000"), b""))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     drop(s);
     assert!(
-        wait_until(Duration::from_secs(2), || app.stderr().contains("/slow was cancelled")),
+        wait_until(Duration::from_secs(2), || app
+            .stderr()
+            .contains("/slow was cancelled")),
         "{}",
         app.stderr()
     );
@@ -178,7 +205,8 @@ fn lifecycle_applies_to_services_too() {
     // SIGTERM while a request is in flight: it completes, then exit 0.
     let mut app = FcgiApp::start("axum", &[]);
     let mut s = app.connect();
-    s.write_all(&request(1, false, &blog("GET", "/slow", "ms=600"), b"")).unwrap();
+    s.write_all(&request(1, false, &blog("GET", "/slow", "ms=600"), b""))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(200));
     app.signal(libc::SIGTERM);
     let r = read_reply(&mut s, 1, T);
@@ -190,13 +218,20 @@ fn lifecycle_applies_to_services_too() {
 fn the_same_app_as_cgi() {
     let out = Command::new(example("axum"))
         .env_clear()
-        .envs(blog("GET", "/posts/9", "").iter().map(|(k, v)| (*k, v.as_str())))
+        .envs(
+            blog("GET", "/posts/9", "")
+                .iter()
+                .map(|(k, v)| (*k, v.as_str())),
+        )
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
-    assert!(s.starts_with("Status: 200 OK\r\n") && s.ends_with("<h1>Post 9</h1>"), "{s}");
+    assert!(
+        s.starts_with("Status: 200 OK\r\n") && s.ends_with("<h1>Post 9</h1>"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -205,6 +240,8 @@ fn a_single_thread_serves_by_default() {
     let app = FcgiApp::start("axum", &[]);
     let r = app.roundtrip(request(1, false, &blog("GET", "/posts/1", ""), b""), 1);
     assert_eq!(r.status(), 200);
-    let threads = std::fs::read_dir(format!("/proc/{}/task", app.pid())).unwrap().count();
+    let threads = std::fs::read_dir(format!("/proc/{}/task", app.pid()))
+        .unwrap()
+        .count();
     assert_eq!(threads, 1, "threads in an fd-0 FastCGI process");
 }

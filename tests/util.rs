@@ -1,5 +1,6 @@
 // Test helpers: the built examples, temp dirs, a raw FastCGI client that plays the web
-// server byte by byte, and an app process started the way mod_fcgid starts it.
+// server byte by byte, an app process started the way mod_fcgid starts it, process
+// inspection, and a plain HTTP/1.1 client.
 
 #![allow(dead_code)]
 
@@ -33,6 +34,9 @@ pub fn example(name: &str) -> PathBuf {
         let mut features: Vec<&str> = Vec::new();
         if cfg!(feature = "syslog") {
             features.push("syslog");
+        }
+        if cfg!(feature = "tower") {
+            features.push("tower");
         }
         let status = Command::new(env!("CARGO"))
             .args(["build", "--quiet", "--examples", "--profile", profile])
@@ -524,4 +528,271 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     f()
+}
+
+// ---- processes ----
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// uid and gid of www-data, the user Apache's children run as when started by root.
+pub fn www_data() -> (u32, u32) {
+    // SAFETY: a valid C string; the result is read at once, before any other getpw call.
+    unsafe {
+        let pw = libc::getpwnam(c"www-data".as_ptr());
+        assert!(!pw.is_null(), "no www-data user");
+        ((*pw).pw_uid, (*pw).pw_gid)
+    }
+}
+
+/// The state letter of /proc/<pid>/stat (R, S, Z, ...), None when there is no such process.
+pub fn proc_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Processes whose process group is `pgid` (pid, state, command line).
+pub fn group_members(pgid: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // after the command: state, ppid, pgrp
+        if f.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push(format!("{pid} {} {}", f[0], cmd.trim()));
+        }
+    }
+    out
+}
+
+/// The sockets the process has open (inode names like `socket:[1234]`): for a FastCGI
+/// app, its listening socket plus one per connection.
+pub fn socket_inodes(pid: u32) -> std::collections::HashSet<String> {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok())
+        .map(|l| l.to_string_lossy().into_owned())
+        .filter(|l| l.starts_with("socket:"))
+        .collect()
+}
+
+pub fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill(2) on a process (or, negative, a process group) we started.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}
+
+// ---- a plain HTTP/1.1 client (the tests' browser: one request per connection) ----
+
+pub enum Body<'a> {
+    None,
+    /// Sent with Content-Length.
+    Fixed(&'a [u8]),
+    /// Sent with Transfer-Encoding: chunked, in chunks of 4000 bytes.
+    Chunked(&'a [u8]),
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    /// Names lowercased, in order, repeats kept.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {} {}", self.status, self.text()))
+    }
+
+    /// The echo app's JSON, from a 200 answer.
+    pub fn echo(&self) -> serde_json::Value {
+        assert_eq!(self.status, 200, "{self:?} {}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        self.json()
+    }
+}
+
+/// One request on a new connection (`Connection: close`); the body is written from a
+/// second thread while the answer is read.
+pub fn http_request(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> Response {
+    try_http_request(port, method, target, headers, body, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{method} {target}: {e}"))
+}
+
+pub fn try_http_request(
+    port: u16,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: Body,
+    timeout: Duration,
+) -> Result<Response, String> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.set_write_timeout(Some(timeout)).unwrap();
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        head += &format!("{n}: {v}\r\n");
+    }
+    let payload: Vec<u8> = match body {
+        Body::None => Vec::new(),
+        Body::Fixed(b) => {
+            head += &format!("Content-Length: {}\r\n", b.len());
+            b.to_vec()
+        }
+        Body::Chunked(b) => {
+            head += "Transfer-Encoding: chunked\r\n";
+            let mut v = Vec::new();
+            for c in b.chunks(4000) {
+                v.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                v.extend_from_slice(c);
+                v.extend_from_slice(b"\r\n");
+            }
+            v.extend_from_slice(b"0\r\n\r\n");
+            v
+        }
+    };
+    head += "\r\n";
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write_all(head.as_bytes())?;
+        w.write_all(&payload)
+    });
+    let mut raw = Vec::new();
+    if let Err(e) = s.read_to_end(&mut raw) {
+        // A reset after a complete answer is still an answer (parsed below).
+        if raw.is_empty() {
+            return Err(format!("reading the response: {e}"));
+        }
+    }
+    let _ = writer.join();
+    parse_response(&raw, method == "HEAD")
+        .map_err(|e| format!("{e}: {:?}", String::from_utf8_lossy(&raw)))
+}
+
+pub fn parse_response(raw: &[u8], head_only: bool) -> Result<Response, String> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of the header")?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "header is not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
+        return Err(format!("bad status line {status_line:?}"));
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let mut headers = Vec::new();
+    for l in lines {
+        let (n, v) = l
+            .split_once(':')
+            .ok_or_else(|| format!("bad header line {l:?}"))?;
+        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let mut r = Response {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    let rest = &raw[end + 4..];
+    if head_only || status == 204 || status == 304 || status < 200 {
+        return Ok(r);
+    }
+    if r.header("transfer-encoding")
+        .is_some_and(|te| te.eq_ignore_ascii_case("chunked"))
+    {
+        r.body = dechunk(rest)?;
+    } else if let Some(cl) = r.header("content-length") {
+        let n: usize = cl
+            .parse()
+            .map_err(|_| format!("bad Content-Length {cl:?}"))?;
+        if rest.len() != n {
+            return Err(format!("Content-Length {n}, but {} bytes came", rest.len()));
+        }
+        r.body = rest.to_vec();
+    } else {
+        r.body = rest.to_vec();
+    }
+    Ok(r)
+}
+
+pub fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let eol = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("truncated chunk size")?;
+        let line = std::str::from_utf8(&b[..eol]).map_err(|_| "bad chunk size")?;
+        let size_hex = line.split(';').next().unwrap_or_default().trim();
+        let size =
+            usize::from_str_radix(size_hex, 16).map_err(|_| format!("bad chunk size {line:?}"))?;
+        b = &b[eol + 2..];
+        if size == 0 {
+            // Trailers (none expected), then the final empty line.
+            return if b.ends_with(b"\r\n") {
+                Ok(out)
+            } else {
+                Err("no end of the chunked body".into())
+            };
+        }
+        if b.len() < size + 2 || &b[size..size + 2] != b"\r\n" {
+            return Err("truncated chunk".into());
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
 }

@@ -1,0 +1,1299 @@
+// The set-ups in servers/, run for real: each snippet file is read, its placeholders
+// filled in, and the web server it configures (nginx, lighttpd, spawn-fcgi + nginx,
+// Apache mod_proxy_fcgi/mod_proxy_scgi, the restart script, systemd socket activation)
+// is started on 127.0.0.1 in front of the echo example, then spoken to over HTTP.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+const NGINX: &str = "/usr/sbin/nginx";
+const LIGHTTPD: &str = "/usr/sbin/lighttpd";
+const SPAWN_FCGI: &str = "/usr/bin/spawn-fcgi";
+const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
+const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
+
+// ---- the snippets ----
+
+/// The file `servers/<name>` with its placeholders (`{LISTEN}`, ...) replaced. Each
+/// given placeholder must occur in the file, and none may be left outside comments.
+fn snippet(name: &str, vars: &[(&str, &str)]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("servers")
+        .join(name);
+    let mut text =
+        fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    for (k, v) in vars {
+        assert!(text.contains(k), "{name} has no placeholder {k}");
+        text = text.replace(k, v);
+    }
+    for line in text.lines() {
+        let code = line.trim_start();
+        if code.starts_with('#') {
+            continue;
+        }
+        if let Some(p) = placeholder_in(code) {
+            panic!("{name}: placeholder {p} left in {line:?}");
+        }
+    }
+    text
+}
+
+/// A `{NAME}` (capitals and `_`, not a shell `${NAME}`) in `line`.
+fn placeholder_in(line: &str) -> Option<&str> {
+    let b = line.as_bytes();
+    for (i, _) in line.match_indices('{') {
+        if i > 0 && b[i - 1] == b'$' {
+            continue;
+        }
+        let rest = &line[i + 1..];
+        let end = rest.find('}')?;
+        let name = &rest[..end];
+        if !name.is_empty() && name.bytes().all(|c| c.is_ascii_uppercase() || c == b'_') {
+            return Some(&line[i..i + end + 2]);
+        }
+    }
+    None
+}
+
+fn need(program: &str) {
+    assert!(
+        Path::new(program).exists(),
+        "{program} is not installed (apt-get install nginx-light lighttpd spawn-fcgi \
+         apache2 systemd)"
+    );
+}
+
+// ---- processes ----
+
+/// A server (or script) in its own process group, with what it starts, its output in a
+/// log file. Stopped on drop (SIGTERM to the group, SIGKILL after 15 s); the test fails
+/// if anything of the group outlives that.
+struct Group {
+    what: String,
+    child: Option<Child>,
+    logs: Vec<PathBuf>,
+}
+
+/// Starts `cmd` in a new process group: stdin from /dev/null, stdout and stderr to
+/// `log`, no descriptor of the test runner but those (other tests' sockets must not
+/// leak into servers), and SIGTERM if the test runner dies.
+fn spawn_group(what: &str, cmd: &mut Command, log: &Path) -> Group {
+    let out = fs::File::create(log).expect("create log");
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(out.try_clone().unwrap()))
+        .stderr(Stdio::from(out))
+        .env_remove("GATEWAY_INTERFACE")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_FDNAMES")
+        .process_group(0);
+    // SAFETY: close_range(2) and prctl(2) are async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    // A binary written a moment ago can be "busy" while another test's fork still
+    // holds it open; that passes quickly.
+    let mut tries = 0;
+    let child = loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => break r.unwrap_or_else(|e| panic!("starting {what}: {e}")),
+        }
+    };
+    Group {
+        what: what.to_owned(),
+        child: Some(child),
+        logs: vec![log.to_path_buf()],
+    }
+}
+
+impl Group {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("stopped").id()
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.exited() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut s = String::new();
+        for p in &self.logs {
+            let text = fs::read(p).unwrap_or_default();
+            s += &format!(
+                "--- {} ({}) ---\n{}\n",
+                self.what,
+                p.display(),
+                String::from_utf8_lossy(&text)
+            );
+        }
+        s
+    }
+
+    /// Stops the group; returns what had to be killed.
+    fn stop(&mut self) -> Vec<String> {
+        let Some(mut child) = self.child.take() else {
+            return Vec::new();
+        };
+        let pgid = child.id() as i32;
+        signal(-pgid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut left = Vec::new();
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                left = group_members(pgid);
+                signal(-pgid, libc::SIGKILL);
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // SAFETY: kill with signal 0 only checks whether the group has members.
+        let group_empty = || unsafe { libc::kill(-pgid, 0) } != 0;
+        if !wait_until(Duration::from_secs(5), group_empty) {
+            left.extend(group_members(pgid));
+            signal(-pgid, libc::SIGKILL);
+            wait_until(Duration::from_secs(5), group_empty);
+        }
+        left
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let left = self.stop();
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        } else if !left.is_empty() {
+            panic!(
+                "{} did not stop cleanly; killed: {left:?}\n{}",
+                self.what,
+                self.logs()
+            );
+        }
+    }
+}
+
+/// Runs a script to its end in a process group of its own; its output goes to `log`.
+fn run_script(what: &str, cmd: &mut Command, log: &Path) -> (ExitStatus, String) {
+    let mut g = spawn_group(what, cmd, log);
+    let status = g
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{what} did not finish in 20 s\n{}", g.logs()));
+    let out = fs::read_to_string(log).unwrap_or_default();
+    (status, out)
+}
+
+/// True while `pid` runs (not gone, not a zombie).
+fn running(pid: u32) -> bool {
+    !matches!(proc_state(pid), None | Some('Z'))
+}
+
+/// Processes that left every process group we control (daemons, spawn-fcgi's
+/// children): SIGKILLed on drop if still running our program.
+struct Detached {
+    exe: PathBuf,
+    pids: Vec<u32>,
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        let exe = self.exe.to_string_lossy().into_owned();
+        for &pid in &self.pids {
+            let cmd = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if running(pid) && String::from_utf8_lossy(&cmd).contains(&exe) {
+                signal(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+fn read_pids(p: &Path) -> Vec<u32> {
+    fs::read_to_string(p)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+fn is_socket(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket())
+}
+
+/// True when process `pid` listens on 127.0.0.1:`port` (from /proc/net/tcp, so without
+/// connecting: a probe connection would show up in the app's connection counts).
+fn tcp_listening(pid: u32, port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    let ours = socket_inodes(pid);
+    fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| {
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.get(1) == Some(&want.as_str())
+                && f.get(3) == Some(&"0A")
+                && f.get(9)
+                    .is_some_and(|i| ours.contains(&format!("socket:[{i}]")))
+        })
+}
+
+// ---- the app as a standalone server ----
+
+/// Where a standalone app listens.
+enum Listen {
+    Socket(PathBuf),
+    Tcp(u16),
+}
+
+impl Listen {
+    /// As nginx's `fastcgi_pass`/`scgi_pass` names it.
+    fn nginx(&self) -> String {
+        match self {
+            Listen::Socket(p) => format!("unix:{}", p.display()),
+            Listen::Tcp(port) => format!("127.0.0.1:{port}"),
+        }
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Listen::Tcp(p) => *p,
+            Listen::Socket(_) => panic!("not a TCP server"),
+        }
+    }
+}
+
+struct App {
+    group: Group,
+    listen: Listen,
+}
+
+impl App {
+    /// The echo example on a Unix socket in `dir` (`tcp`: on a free port instead),
+    /// with `args` added; returns once it accepts connections.
+    fn start(dir: &TempDir, tcp: bool, args: &[&str]) -> App {
+        for _ in 0..5 {
+            let listen = if tcp {
+                Listen::Tcp(free_port())
+            } else {
+                Listen::Socket(dir.join("mysite.sock"))
+            };
+            let mut cmd = Command::new(example("echo"));
+            match &listen {
+                Listen::Socket(p) => cmd.arg("--socket").arg(p),
+                Listen::Tcp(port) => cmd.arg("--listen").arg(format!("127.0.0.1:{port}")),
+            };
+            cmd.args(args);
+            let mut group = spawn_group("the app", &mut cmd, &dir.join("app.log"));
+            let pid = group.pid();
+            let ready = wait_until(Duration::from_secs(10), || {
+                group.exited().is_some()
+                    || match &listen {
+                        Listen::Socket(p) => is_socket(p),
+                        Listen::Tcp(port) => tcp_listening(pid, *port),
+                    }
+            });
+            if ready && group.exited().is_none() {
+                return App { group, listen };
+            }
+            let logs = group.logs();
+            if !(tcp && logs.contains("in use")) {
+                panic!("the app did not start\n{logs}");
+            }
+        }
+        panic!("no free port for the app");
+    }
+
+    fn pid(&self) -> u32 {
+        self.group.pid()
+    }
+}
+
+// ---- web servers ----
+
+/// A web server on 127.0.0.1:`port`.
+struct Web {
+    group: Group,
+    port: u16,
+}
+
+/// Starts a web server on a free port: `spawn(port)` starts it; it is ready once it
+/// answers HTTP on the port. Another port is tried when the port was taken meanwhile.
+fn start_web(what: &str, spawn: &mut dyn FnMut(u16) -> Group) -> Web {
+    let mut failure = String::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let mut group = spawn(port);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if group.exited().is_some() || Instant::now() > deadline {
+                failure = format!("{what} did not come up on port {port}\n{}", group.logs());
+                break;
+            }
+            let t = Duration::from_secs(2);
+            if try_http_request(port, "GET", "/ready", &[], Body::None, t).is_ok() {
+                return Web { group, port };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !failure.contains("in use") {
+            break;
+        }
+    }
+    panic!("{failure}");
+}
+
+/// nginx with `site` (a `server { }` block, given the port) inside `http { }`, with
+/// Debian's fastcgi_params and scgi_params beside it as `include` expects them.
+fn nginx(dir: &TempDir, site: &dyn Fn(u16) -> String) -> Web {
+    need(NGINX);
+    let root = dir.join("nginx");
+    for d in ["logs", "tmp"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for f in ["fastcgi_params", "scgi_params"] {
+        fs::copy(Path::new("/etc/nginx").join(f), root.join(f))
+            .unwrap_or_else(|e| panic!("/etc/nginx/{f}: {e}"));
+    }
+    start_web("nginx", &mut |port| {
+        let r = root.display();
+        // As root, workers would run as nobody, which may not connect to the app's
+        // socket (mode 755 under the default umask): run them as root here.
+        let user = if is_root() { "user root;\n" } else { "" };
+        let conf = format!(
+            "{user}daemon off;
+master_process on;
+worker_processes 1;
+pid {r}/nginx.pid;
+error_log {r}/logs/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log {r}/logs/access.log;
+    client_body_temp_path {r}/tmp/body;
+    fastcgi_temp_path {r}/tmp/fastcgi;
+    scgi_temp_path {r}/tmp/scgi;
+    proxy_temp_path {r}/tmp/proxy;
+    uwsgi_temp_path {r}/tmp/uwsgi;
+    include {r}/site.conf;
+}}
+"
+        );
+        fs::write(root.join("site.conf"), site(port)).unwrap();
+        fs::write(root.join("nginx.conf"), conf).unwrap();
+        let mut cmd = Command::new(NGINX);
+        cmd.arg("-p")
+            .arg(&root)
+            .arg("-c")
+            .arg(root.join("nginx.conf"));
+        let mut g = spawn_group("nginx", &mut cmd, &root.join("logs/stdout.log"));
+        g.logs.push(root.join("logs/error.log"));
+        g
+    })
+}
+
+/// lighttpd with `site` (a snippet) included from a minimal lighttpd.conf.
+fn lighttpd(dir: &TempDir, site: &str) -> Web {
+    need(LIGHTTPD);
+    let root = dir.join("lighttpd");
+    for d in ["logs", "tmp", "htdocs"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("site.conf"), site).unwrap();
+    start_web("lighttpd", &mut |port| {
+        let r = root.display();
+        let conf = format!(
+            "server.document-root = \"{r}/htdocs\"
+server.bind = \"127.0.0.1\"
+server.port = {port}
+server.errorlog = \"{r}/logs/error.log\"
+server.upload-dirs = ( \"{r}/tmp\" )
+include \"{r}/site.conf\"
+"
+        );
+        fs::write(root.join("lighttpd.conf"), conf).unwrap();
+        let mut cmd = Command::new(LIGHTTPD);
+        cmd.arg("-D").arg("-f").arg(root.join("lighttpd.conf"));
+        let mut g = spawn_group("lighttpd", &mut cmd, &root.join("logs/stdout.log"));
+        g.logs.push(root.join("logs/error.log"));
+        g
+    })
+}
+
+/// Apache 2.4 with mod_proxy_fcgi and mod_proxy_scgi, and `site` (snippets) in the
+/// server configuration.
+fn apache(dir: &TempDir, site: &str) -> Web {
+    let bin = ["/usr/sbin/apache2", "/usr/sbin/httpd"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("Apache 2.4 is not installed (apt-get install apache2)");
+    let root = dir.join("apache");
+    for d in ["run", "logs", "htdocs"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("site.conf"), site).unwrap();
+    start_web("Apache", &mut |port| {
+        let r = root.display();
+        let mut conf = format!(
+            "ServerRoot \"{r}\"
+DefaultRuntimeDir \"{r}/run\"
+PidFile \"{r}/run/httpd.pid\"
+Mutex file:{r}/run default
+Listen 127.0.0.1:{port}
+ServerName 127.0.0.1
+"
+        );
+        for (id, file) in [
+            ("mpm_event_module", "mod_mpm_event.so"),
+            ("unixd_module", "mod_unixd.so"),
+            ("authz_core_module", "mod_authz_core.so"),
+            ("log_config_module", "mod_log_config.so"),
+            ("proxy_module", "mod_proxy.so"),
+            ("proxy_fcgi_module", "mod_proxy_fcgi.so"),
+            ("proxy_scgi_module", "mod_proxy_scgi.so"),
+        ] {
+            conf += &format!(
+                "<IfModule !{id}>\n  LoadModule {id} {APACHE_MODULES}/{file}\n</IfModule>\n"
+            );
+        }
+        if is_root() {
+            conf += "User www-data\nGroup www-data\n";
+        }
+        conf += &format!(
+            "StartServers 1
+ServerLimit 1
+ThreadsPerChild 16
+MaxRequestWorkers 16
+MinSpareThreads 4
+MaxSpareThreads 16
+Timeout 30
+ErrorLog \"{r}/logs/error.log\"
+LogLevel warn
+CustomLog \"{r}/logs/access.log\" common
+DocumentRoot \"{r}/htdocs\"
+Include \"{r}/site.conf\"
+"
+        );
+        fs::write(root.join("httpd.conf"), conf).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("-f")
+            .arg(root.join("httpd.conf"))
+            .arg("-DFOREGROUND")
+            .env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("LANG", "C");
+        let mut g = spawn_group("Apache", &mut cmd, &root.join("logs/stdout.log"));
+        g.logs.push(root.join("logs/error.log"));
+        g
+    })
+}
+
+// ---- what every set-up must get right ----
+
+/// Checks one echo answer; collects mismatches instead of stopping at the first.
+struct Checks {
+    failures: Vec<String>,
+}
+
+impl Checks {
+    fn new() -> Checks {
+        Checks {
+            failures: Vec::new(),
+        }
+    }
+
+    /// The echo JSON of a 200 answer, or a recorded failure.
+    fn answer(&mut self, what: &str, r: &Response) -> Option<Value> {
+        let json = serde_json::from_slice::<Value>(&r.body).ok();
+        match json {
+            Some(j) if r.status == 200 => Some(j),
+            _ => {
+                self.failures
+                    .push(format!("{what}: status {}, body {:?}", r.status, r.text()));
+                None
+            }
+        }
+    }
+
+    /// `j[field] == want` for each pair; on any mismatch one failure naming them all,
+    /// with the CGI variables the server sent.
+    fn fields(&mut self, what: &str, j: &Value, want: &[(&str, Value)]) {
+        let wrong: Vec<String> = want
+            .iter()
+            .filter(|(f, w)| &j[*f] != w)
+            .map(|(f, w)| format!("{f} = {}, expected {w}", j[*f]))
+            .collect();
+        if !wrong.is_empty() {
+            self.failures.push(format!(
+                "{what}: {}\n    variables sent: {}",
+                wrong.join("; "),
+                j["vars"]
+            ));
+        }
+    }
+
+    fn finish(self, what: &str) {
+        assert!(
+            self.failures.is_empty(),
+            "{what}:\n  {}",
+            self.failures.join("\n  ")
+        );
+    }
+}
+
+/// Through the web server on `port`, the app mounted at `prefix` ("" or "/app") in
+/// `mode` ("fastcgi", "scgi") must see: its mount prefix, the app-relative path and
+/// URI, the query, a 200 KiB POST body intact, and two cookies set. Fails with every
+/// mismatch at once. Returns the echo answers.
+fn check_mount(port: u16, prefix: &str, mode: &str) -> Vec<Value> {
+    let mut c = Checks::new();
+    let mut answers = Vec::new();
+    let mut get = |c: &mut Checks, target: &str, want: &[(&str, Value)]| {
+        let r = http_request(port, "GET", target, &[], Body::None);
+        if let Some(j) = c.answer(&format!("GET {target}"), &r) {
+            c.fields(&format!("GET {target}"), &j, want);
+            answers.push(j);
+        }
+        r
+    };
+    let base = |path: &str| {
+        vec![
+            ("mode", json!(mode)),
+            ("script_name", json!(prefix)),
+            ("path_info", json!(path)),
+        ]
+    };
+    let with = |mut v: Vec<(&'static str, Value)>, more: &[(&'static str, Value)]| {
+        v.extend_from_slice(more);
+        v
+    };
+
+    let t = format!("{prefix}/posts/1?x=1&y=two");
+    let want = with(
+        base("/posts/1"),
+        &[
+            ("method", json!("GET")),
+            ("uri", json!("/posts/1?x=1&y=two")),
+            ("query", json!("x=1&y=two")),
+            ("original_uri", json!(t)),
+        ],
+    );
+    get(&mut c, &t, &want);
+
+    let want = with(base("/"), &[("uri", json!("/")), ("query", json!(""))]);
+    get(&mut c, &format!("{prefix}/"), &want);
+
+    let want = with(
+        base("/café/a b"),
+        &[
+            ("uri", json!("/caf%C3%A9/a%20b?q=%C3%A9")),
+            ("query", json!("q=%C3%A9")),
+        ],
+    );
+    get(&mut c, &format!("{prefix}/caf%C3%A9/a%20b?q=%C3%A9"), &want);
+
+    let t = format!("{prefix}/cookies");
+    let r = get(&mut c, &t, &base("/cookies"));
+    if r.all("set-cookie") != ["first=1; Path=/", "second=2; Path=/"] {
+        c.failures.push(format!(
+            "GET {t}: Set-Cookie headers {:?}",
+            r.all("set-cookie")
+        ));
+    }
+
+    let data = noise(200 * 1024, port as u64);
+    let t = format!("{prefix}/upload?n=1");
+    let r = http_request(
+        port,
+        "POST",
+        &t,
+        &[("Content-Type", "application/octet-stream")],
+        Body::Fixed(&data),
+    );
+    if let Some(j) = c.answer(&format!("POST {t}"), &r) {
+        let want = with(
+            base("/upload"),
+            &[
+                ("method", json!("POST")),
+                ("uri", json!("/upload?n=1")),
+                ("query", json!("n=1")),
+                ("body_len", json!(data.len())),
+                ("body_sha256", json!(sha256_hex(&data))),
+            ],
+        );
+        c.fields(&format!("POST {t} (200 KiB)"), &j, &want);
+        answers.push(j);
+    }
+    c.finish(&format!(
+        "the app mounted at {prefix:?} through port {port}"
+    ));
+    answers
+}
+
+fn pid_of(j: &Value) -> u32 {
+    j["pid"].as_u64().expect("pid") as u32
+}
+
+fn pids(answers: &[Value]) -> BTreeSet<u32> {
+    answers.iter().map(pid_of).collect()
+}
+
+/// Sends GETs for `target` on `n` connections at once; returns the answers.
+fn concurrent(port: u16, target: &str, n: usize) -> Vec<Value> {
+    let threads: Vec<_> = (0..n)
+        .map(|_| {
+            let target = target.to_owned();
+            std::thread::spawn(move || http_request(port, "GET", &target, &[], Body::None))
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("request thread").echo())
+        .collect()
+}
+
+// ---- nginx ----
+
+/// The app's connections: its socket inodes other than those it had when idle.
+fn connections(pid: u32, idle: &HashSet<String>) -> HashSet<String> {
+    socket_inodes(pid).difference(idle).cloned().collect()
+}
+
+/// nginx (`servers/<conf>`) to the app on a Unix socket or TCP; the app at /app/ and at
+/// the root. Then 20 requests in a row: one process serves them all, and either they
+/// share kept connections (`keepalive`: the app holds an open connection after every
+/// answer, at most 2 over all 20) or the app closes each connection after its answer.
+fn nginx_fastcgi(conf: &str, tcp: bool, keepalive: bool) {
+    let dir = TempDir::new("nginx-fcgi");
+    let app = App::start(&dir, tcp, &[]);
+    // Before nginx (whose readiness probe reaches the app): only the listener.
+    let idle = socket_inodes(app.pid());
+    let backend = app.listen.nginx();
+    let web = nginx(&dir, &|port| {
+        snippet(
+            conf,
+            &[
+                ("{LISTEN}", &format!("127.0.0.1:{port}")),
+                ("{BACKEND}", &backend),
+            ],
+        )
+    });
+    let mut answers = check_mount(web.port, "/app", "fastcgi");
+    answers.extend(check_mount(web.port, "", "fastcgi"));
+    assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut last_served = None;
+    for i in 0..20 {
+        let j = http_request(
+            web.port,
+            "GET",
+            &format!("/app/kept?i={i}"),
+            &[],
+            Body::None,
+        )
+        .echo();
+        assert_eq!(pid_of(&j), app.pid(), "{j}");
+        let served = j["served"].as_u64().expect("served");
+        if let Some(last) = last_served {
+            assert_eq!(served, last + 1, "request {i}: {j}");
+        }
+        last_served = Some(served);
+        if keepalive {
+            let now = connections(app.pid(), &idle);
+            assert!(
+                !now.is_empty(),
+                "request {i}: the app holds no connection after the answer, though nginx \
+                 keeps them (fastcgi_keep_conn on)"
+            );
+            for c in now {
+                *seen.entry(c).or_default() += 1;
+            }
+        } else {
+            assert!(
+                wait_until(Duration::from_secs(3), || connections(app.pid(), &idle)
+                    .is_empty()),
+                "request {i}: the app kept a connection open without fastcgi_keep_conn: {:?}",
+                connections(app.pid(), &idle)
+            );
+        }
+    }
+    if keepalive {
+        assert!(
+            seen.len() <= 2,
+            "20 requests over kept connections used {} connections: {seen:?}",
+            seen.len()
+        );
+    }
+    drop(web);
+    drop(app);
+}
+
+#[test]
+fn nginx_fastcgi_unix_socket() {
+    nginx_fastcgi("nginx-fastcgi.conf", false, false);
+}
+
+#[test]
+fn nginx_fastcgi_tcp() {
+    nginx_fastcgi("nginx-fastcgi.conf", true, false);
+}
+
+#[test]
+fn nginx_fastcgi_keepalive_unix_socket() {
+    nginx_fastcgi("nginx-fastcgi-keepalive.conf", false, true);
+}
+
+#[test]
+fn nginx_fastcgi_keepalive_tcp() {
+    nginx_fastcgi("nginx-fastcgi-keepalive.conf", true, true);
+}
+
+#[test]
+fn nginx_scgi() {
+    let dir = TempDir::new("nginx-scgi");
+    let app = App::start(&dir, false, &["--protocol", "scgi"]);
+    let backend = app.listen.nginx();
+    let web = nginx(&dir, &|port| {
+        snippet(
+            "nginx-scgi.conf",
+            &[
+                ("{LISTEN}", &format!("127.0.0.1:{port}")),
+                ("{BACKEND}", &backend),
+            ],
+        )
+    });
+    let mut answers = check_mount(web.port, "/app", "scgi");
+    answers.extend(check_mount(web.port, "", "scgi"));
+    assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+    drop(web);
+}
+
+/// nginx's stock `include scgi_params;` alone sends REQUEST_URI but neither SCRIPT_NAME
+/// nor PATH_INFO. At the site root that still says everything: the path is the
+/// request's path and the prefix is empty (not the whole path as the prefix).
+#[test]
+fn nginx_scgi_with_only_the_stock_scgi_params_at_the_root() {
+    let dir = TempDir::new("nginx-scgi-stock");
+    let app = App::start(&dir, false, &["--protocol", "scgi"]);
+    let backend = app.listen.nginx();
+    let web = nginx(&dir, &|port| {
+        format!(
+            "server {{
+    listen 127.0.0.1:{port};
+    location / {{
+        include scgi_params;
+        scgi_pass {backend};
+    }}
+}}
+"
+        )
+    });
+    let mut c = Checks::new();
+    let r = http_request(web.port, "GET", "/posts/1?x=1", &[], Body::None);
+    if let Some(j) = c.answer("GET /posts/1?x=1", &r) {
+        c.fields(
+            "GET /posts/1?x=1",
+            &j,
+            &[
+                ("script_name", json!("")),
+                ("path_info", json!("/posts/1")),
+                ("uri", json!("/posts/1?x=1")),
+            ],
+        );
+    }
+    c.finish("nginx with the stock scgi_params only");
+    drop(web);
+}
+
+// ---- lighttpd ----
+
+/// lighttpd starts the app (`bin-path`, 2 processes per mount) at /app and at the root.
+#[test]
+fn lighttpd_bin_path() {
+    let dir = TempDir::new("lighttpd-bin");
+    let exe = example("echo");
+    let run = dir.join("run");
+    fs::create_dir_all(&run).unwrap();
+    let site = snippet(
+        "lighttpd-bin-path.conf",
+        &[
+            ("{APP}", &exe.to_string_lossy()),
+            ("{ROOT}", &run.to_string_lossy()),
+        ],
+    );
+    let web = lighttpd(&dir, &site);
+
+    // max-procs 2 for each of the two mounts.
+    let exe_s = exe.to_string_lossy().into_owned();
+    let apps = || -> BTreeSet<u32> {
+        group_members(web.group.pid() as i32)
+            .iter()
+            .filter(|m| m.split(' ').nth(2) == Some(exe_s.as_str()))
+            .filter_map(|m| m.split(' ').next()?.parse().ok())
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || apps().len() == 4),
+        "lighttpd started {:?}, not 2 processes per mount\n{}",
+        group_members(web.group.pid() as i32),
+        web.group.logs()
+    );
+
+    let sub = check_mount(web.port, "/app", "fastcgi");
+    let top = check_mount(web.port, "", "fastcgi");
+    let all = apps();
+    assert!(pids(&sub).is_subset(&all), "{:?} {all:?}", pids(&sub));
+    assert!(pids(&top).is_subset(&all), "{:?} {all:?}", pids(&top));
+    assert!(
+        pids(&sub).is_disjoint(&pids(&top)),
+        "one process served both mounts"
+    );
+
+    // Two requests at once go to the two processes of the mount.
+    let both = concurrent(web.port, "/app/sleep?ms=400", 2);
+    assert_eq!(pids(&both).len(), 2, "{both:?}");
+    assert!(pids(&both).is_subset(&all));
+
+    // Stopping lighttpd (alone) stops the processes it started.
+    let mut web = web;
+    let pgid = web.group.pid() as i32;
+    signal(pgid, libc::SIGTERM);
+    assert!(
+        web.group.wait_exit(Duration::from_secs(10)).is_some(),
+        "lighttpd did not stop"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || group_members(pgid).is_empty()),
+        "left running after lighttpd stopped: {:?}",
+        group_members(pgid)
+    );
+}
+
+/// lighttpd to a standalone server on a Unix socket, at /app and at the root.
+#[test]
+fn lighttpd_socket() {
+    let dir = TempDir::new("lighttpd-sock");
+    let app = App::start(&dir, false, &[]);
+    let Listen::Socket(sock) = &app.listen else {
+        unreachable!()
+    };
+    let site = snippet(
+        "lighttpd-socket.conf",
+        &[("{SOCKET}", &sock.to_string_lossy())],
+    );
+    let web = lighttpd(&dir, &site);
+    let mut answers = check_mount(web.port, "/app", "fastcgi");
+    answers.extend(check_mount(web.port, "", "fastcgi"));
+    assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+    drop(web);
+}
+
+// ---- spawn-fcgi ----
+
+/// servers/spawn-fcgi.sh starts two copies on a Unix socket; nginx in front.
+#[test]
+fn spawn_fcgi_two_processes_behind_nginx() {
+    need(SPAWN_FCGI);
+    let dir = TempDir::new("spawn-fcgi");
+    let exe = example("echo");
+    let root = dir.join("site");
+    fs::create_dir_all(&root).unwrap();
+    let script = dir.join("spawn-fcgi.sh");
+    fs::write(
+        &script,
+        snippet(
+            "spawn-fcgi.sh",
+            &[
+                ("{APP}", &exe.to_string_lossy()),
+                ("{ROOT}", &root.to_string_lossy()),
+            ],
+        ),
+    )
+    .unwrap();
+    let pidfile = root.join("mysite.pid");
+    let sock = root.join("mysite.sock");
+    let (status, out) = run_script(
+        "spawn-fcgi.sh",
+        Command::new("/bin/sh").arg(&script),
+        &dir.join("spawn-fcgi.log"),
+    );
+    // Whatever happens next, the copies it started are stopped at the end.
+    let copies = Detached {
+        exe: exe.clone(),
+        pids: read_pids(&pidfile),
+    };
+    assert!(status.success(), "spawn-fcgi.sh: {status}\n{out}");
+    assert_eq!(copies.pids.len(), 2, "pidfile: {:?}\n{out}", copies.pids);
+    assert!(is_socket(&sock), "no socket at {}", sock.display());
+
+    let backend = format!("unix:{}", sock.display());
+    let web = nginx(&dir, &|port| {
+        snippet(
+            "nginx-fastcgi.conf",
+            &[
+                ("{LISTEN}", &format!("127.0.0.1:{port}")),
+                ("{BACKEND}", &backend),
+            ],
+        )
+    });
+    let all: BTreeSet<u32> = copies.pids.iter().copied().collect();
+    let mut answers = check_mount(web.port, "/app", "fastcgi");
+    answers.extend(check_mount(web.port, "", "fastcgi"));
+    assert!(
+        pids(&answers).is_subset(&all),
+        "{:?} {all:?}",
+        pids(&answers)
+    );
+    // Each copy serves one connection at a time: two at once need both.
+    let both = concurrent(web.port, "/app/sleep?ms=400", 2);
+    assert_eq!(pids(&both), all, "{both:?}");
+
+    // `kill $(cat mysite.pid)` stops both.
+    for &pid in &copies.pids {
+        signal(pid as i32, libc::SIGTERM);
+    }
+    for &pid in &copies.pids {
+        assert!(
+            wait_until(Duration::from_secs(10), || !running(pid)),
+            "copy {pid} still runs 10 s after SIGTERM"
+        );
+    }
+    drop(web);
+}
+
+// ---- Apache ----
+
+/// Apache `ProxyPass "/app/" "fcgi://127.0.0.1:PORT/"` to a `--listen` server.
+#[test]
+fn apache_proxy_fcgi() {
+    let dir = TempDir::new("apache-fcgi");
+    let app = App::start(&dir, true, &[]);
+    let port = app.listen.port().to_string();
+    let web = apache(
+        &dir,
+        &snippet("apache-proxy-fcgi.conf", &[("{PORT}", &port)]),
+    );
+    let answers = check_mount(web.port, "/app", "fastcgi");
+    assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+    drop(web);
+}
+
+/// Apache `ProxyPass /scgi/ scgi://127.0.0.1:PORT/` to a `--protocol scgi` server.
+#[test]
+fn apache_proxy_scgi() {
+    let dir = TempDir::new("apache-scgi");
+    let app = App::start(&dir, true, &["--protocol", "scgi"]);
+    let port = app.listen.port().to_string();
+    let web = apache(
+        &dir,
+        &snippet("apache-proxy-scgi.conf", &[("{PORT}", &port)]),
+    );
+    let answers = check_mount(web.port, "/scgi", "scgi");
+    assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+    drop(web);
+}
+
+// ---- the restart script ----
+
+/// Requests through the web server, one after another every few ms, until stopped.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    /// The pid of each answer, or what went wrong.
+    results: Arc<Mutex<Vec<Result<u32, String>>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Poller {
+    fn start(port: u16, target: &str) -> Poller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let results = Arc::new(Mutex::new(Vec::new()));
+        let (st, res, target) = (stop.clone(), results.clone(), target.to_owned());
+        let handle = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                let t = Duration::from_secs(10);
+                let r = match try_http_request(port, "GET", &target, &[], Body::None, t) {
+                    Ok(r) if r.status == 200 => serde_json::from_slice::<Value>(&r.body)
+                        .map(|j| pid_of(&j))
+                        .map_err(|e| format!("{e}: {}", r.text())),
+                    Ok(r) => Err(format!("status {}: {}", r.status, r.text())),
+                    Err(e) => Err(e),
+                };
+                res.lock().unwrap().push(r);
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        });
+        Poller {
+            stop,
+            results,
+            handle: Some(handle),
+        }
+    }
+
+    /// Answers from `pid` so far.
+    fn answers_from(&self, pid: u32) -> usize {
+        let r = self.results.lock().unwrap();
+        r.iter().filter(|x| x.as_ref().ok() == Some(&pid)).count()
+    }
+
+    /// Waits until `pid` has answered `n` polls.
+    fn wait_for(&self, pid: u32, n: usize) {
+        assert!(
+            wait_until(Duration::from_secs(10), || self.answers_from(pid) >= n),
+            "server {pid} answered {} polls in 10 s",
+            self.answers_from(pid)
+        );
+    }
+
+    fn finish(mut self) -> Vec<Result<u32, String>> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join().expect("poller");
+        }
+        std::mem::take(&mut *self.results.lock().unwrap())
+    }
+}
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A raw FastCGI GET on the Unix socket: the pid that answers.
+fn pid_behind_socket(sock: &Path) -> u32 {
+    let mut s =
+        UnixStream::connect(sock).unwrap_or_else(|e| panic!("connect to {}: {e}", sock.display()));
+    s.write_all(&request(1, false, &get("/direct", ""), b""))
+        .unwrap();
+    let reply = read_reply(&mut s, 1, Duration::from_secs(10));
+    pid_of(&reply.json())
+}
+
+/// servers/restart.sh, the Django runfcgi recipe: started, then run twice more while a
+/// client polls through nginx every few ms. No poll may fail; each server answers in
+/// turn and the old one exits; the socket file and the pidfile end up the last
+/// server's. Then `kill $(cat PIDFILE)` alone stops it and both files are removed.
+#[test]
+fn restart_script_twice_under_load_then_kill() {
+    let dir = TempDir::new("restart");
+    let exe = example("echo");
+    let root = dir.join("mysite");
+    fs::create_dir_all(&root).unwrap();
+    let script = root.join("restart.sh");
+    fs::write(
+        &script,
+        snippet(
+            "restart.sh",
+            &[
+                ("{ROOT}", &root.to_string_lossy()),
+                ("{APP}", &exe.to_string_lossy()),
+            ],
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = root.join("mysite.sock");
+    let pidfile = root.join("mysite.pid");
+    let errlog = root.join("mysite.log");
+    let mut servers = Detached {
+        exe: exe.clone(),
+        pids: Vec::new(),
+    };
+    let mut runs = 0;
+    let mut restart = |servers: &mut Detached| -> u32 {
+        runs += 1;
+        let log = dir.join(&format!("restart-{runs}.log"));
+        let (status, out) = run_script("restart.sh", &mut Command::new(&script), &log);
+        let pid = read_pids(&pidfile).first().copied();
+        servers.pids.extend(pid);
+        assert!(
+            status.success(),
+            "restart.sh (run {runs}): {status}\n{out}\n{}",
+            fs::read_to_string(&errlog).unwrap_or_default()
+        );
+        pid.unwrap_or_else(|| panic!("no pid in {} after run {runs}", pidfile.display()))
+    };
+
+    let first = restart(&mut servers);
+    assert!(is_socket(&sock), "no socket after the first start");
+    let backend = format!("unix:{}", sock.display());
+    let web = nginx(&dir, &|port| {
+        snippet(
+            "nginx-fastcgi.conf",
+            &[
+                ("{LISTEN}", &format!("127.0.0.1:{port}")),
+                ("{BACKEND}", &backend),
+            ],
+        )
+    });
+    let poller = Poller::start(web.port, "/app/poll");
+    poller.wait_for(first, 20);
+
+    let second = restart(&mut servers);
+    assert_ne!(second, first);
+    poller.wait_for(second, 20);
+    assert!(
+        wait_until(Duration::from_secs(10), || !running(first)),
+        "the first server {first} still runs after the restart"
+    );
+
+    let third = restart(&mut servers);
+    assert_ne!(third, second);
+    poller.wait_for(third, 20);
+    assert!(
+        wait_until(Duration::from_secs(10), || !running(second)),
+        "the second server {second} still runs after the restart"
+    );
+    let results = poller.finish();
+
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    let mut per_pid: BTreeMap<u32, usize> = BTreeMap::new();
+    for pid in results.iter().filter_map(|r| r.as_ref().ok()) {
+        *per_pid.entry(*pid).or_default() += 1;
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} polls failed during the restarts: {failed:?}\nanswered: {per_pid:?}\n{}",
+        failed.len(),
+        results.len(),
+        web.group.logs()
+    );
+    assert!(
+        [first, second, third]
+            .iter()
+            .all(|p| per_pid.contains_key(p)),
+        "not every server answered: {per_pid:?}"
+    );
+    assert!(per_pid.len() >= 3, "{per_pid:?}");
+
+    // The files are the last server's: the old ones did not remove them on their way out.
+    assert_eq!(read_pids(&pidfile), vec![third], "pidfile");
+    assert!(is_socket(&sock), "the socket file is gone");
+    assert_eq!(pid_behind_socket(&sock), third, "who answers on the socket");
+
+    // `kill $(cat PIDFILE)`: the server stops and removes both files.
+    let (status, out) = run_script(
+        "kill",
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg("kill $(cat \"$1\")")
+            .arg("sh")
+            .arg(&pidfile),
+        &dir.join("kill.log"),
+    );
+    assert!(status.success(), "kill: {status} {out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || !running(third)),
+        "server {third} still runs 10 s after kill"
+    );
+    assert!(!sock.exists(), "socket file left behind");
+    assert!(!pidfile.exists(), "pidfile left behind");
+    let log = fs::read_to_string(&errlog).unwrap_or_default();
+    assert!(!log.contains("ERROR"), "errors in the servers' log:\n{log}");
+    drop(web);
+}
+
+// ---- systemd ----
+
+/// The value of `key=` in a unit file (the last one; `Environment=` lines all).
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().to_owned())
+        .collect()
+}
+
+/// servers/mysite.socket + mysite.service, run the way systemd would run them (with
+/// systemd-socket-activate: the socket on fd 3, LISTEN_FDS=1); nginx in front. SIGTERM
+/// stops the app, which leaves systemd's socket file alone.
+#[test]
+fn systemd_socket_activation() {
+    need(SOCKET_ACTIVATE);
+    let dir = TempDir::new("systemd");
+    let exe = example("echo");
+    let sock = dir.join("mysite.sock");
+    let socket_unit = snippet("mysite.socket", &[("{SOCKET}", &sock.to_string_lossy())]);
+    let service = snippet("mysite.service", &[("{APP}", &exe.to_string_lossy())]);
+    let listen = unit_values(&socket_unit, "ListenStream");
+    assert_eq!(listen, vec![sock.to_string_lossy().into_owned()]);
+    let exec_start = unit_values(&service, "ExecStart");
+    let argv: Vec<&str> = exec_start
+        .last()
+        .expect("ExecStart=")
+        .split_whitespace()
+        .collect();
+    let mut cmd = Command::new(SOCKET_ACTIVATE);
+    cmd.arg("-l").arg(&sock);
+    for e in unit_values(&service, "Environment") {
+        cmd.arg("-E").arg(e);
+    }
+    cmd.arg("--").args(&argv);
+    let mut app = spawn_group("systemd-socket-activate", &mut cmd, &dir.join("app.log"));
+    assert!(
+        wait_until(Duration::from_secs(10), || is_socket(&sock)),
+        "no socket\n{}",
+        app.logs()
+    );
+
+    let backend = format!("unix:{}", sock.display());
+    let web = nginx(&dir, &|port| {
+        snippet(
+            "nginx-fastcgi.conf",
+            &[
+                ("{LISTEN}", &format!("127.0.0.1:{port}")),
+                ("{BACKEND}", &backend),
+            ],
+        )
+    });
+    let mut answers = check_mount(web.port, "/app", "fastcgi");
+    answers.extend(check_mount(web.port, "", "fastcgi"));
+    // systemd-socket-activate execs the app in its own place on the first connection.
+    assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+
+    signal(app.pid() as i32, libc::SIGTERM);
+    let status = app.wait_exit(Duration::from_secs(5));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "after SIGTERM: {status:?}\n{}",
+        app.logs()
+    );
+    assert!(is_socket(&sock), "the app removed systemd's socket file");
+    drop(web);
+}
