@@ -62,16 +62,21 @@ struct Apache {
 
 impl Apache {
     fn start() -> Apache {
-        Apache::start_on(None)
+        Apache::start_app("echo", None)
     }
 
     /// Starts on `port`, or on a free port when `None`.
     fn start_on(port: Option<u16>) -> Apache {
+        Apache::start_app("echo", port)
+    }
+
+    /// Serves example `app` (as mysite.fcgi in each directory).
+    fn start_app(app: &str, port: Option<u16>) -> Apache {
         let bin = apache_binary();
         let mut last_failure = String::new();
         // A free port can be taken by someone else before Apache binds it: retry then.
         for _ in 0..5 {
-            let mut a = Apache::spawn(&bin, port);
+            let mut a = Apache::spawn(&bin, app, port);
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if a.answers() {
@@ -97,7 +102,7 @@ impl Apache {
         panic!("{last_failure}");
     }
 
-    fn spawn(bin: &Path, port: Option<u16>) -> Apache {
+    fn spawn(bin: &Path, app: &str, port: Option<u16>) -> Apache {
         let dir = TempDir::new("apache");
         let root = dir.path().to_path_buf();
         for d in [
@@ -119,7 +124,7 @@ impl Apache {
                 std::os::unix::fs::chown(root.join(d), Some(uid), Some(gid)).unwrap();
             }
         }
-        let exe = example("echo");
+        let exe = example(app);
         let htaccess = Path::new(env!("CARGO_MANIFEST_DIR")).join("htaccess");
         for (sub, file) in [
             ("public_html", "fcgid-root.htaccess"),
@@ -686,6 +691,65 @@ fn fcgid_app_log_reaches_error_log() {
         "the app's log line is not in the error log:\n{}",
         a.error_log()
     );
+}
+
+#[test]
+fn settings_file_beside_the_binary_is_not_served() {
+    let a = Apache::start();
+    let env = a.dir.join("public_html/blog/mysite.fcgi.env");
+    fs::write(&env, "# settings\nFCGI_LOG=info\n").unwrap();
+    fs::set_permissions(&env, fs::Permissions::from_mode(0o644)).unwrap();
+    let r = a.get("/blog/mysite.fcgi.env");
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(!r.text().contains("FCGI_LOG"));
+    // The app beside it still serves (and read the file without complaint).
+    assert_eq!(a.get("/blog/posts/1").echo()["path_info"], "/posts/1");
+}
+
+/// The axum example (feature `tower`) under mod_fcgid in a subdirectory with the
+/// htaccess/ file, and through mod_cgi.
+#[cfg(feature = "tower")]
+#[test]
+fn axum_under_fcgid_and_cgi() {
+    let a = Apache::start_app("axum", None);
+    let o = a.origin();
+    for (dir, mode) in [("blog", "fastcgi"), ("cgi", "cgi")] {
+        let r = a.get(&format!("/{dir}/posts/12"));
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "<h1>Post 12</h1>".to_owned()),
+            "{dir}"
+        );
+        let r = a.get(&format!("/{dir}/"));
+        assert!(
+            r.text().contains(&format!(r#"<a href="/{dir}/posts/1">"#)),
+            "{dir}: {}",
+            r.text()
+        );
+        let r = a.get(&format!("/{dir}/go"));
+        assert_eq!(r.status, 303, "{dir}");
+        assert_eq!(
+            r.header("location"),
+            Some(format!("{o}/{dir}/posts/1").as_str())
+        );
+        let r = a.request(
+            "POST",
+            &format!("/{dir}/greet"),
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Body::Fixed(b"name=Cy"),
+        );
+        assert_eq!(r.text(), "<p>Hello, Cy!</p>", "{dir}");
+        let j: Value = serde_json::from_str(&a.get(&format!("/{dir}/api/info")).text()).unwrap();
+        assert_eq!(j["script_name"], format!("/{dir}"));
+        assert_eq!(j["path"], "/api/info");
+        assert_eq!(j["mode"], mode);
+        let r = a.get(&format!("/{dir}/stream?n=3&delay_ms=50"));
+        assert_eq!(r.text().matches("line ").count(), 3, "{dir}: {}", r.text());
+        let body = noise(200 * 1024, 3);
+        let r = a.request("POST", &format!("/{dir}/upload"), &[], Body::Fixed(&body));
+        let j: Value = serde_json::from_str(&r.text()).unwrap();
+        assert_eq!(j["sha256"], sha256_hex(&body), "{dir}");
+    }
 }
 
 /// Not a test: `scripts/example-site` runs this to serve the echo example through the

@@ -306,13 +306,18 @@ impl App {
     /// The echo example on a Unix socket in `dir` (`tcp`: on a free port instead),
     /// with `args` added; returns once it accepts connections.
     fn start(dir: &TempDir, tcp: bool, args: &[&str]) -> App {
+        App::start_example("echo", dir, tcp, args)
+    }
+
+    /// Like `start`, with another example (`axum`).
+    fn start_example(name: &str, dir: &TempDir, tcp: bool, args: &[&str]) -> App {
         for _ in 0..5 {
             let listen = if tcp {
                 Listen::Tcp(free_port())
             } else {
                 Listen::Socket(dir.join("mysite.sock"))
             };
-            let mut cmd = Command::new(example("echo"));
+            let mut cmd = Command::new(example(name));
             match &listen {
                 Listen::Socket(p) => cmd.arg("--socket").arg(p),
                 Listen::Tcp(port) => cmd.arg("--listen").arg(format!("127.0.0.1:{port}")),
@@ -1296,4 +1301,68 @@ fn systemd_socket_activation() {
     );
     assert!(is_socket(&sock), "the app removed systemd's socket file");
     drop(web);
+}
+
+/// The axum example (feature `tower`) behind nginx, on a standalone socket: routes
+/// resolve app-relative under /app/, the redirect carries the prefix, the upload
+/// streams in, the streamed response arrives whole.
+#[cfg(feature = "tower")]
+#[test]
+fn nginx_axum_standalone_socket() {
+    let dir = TempDir::new("nginx-axum");
+    let app = App::start_example("axum", &dir, false, &[]);
+    let backend = app.listen.nginx();
+    let web = nginx(&dir, &|port| {
+        snippet(
+            "nginx-fastcgi.conf",
+            &[
+                ("{LISTEN}", &format!("127.0.0.1:{port}")),
+                ("{BACKEND}", &backend),
+            ],
+        )
+    });
+    let origin = format!("127.0.0.1:{}", web.port);
+    let r = http_request(web.port, "GET", "/app/posts/17", &[], Body::None);
+    assert_eq!((r.status, r.text()), (200, "<h1>Post 17</h1>".to_owned()));
+    let r = http_request(web.port, "GET", "/app/", &[], Body::None);
+    assert!(
+        r.text().contains(r#"<a href="/app/posts/1">"#),
+        "{}",
+        r.text()
+    );
+    let r = http_request(web.port, "GET", "/app/go", &[], Body::None);
+    assert_eq!(r.status, 303);
+    let loc = r.header("location").unwrap_or_default();
+    assert!(
+        loc.ends_with("/app/posts/1") && loc.contains("127.0.0.1"),
+        "Location {loc} (origin {origin})"
+    );
+    let r = http_request(
+        web.port,
+        "POST",
+        "/app/greet",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Body::Fixed(b"name=Bo"),
+    );
+    assert_eq!(r.text(), "<p>Hello, Bo!</p>");
+    let body = noise(300 * 1024, 8);
+    let r = http_request(web.port, "POST", "/app/upload", &[], Body::Fixed(&body));
+    let j: Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(j["sha256"], sha256_hex(&body));
+    let r = http_request(
+        web.port,
+        "GET",
+        "/app/stream?n=3&delay_ms=50",
+        &[],
+        Body::None,
+    );
+    assert_eq!(r.text().matches("line ").count(), 3, "{}", r.text());
+    let r = http_request(web.port, "GET", "/app/api/info", &[], Body::None);
+    let j: Value = serde_json::from_str(&r.text()).unwrap();
+    assert_eq!(
+        (j["script_name"].as_str(), j["path"].as_str()),
+        (Some("/app"), Some("/api/info"))
+    );
+    drop(web);
+    drop(app);
 }
