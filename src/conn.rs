@@ -220,6 +220,8 @@ pub(crate) struct Conn<T: Transport> {
     poll_first: bool,
     /// A request has been answered on this connection.
     served_any: bool,
+    /// While a request head is arriving: when it must be complete.
+    head_deadline: Option<std::time::Instant>,
 }
 
 impl<T: Transport> Drop for Conn<T> {
@@ -235,6 +237,7 @@ impl<T: Transport> Drop for Conn<T> {
 
 impl<T: Transport> Conn<T> {
     pub(crate) fn new(t: T, cfg: Arc<Config>) -> Conn<T> {
+        let head_deadline = cfg_deadline(&cfg);
         let (rbuf, wbuf) = SPARE.with(|s| s.borrow_mut().take()).unwrap_or_else(|| {
             (
                 vec![0u8; RBUF].into_boxed_slice(),
@@ -259,6 +262,7 @@ impl<T: Transport> Conn<T> {
             draining: false,
             poll_first: false,
             served_any: false,
+            head_deadline,
         }
     }
 
@@ -281,12 +285,26 @@ impl<T: Transport> Conn<T> {
         let timeout = match (idle, self.draining) {
             (true, true) => Some(Duration::ZERO),
             (true, false) => self.cfg.idle_timeout,
-            (false, _) => self.cfg.read_timeout,
+            (false, _) => {
+                // A request head must arrive whole within the read timeout, so a peer
+                // trickling a byte at a time cannot hold a worker.
+                let left = self
+                    .head_deadline
+                    .map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                match (self.cfg.read_timeout, left) {
+                    (Some(t), Some(l)) => Some(t.min(l)),
+                    (t, None) => t,
+                    (None, l) => l,
+                }
+            }
         };
         match self.t.wait(false, timeout, idle && !self.draining)? {
             Wake::Ready => Ok(()),
             Wake::Stop => Err(ConnError::Shutdown),
             Wake::TimedOut if idle => Err(ConnError::Closed),
+            Wake::TimedOut if self.head_deadline.is_some() => Err(ConnError::TimedOut(
+                "the request head (FCGI_BEGIN_REQUEST and FCGI_PARAMS) to arrive",
+            )),
             Wake::TimedOut => Err(ConnError::TimedOut(
                 "the web server to send more of the request",
             )),
@@ -546,6 +564,9 @@ impl<T: Transport> Conn<T> {
                 }
                 match Role::from_u16(begin.role) {
                     Some(role @ (Role::Responder | Role::Authorizer)) => {
+                        if self.head_deadline.is_none() {
+                            self.head_deadline = cfg_deadline(&self.cfg);
+                        }
                         self.active = Some(Active {
                             id,
                             keep_conn: begin.keep_conn(),
@@ -602,6 +623,7 @@ impl<T: Transport> Conn<T> {
                 }
                 if len == 0 {
                     a.phase = Phase::Running;
+                    self.head_deadline = None;
                     return Ok(Step::RequestReady);
                 }
                 if a.params_over || a.params.len() + len > max {
@@ -1056,6 +1078,10 @@ impl<T: Transport> Conn<T> {
             }
         }
     }
+}
+
+fn cfg_deadline(cfg: &Config) -> Option<std::time::Instant> {
+    cfg.read_timeout.map(|t| std::time::Instant::now() + t)
 }
 
 fn lock<T: Transport>(m: &Mutex<Conn<T>>) -> MutexGuard<'_, Conn<T>> {

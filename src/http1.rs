@@ -424,7 +424,9 @@ pub(crate) fn serve(
                 _ => return,
             }
         }
+        io.head_deadline(true);
         let head = read_head(&mut lock(&reader), cfg, peer, local);
+        io.head_deadline(false);
         let mut sink = HttpSink {
             w: io::BufWriter::with_capacity(32 * 1024, io.clone()),
             head: Vec::new(),

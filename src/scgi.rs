@@ -98,7 +98,10 @@ fn read_head(r: &mut impl BufRead, cfg: &Config) -> Result<Vars, HeadError> {
 pub(crate) fn serve(io: SockIo, app: &dyn App, cfg: &Config) {
     let mut rd = BufReader::with_capacity(8192, io.clone());
     let mut out = WriteSink::new(io.clone()).watching(io.raw_fd());
-    let vars = match read_head(&mut rd, cfg) {
+    io.head_deadline(true);
+    let head = read_head(&mut rd, cfg);
+    io.head_deadline(false);
+    let vars = match head {
         Ok(v) => v,
         Err(HeadError::Io(e)) => {
             log::info!("SCGI connection ended before its headers: {e}");

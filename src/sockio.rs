@@ -40,6 +40,8 @@ pub(crate) struct SockIo {
     sock: Arc<Socket>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// While a request head is being read: when it must be complete.
+    deadline: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl SockIo {
@@ -52,7 +54,20 @@ impl SockIo {
             sock: Arc::new(sock),
             read_timeout,
             write_timeout,
+            deadline: Arc::default(),
         }
+    }
+
+    /// Reads must complete by `read_timeout` from now (`true`), or each within
+    /// `read_timeout` again (`false`): a request head must arrive whole in time, so a
+    /// peer trickling a byte at a time cannot hold a worker.
+    pub fn head_deadline(&self, on: bool) {
+        let d = if on {
+            self.read_timeout.map(|t| std::time::Instant::now() + t)
+        } else {
+            None
+        };
+        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = d;
     }
 
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
