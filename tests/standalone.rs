@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,120 +21,6 @@ use serde_json::Value;
 use crate::util::*;
 
 const T: Duration = Duration::from_secs(10);
-
-// ---- the server process ----
-
-/// The echo example run as a standalone server: its own process group (so prefork
-/// workers are killed with it), killed if the test runner dies, stderr in a file.
-struct Srv {
-    child: Child,
-    stderr_path: PathBuf,
-    _dir: TempDir,
-}
-
-/// A command for the echo example with a clean launch environment: no CGI variables,
-/// no systemd variables, no listening socket on stdin.
-fn echo_cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(example("echo"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .env_remove("GATEWAY_INTERFACE")
-        .env_remove("LISTEN_PID")
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_FDNAMES")
-        .env("FCGI_LOG", "debug");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
-
-/// Own process group, and SIGKILL when the test runner dies.
-fn contain(cmd: &mut Command) {
-    cmd.process_group(0);
-    // SAFETY: prctl is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
-fn spawn_retrying(cmd: &mut Command) -> Child {
-    let mut tries = 0;
-    loop {
-        match cmd.spawn() {
-            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            r => return r.expect("spawn echo"),
-        }
-    }
-}
-
-impl Srv {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Srv {
-        Srv::start_in(None, args, env)
-    }
-
-    fn start_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Srv {
-        let dir = TempDir::new("srv-log");
-        let stderr_path = dir.join("stderr.log");
-        let mut cmd = echo_cmd(args, env);
-        cmd.stdout(Stdio::null())
-            .stderr(Stdio::from(fs::File::create(&stderr_path).unwrap()));
-        if let Some(d) = cwd {
-            cmd.current_dir(d);
-        }
-        contain(&mut cmd);
-        Srv {
-            child: spawn_retrying(&mut cmd),
-            stderr_path,
-            _dir: dir,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return Some(s);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn stderr(&self) -> String {
-        fs::read_to_string(&self.stderr_path).unwrap_or_default()
-    }
-}
-
-impl Drop for Srv {
-    fn drop(&mut self) {
-        // SAFETY: the whole process group we created (the server and its workers).
-        unsafe { libc::killpg(self.child.id() as i32, libc::SIGKILL) };
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A process that is not our child (a daemon): SIGKILLed on drop if still there.
 struct Stray(i32);

@@ -4,6 +4,7 @@ mod util;
 
 mod apache;
 mod cgi;
+mod faults;
 mod lifecycle;
 mod mount;
 mod protocol;

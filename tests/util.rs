@@ -397,31 +397,15 @@ impl FcgiApp {
             .stdout(Stdio::null())
             .stderr(Stdio::from(errf))
             .env_remove("GATEWAY_INTERFACE")
-            .env("FCGI_LOG", "debug")
-            .process_group(0);
+            .env("FCGI_LOG", "debug");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        // SAFETY: prctl is async-signal-safe. If the test runner dies, so does the app,
-        // instead of lingering as an orphan.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        // If the test runner dies, so does the app, instead of lingering as an orphan.
+        contain(&mut cmd);
         // A binary written a moment ago can be "busy" while a process forked by another
         // test still holds it open between fork and exec; that passes quickly.
-        let mut tries = 0;
-        let child = loop {
-            match cmd.spawn() {
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                r => break r.expect("spawn app"),
-            }
-        };
+        let child = spawn_retrying(&mut cmd);
         FcgiApp {
             child,
             sock,
@@ -794,5 +778,119 @@ pub fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {
         }
         out.extend_from_slice(&b[..size]);
         b = &b[size + 2..];
+    }
+}
+
+// ---- the echo example as a standalone server ----
+
+/// The echo example run as a standalone server: its own process group (so prefork
+/// workers are killed with it), killed if the test runner dies, stderr in a file.
+pub struct Srv {
+    child: Child,
+    stderr_path: PathBuf,
+    _dir: TempDir,
+}
+
+/// A command for the echo example with a clean launch environment: no CGI variables,
+/// no systemd variables, no listening socket on stdin.
+pub fn echo_cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(example("echo"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .env_remove("GATEWAY_INTERFACE")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_FDNAMES")
+        .env("FCGI_LOG", "debug");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Own process group, and SIGKILL when the test runner dies.
+pub fn contain(cmd: &mut Command) {
+    cmd.process_group(0);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+pub fn spawn_retrying(cmd: &mut Command) -> Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.expect("spawn echo"),
+        }
+    }
+}
+
+impl Srv {
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Srv {
+        Srv::start_in(None, args, env)
+    }
+
+    pub fn start_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Srv {
+        let dir = TempDir::new("srv-log");
+        let stderr_path = dir.join("stderr.log");
+        let mut cmd = echo_cmd(args, env);
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::from(fs::File::create(&stderr_path).unwrap()));
+        if let Some(d) = cwd {
+            cmd.current_dir(d);
+        }
+        contain(&mut cmd);
+        Srv {
+            child: spawn_retrying(&mut cmd),
+            stderr_path,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Srv {
+    fn drop(&mut self) {
+        // SAFETY: the whole process group we created (the server and its workers).
+        unsafe { libc::killpg(self.child.id() as i32, libc::SIGKILL) };
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
