@@ -42,6 +42,13 @@ pub(crate) trait Transport: Send {
     ) -> io::Result<Wake>;
     /// Half-closes our sending side; used for a lingering close.
     fn shutdown_write(&mut self) {}
+    /// Prepares `idle_read` (a receive timeout as a backstop for wake-ups).
+    fn set_idle_backstop(&mut self) {}
+    /// Blocks for the next request on an idle kept-alive connection, without a poll;
+    /// `Ok(None)` on shutdown. `WouldBlock`: not supported, poll instead.
+    fn idle_read(&mut self, _buf: &mut [u8]) -> io::Result<Option<usize>> {
+        Err(io::ErrorKind::WouldBlock.into())
+    }
     /// The descriptor to watch for readiness, if there is one.
     #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
@@ -75,6 +82,12 @@ impl Transport for sys::Socket {
     }
     fn shutdown_write(&mut self) {
         let _ = sys::Socket::shutdown_write(self);
+    }
+    fn idle_read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        sys::Socket::idle_read(self, buf)
+    }
+    fn set_idle_backstop(&mut self) {
+        let _ = sys::Socket::set_idle_backstop(self);
     }
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
@@ -322,9 +335,25 @@ impl<T: Transport> Conn<T> {
             self.rpos = 0;
         }
         if idle && std::mem::take(&mut self.poll_first) {
-            // Right after a response the next request is rarely there yet: wait first
-            // instead of a read that would only say EAGAIN.
-            self.wait_readable(idle)?;
+            // Right after a response the next request is rarely there yet. Without an
+            // idle timeout, block in one recv (one system call, as libfcgi does);
+            // otherwise poll first instead of a read that would only say EAGAIN.
+            if self.cfg.idle_timeout.is_none() && !self.draining && self.served_any {
+                match self.t.idle_read(&mut self.rbuf[self.rend..]) {
+                    Ok(Some(n)) => {
+                        self.rend += n;
+                        if n == 0 {
+                            self.peer_closed = true;
+                        }
+                        return Ok(n);
+                    }
+                    Ok(None) => return Err(ConnError::Shutdown),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_readable(idle)?,
+                    Err(e) => return Err(ConnError::Io(e)),
+                }
+            } else {
+                self.wait_readable(idle)?;
+            }
         }
         loop {
             match self.t.read(&mut self.rbuf[self.rend..]) {
@@ -1265,6 +1294,11 @@ where
         let stdin_done = c.consume_buffered_stdin();
         c.finish_request(outcome);
         c.poll_first = true;
+        if keep_conn && !c.served_any {
+            // The first answer on a kept-alive connection: from now on it idles in
+            // a blocking recv, whose receive timeout bounds a missed wake-up.
+            c.t.set_idle_backstop();
+        }
         c.served_any = true;
         logger::capture_end();
         stats.requests += 1;

@@ -5,7 +5,7 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -58,21 +58,23 @@ fn file_ident(p: &Path) -> Option<(u64, u64)> {
     fs::symlink_metadata(p).ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// `--listen` values: `HOST:PORT`, `[V6]:PORT`, or a bare `PORT`, which means
-/// 127.0.0.1 — never every interface by surprise.
+/// `--listen` values: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, or a bare `PORT`,
+/// which means 127.0.0.1 — never every interface by surprise. Addresses, not host
+/// names: a listener binds an interface (and resolving names would pull the whole
+/// name-service machinery into a static binary).
 pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
-    let bad = || Error::setting("--listen", s, "HOST:PORT, [IPv6]:PORT or a port number");
+    let bad = || Error::setting("--listen", s, "IP:PORT, [IPv6]:PORT, localhost:PORT or a port number");
     let s = s.trim();
     if let Ok(port) = s.trim_start_matches(':').parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
+    if let Some(port) = s.strip_prefix("localhost:") {
+        return port
+            .parse::<u16>()
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .map_err(|_| bad());
     }
-    s.to_socket_addrs()
-        .map_err(|_| bad())?
-        .next()
-        .ok_or_else(bad)
+    s.parse::<SocketAddr>().map_err(|_| bad())
 }
 
 /// `FCGI_WEB_SERVER_ADDRS`: comma-separated IPv4/IPv6 addresses allowed to connect.

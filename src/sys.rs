@@ -3,7 +3,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -93,8 +93,12 @@ fn sockaddr_to_std(addr: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// A connected stream socket (Unix or TCP), non-blocking, written with `MSG_NOSIGNAL`
-/// so a web server that went away is an `EPIPE` error, never a `SIGPIPE` death.
+/// A connected stream socket (Unix or TCP). The descriptor is in blocking mode, but
+/// every read and write asks not to wait (`MSG_DONTWAIT`), so waiting is always
+/// explicit: `poll` with a timeout, or — between requests on a kept-alive connection —
+/// one blocking `recv` ([`Socket::idle_read`]), which saves a system call per request.
+/// Writes use `MSG_NOSIGNAL`, so a web server that went away is an `EPIPE` error,
+/// never a `SIGPIPE` death.
 #[derive(Debug)]
 pub struct Socket {
     fd: OwnedFd,
@@ -107,7 +111,67 @@ impl Socket {
 
     pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: reads at most buf.len() bytes into buf.
-        cvt_size(unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })
+        cvt_size(unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        })
+    }
+
+    /// Waits for the next request on a kept-alive connection with a plain blocking
+    /// `recv`. `Ok(None)`: a shutdown was requested (the waiting thread is woken by a
+    /// signal, or at the latest by the one-second receive timeout set beforehand).
+    pub fn idle_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        let fd = self.fd.as_raw_fd();
+        let Some(slot) = IdleSlot::take() else {
+            // Every slot is in use: let the caller poll instead.
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let r = loop {
+            if DRAIN.is_raised() {
+                // A request that has already arrived is still served.
+                // SAFETY: reads at most buf.len() bytes into buf.
+                let n = unsafe {
+                    libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+                };
+                break Ok((n >= 0).then_some(n as usize));
+            }
+            // SAFETY: reads at most buf.len() bytes into buf.
+            let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n >= 0 {
+                break Ok(Some(n as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                // The wake-up signal, or the receive timeout: look at the flag again.
+                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => {}
+                _ => break Err(e),
+            }
+        };
+        drop(slot);
+        r
+    }
+
+    /// The receive timeout that bounds how long an idle reader can miss a wake-up.
+    pub fn set_idle_backstop(&self) -> io::Result<()> {
+        let tv = libc::timeval {
+            tv_sec: 1,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt reads one timeval.
+        cvt(unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })
+        .map(drop)
     }
 
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -117,7 +181,7 @@ impl Socket {
                 self.fd.as_raw_fd(),
                 buf.as_ptr().cast(),
                 buf.len(),
-                libc::MSG_NOSIGNAL,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
             )
         })
     }
@@ -214,7 +278,7 @@ impl Listener {
                 self.fd.as_raw_fd(),
                 (&raw mut addr).cast(),
                 &mut len,
-                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::SOCK_CLOEXEC,
             );
             if fd < 0 {
                 let e = io::Error::last_os_error();
@@ -376,6 +440,51 @@ impl Flag {
     }
 }
 
+/// Threads blocked in [`Socket::idle_read`]: woken with a signal when a shutdown is
+/// requested. 0 is a free slot.
+static IDLE_THREADS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
+/// A thread's registration as an idle reader; removed on drop.
+struct IdleSlot(usize);
+
+impl IdleSlot {
+    fn take() -> Option<IdleSlot> {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() } as u64;
+        IDLE_THREADS.iter().position(|s| {
+            s.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        })
+        .map(IdleSlot)
+    }
+}
+
+impl Drop for IdleSlot {
+    fn drop(&mut self) {
+        IDLE_THREADS[self.0].store(0, Ordering::Release);
+    }
+}
+
+/// The signal that interrupts an idle reader's `recv` (its handler does nothing and is
+/// installed without SA_RESTART). A real-time signal the C library leaves free.
+fn wake_signal() -> libc::c_int {
+    libc::SIGRTMIN() + 5
+}
+
+extern "C" fn on_wake(_: libc::c_int) {}
+
+/// Interrupts every idle reader. Async-signal-safe (atomic loads and pthread_kill).
+fn wake_idle_readers() {
+    for s in &IDLE_THREADS {
+        let t = s.load(Ordering::Acquire);
+        if t != 0 {
+            // SAFETY: the thread registered itself and unregisters before it exits; a
+            // stale id at worst signals a thread that ignores it.
+            unsafe { libc::pthread_kill(t as libc::pthread_t, wake_signal()) };
+        }
+    }
+}
+
 /// Shutdown requested: finish what is in flight, close idle connections, exit 0.
 pub static DRAIN: Flag = Flag::new();
 /// Stop accepting connections (at once under a web server; after the handover
@@ -399,6 +508,7 @@ pub fn shutdown_signal() -> Option<libc::c_int> {
 /// Asks every worker to exit after its request in flight.
 pub fn request_shutdown() {
     DRAIN.raise();
+    wake_idle_readers();
 }
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -411,6 +521,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
         }
         SHUTDOWN_SIGNAL.store(sig, Ordering::Relaxed);
         DRAIN.raise();
+        wake_idle_readers();
         *libc::__errno_location() = errno;
     }
 }
@@ -438,6 +549,14 @@ pub fn install_shutdown_handlers() -> io::Result<()> {
             cvt(libc::sigaction(sig, &sa, std::ptr::null_mut()))?;
         }
     }
+    // SAFETY: a handler that does nothing; no SA_RESTART, so it interrupts `recv`.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_wake as *const () as usize;
+        sa.sa_flags = 0;
+        libc::sigemptyset(&mut sa.sa_mask);
+        cvt(libc::sigaction(wake_signal(), &sa, std::ptr::null_mut()))?;
+    }
     Ok(())
 }
 
@@ -445,6 +564,9 @@ pub fn install_shutdown_handlers() -> io::Result<()> {
 /// reach the child through the shared pipes.
 pub fn reset_after_fork() -> io::Result<()> {
     SHUTDOWN_SIGNAL.store(0, Ordering::Relaxed);
+    for s in &IDLE_THREADS {
+        s.store(0, Ordering::Relaxed);
+    }
     DRAIN.reset()?;
     ACCEPT.reset()
 }
