@@ -27,6 +27,7 @@ TARGET: --socket PATH | --tcp HOST:PORT | --spawn PROGRAM [ARG...] --
 
 bench options:
   -c, --concurrency N   connections at once (default 1)
+  --param NAME=VALUE    set (or override) a FastCGI param, e.g. SCRIPT_FILENAME=/x.php
   --keep-conn           reuse each connection (FCGI_KEEP_CONN, as nginx keepalive);
                         default: a new connection per request (as mod_fcgid)
   -d, --duration SECS   how long to measure (default 5)
@@ -35,8 +36,12 @@ bench options:
   --path PATH           PATH_INFO (default /)
   --body-size BYTES     POST a body of this size (default: GET, no body)
   --json                one JSON object on stdout
-request options: --path, --query, --method, --body-size, --header NAME=VALUE
-cgi-time options: -n N (default 200), --path PATH; prints the median and p90
+request options: --path, --query, --method, --body-size, --header NAME=VALUE, --param
+cgi-time options: -n N (default 200), --path PATH, --env NAME=VALUE; prints the median
+  and p90
+Bodies above 64 KiB are written by a second thread while the response is read, so a
+streaming echo cannot deadlock. --json adds max latency, per-connection request counts,
+and with --spawn the app's pid and its RSS before the first request.
 ";
 
 fn main() -> ExitCode {
@@ -80,6 +85,8 @@ struct Opts {
     method: Option<String>,
     body_size: usize,
     headers: Vec<(String, String)>,
+    params: Vec<(String, String)>,
+    env: Vec<(String, String)>,
     json: bool,
 }
 
@@ -122,6 +129,18 @@ impl Opts {
                     let h = it.next().context("--header NAME=VALUE")?;
                     let (k, v) = h.split_once('=').context("--header NAME=VALUE")?;
                     o.headers.push((k.to_owned(), v.to_owned()));
+                }
+                "--param" | "--env" => {
+                    let kv = it.next().with_context(|| format!("{a} NAME=VALUE"))?;
+                    let (k, v) = kv
+                        .split_once('=')
+                        .with_context(|| format!("{a} NAME=VALUE"))?;
+                    let list = if a == "--param" {
+                        &mut o.params
+                    } else {
+                        &mut o.env
+                    };
+                    list.push((k.to_owned(), v.to_owned()));
                 }
                 "--json" => o.json = true,
                 p if !p.starts_with('-') && o.program.is_none() => o.program = Some(p.to_owned()),
@@ -327,6 +346,41 @@ fn build_request(o: &Opts, keep: bool) -> Vec<u8> {
     out
 }
 
+impl Conn {
+    fn try_clone(&self) -> std::io::Result<Conn> {
+        Ok(match self {
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+        })
+    }
+}
+
+/// Sends one request and reads its response; a body above 64 KiB is written by a
+/// second thread meanwhile (an app that streams the body back would otherwise block
+/// on a full socket while we block writing).
+fn exchange(c: &mut Conn, req: &[u8], big_body: usize, collect: &mut Vec<u8>) -> Result<Resp> {
+    if big_body == 0 && req.len() <= 64 * 1024 {
+        c.write_all(req)?;
+        return read_response(c, collect);
+    }
+    let mut w = c.try_clone()?;
+    let req = req.to_vec();
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        w.write_all(&req)?;
+        if big_body > 0 {
+            write_big_body(&mut w, big_body)?;
+        }
+        Ok(())
+    });
+    let r = read_response(c, collect);
+    let wr = writer
+        .join()
+        .map_err(|_| anyhow!("writer thread panicked"))?;
+    let resp = r?;
+    wr?;
+    Ok(resp)
+}
+
 /// Writes a large body as STDIN records without holding it in memory.
 fn write_big_body(c: &mut Conn, size: usize) -> std::io::Result<()> {
     let chunk = vec![b'x'; record::MAX_CHUNK];
@@ -414,12 +468,13 @@ fn read_response(c: &mut Conn, collect: &mut Vec<u8>) -> Result<Resp> {
 fn request(o: Opts) -> Result<()> {
     let (target, _spawned) = resolve(&o)?;
     let mut c = Conn::open(&target)?;
-    c.write_all(&build_request(&o, false))?;
-    if o.body_size > 1 << 20 {
-        write_big_body(&mut c, o.body_size)?;
-    }
+    let big = if o.body_size > 1 << 20 {
+        o.body_size
+    } else {
+        0
+    };
     let mut out = Vec::with_capacity(64 * 1024);
-    let r = read_response(&mut c, &mut out)?;
+    let r = exchange(&mut c, &build_request(&o, false), big, &mut out)?;
     std::io::stdout().write_all(&out)?;
     if !r.stderr.is_empty() {
         eprint!("{}", String::from_utf8_lossy(&r.stderr));
@@ -435,10 +490,13 @@ struct Stats {
     latencies: Vec<u32>, // microseconds
     errors: u64,
     bytes: u64,
+    /// Requests this connection (thread) completed while measuring.
+    per_conn: Vec<u64>,
 }
 
 fn bench(o: Opts) -> Result<()> {
     let (target, spawned) = resolve(&o)?;
+    let idle = spawned.as_ref().and_then(|s| proc_status(s.pid()));
     let target = Arc::new(target);
     let req = Arc::new(build_request(&o, o.keep_conn));
     let stop = Arc::new(AtomicBool::new(false));
@@ -464,6 +522,7 @@ fn bench(o: Opts) -> Result<()> {
                 latencies: Vec::with_capacity(1 << 16),
                 errors: 0,
                 bytes: 0,
+                per_conn: Vec::new(),
             };
             let mut conn: Option<Conn> = None;
             let mut sink = Vec::new();
@@ -475,11 +534,7 @@ fn bench(o: Opts) -> Result<()> {
                         conn = Some(Conn::open(&target)?);
                     }
                     let c = conn.as_mut().context("connection")?;
-                    c.write_all(&req)?;
-                    if big {
-                        write_big_body(c, body_size)?;
-                    }
-                    read_response(c, &mut sink)
+                    exchange(c, &req, if big { body_size } else { 0 }, &mut sink)
                 })();
                 let took = t0.elapsed();
                 if !keep {
@@ -508,6 +563,7 @@ fn bench(o: Opts) -> Result<()> {
                     }
                 }
             }
+            st.per_conn = vec![st.latencies.len() as u64];
             st
         }));
     }
@@ -525,13 +581,20 @@ fn bench(o: Opts) -> Result<()> {
         latencies: Vec::new(),
         errors: 0,
         bytes: 0,
+        per_conn: Vec::new(),
     };
     for h in handles {
         let st = h.join().map_err(|_| anyhow!("a load thread panicked"))?;
         all.latencies.extend(st.latencies);
         all.errors += st.errors;
         all.bytes += st.bytes;
+        all.per_conn.extend(st.per_conn);
     }
+    let (conn_min, conn_max) = (
+        all.per_conn.iter().copied().min().unwrap_or(0),
+        all.per_conn.iter().copied().max().unwrap_or(0),
+    );
+    let max_us = all.latencies.iter().copied().max().unwrap_or(0);
     let secs = t0.elapsed().as_secs_f64();
     all.latencies.sort_unstable();
     let pct = |p: f64| -> f64 {
@@ -545,18 +608,20 @@ fn bench(o: Opts) -> Result<()> {
     let rss = spawned.as_ref().and_then(|s| proc_status(s.pid()));
     if o.json {
         println!(
-            "{{\"requests\":{n},\"errors\":{},\"seconds\":{secs:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"mib_per_s\":{:.1},\"rss_kib\":{},\"hwm_kib\":{}}}",
+            "{{\"requests\":{n},\"errors\":{},\"seconds\":{secs:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{max_us},\"conn_min\":{conn_min},\"conn_max\":{conn_max},\"mib_per_s\":{:.1},\"pid\":{},\"idle_rss_kib\":{},\"rss_kib\":{},\"hwm_kib\":{}}}",
             all.errors,
             n as f64 / secs,
             pct(0.50),
             pct(0.99),
             all.bytes as f64 / secs / 1048576.0,
+            spawned.as_ref().map_or(-1, |s| i64::from(s.pid())),
+            idle.map_or(-1, |r| r.0 as i64),
             rss.map_or(-1, |r| r.0 as i64),
             rss.map_or(-1, |r| r.1 as i64),
         );
     } else {
         println!(
-            "{n} requests in {secs:.2} s: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors, {:.1} MiB/s{}",
+            "{n} requests in {secs:.2} s: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, max {max_us} µs, {} errors, per connection {conn_min}..{conn_max} requests, {:.1} MiB/s{}",
             n as f64 / secs,
             pct(0.50),
             pct(0.99),
@@ -609,6 +674,7 @@ fn cgi_time(o: Opts) -> Result<()> {
             .env("REMOTE_ADDR", "127.0.0.1")
             .env("REDIRECT_STATUS", "200")
             .env("HTTP_HOST", "localhost")
+            .envs(o.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stderr(Stdio::null())
             .output()
