@@ -392,3 +392,111 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+
+    /// A service answering with the request body reversed, or panicking on /panic.
+    #[derive(Clone)]
+    struct Rev;
+
+    impl Service<Request<RequestBody>> for Rev {
+        type Response = Response<String>;
+        type Error = Infallible;
+        type Future =
+            std::pin::Pin<Box<dyn Future<Output = Result<Response<String>, Infallible>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: Request<RequestBody>) -> Self::Future {
+            Box::pin(async move {
+                if req.uri().path() == "/panic" {
+                    panic!("test service panics");
+                }
+                let mut body = pin!(req.into_body());
+                let mut got = Vec::new();
+                while let Some(f) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+                    if let Ok(d) = f.expect("body frame").into_data() {
+                        got.extend_from_slice(&d);
+                    }
+                }
+                got.reverse();
+                Ok(Response::new(String::from_utf8_lossy(&got).into_owned()))
+            })
+        }
+    }
+
+    struct VecSink(Vec<u8>);
+
+    impl std::io::Write for VecSink {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink for VecSink {
+        fn gone(&self) -> bool {
+            false
+        }
+    }
+
+    fn serve(app: &TowerApp<Rev>, path: &str, body: &'static str) -> (Outcome, String) {
+        let mut req = Request::new(Body::from(body));
+        *req.uri_mut() = path.parse().unwrap();
+        let mut out = VecSink(Vec::new());
+        let o = app.serve(req, &mut out);
+        (o, String::from_utf8_lossy(&out.0).into_owned())
+    }
+
+    #[test]
+    fn both_runtimes_serve_and_catch_panics() {
+        response::install_panic_hook();
+        let shared = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        for app in [
+            TowerApp {
+                service: Rev,
+                shared: None,
+            },
+            TowerApp {
+                service: Rev,
+                shared: Some(Arc::new(shared)),
+            },
+        ] {
+            let (o, text) = serve(&app, "/", "abc");
+            assert_eq!(o, Outcome::Complete);
+            assert!(text.starts_with("Status: 200 OK\r\n"), "{text}");
+            assert!(text.ends_with("\r\n\r\ncba"), "{text}");
+            let (o, text) = serve(&app, "/panic", "");
+            assert_eq!(o, Outcome::AppFailed);
+            assert!(text.starts_with("Status: 500"), "{text}");
+        }
+    }
+
+    #[test]
+    fn request_body_frames_and_size_hint() {
+        let mut b = RequestBody::new(Body::from(vec![7u8; 100_000]));
+        assert_eq!(b.size_hint().exact(), Some(100_000));
+        let waker = std::task::Waker::noop();
+        let mut cx = TaskContext::from_waker(waker);
+        let mut total = 0;
+        while let Poll::Ready(Some(f)) = Pin::new(&mut b).poll_frame(&mut cx) {
+            let d = f.unwrap().into_data().unwrap();
+            assert!(d.len() <= FRAME);
+            total += d.len();
+        }
+        assert_eq!(total, 100_000);
+        assert!(b.is_end_stream());
+    }
+}
