@@ -178,3 +178,22 @@ pub fn response_head(status: u16, headers: &[(Vec<u8>, Vec<u8>)]) {
         }
     }
 }
+
+/// Decodes an SCGI request head (netstring of NUL-separated headers) and, when it is
+/// accepted, builds the request from it: bounded by the params limits, never a panic.
+pub fn scgi(data: &[u8]) {
+    let mut cfg = Config::default();
+    cfg.limits.max_params_bytes = 4096;
+    cfg.limits.max_params = 64;
+    let mut r = data;
+    if let Ok(vars) = crate::scgi::read_head(&mut r, &cfg) {
+        assert!(vars.len() <= 64 && vars.byte_len() <= 4096);
+        assert_eq!(
+            vars.iter().next().map(|(n, _)| n),
+            Some(&b"CONTENT_LENGTH"[..])
+        );
+        let _ = request::content_length(&vars);
+        let settings = MapSettings::default();
+        let _ = request::build(vars, Body::empty(), Mode::Scgi, Role::Responder, &settings);
+    }
+}

@@ -63,7 +63,13 @@ fn file_ident(p: &Path) -> Option<(u64, u64)> {
 /// names: a listener binds an interface (and resolving names would pull the whole
 /// name-service machinery into a static binary).
 pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
-    let bad = || Error::setting("--listen", s, "IP:PORT, [IPv6]:PORT, localhost:PORT or a port number");
+    let bad = || {
+        Error::setting(
+            "--listen",
+            s,
+            "IP:PORT, [IPv6]:PORT, localhost:PORT or a port number",
+        )
+    };
     let s = s.trim();
     if let Ok(port) = s.trim_start_matches(':').parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));

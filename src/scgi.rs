@@ -17,7 +17,7 @@ use crate::vars::Vars;
 
 /// Why an SCGI request head was not accepted.
 #[derive(Debug)]
-enum HeadError {
+pub(crate) enum HeadError {
     /// Not SCGI: closed with a log line.
     Malformed(String),
     /// Over the params limits: answered 431.
@@ -26,7 +26,7 @@ enum HeadError {
 }
 
 /// Reads the netstring `<len>:<headers>,` and decodes the headers.
-fn read_head(r: &mut impl BufRead, cfg: &Config) -> Result<Vars, HeadError> {
+pub(crate) fn read_head(r: &mut impl BufRead, cfg: &Config) -> Result<Vars, HeadError> {
     let mut len: usize = 0;
     let mut digits = 0;
     loop {

@@ -14,12 +14,14 @@ pub(crate) fn peek_first(sock: &Socket, timeout: Option<Duration>) -> Option<u8>
     let mut b = [0u8; 1];
     loop {
         // SAFETY: recv into a one-byte buffer we own.
-        let n = unsafe { libc::recv(
+        let n = unsafe {
+            libc::recv(
                 sock.as_raw_fd(),
                 b.as_mut_ptr().cast(),
                 1,
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            ) };
+            )
+        };
         if n == 1 {
             return Some(b[0]);
         }

@@ -451,11 +451,13 @@ impl IdleSlot {
     fn take() -> Option<IdleSlot> {
         // SAFETY: pthread_self has no preconditions.
         let me = unsafe { libc::pthread_self() } as u64;
-        IDLE_THREADS.iter().position(|s| {
-            s.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-        })
-        .map(IdleSlot)
+        IDLE_THREADS
+            .iter()
+            .position(|s| {
+                s.compare_exchange(0, me, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .map(IdleSlot)
     }
 }
 
