@@ -18,17 +18,27 @@ use crate::server::{App, SyncApp};
 use crate::sys::Wake;
 use crate::vars::Vars;
 
-/// Reads come from a byte string in chunks of at most `chunk` bytes, then end of file;
-/// writes are collected.
+/// Reads come from a byte string in chunks of at most `chunk` bytes; writes are
+/// collected. Once the input is used up, a read says "nothing yet" (`WouldBlock`) until
+/// the connection waits for more, and end of file after that: like a web server that
+/// has sent everything and then closes, so non-blocking looks during a long response do
+/// not end the connection early.
 struct Mem {
     input: Vec<u8>,
     pos: usize,
     chunk: usize,
+    waited: bool,
     output: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Transport for Mem {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.input.len() && !buf.is_empty() {
+            if !self.waited {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            return Ok(0);
+        }
         let n = buf.len().min(self.input.len() - self.pos).min(self.chunk);
         buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
         self.pos += n;
@@ -50,7 +60,10 @@ impl Transport for Mem {
         }
         Ok(n)
     }
-    fn wait(&mut self, _: bool, _: Option<Duration>, _: bool) -> io::Result<Wake> {
+    fn wait(&mut self, writable: bool, _: Option<Duration>, _: bool) -> io::Result<Wake> {
+        if !writable && self.pos == self.input.len() {
+            self.waited = true;
+        }
         Ok(Wake::Ready)
     }
 }
@@ -62,6 +75,9 @@ fn app(mut req: Request<Body>) -> Response<response::BoxBody> {
     let script = req.script_name().len();
     if path.starts_with("/panic") {
         panic!("fuzz app panics on purpose");
+    }
+    if path.starts_with("/log") {
+        log::error!("fuzz app logs {} bytes of path", path.len());
     }
     let mut got = Vec::new();
     if !path.starts_with("/noread") {
@@ -89,6 +105,9 @@ fn app(mut req: Request<Body>) -> Response<response::BoxBody> {
 
 fn quiet_panics() {
     response::install_panic_hook();
+    // Our logger, so lines logged during a request are captured into FCGI_STDERR; at
+    // error level, so the warnings every malformed input earns do not flood stderr.
+    crate::logger::init(log::LevelFilter::Error, crate::config::LogTarget::Stderr);
 }
 
 /// Runs one FastCGI connection over `input` (delivered `chunk` bytes per read) and
@@ -100,6 +119,7 @@ pub fn connection(input: &[u8], chunk: usize, threads: usize) -> Vec<u8> {
         input: input.to_vec(),
         pos: 0,
         chunk: chunk.max(1),
+        waited: false,
         output: output.clone(),
     };
     let mut cfg = Config {
