@@ -107,6 +107,13 @@ impl Default for Config {
 /// | `FCGI_LOG` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 /// | `FCGI_LOG_TARGET` | `stderr` or `syslog` (feature `syslog`) | `stderr` |
 /// | `FCGI_FORCE_CGI` | `1`: serve one CGI request even if fd 0 is a socket | off |
+/// | `FCGI_WEB_SERVER_ADDRS` | IPv4/IPv6 addresses allowed to connect over TCP | anyone |
+/// | `FCGI_TRUST_FORWARDED` | `1`: believe `X-Forwarded-*` (a proxy you control sets them) | off |
+/// | `FCGI_RESTART_GRACE` | seconds a stopping standalone server waits for a replacement | 2 |
+///
+/// A file beside the program, named after it with `.env` appended (`mysite.fcgi.env`,
+/// `NAME=value` lines), is read first; the environment overrides it. The standalone
+/// server's options (`--socket`, ...) have variables too; see `--help`.
 #[derive(Debug, Clone, Default)]
 pub struct Builder {
     pub(crate) cfg: Config,
