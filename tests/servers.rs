@@ -986,8 +986,9 @@ fn spawn_fcgi_two_processes_behind_nginx() {
         "{:?} {all:?}",
         pids(&answers)
     );
-    // Each copy serves one connection at a time: two at once need both.
-    let both = concurrent(web.port, "/app/sleep?ms=400", 2);
+    // Each copy serves one connection at a time: two at once need both. (Long enough
+    // that the two requests overlap even when the machine is busy.)
+    let both = concurrent(web.port, "/app/sleep?ms=1500", 2);
     assert_eq!(pids(&both), all, "{both:?}");
 
     // `kill $(cat mysite.pid)` stops both.
