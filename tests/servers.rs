@@ -892,7 +892,7 @@ fn lighttpd_bin_path() {
     );
 
     // Two requests at once go to the two processes of the mount.
-    let both = concurrent(web.port, "/app/sleep?ms=400", 2);
+    let both = concurrent(web.port, "/app/sleep?ms=1500", 2);
     assert_eq!(pids(&both).len(), 2, "{both:?}");
     assert!(pids(&both).is_subset(&all));
 
