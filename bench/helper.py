@@ -298,7 +298,26 @@ def report(args):
     w("")
 
     # ---- 1. FastCGI throughput ----
-    fc = [r for r in rows if r["kind"] == "fcgi"]
+    # One row per (server, concurrency, keep-conn): the median of the rounds' figures.
+    fc = []
+    for r in rows:
+        if r["kind"] != "fcgi":
+            continue
+        agg = next((x for x in fc if (x["server"], x["c"], x["keep"]) == (r["server"], r["c"], r["keep"])), None)
+        if agg is None:
+            agg = {"server": r["server"], "c": r["c"], "keep": r["keep"], "runs": []}
+            fc.append(agg)
+        if r.get("r"):
+            agg["runs"].append(r["r"])
+    for agg in fc:
+        runs = agg["runs"]
+        agg["r"] = None if not runs else {
+            "rps": median([x["rps"] for x in runs]),
+            "p50_us": median([x["p50_us"] for x in runs]),
+            "p99_us": median([x["p99_us"] for x in runs]),
+            "errors": sum(x["errors"] for x in runs),
+            "round_rps": [round(x["rps"]) for x in runs],
+        }
     SHIM, SHIM8 = "fcgi-shim hello", "fcgi-shim hello, FCGI_THREADS=8"
 
     def get(server, c, keep):
@@ -311,7 +330,9 @@ def report(args):
         return None if r is None else r.get(k)
 
     w("## 1. FastCGI on a listening socket on fd 0 (as mod_fcgid starts an app)\n")
-    w("`fcgi-shim bench --spawn PROGRAM -- -c C [--keep-conn] -d SECS --warmup 1 --json`: "
+    w("`fcgi-shim bench --spawn PROGRAM -- -c C [--keep-conn] -d SECS --warmup 1 --json`, "
+      "repeated in BENCH_ROUNDS rounds that take every server in turn; each figure is the "
+      "median of the rounds (req/s of each round in the last column): "
       "C client connections over a Unix socket; keep-conn off opens a connection per request "
       "(what mod_fcgid does), on reuses it (FCGI_KEEP_CONN, as nginx keepalive). "
       "Single-process servers (libfcgi, php-cgi with PHP_FCGI_CHILDREN=0, fcgi-shim's default "
@@ -341,8 +362,8 @@ def report(args):
             shim_rows = [(SHIM, get(SHIM, c, keep))]
             if get(SHIM8, c, keep) is not None:
                 shim_rows.append((SHIM8, get(SHIM8, c, keep)))
-            hdr = "| server | req/s | p50 µs | p99 µs | errors |"
-            sep = "|---|---:|---:|---:|---:|"
+            hdr = "| server | req/s | p50 µs | p99 µs | errors | rounds' req/s |"
+            sep = "|---|---:|---:|---:|---:|---|"
             for name, _ in shim_rows:
                 tag = "8 threads" if name == SHIM8 else "1 thread"
                 hdr += f" fcgi-shim ({tag}) req/s ÷ | p99 ÷ |"
@@ -353,7 +374,8 @@ def report(args):
                 r = get(s, c, keep)
                 if r is None and not any(x["server"] == s and x["c"] == c and x["keep"] == keep for x in fc):
                     continue
-                line = f"| {s} | {fmt(val(r, 'rps'), 0)} | {fmt(val(r, 'p50_us'))} | {fmt(val(r, 'p99_us'))} | {fmt(val(r, 'errors'))} |"
+                rr = ", ".join(fmt(v) for v in (r or {}).get("round_rps", []))
+                line = f"| {s} | {fmt(val(r, 'rps'), 0)} | {fmt(val(r, 'p50_us'))} | {fmt(val(r, 'p99_us'))} | {fmt(val(r, 'errors'))} | {rr} |"
                 for name, sr in shim_rows:
                     if s in (SHIM, SHIM8):
                         line += " | |"
@@ -513,14 +535,25 @@ def report(args):
             tag = "1 thread" if vs_go == SHIM else "8 threads"
             w(f"| throughput ≥ 1.5× Go ({kc}, fcgi-shim {tag}) | {ratio(val(g, 'rps'), val(go, 'rps'))} "
               f"({fmt(val(g, 'rps'), 0)} vs {fmt(val(go, 'rps'), 0)} req/s) | {mark(ok)} |")
-    STATIC = "fcgi-shim hello (static build)"
-    for build, name in (("", "fcgi-shim hello"), (" (static build)", STATIC)):
+    BUILDS = [("", SHIM)] + [(f" ({b} build)", f"{SHIM} ({b} build)") for b in ("static", "musl")
+                             if any(r.get("server") == f"{SHIM} ({b} build)" for r in rows)]
+    for build, name in BUILDS[1:]:
+        for keep in (False, True):
+            m, lib = get(name, 1, keep), get("libfcgi C", 1, keep)
+            if m is None:
+                continue
+            ok = cmp(val(m, "rps"), val(lib, "rps"), lambda a, b: a >= b)
+            w(f"| throughput ≥ 1.0× libfcgi C (c=1, keep-conn {'on' if keep else 'off'}){build} | "
+              f"{ratio(val(m, 'rps'), val(lib, 'rps'))} ({fmt(val(m, 'rps'), 0)} vs {fmt(val(lib, 'rps'), 0)} req/s) | {mark(ok)} |")
+            ok = cmp(val(m, "p99_us"), val(lib, "p99_us"), lambda a, b: a <= b)
+            w(f"| p99 ≤ libfcgi's (c=1, keep-conn {'on' if keep else 'off'}){build} | {fmt(val(m, 'p99_us'))} µs vs {fmt(val(lib, 'p99_us'))} µs | {mark(ok)} |")
+    for build, name in BUILDS:
         x = next((r.get("r") for r in cg if r["server"] == name), None)
         ok = cmp(val(x, "median_us"), val(base, "median_us"), lambda a, b: a <= 1.3 * b)
         w(f"| CGI start-up ≤ 1.3× minimal C CGI{build} | {ratio(val(x, 'median_us'), val(base, 'median_us'))} "
           f"({fmt(val(x, 'median_us'))} vs {fmt(val(base, 'median_us'))} µs median) | {mark(ok)} |")
     lib_rss = next((r for r in rs if r["server"] == "libfcgi C"), None)
-    for build, name in (("", SHIM), (" (static build)", STATIC)):
+    for build, name in BUILDS:
         x = next((r for r in rs if r["server"] == name), None)
         a, b = val(x, "rss_kib"), val(lib_rss, "rss_kib")
         ok = cmp(a, b, lambda a, b: a <= 1.5 * b)
@@ -530,7 +563,7 @@ def report(args):
     for r in big:
         ok = None if r.get("hwm_kib") is None else (r.get("ok") is True and r["hwm_kib"] < 16384)
         w(f"| 1 GiB {r['what']} with peak RSS < 16 MiB | {fmt(r.get('hwm_kib'))} KiB, {fmt(r.get('mib_s'), 0)} MiB/s, ok={r.get('ok')} | {mark(ok)} |")
-    for build, name in (("", SHIM), (" (static build)", STATIC)):
+    for build, name in BUILDS:
         b = val(next((r for r in sz if r["server"] == name), None), "bytes")
         ok = None if b is None else b <= 1048576
         w(f"| hello ≤ 1 MiB stripped{build} | {fmt(b)} bytes ({fmt(b / 1024 if b else None, 0)} KiB) | {mark(ok)} |")

@@ -15,9 +15,10 @@
 #   5. 1 GiB up and down through the echo example, and its peak RSS
 #   6. stripped binary sizes, system calls per request (strace -c)
 # and writes target/bench/results.md (raw data: target/bench/raw.jsonl, logs:
-# target/bench/logs/). About 10 minutes on 2 cores, builds included.
+# target/bench/logs/). About 20 minutes on 2 cores, builds included.
 #
-# Settings (environment): BENCH_SECS (seconds per load run, default 5), BENCH_CGI_RUNS
+# Settings (environment): BENCH_SECS (seconds per load run, default 3), BENCH_ROUNDS
+# (rounds of the FastCGI runs, default 5), BENCH_CGI_RUNS
 # (default 200, in 5 interleaved rounds), BENCH_SYSCALL_REQS (default 2000), BENCH_NOTE
 # (a line printed at the top of the results), BENCH_ONLY (the sections to run, default
 # "1 2 3 4 5 6"), BENCH_FCGID_CONF (extra mod_fcgid directives), BENCH_SKIP_INSTALL=1.
@@ -30,7 +31,8 @@ LOGS=$B/logs
 RUN=$B/run
 RAW=$B/raw.jsonl
 HELPER=$ROOT/bench/helper.py
-SECS=${BENCH_SECS:-5}
+SECS=${BENCH_SECS:-3}
+ROUNDS=${BENCH_ROUNDS:-5}
 CGI_RUNS=${BENCH_CGI_RUNS:-200}
 SYS_REQS=${BENCH_SYSCALL_REQS:-2000}
 ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6} "
@@ -90,6 +92,19 @@ RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --example hello 
     exit 1
 }
 cp "$B/cargo-static/x86_64-unknown-linux-gnu/release/examples/hello" "$BIN/hello-static"
+# And with musl (static, small): needs the target (`rustup target add
+# x86_64-unknown-linux-musl`); its rows are left out when it cannot be had.
+rm -f "$BIN/hello-musl"
+if ! rustc --print target-libdir --target x86_64-unknown-linux-musl 2>/dev/null | xargs -I{} test -d {}; then
+    command -v rustup >/dev/null && rustup target add x86_64-unknown-linux-musl >>"$LOGS/cargo-build.log" 2>&1 || true
+fi
+say "building the musl hello (--target x86_64-unknown-linux-musl)"
+if cargo build --release --example hello --target x86_64-unknown-linux-musl \
+    --target-dir "$B/cargo-musl" 2>>"$LOGS/cargo-build.log"; then
+    cp "$B/cargo-musl/x86_64-unknown-linux-musl/release/examples/hello" "$BIN/hello-musl"
+else
+    note "the x86_64-unknown-linux-musl target could not be built (see logs/cargo-build.log): no musl rows"
+fi
 
 say "building the peers"
 gcc -O2 -o "$BIN/hello-libfcgi" bench/peers/hello-libfcgi.c -lfcgi
@@ -117,6 +132,11 @@ fi
 
 # ---- machine ----
 
+# The builds just loaded the CPU: let the 1-minute load average settle (2 minutes at most).
+for _ in $(seq 60); do
+    awk '{ exit !($1 < 0.5) }' /proc/loadavg && break
+    sleep 2
+done
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 NOTE=${BENCH_NOTE:-}
 if [ -z "$NOTE" ] && awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
@@ -125,7 +145,7 @@ fi
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 OS=$(. /etc/os-release && echo "$PRETTY_NAME")
 VERSIONS="$(rustc --version | cut -d' ' -f1-2); $(go version | cut -d' ' -f3); $(php-cgi -v 2>/dev/null | sed -n 1p | cut -d' ' -f1-2); libfcgi $(dpkg-query -W -f '${Version}' libfcgi-dev 2>/dev/null || echo '?'); flup $("$B/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("flup"))'); $(/usr/sbin/apache2 -v 2>/dev/null | sed -n 1p | cut -d: -f2 | sed 's/^ *//'); mod_fcgid $(dpkg-query -W -f '${Version}' libapache2-mod-fcgid 2>/dev/null || echo '?'); $({ wrk --version 2>&1 || true; } | head -1 | cut -d' ' -f1-2)"
-SETTINGS="BENCH_SECS=$SECS (plus 1 s warm-up per FastCGI run), BENCH_CGI_RUNS=$CGI_RUNS, BENCH_SYSCALL_REQS=$SYS_REQS, sections: $(echo $ONLY)"
+SETTINGS="BENCH_SECS=$SECS (plus 1 s warm-up per FastCGI run), BENCH_ROUNDS=$ROUNDS, BENCH_CGI_RUNS=$CGI_RUNS, BENCH_SYSCALL_REQS=$SYS_REQS, sections: $(echo $ONLY)"
 jl "{\"kind\":\"meta\",\"command\":\"bash bench/run.sh\",\"settings\":$(jstr "$SETTINGS"),\"note\":$(jstr "$NOTE"),\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"),\"nproc\":$(nproc),\"cpu\":$(jstr "$CPU"),\"kernel\":$(jstr "$(uname -r)"),\"os\":$(jstr "$OS"),\"load\":$(jstr "$LOAD_START"),\"load_end\":\"@LOAD_END@\",\"versions\":$(jstr "$VERSIONS")}"
 
 # ---- the FastCGI servers ----
@@ -144,6 +164,11 @@ server() {
         SRV_NAME="fcgi-shim hello (static build)"
         SRV_ENV=(FCGI_THREADS=1)
         SRV_ARGV=("$BIN/hello-static")
+        ;;
+    shimmusl)
+        SRV_NAME="fcgi-shim hello (musl build)"
+        SRV_ENV=(FCGI_THREADS=1)
+        SRV_ARGV=("$BIN/hello-musl")
         ;;
     shim8)
         SRV_NAME="fcgi-shim hello, FCGI_THREADS=8"
@@ -187,6 +212,9 @@ server() {
     esac
 }
 PEERS=(shim libfcgi go php flup)
+# The other builds of fcgi-shim's hello, where they were built.
+BUILDS=(shimstatic)
+[ -x "$BIN/hello-musl" ] && BUILDS+=(shimmusl)
 
 # Start server KEY with a listening socket on fd 0 at SOCK (bench/helper.py spawn);
 # sets PID. Its stderr goes to the log.
@@ -222,7 +250,7 @@ status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 # ---- 1. FastCGI throughput ----
 
 C8=(shim shim8 libfcgi libfcgi8 go php php8 flup)
-fcgi_run() { # KEY C KEEP(0|1)
+fcgi_run() { # KEY C KEEP(0|1) ROUND
     server "$1"
     local args=(-c "$2" -d "$SECS" --warmup 1 --path "$SRV_PATH" --json) out keep=false
     if [ "$3" = 1 ]; then
@@ -230,21 +258,25 @@ fcgi_run() { # KEY C KEEP(0|1)
         keep=true
     fi
     if out=$(env "${SRV_ENV[@]}" timeout $((SECS + 60)) "$TOOL" bench --spawn "${SRV_ARGV[@]}" -- "${args[@]}" 2>>"$LOGS/fcgi-bench.log"); then
-        say "   $SRV_NAME c=$2 keep=$keep: $out"
+        say "   round $4: $SRV_NAME c=$2 keep=$keep: $out"
     else
         out=null
         note "FastCGI run failed: $SRV_NAME, c=$2, keep-conn $keep (see target/bench/logs/fcgi-bench.log)"
     fi
-    jl "{\"kind\":\"fcgi\",\"server\":$(jstr "$SRV_NAME"),\"c\":$2,\"keep\":$keep,\"r\":$out}"
+    jl "{\"kind\":\"fcgi\",\"server\":$(jstr "$SRV_NAME"),\"c\":$2,\"keep\":$keep,\"round\":$4,\"r\":$out}"
 }
 if want 1; then
-    say "1. FastCGI throughput: concurrency 1 (${#PEERS[@]} servers), 8 (${#C8[@]}) x keep-conn off, on; ${SECS}s each"
-    for c in 1 8; do
-        for keep in 0 1; do
-            keys=("${PEERS[@]}")
-            [ "$c" = 8 ] && keys=("${C8[@]}")
-            for k in "${keys[@]}"; do
-                fcgi_run "$k" "$c" "$keep"
+    # Rounds take every server in turn, so a burst of load elsewhere (or a noisy
+    # neighbour's steal time) hits them alike; the report gives each figure's median.
+    say "1. FastCGI throughput: $ROUNDS rounds of concurrency 1 ($((${#BUILDS[@]} + ${#PEERS[@]})) servers), 8 (${#C8[@]}) x keep-conn off, on; ${SECS}s each"
+    for round in $(seq "$ROUNDS"); do
+        for c in 1 8; do
+            for keep in 0 1; do
+                keys=(shim "${BUILDS[@]}" "${PEERS[@]:1}")
+                [ "$c" = 8 ] && keys=("${C8[@]}")
+                for k in "${keys[@]}"; do
+                    fcgi_run "$k" "$c" "$keep" "$round"
+                done
             done
         done
     done
@@ -264,7 +296,9 @@ cgi_run() { # NAME PROGRAM ROUND
 }
 if want 2; then
     say "2. CGI start-up ($CGI_RUNS runs each, in 5 interleaved rounds)"
-    CGIS=("minimal C CGI|$BIN/hello-cgi" "fcgi-shim hello|$BIN/hello" "fcgi-shim hello (static build)|$BIN/hello-static" "Go net/http/cgi|$BIN/hello-go-cgi" "php-cgi (as CGI)|$B/www/hello-cgi.php")
+    CGIS=("minimal C CGI|$BIN/hello-cgi" "fcgi-shim hello|$BIN/hello" "fcgi-shim hello (static build)|$BIN/hello-static")
+    [ -x "$BIN/hello-musl" ] && CGIS+=("fcgi-shim hello (musl build)|$BIN/hello-musl")
+    CGIS+=("Go net/http/cgi|$BIN/hello-go-cgi" "php-cgi (as CGI)|$B/www/hello-cgi.php")
     for p in "${CGIS[@]}"; do
         GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET REDIRECT_STATUS=200 SCRIPT_FILENAME="${p#*|}" "${p#*|}" </dev/null >/dev/null 2>&1 || true # page cache
     done
@@ -279,7 +313,7 @@ fi
 
 SOCK=$RUN/app.sock
 want 3 && say "3. RSS idle and after 10,000 requests"
-want 3 && for k in shim shimstatic "${PEERS[@]:1}"; do
+want 3 && for k in shim "${BUILDS[@]}" "${PEERS[@]:1}"; do
     start "$k" "$SOCK"
     sleep 1
     idle=$(status_kib "$PID" VmRSS)
@@ -489,6 +523,7 @@ if want 6; then
 LIBFCGI_SO=$(ldd "$BIN/hello-libfcgi" | awk '/libfcgi/ { print $3 }')
 size_row "fcgi-shim hello" "$BIN/hello" "dynamic: libc, libgcc_s"
 size_row "fcgi-shim hello (static build)" "$BIN/hello-static" "static: glibc included"
+[ -x "$BIN/hello-musl" ] && size_row "fcgi-shim hello (musl build)" "$BIN/hello-musl" "static-pie: musl libc included"
 size_row "libfcgi C" "$BIN/hello-libfcgi" "dynamic: libc + $(basename "$LIBFCGI_SO") ($(($(stat -L -c %s "$LIBFCGI_SO") / 1024)) KiB, not counted)"
 size_row "Go net/http/fcgi" "$BIN/hello-go-fcgi" "static (Go runtime)"
 size_row "minimal C CGI" "$BIN/hello-cgi" "dynamic: libc"
