@@ -188,7 +188,6 @@ struct Pool {
     cfg: Arc<Config>,
     life: Arc<Lifecycle>,
     opts: ServeOpts,
-    accept_lock: Mutex<()>,
     idle: AtomicUsize,
     threads: AtomicUsize,
     handles: Mutex<Vec<JoinHandle<Result<(), Error>>>>,
@@ -214,7 +213,6 @@ pub(crate) fn serve(
         cfg,
         life,
         opts,
-        accept_lock: Mutex::new(()),
         idle: AtomicUsize::new(0),
         threads: AtomicUsize::new(0),
         handles: Mutex::new(Vec::new()),
@@ -254,18 +252,20 @@ pub(crate) fn serve(
 }
 
 fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
+    // The listener is unusable: stop every worker, report once.
+    let fail = |e: Error| {
+        sys::request_shutdown();
+        sys::ACCEPT.raise();
+        Err(e)
+    };
+    let waiter = match sys::AcceptWait::new(pool.listener.as_raw_fd(), accept_watch(pool)) {
+        Ok(w) => w,
+        Err(e) => return fail(Error::io("waiting for connections", e)),
+    };
     loop {
-        let accepted = {
-            let _leader = pool.accept_lock.lock().unwrap_or_else(|p| p.into_inner());
-            match accept_one(pool) {
-                Ok(a) => a,
-                Err(e) => {
-                    // The listener is unusable: stop every worker, report once.
-                    sys::request_shutdown();
-                    sys::ACCEPT.raise();
-                    return Err(e);
-                }
-            }
+        let accepted = match accept_one(pool, &waiter) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
         };
         let Some((sock, peer)) = accepted else {
             let drain = match pool.opts.drain_backlog {
@@ -290,11 +290,7 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
 /// web server made just before will not be reset.
 fn drain_backlog(pool: &Arc<Pool>) {
     loop {
-        let got = {
-            let _leader = pool.accept_lock.lock().unwrap_or_else(|p| p.into_inner());
-            pool.listener.accept()
-        };
-        match got {
+        match pool.listener.accept() {
             Ok(Accepted::Conn(sock, peer)) => serve_connection(pool, sock, peer),
             _ => return,
         }
@@ -367,15 +363,21 @@ fn grow(pool: &Arc<Pool>) {
     }
 }
 
-fn accept_one(pool: &Pool) -> Result<Option<(sys::Socket, Option<std::net::SocketAddr>)>, Error> {
-    let fd = pool.listener.as_raw_fd();
-    // Standalone with a handover: accepting stops when the coordinator says so;
-    // otherwise as soon as a shutdown is requested.
-    let watch = if pool.opts.handover.is_some() {
+/// Standalone with a handover: accepting stops when the coordinator says so;
+/// otherwise as soon as a shutdown is requested.
+fn accept_watch(pool: &Pool) -> Watch {
+    if pool.opts.handover.is_some() {
         Watch::Accept
     } else {
         Watch::Drain
-    };
+    }
+}
+
+fn accept_one(
+    pool: &Pool,
+    waiter: &sys::AcceptWait,
+) -> Result<Option<(sys::Socket, Option<std::net::SocketAddr>)>, Error> {
+    let watch = accept_watch(pool);
     let mut backoff_logged = false;
     // Under load a connection is usually queued already: try before polling.
     let flag = if watch == Watch::Accept {
@@ -392,7 +394,7 @@ fn accept_one(pool: &Pool) -> Result<Option<(sys::Socket, Option<std::net::Socke
         }
     }
     loop {
-        match sys::wait(fd, false, None, watch) {
+        match waiter.wait() {
             Ok(Wake::Stop) => return Ok(None),
             Ok(_) => {}
             Err(e) => return Err(Error::io("waiting for connections", e)),

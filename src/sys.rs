@@ -385,6 +385,67 @@ pub fn wait(
     }
 }
 
+/// One worker thread's wait for a connection: its own epoll set holding the listener
+/// with `EPOLLEXCLUSIVE`, so a new connection wakes one waiting thread (or process,
+/// under prefork) rather than every one of them, as a blocking `accept` would; and the
+/// stop flag's pipe, which wakes them all.
+pub struct AcceptWait {
+    ep: OwnedFd,
+    flag: Option<&'static Flag>,
+}
+
+impl AcceptWait {
+    pub fn new(listener: RawFd, watch: Watch) -> io::Result<AcceptWait> {
+        // SAFETY: epoll_create1 returns a new fd or -1.
+        let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: ep is a fresh fd that we own.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        let flag = match watch {
+            Watch::Nothing => None,
+            Watch::Drain => Some(&DRAIN),
+            Watch::Accept => Some(&ACCEPT),
+        };
+        let add = |fd: RawFd, events: u32, tag: u64| {
+            let mut ev = libc::epoll_event { events, u64: tag };
+            // SAFETY: epoll_ctl reads one epoll_event.
+            cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
+        };
+        add(listener, (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32, 0)?;
+        if let Some(f) = flag {
+            let rd = f.rd.load(Ordering::Acquire);
+            if rd >= 0 {
+                add(rd, libc::EPOLLIN as u32, 1)?;
+            }
+        }
+        Ok(AcceptWait { ep, flag })
+    }
+
+    /// Waits until a connection may be queued (`Ready`) or the flag is raised (`Stop`).
+    pub fn wait(&self) -> io::Result<Wake> {
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        loop {
+            if self.flag.is_some_and(Flag::is_raised) {
+                return Ok(Wake::Stop);
+            }
+            // SAFETY: evs has room for the 2 events asked for.
+            let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), evs.as_mut_ptr(), 2, -1) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if self.flag.is_some_and(Flag::is_raised) {
+                return Ok(Wake::Stop);
+            }
+            if n > 0 {
+                return Ok(Wake::Ready);
+            }
+        }
+    }
+}
+
 // ---- stopping: a flag plus a self-pipe that stays readable once raised ----
 
 /// A process-wide flag that `wait` can watch: once raised, its pipe stays readable,

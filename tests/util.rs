@@ -38,8 +38,18 @@ pub fn example(name: &str) -> PathBuf {
         if cfg!(feature = "tower") {
             features.push("tower");
         }
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--examples", "--profile", profile])
+        // Built with --target (target/<triple>/<profile>): build the examples for it too.
+        let triple = dir
+            .parent()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str())
+            .filter(|n| *n != "target" && n.contains("-linux-"));
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--examples", "--profile", profile]);
+        if let Some(t) = triple {
+            cmd.args(["--target", t]);
+        }
+        let status = cmd
             .args(["--no-default-features", "--features", &features.join(",")])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
