@@ -1081,12 +1081,16 @@ impl<T: Transport> Conn<T> {
     /// After a response with FCGI_KEEP_CONN off: half-close, then wait (2 s at most,
     /// as libfcgi) for the web server to close its side, draining what it still sends
     /// (the rest of a body the app did not read), so closing never resets the
-    /// connection under the response just sent. Waiting for the web server's close
-    /// also measured faster than closing at once (BENCHMARKS.md: higher throughput and
-    /// a lower p99 with a connection per request). Not while stopping: then the
-    /// process exits at once.
+    /// connection under the response just sent. When the request was read to its end,
+    /// the wait also stops as soon as another connection is queued on the listener,
+    /// so lingering never keeps a waiting request waiting. Waiting for the web
+    /// server's close measured faster than closing at once (BENCHMARKS.md). Not while
+    /// stopping: then the process exits at once.
     fn linger(&mut self, stdin_done: bool) {
-        if self.peer_closed || self.failure.is_some() || (stdin_done && sys::shutdown_requested()) {
+        if self.peer_closed || self.failure.is_some() {
+            return;
+        }
+        if stdin_done && (sys::shutdown_requested() || sys::backlog_waiting()) {
             return;
         }
         self.t.shutdown_write();
@@ -1101,7 +1105,11 @@ impl<T: Transport> Conn<T> {
                 Ok(0) => return,
                 Ok(n) => drained += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match self.t.wait(false, Some(left), false) {
+                    let woke = match self.t.raw_fd() {
+                        Some(fd) if stdin_done => sys::wait_readable_or_backlog(fd, left),
+                        _ => self.t.wait(false, Some(left), false),
+                    };
+                    match woke {
                         Ok(Wake::Ready) => {}
                         Ok(Wake::TimedOut) => {
                             log::debug!(

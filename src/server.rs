@@ -258,6 +258,7 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
         sys::ACCEPT.raise();
         Err(e)
     };
+    sys::set_thread_listener(pool.listener.as_raw_fd());
     let waiter = match sys::AcceptWait::new(pool.listener.as_raw_fd(), accept_watch(pool)) {
         Ok(w) => w,
         Err(e) => return fail(Error::io("waiting for connections", e)),

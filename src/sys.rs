@@ -446,6 +446,63 @@ impl AcceptWait {
     }
 }
 
+thread_local! {
+    /// The listening socket this worker thread accepts from (-1: none).
+    static LISTENER: std::cell::Cell<RawFd> = const { std::cell::Cell::new(-1) };
+}
+
+/// Records the listener the calling worker thread accepts from, for
+/// [`backlog_waiting`] and [`wait_readable_or_backlog`].
+pub fn set_thread_listener(fd: RawFd) {
+    LISTENER.with(|l| l.set(fd));
+}
+
+fn poll_two(a: RawFd, b: RawFd, ms: libc::c_int) -> io::Result<(bool, bool)> {
+    let mut fds = [
+        libc::pollfd {
+            fd: a,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: b,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // SAFETY: fds is a valid array of two pollfd; negative fds are ignored.
+    let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((fds[0].revents != 0, fds[1].revents != 0))
+}
+
+/// Whether a connection is queued on this thread's listener, without waiting.
+pub fn backlog_waiting() -> bool {
+    let l = LISTENER.with(|l| l.get());
+    l >= 0 && matches!(poll_two(-1, l, 0), Ok((_, true)))
+}
+
+/// Waits until `fd` is readable (`Ready`), a connection is queued on this thread's
+/// listener (`Stop`), or `timeout` passes.
+pub fn wait_readable_or_backlog(fd: RawFd, timeout: Duration) -> io::Result<Wake> {
+    let l = LISTENER.with(|l| l.get());
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        match poll_two(fd, l, ms) {
+            Ok((true, _)) => return Ok(Wake::Ready),
+            Ok((_, true)) => return Ok(Wake::Stop),
+            Ok(_) if Instant::now() >= deadline => return Ok(Wake::TimedOut),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 // ---- stopping: a flag plus a self-pipe that stays readable once raised ----
 
 /// A process-wide flag that `wait` can watch: once raised, its pipe stays readable,
