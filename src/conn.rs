@@ -1082,8 +1082,8 @@ impl<T: Transport> Conn<T> {
     /// as libfcgi) for the web server to close its side, draining what it still sends
     /// (the rest of a body the app did not read), so closing never resets the
     /// connection under the response just sent. When the request was read to its end,
-    /// the wait also stops as soon as another connection is queued on the listener,
-    /// so lingering never keeps a waiting request waiting. Waiting for the web
+    /// the wait also stops as soon as another connection is queued on the listener and
+    /// no other worker is idle to take it, so lingering never keeps a request waiting. Waiting for the web
     /// server's close measured faster than closing at once (BENCHMARKS.md). Not while
     /// stopping: then the process exits at once.
     fn linger(&mut self, stdin_done: bool) {

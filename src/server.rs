@@ -188,7 +188,8 @@ struct Pool {
     cfg: Arc<Config>,
     life: Arc<Lifecycle>,
     opts: ServeOpts,
-    idle: AtomicUsize,
+    /// Workers waiting to accept (shared with them for the lingering close).
+    idle: Arc<AtomicUsize>,
     threads: AtomicUsize,
     handles: Mutex<Vec<JoinHandle<Result<(), Error>>>>,
 }
@@ -213,7 +214,7 @@ pub(crate) fn serve(
         cfg,
         life,
         opts,
-        idle: AtomicUsize::new(0),
+        idle: Arc::new(AtomicUsize::new(0)),
         threads: AtomicUsize::new(0),
         handles: Mutex::new(Vec::new()),
     });
@@ -258,7 +259,7 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
         sys::ACCEPT.raise();
         Err(e)
     };
-    sys::set_thread_listener(pool.listener.as_raw_fd());
+    sys::set_thread_listener(pool.listener.as_raw_fd(), pool.idle.clone());
     let waiter = match sys::AcceptWait::new(pool.listener.as_raw_fd(), accept_watch(pool)) {
         Ok(w) => w,
         Err(e) => return fail(Error::io("waiting for connections", e)),

@@ -447,14 +447,27 @@ impl AcceptWait {
 }
 
 thread_local! {
-    /// The listening socket this worker thread accepts from (-1: none).
-    static LISTENER: std::cell::Cell<RawFd> = const { std::cell::Cell::new(-1) };
+    /// The listening socket this worker thread accepts from (-1: none), and how many
+    /// of its pool's workers are waiting to accept.
+    static LISTENER: std::cell::RefCell<(RawFd, Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>)> =
+        const { std::cell::RefCell::new((-1, None)) };
 }
 
-/// Records the listener the calling worker thread accepts from, for
-/// [`backlog_waiting`] and [`wait_readable_or_backlog`].
-pub fn set_thread_listener(fd: RawFd) {
-    LISTENER.with(|l| l.set(fd));
+/// Records the listener the calling worker thread accepts from and its pool's count of
+/// idle workers, for [`backlog_waiting`] and [`wait_readable_or_backlog`].
+pub fn set_thread_listener(fd: RawFd, idle: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    LISTENER.with(|l| *l.borrow_mut() = (fd, Some(idle)));
+}
+
+/// This thread's listener, when no other worker is idle to accept from it (-1 else).
+fn listener_if_needed() -> RawFd {
+    LISTENER.with(|l| {
+        let l = l.borrow();
+        match &l.1 {
+            Some(idle) if idle.load(Ordering::Acquire) > 0 => -1,
+            _ => l.0,
+        }
+    })
 }
 
 fn poll_two(a: RawFd, b: RawFd, ms: libc::c_int) -> io::Result<(bool, bool)> {
@@ -478,19 +491,25 @@ fn poll_two(a: RawFd, b: RawFd, ms: libc::c_int) -> io::Result<(bool, bool)> {
     Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
 
-/// Whether a connection is queued on this thread's listener, without waiting.
+/// Whether a connection is queued on this thread's listener that no idle worker is
+/// there to take, without waiting.
 pub fn backlog_waiting() -> bool {
-    let l = LISTENER.with(|l| l.get());
+    let l = listener_if_needed();
     l >= 0 && matches!(poll_two(-1, l, 0), Ok((_, true)))
 }
 
 /// Waits until `fd` is readable (`Ready`), a connection is queued on this thread's
-/// listener (`Stop`), or `timeout` passes.
+/// listener while no other worker is idle to take it (`Stop`), or `timeout` passes.
+/// While other workers are idle the listener is left to them, and looked at again
+/// every 10 ms.
 pub fn wait_readable_or_backlog(fd: RawFd, timeout: Duration) -> io::Result<Wake> {
-    let l = LISTENER.with(|l| l.get());
     let deadline = Instant::now() + timeout;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let l = listener_if_needed();
+        let mut left = deadline.saturating_duration_since(Instant::now());
+        if l < 0 {
+            left = left.min(Duration::from_millis(10));
+        }
         let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
         match poll_two(fd, l, ms) {
             Ok((true, _)) => return Ok(Wake::Ready),
