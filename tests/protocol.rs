@@ -87,13 +87,17 @@ fn keep_conn_off_half_closes_and_lingers_without_delaying_the_next_connection() 
             .unwrap();
         let got = read_all(&mut s, T); // returns at the app's half-close
         let (recs, rest) = parse_records(&got);
-        assert!(rest.is_empty() && recs.last().is_some_and(|r| r.t == END), "{got:?}");
+        assert!(
+            rest.is_empty() && recs.last().is_some_and(|r| r.t == END),
+            "{got:?}"
+        );
         s
     };
     // The app still reads: bytes sent after its half-close are drained, not refused.
     let mut held = held_request("/a");
     std::thread::sleep(Duration::from_millis(100));
-    held.write_all(b"late bytes").expect("the app closed instead of lingering");
+    held.write_all(b"late bytes")
+        .expect("the app closed instead of lingering");
 
     let t0 = Instant::now();
     let r = app.roundtrip(request(1, false, &get("/b", ""), b""), 1);
@@ -106,17 +110,22 @@ fn keep_conn_off_half_closes_and_lingers_without_delaying_the_next_connection() 
     // Turning to the queued connection closed the lingering one.
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        held.write_all(&[0; 4096]).and_then(|_| held.write_all(&[0; 4096])).is_err(),
+        held.write_all(&[0; 4096])
+            .and_then(|_| held.write_all(&[0; 4096]))
+            .is_err(),
         "the lingering connection is still open"
     );
 
     // Alone, a connection the web server holds open is closed after about 2 s.
     let mut held = held_request("/c");
     std::thread::sleep(Duration::from_millis(1000));
-    held.write_all(b"x").expect("closed before the linger ended");
+    held.write_all(b"x")
+        .expect("closed before the linger ended");
     std::thread::sleep(Duration::from_millis(2500));
     assert!(
-        held.write_all(&[0; 4096]).and_then(|_| held.write_all(&[0; 4096])).is_err(),
+        held.write_all(&[0; 4096])
+            .and_then(|_| held.write_all(&[0; 4096]))
+            .is_err(),
         "still open 3.5 s after the response"
     );
 }
