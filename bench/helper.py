@@ -280,6 +280,25 @@ def ratio(a, b, nd=2):
     return f"{a / b:.{nd}f}×"
 
 
+def by_rounds(rows, kind, keys, summarize):
+    """Rows of `kind` grouped by `keys` (first-seen order), each with `r` = summarize(the
+    rounds' results), or None when no round produced one."""
+    groups = []
+    for r in rows:
+        if r["kind"] != kind:
+            continue
+        g = next((x for x in groups if all(x[k] == r[k] for k in keys)), None)
+        if g is None:
+            g = {k: r[k] for k in keys}
+            g["runs"] = []
+            groups.append(g)
+        if r.get("r"):
+            g["runs"].append(r["r"])
+    for g in groups:
+        g["r"] = summarize(g["runs"]) if g["runs"] else None
+    return groups
+
+
 def report(args):
     raw, out = args[0], args[1]
     rows = [json.loads(l) for l in open(raw) if l.strip()]
@@ -299,25 +318,13 @@ def report(args):
 
     # ---- 1. FastCGI throughput ----
     # One row per (server, concurrency, keep-conn): the median of the rounds' figures.
-    fc = []
-    for r in rows:
-        if r["kind"] != "fcgi":
-            continue
-        agg = next((x for x in fc if (x["server"], x["c"], x["keep"]) == (r["server"], r["c"], r["keep"])), None)
-        if agg is None:
-            agg = {"server": r["server"], "c": r["c"], "keep": r["keep"], "runs": []}
-            fc.append(agg)
-        if r.get("r"):
-            agg["runs"].append(r["r"])
-    for agg in fc:
-        runs = agg["runs"]
-        agg["r"] = None if not runs else {
-            "rps": median([x["rps"] for x in runs]),
-            "p50_us": median([x["p50_us"] for x in runs]),
-            "p99_us": median([x["p99_us"] for x in runs]),
-            "errors": sum(x["errors"] for x in runs),
-            "round_rps": [round(x["rps"]) for x in runs],
-        }
+    fc = by_rounds(rows, "fcgi", ("server", "c", "keep"), lambda runs: {
+        "rps": median([x["rps"] for x in runs]),
+        "p50_us": median([x["p50_us"] for x in runs]),
+        "p99_us": median([x["p99_us"] for x in runs]),
+        "errors": sum(x["errors"] for x in runs),
+        "round_rps": [round(x["rps"]) for x in runs],
+    })
     SHIM, SHIM8 = "fcgi-shim hello", "fcgi-shim hello, FCGI_THREADS=8"
 
     def get(server, c, keep):
@@ -385,24 +392,12 @@ def report(args):
             w("")
 
     # ---- 2. CGI ----
-    cg = []
-    for r in rows:
-        if r["kind"] != "cgi":
-            continue
-        agg = next((x for x in cg if x["server"] == r["server"]), None)
-        if agg is None:
-            agg = {"server": r["server"], "rounds": []}
-            cg.append(agg)
-        if r.get("r"):
-            agg["rounds"].append(r["r"])
-    for agg in cg:
-        rd = agg["rounds"]
-        agg["r"] = None if not rd else {
-            "runs": sum(x["runs"] for x in rd),
-            "median_us": median([x["median_us"] for x in rd]),
-            "p90_us": median([x["p90_us"] for x in rd]),
-            "round_medians": [x["median_us"] for x in rd],
-        }
+    cg = by_rounds(rows, "cgi", ("server",), lambda rd: {
+        "runs": sum(x["runs"] for x in rd),
+        "median_us": median([x["median_us"] for x in rd]),
+        "p90_us": median([x["p90_us"] for x in rd]),
+        "round_medians": [x["median_us"] for x in rd],
+    })
     w("## 2. CGI start-up: exec to complete response\n")
     w("`fcgi-shim cgi-time PROGRAM -n N/5 --json` (CGI environment, stdin /dev/null), in 5 rounds "
       "that take the programs in turn, so a burst of load elsewhere hits them alike; the figure "

@@ -160,15 +160,12 @@ server() {
         SRV_ENV=(FCGI_THREADS=1)
         SRV_ARGV=("$BIN/hello")
         ;;
-    shimstatic)
-        SRV_NAME="fcgi-shim hello (static build)"
+    shimstatic | shimmusl)
+        # The other builds of hello: bin/hello-static, bin/hello-musl.
+        local build=${1#shim}
+        SRV_NAME="fcgi-shim hello ($build build)"
         SRV_ENV=(FCGI_THREADS=1)
-        SRV_ARGV=("$BIN/hello-static")
-        ;;
-    shimmusl)
-        SRV_NAME="fcgi-shim hello (musl build)"
-        SRV_ENV=(FCGI_THREADS=1)
-        SRV_ARGV=("$BIN/hello-musl")
+        SRV_ARGV=("$BIN/hello-$build")
         ;;
     shim8)
         SRV_NAME="fcgi-shim hello, FCGI_THREADS=8"

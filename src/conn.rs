@@ -50,7 +50,6 @@ pub(crate) trait Transport: Send {
         Err(io::ErrorKind::WouldBlock.into())
     }
     /// The descriptor to watch for readiness, if there is one.
-    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
@@ -1083,9 +1082,9 @@ impl<T: Transport> Conn<T> {
     /// (the rest of a body the app did not read), so closing never resets the
     /// connection under the response just sent. When the request was read to its end,
     /// the wait also stops as soon as another connection is queued on the listener and
-    /// no other worker is idle to take it, so lingering never keeps a request waiting. Waiting for the web
-    /// server's close measured faster than closing at once (BENCHMARKS.md). Not while
-    /// stopping: then the process exits at once.
+    /// no other worker is idle to take it, so lingering never keeps a request waiting.
+    /// Waiting for the web server's close measured faster than closing at once
+    /// (BENCHMARKS.md). Not while stopping: then the process exits at once.
     fn linger(&mut self, stdin_done: bool) {
         if self.peer_closed || self.failure.is_some() {
             return;

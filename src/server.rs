@@ -382,15 +382,10 @@ fn accept_one(
     let watch = accept_watch(pool);
     let mut backoff_logged = false;
     // Under load a connection is usually queued already: try before polling.
-    let flag = if watch == Watch::Accept {
-        &sys::ACCEPT
-    } else {
-        &sys::DRAIN
-    };
     if pool.life.exhausted() {
         return Ok(None);
     }
-    if !flag.is_raised() {
+    if !watch.flag().is_some_and(sys::Flag::is_raised) {
         if let Ok(Accepted::Conn(s, addr)) = pool.listener.accept() {
             return Ok(Some((s, addr)));
         }

@@ -1,9 +1,11 @@
 // The few system calls std does not wrap: socket checks on fd 0, accept4, poll, signals.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -321,6 +323,23 @@ pub enum Watch {
     Accept,
 }
 
+impl Watch {
+    /// The process-wide flag this watch stands for.
+    pub fn flag(self) -> Option<&'static Flag> {
+        match self {
+            Watch::Nothing => None,
+            Watch::Drain => Some(&DRAIN),
+            Watch::Accept => Some(&ACCEPT),
+        }
+    }
+}
+
+/// A poll(2) timeout in milliseconds, rounded up so a sub-millisecond remainder never
+/// turns into a busy loop.
+fn poll_ms(left: Duration) -> libc::c_int {
+    left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
+}
+
 /// Blocks until `fd` is readable (or writable), `timeout` passes, or the watched flag
 /// is raised. A deadline that has already passed still gets one non-blocking look.
 pub fn wait(
@@ -330,11 +349,7 @@ pub fn wait(
     watch: Watch,
 ) -> io::Result<Wake> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let flag = match watch {
-        Watch::Nothing => None,
-        Watch::Drain => Some(&DRAIN),
-        Watch::Accept => Some(&ACCEPT),
-    };
+    let flag = watch.flag();
     let events = if writable {
         libc::POLLOUT
     } else {
@@ -358,11 +373,7 @@ pub fn wait(
         ];
         let ms = match deadline {
             None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                // round up so we never spin on a sub-millisecond remainder
-                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int
-            }
+            Some(d) => poll_ms(d.saturating_duration_since(Instant::now())),
         };
         // SAFETY: fds is a valid array of two pollfd.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
@@ -400,11 +411,7 @@ impl AcceptWait {
         let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: ep is a fresh fd that we own.
         let ep = unsafe { OwnedFd::from_raw_fd(ep) };
-        let flag = match watch {
-            Watch::Nothing => None,
-            Watch::Drain => Some(&DRAIN),
-            Watch::Accept => Some(&ACCEPT),
-        };
+        let flag = watch.flag();
         let add = |fd: RawFd, events: u32, tag: u64| {
             let mut ev = libc::epoll_event { events, u64: tag };
             // SAFETY: epoll_ctl reads one epoll_event.
@@ -449,13 +456,13 @@ impl AcceptWait {
 thread_local! {
     /// The listening socket this worker thread accepts from (-1: none), and how many
     /// of its pool's workers are waiting to accept.
-    static LISTENER: std::cell::RefCell<(RawFd, Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>)> =
-        const { std::cell::RefCell::new((-1, None)) };
+    static LISTENER: RefCell<(RawFd, Option<Arc<AtomicUsize>>)> =
+        const { RefCell::new((-1, None)) };
 }
 
 /// Records the listener the calling worker thread accepts from and its pool's count of
 /// idle workers, for [`backlog_waiting`] and [`wait_readable_or_backlog`].
-pub fn set_thread_listener(fd: RawFd, idle: std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+pub fn set_thread_listener(fd: RawFd, idle: Arc<AtomicUsize>) {
     LISTENER.with(|l| *l.borrow_mut() = (fd, Some(idle)));
 }
 
@@ -510,8 +517,7 @@ pub fn wait_readable_or_backlog(fd: RawFd, timeout: Duration) -> io::Result<Wake
         if l < 0 {
             left = left.min(Duration::from_millis(10));
         }
-        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-        match poll_two(fd, l, ms) {
+        match poll_two(fd, l, poll_ms(left)) {
             Ok((true, _)) => return Ok(Wake::Ready),
             Ok((_, true)) => return Ok(Wake::Stop),
             Ok(_) if Instant::now() >= deadline => return Ok(Wake::TimedOut),
