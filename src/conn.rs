@@ -42,8 +42,6 @@ pub(crate) trait Transport: Send {
     ) -> io::Result<Wake>;
     /// Half-closes our sending side; used for a lingering close.
     fn shutdown_write(&mut self) {}
-    /// Prepares `idle_read` (a receive timeout as a backstop for wake-ups).
-    fn set_idle_backstop(&mut self) {}
     /// Blocks for the next request on an idle kept-alive connection, without a poll;
     /// `Ok(None)` on shutdown. `WouldBlock`: not supported, poll instead.
     fn idle_read(&mut self, _buf: &mut [u8]) -> io::Result<Option<usize>> {
@@ -84,9 +82,6 @@ impl Transport for sys::Socket {
     }
     fn idle_read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         sys::Socket::idle_read(self, buf)
-    }
-    fn set_idle_backstop(&mut self) {
-        let _ = sys::Socket::set_idle_backstop(self);
     }
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
@@ -232,7 +227,11 @@ pub(crate) struct Conn<T: Transport> {
     poll_first: bool,
     /// A request has been answered on this connection.
     served_any: bool,
-    /// While a request head is arriving: when it must be complete.
+    /// A request head is arriving (or due, on a fresh connection): it must be
+    /// complete within the read timeout from the first time we wait for it.
+    head_pending: bool,
+    /// That deadline, set at the first wait (a head that arrives in one read, the
+    /// usual case, costs no clock read).
     head_deadline: Option<std::time::Instant>,
 }
 
@@ -249,7 +248,6 @@ impl<T: Transport> Drop for Conn<T> {
 
 impl<T: Transport> Conn<T> {
     pub(crate) fn new(t: T, cfg: Arc<Config>) -> Conn<T> {
-        let head_deadline = cfg_deadline(&cfg);
         let (rbuf, wbuf) = SPARE.with(|s| s.borrow_mut().take()).unwrap_or_else(|| {
             (
                 vec![0u8; RBUF].into_boxed_slice(),
@@ -274,7 +272,8 @@ impl<T: Transport> Conn<T> {
             draining: false,
             poll_first: false,
             served_any: false,
-            head_deadline,
+            head_pending: true,
+            head_deadline: None,
         }
     }
 
@@ -300,6 +299,9 @@ impl<T: Transport> Conn<T> {
             (false, _) => {
                 // A request head must arrive whole within the read timeout, so a peer
                 // trickling a byte at a time cannot hold a worker.
+                if self.head_pending && self.head_deadline.is_none() {
+                    self.head_deadline = cfg_deadline(&self.cfg);
+                }
                 let left = self
                     .head_deadline
                     .map(|d| d.saturating_duration_since(std::time::Instant::now()));
@@ -592,9 +594,7 @@ impl<T: Transport> Conn<T> {
                 }
                 match Role::from_u16(begin.role) {
                     Some(role @ (Role::Responder | Role::Authorizer)) => {
-                        if self.head_deadline.is_none() {
-                            self.head_deadline = cfg_deadline(&self.cfg);
-                        }
+                        self.head_pending = true;
                         self.active = Some(Active {
                             id,
                             keep_conn: begin.keep_conn(),
@@ -651,6 +651,7 @@ impl<T: Transport> Conn<T> {
                 }
                 if len == 0 {
                     a.phase = Phase::Running;
+                    self.head_pending = false;
                     self.head_deadline = None;
                     return Ok(Step::RequestReady);
                 }
@@ -1311,11 +1312,6 @@ where
         let stdin_done = c.consume_buffered_stdin();
         c.finish_request(outcome);
         c.poll_first = true;
-        if keep_conn && !c.served_any {
-            // The first answer on a kept-alive connection: from now on it idles in
-            // a blocking recv, whose receive timeout bounds a missed wake-up.
-            c.t.set_idle_backstop();
-        }
         c.served_any = true;
         logger::capture_end();
         stats.requests += 1;

@@ -1,6 +1,8 @@
 // The mount path: which part of the URL is the app's prefix ("script name") and which is
 // the app-relative path, rebuilt from what Apache, lighttpd or nginx actually send.
 
+use std::borrow::Cow;
+
 use crate::vars::Vars;
 
 /// Where the app is mounted and what path the request is for, relative to that.
@@ -45,23 +47,27 @@ pub enum MountSource {
 /// ends with it; else `SCRIPT_NAME`. Paths are compared after collapsing `//` and
 /// removing `.`/`..` segments.
 pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mount {
-    let mut script_name: Vec<u8> = vars.get("SCRIPT_NAME").unwrap_or_default().to_vec();
+    let mut script_name: &[u8] = vars.get("SCRIPT_NAME").unwrap_or_default();
     let mut path_info: Vec<u8> = vars.get("PATH_INFO").unwrap_or_default().to_vec();
-    let request_path = vars.get("REQUEST_URI").map(|uri| {
+    let request_path: Option<Vec<u8>> = vars.get("REQUEST_URI").map(|uri| {
         let path = uri.split(|&b| b == b'?').next().unwrap_or_default();
-        normalize(&percent_decode(path))
+        normalize(&percent_decode(path)).into_owned()
     });
     // The server only split the URL (no rewrite): SCRIPT_NAME + PATH_INFO is the path.
-    let split_only = request_path
-        .as_deref()
-        .is_some_and(|rp| rp == normalize(&[&script_name[..], &path_info[..]].concat()));
+    // (The request path is normalised, so equal bytes need no normalising.)
+    let split_only = request_path.as_deref().is_some_and(|rp| {
+        (rp.len() == script_name.len() + path_info.len()
+            && rp.starts_with(script_name)
+            && rp.ends_with(&path_info))
+            || *rp == *normalize(&[script_name, &path_info[..]].concat())
+    });
 
     // No split: the whole path is in SCRIPT_NAME (nginx's stock fastcgi_params,
     // lighttpd at "/", Apache mod_proxy_fcgi/scgi), or in neither variable (nginx's
     // stock scgi_params). Only when SCRIPT_NAME is not our own file (a request for
     // /blog/mysite.fcgi itself is a script mount with an empty path).
     let unsplit = path_info.is_empty()
-        && !is_own_script(&script_name, exe_name)
+        && !is_own_script(script_name, exe_name)
         && (if script_name.is_empty() {
             request_path.is_some()
         } else {
@@ -73,9 +79,9 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
             // where `rest` is the path below the ProxyPass prefix.
             (Some(rest), Some(rp)) if rp.ends_with(&rest) => rest,
             _ if script_name.is_empty() => request_path.clone().unwrap_or_default(),
-            _ => script_name.clone(),
+            _ => script_name.to_vec(),
         };
-        script_name.clear();
+        script_name = b"";
     }
 
     let per_request = vars
@@ -104,16 +110,16 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
     ] {
         if let Some(url) = vars.get(name).filter(|u| !u.is_empty()) {
             if let Some(prefix) = strip_suffix(&normalize(url), &pi) {
-                return finish(&prefix, path_info, source);
+                return finish(prefix, path_info, source);
             }
         }
     }
     if let Some(rp) = &request_path {
         if let Some(prefix) = strip_suffix(rp, &pi) {
-            return finish(&prefix, path_info, MountSource::RequestUri);
+            return finish(prefix, path_info, MountSource::RequestUri);
         }
     }
-    finish(&script_name.clone(), path_info, MountSource::ScriptName)
+    finish(script_name, path_info, MountSource::ScriptName)
 }
 
 /// The backend path of Apache mod_proxy_fcgi/mod_proxy_scgi (`SCRIPT_FILENAME` of the
@@ -125,7 +131,7 @@ fn proxied_path(vars: &Vars) -> Option<Vec<u8>> {
     let rest = &rest[after_scheme..];
     let path = &rest[rest.iter().position(|&b| b == b'/')?..];
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
-    Some(normalize(&percent_decode(path)))
+    Some(normalize(&percent_decode(path)).into_owned())
 }
 
 fn finish(prefix: &[u8], path_info: Vec<u8>, source: MountSource) -> Mount {
@@ -143,14 +149,14 @@ fn finish(prefix: &[u8], path_info: Vec<u8>, source: MountSource) -> Mount {
 
 /// `url` minus a trailing `suffix`, if it really ends with it. `suffix` starts with `/`
 /// (or is empty), so the cut is always at a segment boundary.
-fn strip_suffix(url: &[u8], suffix: &[u8]) -> Option<Vec<u8>> {
+fn strip_suffix<'a>(url: &'a [u8], suffix: &[u8]) -> Option<&'a [u8]> {
     if suffix.is_empty() {
-        return Some(url.to_vec());
+        return Some(url);
     }
     if suffix.first() != Some(&b'/') {
         return None;
     }
-    url.strip_suffix(suffix).map(<[u8]>::to_vec)
+    url.strip_suffix(suffix)
 }
 
 /// `path` minus a leading `prefix` that ends at a segment boundary.
@@ -177,7 +183,10 @@ fn trim_trailing_slash(p: &[u8]) -> &[u8] {
 }
 
 /// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as it is.
-pub fn percent_decode(s: &[u8]) -> Vec<u8> {
+pub fn percent_decode(s: &[u8]) -> Cow<'_, [u8]> {
+    if !s.contains(&b'%') {
+        return Cow::Borrowed(s);
+    }
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -191,7 +200,7 @@ pub fn percent_decode(s: &[u8]) -> Vec<u8> {
         out.push(s[i]);
         i += 1;
     }
-    out
+    Cow::Owned(out)
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -204,8 +213,12 @@ fn hex(b: u8) -> Option<u8> {
 }
 
 /// Collapses repeated `/` and removes `.` and `..` segments, as web servers do before
-/// they compute `PATH_INFO`. Keeps a trailing slash.
-pub fn normalize(path: &[u8]) -> Vec<u8> {
+/// they compute `PATH_INFO`. Keeps a trailing slash. Borrows a path that is already
+/// normal (the common case).
+pub fn normalize(path: &[u8]) -> Cow<'_, [u8]> {
+    if is_normal(path) {
+        return Cow::Borrowed(path);
+    }
     let mut segs: Vec<&[u8]> = Vec::new();
     let mut trailing = false;
     for seg in path.split(|&b| b == b'/') {
@@ -230,7 +243,24 @@ pub fn normalize(path: &[u8]) -> Vec<u8> {
     {
         out.push(b'/');
     }
-    out
+    Cow::Owned(out)
+}
+
+/// True when [`normalize`] would return `path` unchanged: empty, or absolute with no
+/// empty segment (but a trailing slash) and no `.` or `..` segment.
+fn is_normal(path: &[u8]) -> bool {
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return path.is_empty();
+    };
+    let mut segs = rest.split(|&b| b == b'/').peekable();
+    while let Some(seg) = segs.next() {
+        match seg {
+            b"" if segs.peek().is_some() => return false,
+            b"." | b".." => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -239,21 +269,56 @@ mod tests {
 
     #[test]
     fn normalize_paths() {
-        assert_eq!(normalize(b"/a//b"), b"/a/b");
-        assert_eq!(normalize(b"/a/./b/../c"), b"/a/c");
-        assert_eq!(normalize(b"/a/b/"), b"/a/b/");
-        assert_eq!(normalize(b"/"), b"/");
-        assert_eq!(normalize(b"//"), b"/");
-        assert_eq!(normalize(b""), b"");
-        assert_eq!(normalize(b"/.."), b"/");
-        assert_eq!(normalize(b"/a/.."), b"/");
+        assert_eq!(&*normalize(b"/a//b"), &b"/a/b"[..]);
+        assert_eq!(&*normalize(b"/a/./b/../c"), &b"/a/c"[..]);
+        assert_eq!(&*normalize(b"/a/b/"), &b"/a/b/"[..]);
+        assert_eq!(&*normalize(b"/"), &b"/"[..]);
+        assert_eq!(&*normalize(b"//"), &b"/"[..]);
+        assert_eq!(&*normalize(b""), &b""[..]);
+        assert_eq!(&*normalize(b"/.."), &b"/"[..]);
+        assert_eq!(&*normalize(b"/a/.."), &b"/"[..]);
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_full_normalisation() {
+        // Every path of up to 7 bytes over the bytes that matter.
+        let mut paths: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..7 {
+            let longer: Vec<Vec<u8>> = paths
+                .iter()
+                .filter(|p| p.len() == paths.last().map_or(0, Vec::len))
+                .flat_map(|p| {
+                    [b'/', b'.', b'a'].map(|b| {
+                        let mut q = p.clone();
+                        q.push(b);
+                        q
+                    })
+                })
+                .collect();
+            paths.extend(longer);
+        }
+        assert_eq!(paths.len(), (0..=7).map(|n| 3usize.pow(n)).sum::<usize>());
+        let mut normal = 0;
+        for p in &paths {
+            let n = normalize(p);
+            if is_normal(p) {
+                normal += 1;
+                assert_eq!(&*n, &p[..], "{:?}", String::from_utf8_lossy(p));
+            }
+            // What normalize returns is normal, and so returned unchanged.
+            assert!(is_normal(&n), "{:?}", String::from_utf8_lossy(&n));
+        }
+        assert!(normal > 100, "{normal}");
     }
 
     #[test]
     fn decode() {
-        assert_eq!(percent_decode(b"/caf%C3%A9/a%20b"), "/café/a b".as_bytes());
-        assert_eq!(percent_decode(b"/100%"), b"/100%");
-        assert_eq!(percent_decode(b"/%zz%4"), b"/%zz%4");
-        assert_eq!(percent_decode(b"%41"), b"A");
+        assert_eq!(
+            &*percent_decode(b"/caf%C3%A9/a%20b"),
+            "/café/a b".as_bytes()
+        );
+        assert_eq!(&*percent_decode(b"/100%"), &b"/100%"[..]);
+        assert_eq!(&*percent_decode(b"/%zz%4"), &b"/%zz%4"[..]);
+        assert_eq!(&*percent_decode(b"%41"), &b"A"[..]);
     }
 }

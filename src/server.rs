@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::Request;
 
@@ -62,8 +62,9 @@ fn file_id(path: &std::path::Path) -> Option<FileId> {
 struct ExeWatch {
     path: PathBuf,
     id: FileId,
-    interval: Duration,
-    last: Mutex<Instant>,
+    interval_ms: u64,
+    /// When the file was last looked at, in [`sys::coarse_ms`].
+    last_ms: AtomicU64,
 }
 
 impl ExeWatch {
@@ -73,21 +74,24 @@ impl ExeWatch {
         Some(ExeWatch {
             path,
             id,
-            interval,
-            last: Mutex::new(Instant::now()),
+            interval_ms: interval.as_millis().try_into().unwrap_or(u64::MAX),
+            last_ms: AtomicU64::new(sys::coarse_ms()),
         })
     }
 
     /// True when the file at our path is no longer the one we started from (checked
-    /// at most once per interval: one `stat` then, nothing on the other requests).
+    /// at most once per interval: one `stat` then; on the other requests one read of
+    /// the coarse clock, which needs neither a lock nor a system call).
     fn replaced(&self) -> bool {
-        let now = Instant::now();
+        let now = sys::coarse_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < self.interval_ms
+            || self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
         {
-            let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-            if now.duration_since(*last) < self.interval {
-                return false;
-            }
-            *last = now;
+            return false;
         }
         file_id(&self.path) != Some(self.id)
     }

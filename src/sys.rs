@@ -124,14 +124,17 @@ impl Socket {
     }
 
     /// Waits for the next request on a kept-alive connection with a plain blocking
-    /// `recv`. `Ok(None)`: a shutdown was requested (the waiting thread is woken by a
-    /// signal, or at the latest by the one-second receive timeout set beforehand).
+    /// `recv`. `Ok(None)`: a shutdown was requested. The waiting thread is woken by a
+    /// signal; should the signal land just before the `recv`, its handler (which runs
+    /// on this very thread) shuts the socket's reading side, so the `recv` cannot
+    /// block: no timeout (and no kernel timer per request) is needed as a backstop.
     pub fn idle_read(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         let fd = self.fd.as_raw_fd();
         let Some(slot) = IdleSlot::take() else {
             // Every slot is in use: let the caller poll instead.
             return Err(io::ErrorKind::WouldBlock.into());
         };
+        IDLE_FD.set(fd);
         let r = loop {
             if DRAIN.is_raised() {
                 // A request that has already arrived is still served.
@@ -139,41 +142,24 @@ impl Socket {
                 let n = unsafe {
                     libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
                 };
-                break Ok((n >= 0).then_some(n as usize));
+                break Ok((n > 0).then_some(n as usize));
             }
             // SAFETY: reads at most buf.len() bytes into buf.
             let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n >= 0 {
+            if n > 0 || (n == 0 && !DRAIN.is_raised()) {
                 break Ok(Some(n as usize));
             }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                // The wake-up signal, or the receive timeout: look at the flag again.
-                io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock => {}
-                _ => break Err(e),
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    break Err(e);
+                }
             }
+            // The wake-up signal (or the end of stream it caused): look at the flag.
         };
+        IDLE_FD.set(-1);
         drop(slot);
         r
-    }
-
-    /// The receive timeout that bounds how long an idle reader can miss a wake-up.
-    pub fn set_idle_backstop(&self) -> io::Result<()> {
-        let tv = libc::timeval {
-            tv_sec: 1,
-            tv_usec: 0,
-        };
-        // SAFETY: setsockopt reads one timeval.
-        cvt(unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        })
-        .map(drop)
     }
 
     pub fn write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -616,7 +602,26 @@ fn wake_signal() -> libc::c_int {
     libc::SIGRTMIN() + 5
 }
 
-extern "C" fn on_wake(_: libc::c_int) {}
+thread_local! {
+    /// The socket this thread is blocked on in [`Socket::idle_read`], or -1.
+    static IDLE_FD: std::cell::Cell<RawFd> = const { std::cell::Cell::new(-1) };
+}
+
+/// The wake-up signal's handler, on the thread it was sent to: a thread about to
+/// block (or blocked) in an idle `recv` gets its socket's reading side shut, so that
+/// `recv` returns at once even if the signal came before it started. Only that thread
+/// uses the descriptor, so it cannot be closed or reused meanwhile.
+extern "C" fn on_wake(_: libc::c_int) {
+    let fd = IDLE_FD.get();
+    if fd >= 0 && DRAIN.is_raised() {
+        // SAFETY: shutdown is async-signal-safe; errno is saved and restored.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::shutdown(fd, libc::SHUT_RD);
+            *libc::__errno_location() = errno;
+        }
+    }
+}
 
 /// Interrupts every idle reader. Async-signal-safe (atomic loads and pthread_kill).
 fn wake_idle_readers() {
@@ -628,6 +633,19 @@ fn wake_idle_readers() {
             unsafe { libc::pthread_kill(t as libc::pthread_t, wake_signal()) };
         }
     }
+}
+
+/// Milliseconds of `CLOCK_MONOTONIC_COARSE` (the kernel's tick-granular clock, read
+/// from the vDSO without a system call or a TSC read): for checks that run on every
+/// request but only need to know roughly when.
+pub fn coarse_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    (ts.tv_sec as u64) * 1000 + (ts.tv_nsec as u64) / 1_000_000
 }
 
 /// Shutdown requested: finish what is in flight, close idle connections, exit 0.
@@ -778,5 +796,38 @@ mod tests {
         let f = std::fs::File::open("/dev/null").unwrap();
         assert!(!is_listening_socket(f.as_raw_fd()));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The race an idle reader must survive: the wake-up signal lands after the
+    /// thread looked at the shutdown flag and before it entered `recv`. Played out in a
+    /// child process (the flag is process-wide); the handler is called where the signal
+    /// would land. A 3 s alarm kills the child if `recv` blocks.
+    #[test]
+    fn a_wake_up_just_before_the_recv_still_ends_it() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        // SAFETY: the child only makes async-signal-safe calls and atomic stores, then
+        // _exits; the parent waits for it.
+        unsafe {
+            let pid = libc::fork();
+            assert!(pid >= 0);
+            if pid == 0 {
+                libc::alarm(3);
+                DRAIN.wr.store(-1, Ordering::Relaxed);
+                IDLE_FD.set(fd);
+                // The flag was still down when the reader looked, then the signal came:
+                DRAIN.raise();
+                on_wake(wake_signal());
+                let mut buf = [0u8; 16];
+                let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                libc::_exit(if n == 0 { 0 } else { 1 });
+            }
+            let mut st = 0;
+            assert_eq!(libc::waitpid(pid, &mut st, 0), pid);
+            assert!(
+                libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0,
+                "the recv blocked or read data: status {st:#x}"
+            );
+        }
     }
 }

@@ -12,6 +12,70 @@ pub struct Vars {
     buf: Vec<u8>,
     // (name start, name end, value end); the value starts where the name ends.
     spans: Vec<(u32, u32, u32)>,
+    // For the variables every request looks up: 1 + the index of the first span with
+    // that name, 0 when absent. Saves a scan of every variable per look-up.
+    known: [u32; KNOWN],
+}
+
+/// How many names [`known_slot`] indexes.
+const KNOWN: usize = 13;
+
+/// The indexed names, in slot order (the tests check `known_slot` against it).
+#[cfg(test)]
+const KNOWN_NAMES: [&str; KNOWN] = [
+    "CONTENT_LENGTH",
+    "FORCE_SCRIPT_NAME",
+    "HTTP_TRANSFER_ENCODING",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "REDIRECT_FORCE_SCRIPT_NAME",
+    "REDIRECT_URL",
+    "REQUEST_METHOD",
+    "REQUEST_URI",
+    "SCRIPT_FILENAME",
+    "SCRIPT_NAME",
+    "SCRIPT_URL",
+    "SERVER_PROTOCOL",
+];
+
+/// The slot of a variable that request building reads on every request. Called for
+/// every variable received, so it dispatches on the length and then compares
+/// fixed-size arrays (inline compares, no `memcmp` calls).
+fn known_slot(name: &[u8]) -> Option<usize> {
+    fn is<const N: usize>(name: &[u8], s: &[u8; N]) -> bool {
+        <&[u8; N]>::try_from(name).is_ok_and(|a| a == s)
+    }
+    let either = |a: bool, i: usize, b: bool, j: usize| {
+        if a {
+            Some(i)
+        } else if b {
+            Some(j)
+        } else {
+            None
+        }
+    };
+    match name.len() {
+        9 => is(name, b"PATH_INFO").then_some(3),
+        10 => is(name, b"SCRIPT_URL").then_some(11),
+        11 => either(is(name, b"REQUEST_URI"), 8, is(name, b"SCRIPT_NAME"), 10),
+        12 => either(is(name, b"QUERY_STRING"), 4, is(name, b"REDIRECT_URL"), 6),
+        14 => either(
+            is(name, b"CONTENT_LENGTH"),
+            0,
+            is(name, b"REQUEST_METHOD"),
+            7,
+        ),
+        15 => either(
+            is(name, b"SCRIPT_FILENAME"),
+            9,
+            is(name, b"SERVER_PROTOCOL"),
+            12,
+        ),
+        17 => is(name, b"FORCE_SCRIPT_NAME").then_some(1),
+        22 => is(name, b"HTTP_TRANSFER_ENCODING").then_some(2),
+        26 => is(name, b"REDIRECT_FORCE_SCRIPT_NAME").then_some(5),
+        _ => None,
+    }
 }
 
 impl Vars {
@@ -45,15 +109,28 @@ impl Vars {
         self.buf.extend_from_slice(value);
         self.spans
             .push((start as u32, name_end as u32, self.buf.len() as u32));
+        Self::index(&mut self.known, name, self.spans.len());
+    }
+
+    /// Records the `n`th variable (1-based) under its slot, unless an earlier one
+    /// with the same name is already there.
+    fn index(known: &mut [u32; KNOWN], name: &[u8], n: usize) {
+        if let Some(k) = known_slot(name) {
+            if known[k] == 0 {
+                known[k] = n as u32;
+            }
+        }
     }
 
     /// Takes a complete FCGI_PARAMS stream without copying: FastCGI stores each name
     /// directly before its value, which is the layout `Vars` uses.
     pub(crate) fn from_fcgi_params(buf: Vec<u8>, max_count: usize) -> Result<Vars, ParamsError> {
         let mut spans = Vec::with_capacity(32);
+        let mut known = [0; KNOWN];
         let mut too_many = false;
         crate::record::parse_pairs(&buf, |s| {
-            if &buf[s.name.0..s.name.1] == b"HTTP_PROXY" {
+            let name = &buf[s.name.0..s.name.1];
+            if name == b"HTTP_PROXY" {
                 return true;
             }
             if spans.len() == max_count {
@@ -61,18 +138,24 @@ impl Vars {
                 return false;
             }
             spans.push((s.name.0 as u32, s.name.1 as u32, s.value.1 as u32));
+            Self::index(&mut known, name, spans.len());
             true
         })
         .map_err(ParamsError::Malformed)?;
         if too_many {
             return Err(ParamsError::TooMany(max_count));
         }
-        Ok(Vars { buf, spans })
+        Ok(Vars { buf, spans, known })
     }
 
     /// The value of `name`, if the web server sent it.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         let name = name.as_bytes();
+        if let Some(k) = known_slot(name) {
+            let n = self.known[k] as usize;
+            let &(_, ne, ve) = self.spans.get(n.checked_sub(1)?)?;
+            return Some(&self.buf[ne as usize..ve as usize]);
+        }
         self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
@@ -140,6 +223,45 @@ mod tests {
         assert_eq!(v.non_empty("B"), None);
         assert_eq!(v.get_str("B"), Some(""));
         assert_eq!(v.len(), 3);
+    }
+
+    #[test]
+    fn each_indexed_name_has_its_own_slot() {
+        for (i, name) in KNOWN_NAMES.iter().enumerate() {
+            assert_eq!(known_slot(name.as_bytes()), Some(i), "{name}");
+        }
+        assert_eq!(known_slot(b"HTTP_HOST"), None);
+    }
+
+    #[test]
+    fn indexed_names_answer_like_a_scan() {
+        let table = [
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+            ("PATH_INFO", ""),
+            ("SCRIPT_NAME", "/second"),
+            ("HTTP_HOST", "example.org"),
+            ("QUERY_STRING", "a=1"),
+            ("REQUEST_METHOD", "GET"),
+            ("CONTENT_LENGTH", "0"),
+            ("CONTENT_LENGTH", "5"),
+        ];
+        let mut params = Vec::new();
+        for (n, v) in table {
+            crate::record::push_pair(&mut params, n.as_bytes(), v.as_bytes());
+        }
+        let from_params = Vars::from_fcgi_params(params, 100).unwrap();
+        for v in [Vars::from_pairs(table), from_params] {
+            for name in KNOWN_NAMES {
+                let scan = v.iter().find(|(n, _)| *n == name.as_bytes()).map(|p| p.1);
+                assert_eq!(v.get(name), scan, "{name}");
+            }
+            assert_eq!(v.get("SCRIPT_NAME"), Some(&b"/blog/mysite.fcgi"[..]));
+            assert_eq!(v.get("CONTENT_LENGTH"), Some(&b"0"[..]));
+            assert_eq!(v.get("PATH_INFO"), Some(&b""[..]));
+            assert_eq!(v.get("REQUEST_URI"), None);
+            assert_eq!(v.get("SCRIPT_URL"), None);
+            assert_eq!(v.get("HTTP_HOST"), Some(&b"example.org"[..]));
+        }
     }
 
     #[test]

@@ -63,6 +63,35 @@ fn sigterm_closes_idle_kept_alive_connections() {
 }
 
 #[test]
+fn sigterm_wakes_every_thread_idling_on_a_kept_alive_connection_at_once() {
+    // Each worker blocks in a plain recv on its idle connection; the signal must end
+    // every one of them without a timeout to fall back on. Five times, to give the
+    // signal chances to land just before a recv.
+    for round in 0..5 {
+        let mut app = FcgiApp::start("echo", &[("FCGI_THREADS", "8")]);
+        let mut conns: Vec<_> = (0..8)
+            .map(|_| {
+                let mut s = app.connect();
+                s.write_all(&request(1, true, &get("/a", ""), b"")).unwrap();
+                assert_eq!(read_reply(&mut s, 1, T).status(), 200);
+                s
+            })
+            .collect();
+        let t0 = Instant::now();
+        app.signal(libc::SIGTERM);
+        for s in &mut conns {
+            assert!(closed_within(s, T), "round {round}");
+        }
+        assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+        assert!(
+            t0.elapsed() < Duration::from_millis(500),
+            "round {round}: {:?}",
+            t0.elapsed()
+        );
+    }
+}
+
+#[test]
 fn sigterm_during_upload_completes_the_request() {
     let mut app = FcgiApp::start("echo", &[]);
     let body = noise(2 * 1024 * 1024, 9);
