@@ -49,9 +49,12 @@ pub enum MountSource {
 pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mount {
     let mut script_name: &[u8] = vars.get("SCRIPT_NAME").unwrap_or_default();
     let mut path_info: Vec<u8> = vars.get("PATH_INFO").unwrap_or_default().to_vec();
-    let request_path: Option<Vec<u8>> = vars.get("REQUEST_URI").map(|uri| {
+    let request_path: Option<Cow<'_, [u8]>> = vars.get("REQUEST_URI").map(|uri| {
         let path = uri.split(|&b| b == b'?').next().unwrap_or_default();
-        normalize(&percent_decode(path)).into_owned()
+        match percent_decode(path) {
+            Cow::Borrowed(p) => normalize(p),
+            Cow::Owned(p) => Cow::Owned(normalize(&p).into_owned()),
+        }
     });
     // The server only split the URL (no rewrite): SCRIPT_NAME + PATH_INFO is the path.
     // (The request path is normalised, so equal bytes need no normalising.)
@@ -78,7 +81,10 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
             // Apache mod_proxy_fcgi/scgi: `SCRIPT_FILENAME=proxy:fcgi://host:port/rest`,
             // where `rest` is the path below the ProxyPass prefix.
             (Some(rest), Some(rp)) if rp.ends_with(&rest) => rest,
-            _ if script_name.is_empty() => request_path.clone().unwrap_or_default(),
+            _ if script_name.is_empty() => request_path
+                .as_deref()
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default(),
             _ => script_name.to_vec(),
         };
         script_name = b"";
@@ -93,7 +99,7 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
         // at "/" splits after the first segment; nginx without fastcgi_split_path_info
         // does not split): the path is then the request path minus the forced prefix.
         let whole = match (&request_path, split_only) {
-            (Some(rp), true) => Some(rp.clone()),
+            (Some(rp), true) => Some(rp.to_vec()),
             _ if unsplit => Some(path_info.clone()),
             _ => None,
         };

@@ -209,7 +209,7 @@ fn headers(vars: &Vars) -> HeaderMap {
         .count();
     let mut map = HeaderMap::with_capacity(n);
     let mut name_buf = Vec::with_capacity(32);
-    for (name, value) in vars.iter() {
+    for (name, range) in vars.iter_ranges() {
         let header = if let Some(h) = name.strip_prefix(b"HTTP_") {
             // Proxy is the httpoxy header; CONTENT_* come from the CGI variables below.
             if h == b"PROXY" || h == b"CONTENT_TYPE" || h == b"CONTENT_LENGTH" {
@@ -217,7 +217,7 @@ fn headers(vars: &Vars) -> HeaderMap {
             }
             h
         } else if name == b"CONTENT_TYPE" || name == b"CONTENT_LENGTH" {
-            if value.is_empty() {
+            if range.is_empty() {
                 continue;
             }
             name
@@ -231,7 +231,8 @@ fn headers(vars: &Vars) -> HeaderMap {
         }));
         let (Ok(n), Ok(v)) = (
             HeaderName::from_bytes(&name_buf),
-            HeaderValue::from_bytes(value),
+            // Points into the variables' buffer: no copy per header.
+            HeaderValue::from_maybe_shared(vars.shared(range)),
         ) else {
             log::debug!(
                 "skipping variable {} that is not a valid header",

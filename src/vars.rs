@@ -1,6 +1,9 @@
 // The CGI variables of one request, as the web server sent them (FastCGI params or environment).
 
 use std::fmt;
+use std::ops::Range;
+
+use bytes::Bytes;
 
 /// The raw CGI variables of one request: names and values as bytes, in the order the
 /// web server sent them. Stored in one buffer; lookups are by exact name.
@@ -9,7 +12,8 @@ use std::fmt;
 /// ("httpoxy"), and programs treat that name as their proxy setting.
 #[derive(Clone, Default)]
 pub struct Vars {
-    buf: Vec<u8>,
+    // Shared, so header values can point into it instead of being copied.
+    buf: Bytes,
     // (name start, name end, value end); the value starts where the name ends.
     spans: Vec<(u32, u32, u32)>,
     // For the variables every request looks up: 1 + the index of the first span with
@@ -103,12 +107,16 @@ impl Vars {
             return;
         }
         // Offsets are u32: a Vars is capped far below 4 GiB by the params limits.
-        let start = self.buf.len();
-        self.buf.extend_from_slice(name);
-        let name_end = self.buf.len();
-        self.buf.extend_from_slice(value);
+        // Building from pairs (CGI, tests) is not on the hot path: the buffer goes back
+        // to a Vec (without a copy while nothing else shares it) to grow.
+        let mut buf: Vec<u8> = std::mem::take(&mut self.buf).into();
+        let start = buf.len();
+        buf.extend_from_slice(name);
+        let name_end = buf.len();
+        buf.extend_from_slice(value);
         self.spans
-            .push((start as u32, name_end as u32, self.buf.len() as u32));
+            .push((start as u32, name_end as u32, buf.len() as u32));
+        self.buf = buf.into();
         Self::index(&mut self.known, name, self.spans.len());
     }
 
@@ -145,7 +153,11 @@ impl Vars {
         if too_many {
             return Err(ParamsError::TooMany(max_count));
         }
-        Ok(Vars { buf, spans, known })
+        Ok(Vars {
+            buf: buf.into(),
+            spans,
+            known,
+        })
     }
 
     /// The value of `name`, if the web server sent it.
@@ -177,6 +189,18 @@ impl Vars {
                 &self.buf[ne as usize..ve as usize],
             )
         })
+    }
+
+    /// All variables as (name, where the value is), for [`Vars::shared`].
+    pub(crate) fn iter_ranges(&self) -> impl Iterator<Item = (&[u8], Range<usize>)> + '_ {
+        self.spans
+            .iter()
+            .map(move |&(s, ne, ve)| (&self.buf[s as usize..ne as usize], ne as usize..ve as usize))
+    }
+
+    /// Bytes of the buffer that share it rather than copy (header values).
+    pub(crate) fn shared(&self, r: Range<usize>) -> Bytes {
+        self.buf.slice(r)
     }
 
     pub fn len(&self) -> usize {
