@@ -1082,10 +1082,12 @@ impl<T: Transport> Conn<T> {
     /// as libfcgi) for the web server to close its side, draining what it still sends
     /// (the rest of a body the app did not read), so closing never resets the
     /// connection under the response just sent. When the request was read to its end,
-    /// the wait also stops as soon as another connection is queued on the listener and
-    /// no other worker is idle to take it, so lingering never keeps a request waiting.
-    /// Waiting for the web server's close measured faster than closing at once
-    /// (BENCHMARKS.md). Not while stopping: then the process exits at once.
+    /// the wait also stops on a shutdown and, in a one-worker pool, as soon as another
+    /// connection is queued on the listener and the worker is the only one that could
+    /// take it, so lingering never keeps a request waiting. (With several workers the
+    /// others accept it, as several libfcgi processes on one socket do.) Waiting for the
+    /// web server's close measured faster than closing at once (BENCHMARKS.md). Not
+    /// while stopping: then the process exits at once.
     fn linger(&mut self, stdin_done: bool) {
         if self.peer_closed || self.failure.is_some() {
             return;
@@ -1106,8 +1108,10 @@ impl<T: Transport> Conn<T> {
                 Ok(n) => drained += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     let woke = match self.t.raw_fd() {
-                        Some(fd) if stdin_done => sys::wait_readable_or_backlog(fd, left),
-                        _ => self.t.wait(false, Some(left), false),
+                        Some(fd) if stdin_done && sys::watching_backlog() => {
+                            sys::wait_readable_or_backlog(fd, left)
+                        }
+                        _ => self.t.wait(false, Some(left), stdin_done),
                     };
                     match woke {
                         Ok(Wake::Ready) => {}

@@ -263,7 +263,13 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
         sys::ACCEPT.raise();
         Err(e)
     };
-    sys::set_thread_listener(pool.listener.as_raw_fd(), pool.idle.clone());
+    // One worker: a lingering close must give way to a queued connection, which
+    // nobody else would take. With several, the others take it, as several libfcgi
+    // processes on one socket do; polling the listener from every lingering worker
+    // would wake them all for each new connection.
+    if pool.cfg.max_conns == 1 {
+        sys::set_thread_listener(pool.listener.as_raw_fd(), pool.idle.clone());
+    }
     let waiter = match sys::AcceptWait::new(pool.listener.as_raw_fd(), accept_watch(pool)) {
         Ok(w) => w,
         Err(e) => return fail(Error::io("waiting for connections", e)),

@@ -452,6 +452,11 @@ pub fn set_thread_listener(fd: RawFd, idle: Arc<AtomicUsize>) {
     LISTENER.with(|l| *l.borrow_mut() = (fd, Some(idle)));
 }
 
+/// True when this thread's lingering closes watch its listener (a one-worker pool).
+pub fn watching_backlog() -> bool {
+    LISTENER.with(|l| l.borrow().0 >= 0)
+}
+
 /// This thread's listener, when no other worker is idle to accept from it (-1 else).
 fn listener_if_needed() -> RawFd {
     LISTENER.with(|l| {

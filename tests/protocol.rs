@@ -130,6 +130,42 @@ fn keep_conn_off_half_closes_and_lingers_without_delaying_the_next_connection() 
     );
 }
 
+/// With several workers a lingering one leaves queued connections to the others (as
+/// several libfcgi processes on one socket do) and keeps waiting for the web server's
+/// close; a shutdown still ends the wait at once.
+#[test]
+fn with_several_workers_the_linger_leaves_new_connections_to_the_others() {
+    let mut app = FcgiApp::start("hello", &[("FCGI_THREADS", "4")]);
+    let mut held = app.connect();
+    held.write_all(&request(1, false, &get("/a", ""), b""))
+        .unwrap();
+    let got = read_all(&mut held, T);
+    assert!(parse_records(&got).0.last().is_some_and(|r| r.t == END));
+    let t0 = Instant::now();
+    for path in ["/b", "/c", "/d"] {
+        let r = app.roundtrip(request(1, false, &get(path, ""), b""), 1);
+        assert_eq!(r.status(), 200);
+    }
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t0.elapsed()
+    );
+    // The first connection is still lingering: the app reads what it is sent.
+    held.write_all(b"late bytes")
+        .expect("the lingering connection was closed for the new ones");
+
+    let t0 = Instant::now();
+    app.signal(libc::SIGTERM);
+    assert!(closed_within(&mut held, T));
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "the linger held the shutdown for {:?}",
+        t0.elapsed()
+    );
+}
+
 #[test]
 fn keep_conn_serves_many_requests_on_one_connection() {
     let app = FcgiApp::start("echo", &[]);
