@@ -45,6 +45,7 @@ const KNOWN_NAMES: [&str; KNOWN] = [
 /// The slot of a variable that request building reads on every request. Called for
 /// every variable received, so it dispatches on the length and then compares
 /// fixed-size arrays (inline compares, no `memcmp` calls).
+#[inline(always)]
 fn known_slot(name: &[u8]) -> Option<usize> {
     fn is<const N: usize>(name: &[u8], s: &[u8; N]) -> bool {
         <&[u8; N]>::try_from(name).is_ok_and(|a| a == s)
@@ -161,6 +162,8 @@ impl Vars {
     }
 
     /// The value of `name`, if the web server sent it.
+    // Inlined so that a constant name's slot is worked out at compile time.
+    #[inline(always)]
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         let name = name.as_bytes();
         if let Some(k) = known_slot(name) {
@@ -172,11 +175,13 @@ impl Vars {
     }
 
     /// The value of `name` if it is present and valid UTF-8.
+    #[inline]
     pub fn get_str(&self, name: &str) -> Option<&str> {
         self.get(name).and_then(|v| std::str::from_utf8(v).ok())
     }
 
     /// The value of `name` if it is present, valid UTF-8 and not empty.
+    #[inline]
     pub fn non_empty(&self, name: &str) -> Option<&str> {
         self.get_str(name).filter(|s| !s.is_empty())
     }
