@@ -192,8 +192,8 @@ struct Pool {
     cfg: Arc<Config>,
     life: Arc<Lifecycle>,
     opts: ServeOpts,
-    /// Workers waiting to accept (shared with them for the lingering close).
-    idle: Arc<AtomicUsize>,
+    /// Workers waiting to accept: when none is left, one more is started.
+    idle: AtomicUsize,
     threads: AtomicUsize,
     handles: Mutex<Vec<JoinHandle<Result<(), Error>>>>,
 }
@@ -218,7 +218,7 @@ pub(crate) fn serve(
         cfg,
         life,
         opts,
-        idle: Arc::new(AtomicUsize::new(0)),
+        idle: AtomicUsize::new(0),
         threads: AtomicUsize::new(0),
         handles: Mutex::new(Vec::new()),
     });
@@ -268,7 +268,7 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
     // processes on one socket do; polling the listener from every lingering worker
     // would wake them all for each new connection.
     if pool.cfg.max_conns == 1 {
-        sys::set_thread_listener(pool.listener.as_raw_fd(), pool.idle.clone());
+        sys::set_thread_listener(pool.listener.as_raw_fd());
     }
     let waiter = match sys::AcceptWait::new(pool.listener.as_raw_fd(), accept_watch(pool)) {
         Ok(w) => w,
@@ -389,13 +389,12 @@ fn accept_one(
     pool: &Pool,
     waiter: &sys::AcceptWait,
 ) -> Result<Option<(sys::Socket, Option<std::net::SocketAddr>)>, Error> {
-    let watch = accept_watch(pool);
     let mut backoff_logged = false;
     // Under load a connection is usually queued already: try before polling.
     if pool.life.exhausted() {
         return Ok(None);
     }
-    if !watch.flag().is_some_and(sys::Flag::is_raised) {
+    if !waiter.stopped() {
         if let Ok(Accepted::Conn(s, addr)) = pool.listener.accept() {
             return Ok(Some((s, addr)));
         }

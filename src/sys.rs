@@ -1,11 +1,10 @@
 // The few system calls std does not wrap: socket checks on fd 0, accept4, poll, signals.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -413,11 +412,16 @@ impl AcceptWait {
         Ok(AcceptWait { ep, flag })
     }
 
+    /// True once the watched flag is raised: accept no more.
+    pub fn stopped(&self) -> bool {
+        self.flag.is_some_and(Flag::is_raised)
+    }
+
     /// Waits until a connection may be queued (`Ready`) or the flag is raised (`Stop`).
     pub fn wait(&self) -> io::Result<Wake> {
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
         loop {
-            if self.flag.is_some_and(Flag::is_raised) {
+            if self.stopped() {
                 return Ok(Wake::Stop);
             }
             // SAFETY: evs has room for the 2 events asked for.
@@ -429,7 +433,7 @@ impl AcceptWait {
                 }
                 return Err(e);
             }
-            if self.flag.is_some_and(Flag::is_raised) {
+            if self.stopped() {
                 return Ok(Wake::Stop);
             }
             if n > 0 {
@@ -440,32 +444,21 @@ impl AcceptWait {
 }
 
 thread_local! {
-    /// The listening socket this worker thread accepts from (-1: none), and how many
-    /// of its pool's workers are waiting to accept.
-    static LISTENER: RefCell<(RawFd, Option<Arc<AtomicUsize>>)> =
-        const { RefCell::new((-1, None)) };
+    /// The listening socket of this thread's one-worker pool (-1: none, or several
+    /// workers), which its lingering closes watch.
+    static LISTENER: Cell<RawFd> = const { Cell::new(-1) };
 }
 
-/// Records the listener the calling worker thread accepts from and its pool's count of
-/// idle workers, for [`backlog_waiting`] and [`wait_readable_or_backlog`].
-pub fn set_thread_listener(fd: RawFd, idle: Arc<AtomicUsize>) {
-    LISTENER.with(|l| *l.borrow_mut() = (fd, Some(idle)));
+/// Records the listener of the calling thread's one-worker pool, for
+/// [`backlog_waiting`] and [`wait_readable_or_backlog`]: no other worker would take a
+/// connection queued there.
+pub fn set_thread_listener(fd: RawFd) {
+    LISTENER.set(fd);
 }
 
 /// True when this thread's lingering closes watch its listener (a one-worker pool).
 pub fn watching_backlog() -> bool {
-    LISTENER.with(|l| l.borrow().0 >= 0)
-}
-
-/// This thread's listener, when no other worker is idle to accept from it (-1 else).
-fn listener_if_needed() -> RawFd {
-    LISTENER.with(|l| {
-        let l = l.borrow();
-        match &l.1 {
-            Some(idle) if idle.load(Ordering::Acquire) > 0 => -1,
-            _ => l.0,
-        }
-    })
+    LISTENER.get() >= 0
 }
 
 fn poll_two(a: RawFd, b: RawFd, ms: libc::c_int) -> io::Result<(bool, bool)> {
@@ -489,25 +482,20 @@ fn poll_two(a: RawFd, b: RawFd, ms: libc::c_int) -> io::Result<(bool, bool)> {
     Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
 
-/// Whether a connection is queued on this thread's listener that no idle worker is
-/// there to take, without waiting.
+/// Whether a connection is queued on this thread's listener (see
+/// [`set_thread_listener`]), without waiting.
 pub fn backlog_waiting() -> bool {
-    let l = listener_if_needed();
+    let l = LISTENER.get();
     l >= 0 && matches!(poll_two(-1, l, 0), Ok((_, true)))
 }
 
 /// Waits until `fd` is readable (`Ready`), a connection is queued on this thread's
-/// listener while no other worker is idle to take it (`Stop`), or `timeout` passes.
-/// While other workers are idle the listener is left to them, and looked at again
-/// every 10 ms.
+/// listener (`Stop`), or `timeout` passes.
 pub fn wait_readable_or_backlog(fd: RawFd, timeout: Duration) -> io::Result<Wake> {
     let deadline = Instant::now() + timeout;
+    let l = LISTENER.get();
     loop {
-        let l = listener_if_needed();
-        let mut left = deadline.saturating_duration_since(Instant::now());
-        if l < 0 {
-            left = left.min(Duration::from_millis(10));
-        }
+        let left = deadline.saturating_duration_since(Instant::now());
         match poll_two(fd, l, poll_ms(left)) {
             Ok((true, _)) => return Ok(Wake::Ready),
             Ok((_, true)) => return Ok(Wake::Stop),
@@ -609,7 +597,7 @@ fn wake_signal() -> libc::c_int {
 
 thread_local! {
     /// The socket this thread is blocked on in [`Socket::idle_read`], or -1.
-    static IDLE_FD: std::cell::Cell<RawFd> = const { std::cell::Cell::new(-1) };
+    static IDLE_FD: Cell<RawFd> = const { Cell::new(-1) };
 }
 
 /// The wake-up signal's handler, on the thread it was sent to: a thread about to

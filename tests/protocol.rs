@@ -110,9 +110,7 @@ fn keep_conn_off_half_closes_and_lingers_without_delaying_the_next_connection() 
     // Turning to the queued connection closed the lingering one.
     std::thread::sleep(Duration::from_millis(200));
     assert!(
-        held.write_all(&[0; 4096])
-            .and_then(|_| held.write_all(&[0; 4096]))
-            .is_err(),
+        refuses_writes(&mut held),
         "the lingering connection is still open"
     );
 
@@ -123,9 +121,7 @@ fn keep_conn_off_half_closes_and_lingers_without_delaying_the_next_connection() 
         .expect("closed before the linger ended");
     std::thread::sleep(Duration::from_millis(2500));
     assert!(
-        held.write_all(&[0; 4096])
-            .and_then(|_| held.write_all(&[0; 4096]))
-            .is_err(),
+        refuses_writes(&mut held),
         "still open 3.5 s after the response"
     );
 }

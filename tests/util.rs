@@ -373,6 +373,14 @@ pub fn closed_within(s: &mut UnixStream, timeout: Duration) -> bool {
         || matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
 }
 
+/// True when the app has closed its end: writing to it fails (the first write may
+/// still be accepted into the socket buffer, the second gets the error).
+pub fn refuses_writes(s: &mut UnixStream) -> bool {
+    s.write_all(&[0; 4096])
+        .and_then(|_| s.write_all(&[0; 4096]))
+        .is_err()
+}
+
 /// Reads everything until the app closes the connection.
 pub fn read_all(s: &mut UnixStream, timeout: Duration) -> Vec<u8> {
     s.set_read_timeout(Some(timeout)).unwrap();
