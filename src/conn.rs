@@ -299,12 +299,14 @@ impl<T: Transport> Conn<T> {
             (false, _) => {
                 // A request head must arrive whole within the read timeout, so a peer
                 // trickling a byte at a time cannot hold a worker.
-                if self.head_pending && self.head_deadline.is_none() {
+                let left = if self.head_pending && self.head_deadline.is_none() {
+                    // The head's clock starts now: all of the read timeout is left.
                     self.head_deadline = cfg_deadline(&self.cfg);
-                }
-                let left = self
-                    .head_deadline
-                    .map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                    self.cfg.read_timeout
+                } else {
+                    self.head_deadline
+                        .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+                };
                 match (self.cfg.read_timeout, left) {
                     (Some(t), Some(l)) => Some(t.min(l)),
                     (t, None) => t,
@@ -539,6 +541,24 @@ impl<T: Transport> Conn<T> {
         Ok(())
     }
 
+    /// Fills `out` from the current record's content (the caller checked that the record
+    /// holds at least that much) and skips the rest of it.
+    fn read_content_prefix(&mut self, out: &mut [u8]) -> Result<(), ConnError> {
+        let mut got = 0;
+        while got < out.len() {
+            let Some(cur) = self.cur else { break };
+            if self.avail() == 0 && self.fill(false)? == 0 {
+                return Err(ConnError::Truncated("inside a record".into()));
+            }
+            let n = cur.left.min(self.avail()).min(out.len() - got);
+            out[got..got + n].copy_from_slice(&self.rbuf[self.rpos..self.rpos + n]);
+            self.rpos += n;
+            got += n;
+            self.consume(n);
+        }
+        self.skip_content()
+    }
+
     fn skip_content(&mut self) -> Result<(), ConnError> {
         while let Some(cur) = self.cur {
             if self.avail() == 0 && self.fill(false)? == 0 {
@@ -577,8 +597,9 @@ impl<T: Transport> Conn<T> {
                         "BEGIN_REQUEST body of {len} bytes (it is 8)"
                     )));
                 }
-                let mut body = Vec::with_capacity(len);
-                self.read_content_into(&mut body)?;
+                // The spec fixes the body at 8 bytes; anything after them is skipped.
+                let mut body = [0u8; 8];
+                self.read_content_prefix(&mut body)?;
                 let begin = BeginRequest::parse(&body)
                     .ok_or_else(|| ConnError::Protocol("short BEGIN_REQUEST body".into()))?;
                 if is_active {
@@ -1096,10 +1117,15 @@ impl<T: Transport> Conn<T> {
             return;
         }
         self.t.shutdown_write();
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        const LINGER: Duration = Duration::from_secs(2);
+        // The clock is read only once there is something to wait for.
+        let mut start: Option<std::time::Instant> = None;
         let mut drained = 0usize;
         while drained < 64 * 1024 * 1024 {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = match start {
+                None => LINGER,
+                Some(s) => LINGER.saturating_sub(s.elapsed()),
+            };
             if left.is_zero() {
                 return;
             }
@@ -1107,6 +1133,7 @@ impl<T: Transport> Conn<T> {
                 Ok(0) => return,
                 Ok(n) => drained += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    start.get_or_insert_with(std::time::Instant::now);
                     let woke = match self.t.raw_fd() {
                         Some(fd) if stdin_done && sys::watching_backlog() => {
                             sys::wait_readable_or_backlog(fd, left)

@@ -137,8 +137,27 @@ pub(crate) fn build(
 
 /// `path` (decoded) percent-encoded, or `/` when empty, plus `?query` when not empty.
 pub(crate) fn app_uri(path: &[u8], query: &[u8]) -> Result<Uri, Rejection> {
-    let mut s = String::with_capacity(path.len() + query.len() + 2);
-    if path.first() != Some(&b'/') {
+    let slash = path.first() != Some(&b'/');
+    if query.is_empty() && (path.is_empty() || path == b"/") {
+        return Ok(Uri::from_static("/"));
+    }
+    // Sized exactly: a string whose length is its capacity becomes the URI's buffer
+    // as it is; one with room to spare costs another allocation to share it.
+    let escaped = |bytes: &[u8], ok: fn(u8) -> bool| {
+        bytes
+            .iter()
+            .map(|&b| if ok(b) { 1 } else { 3 })
+            .sum::<usize>()
+    };
+    let len = usize::from(slash)
+        + escaped(path, is_path_char)
+        + if query.is_empty() {
+            0
+        } else {
+            1 + escaped(query, is_query_char)
+        };
+    let mut s = String::with_capacity(len);
+    if slash {
         s.push('/');
     }
     for &b in path {
@@ -158,6 +177,7 @@ pub(crate) fn app_uri(path: &[u8], query: &[u8]) -> Result<Uri, Rejection> {
             }
         }
     }
+    debug_assert_eq!(s.len(), len);
     Uri::try_from(s).map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, format!("bad path: {e}")))
 }
 
@@ -208,7 +228,10 @@ fn headers(vars: &Vars) -> HeaderMap {
         .filter(|(n, _)| n.starts_with(b"HTTP_") || n.starts_with(b"CONTENT_"))
         .count();
     let mut map = HeaderMap::with_capacity(n);
-    let mut name_buf = Vec::with_capacity(32);
+    // Header names are lowercased into a buffer on the stack; a longer one than it
+    // holds (rare) goes through a vector.
+    let mut name_buf = [0u8; 64];
+    let mut long_name = Vec::new();
     for (name, range) in vars.iter_ranges() {
         let header = if let Some(h) = name.strip_prefix(b"HTTP_") {
             // Proxy is the httpoxy header; CONTENT_* come from the CGI variables below.
@@ -224,13 +247,22 @@ fn headers(vars: &Vars) -> HeaderMap {
         } else {
             continue;
         };
-        name_buf.clear();
-        name_buf.extend(header.iter().map(|&b| match b {
+        let lower = |b: &u8| match *b {
             b'_' => b'-',
             b => b.to_ascii_lowercase(),
-        }));
+        };
+        let lowered: &[u8] = if header.len() <= name_buf.len() {
+            for (d, s) in name_buf.iter_mut().zip(header) {
+                *d = lower(s);
+            }
+            &name_buf[..header.len()]
+        } else {
+            long_name.clear();
+            long_name.extend(header.iter().map(lower));
+            &long_name
+        };
         let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(&name_buf),
+            HeaderName::from_bytes(lowered),
             // Points into the variables' buffer: no copy per header.
             HeaderValue::from_maybe_shared(vars.shared(range)),
         ) else {
@@ -296,6 +328,34 @@ mod tests {
             let uri = app_uri(&path, &q).unwrap_or_else(|e| panic!("byte {b}: {e:?}"));
             let p = mount::percent_decode(uri.path().as_bytes());
             assert_eq!(&*p, &path[..], "byte {b}");
+        }
+    }
+
+    #[test]
+    fn root_and_relative_paths_get_one_leading_slash() {
+        for (path, query, want) in [
+            ("", "", "/"),
+            ("/", "", "/"),
+            ("", "a=1", "/?a=1"),
+            ("/", "a=1", "/?a=1"),
+            ("x", "", "/x"),
+            ("/x/", "b", "/x/?b"),
+        ] {
+            let uri = app_uri(path.as_bytes(), query.as_bytes()).unwrap();
+            assert_eq!(uri, want, "{path:?} {query:?}");
+        }
+    }
+
+    #[test]
+    fn header_names_of_any_length_are_converted() {
+        // The stack buffer holds 64 bytes; longer names take the other path.
+        for len in [1, 63, 64, 65, 200] {
+            let var = format!("HTTP_{}", "X_A".repeat(len).split_at(len).0);
+            let vars = Vars::from_pairs([("REQUEST_METHOD", "GET"), (var.as_str(), "v")]);
+            let req = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap();
+            let want = "x-a".repeat(len)[..len].to_owned();
+            assert_eq!(req.headers().len(), 1, "{len}");
+            assert_eq!(req.headers()[want.as_str()], "v", "{len}");
         }
     }
 

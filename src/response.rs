@@ -293,6 +293,21 @@ fn has_forbidden(b: &[u8]) -> bool {
     b.iter().any(|&c| c == b'\r' || c == b'\n' || c == 0)
 }
 
+/// Appends `n` in decimal (no allocation, unlike `to_string`).
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
 /// Encodes the CGI response head: `Status:`, every header (repeats kept, bytes as
 /// given), `Content-Length` when the length is known and the app set none, and the
 /// blank line. A `Location` on a 200 becomes a 302, as CGI defines a bare `Location`
@@ -337,7 +352,7 @@ pub(crate) fn encode_head(
             && !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
         {
             out.extend_from_slice(b"Content-Length: ");
-            out.extend_from_slice(len.to_string().as_bytes());
+            push_decimal(out, len);
             out.extend_from_slice(b"\r\n");
         }
     }
@@ -377,13 +392,21 @@ pub(crate) fn send<B: ResponseBody>(
     out: &mut dyn Sink,
 ) -> Outcome {
     let (parts, body) = resp.into_parts();
-    let mut head = Vec::with_capacity(256);
-    if let Err(e) = encode_head(&parts, body.len_hint(), role, &mut head) {
+    // The head is encoded into a buffer kept per thread (one allocation less per
+    // response); a head that grew it past 4 KiB gives the memory back afterwards.
+    let mut head = HEAD_BUF.take();
+    head.clear();
+    let encoded = encode_head(&parts, body.len_hint(), role, &mut head);
+    let written = encoded.is_ok() && out.write_all(&head).is_ok();
+    if head.capacity() <= 4096 {
+        HEAD_BUF.set(head);
+    }
+    if let Err(e) = encoded {
         log::error!("{e}; answering 500 instead");
         let _ = send_error(StatusCode::INTERNAL_SERVER_ERROR, out);
         return Outcome::AppFailed;
     }
-    if out.write_all(&head).is_err() {
+    if !written {
         return Outcome::Gone;
     }
     let skip_body = head_only || (role == Role::Authorizer && parts.status == StatusCode::OK);
@@ -422,10 +445,19 @@ pub(crate) fn serve<H: Handler + ?Sized>(
     let head_only = req.method() == http::Method::HEAD;
     let role = req.context().map_or(Role::Responder, |c| c.role());
     let method = req.method().clone();
-    let uri = req.uri().clone();
+    // For the log line if the handler panics. Not a clone of the URI: that would cost
+    // an allocation per request (sharing its buffer); the context is a counted pointer,
+    // and its REQUEST_URI is the URL as the client sent it.
+    let ctx = req.context().cloned();
     match guarded(|| handler.call(req)) {
         Ok(resp) => send(resp, head_only, role, out),
         Err(msg) => {
+            let uri = match &ctx {
+                Some(c) => c
+                    .original_uri()
+                    .map_or_else(|| String::from_utf8_lossy(c.path_info()), Cow::Borrowed),
+                None => Cow::Borrowed(""),
+            };
             log::error!("handler panicked on {method} {uri}: {msg}; answered 500");
             match send_error(StatusCode::INTERNAL_SERVER_ERROR, out) {
                 Outcome::Gone => Outcome::Gone,
@@ -436,6 +468,7 @@ pub(crate) fn serve<H: Handler + ?Sized>(
 }
 
 thread_local! {
+    static HEAD_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     static IN_GUARD: Cell<bool> = const { Cell::new(false) };
     static PANIC_MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
@@ -501,6 +534,26 @@ mod tests {
         let (parts, ()) = r.into_parts();
         encode_head(&parts, len, role, &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    #[test]
+    fn decimal_lengths_match_to_string() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            65_535,
+            1 << 30,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 
     #[test]

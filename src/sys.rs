@@ -333,13 +333,16 @@ pub fn wait(
     timeout: Option<Duration>,
     watch: Watch,
 ) -> io::Result<Wake> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    // One clock read per wait: the first poll gets the whole timeout, and only a poll
+    // that has to be resumed (a signal, a spurious wake) works out what is left.
+    let start = timeout.map(|_| Instant::now());
     let flag = watch.flag();
     let events = if writable {
         libc::POLLOUT
     } else {
         libc::POLLIN
     };
+    let mut first = true;
     loop {
         if flag.is_some_and(Flag::is_raised) {
             return Ok(Wake::Stop);
@@ -356,9 +359,9 @@ pub fn wait(
                 revents: 0,
             },
         ];
-        let ms = match deadline {
-            None => -1,
-            Some(d) => poll_ms(d.saturating_duration_since(Instant::now())),
+        let ms = match (timeout, start) {
+            (Some(t), Some(s)) => poll_ms(left_of(t, s, &mut first)),
+            _ => -1,
         };
         // SAFETY: fds is a valid array of two pollfd.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
@@ -375,9 +378,20 @@ pub fn wait(
         if fds[1].revents != 0 {
             return Ok(Wake::Stop);
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        // poll's timeout is rounded up to whole milliseconds, so 0 means it has passed.
+        if r == 0 && timeout.is_some() {
             return Ok(Wake::TimedOut);
         }
+    }
+}
+
+/// What is left of `timeout` begun at `start`: all of it the first time (no clock
+/// read), the remainder after that.
+fn left_of(timeout: Duration, start: Instant, first: &mut bool) -> Duration {
+    if std::mem::take(first) {
+        timeout
+    } else {
+        timeout.saturating_sub(start.elapsed())
     }
 }
 
@@ -492,15 +506,16 @@ pub fn backlog_waiting() -> bool {
 /// Waits until `fd` is readable (`Ready`), a connection is queued on this thread's
 /// listener (`Stop`), or `timeout` passes.
 pub fn wait_readable_or_backlog(fd: RawFd, timeout: Duration) -> io::Result<Wake> {
-    let deadline = Instant::now() + timeout;
+    let start = Instant::now();
+    let mut first = true;
     let l = LISTENER.get();
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let left = left_of(timeout, start, &mut first);
         match poll_two(fd, l, poll_ms(left)) {
             Ok((true, _)) => return Ok(Wake::Ready),
             Ok((_, true)) => return Ok(Wake::Stop),
-            Ok(_) if Instant::now() >= deadline => return Ok(Wake::TimedOut),
-            Ok(_) => {}
+            // Nothing ready: poll timed out (its timeout is rounded up to whole ms).
+            Ok(_) => return Ok(Wake::TimedOut),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

@@ -206,7 +206,8 @@ fn cookies_redirect_status_and_panic() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one log line: {err}");
-    assert!(err.contains("panicked on GET /panic"), "{err}");
+    // The URL as the client sent it (REQUEST_URI), as in the web server's access log.
+    assert!(err.contains("panicked on GET /blog/panic:"), "{err}");
 }
 
 #[test]
