@@ -324,6 +324,10 @@ def report(args):
         "p99_us": median([x["p99_us"] for x in runs]),
         "errors": sum(x["errors"] for x in runs),
         "round_rps": [round(x["rps"]) for x in runs],
+        # CPU per request (µs) of the server (all threads and processes) and of the load
+        # generator; older raw files lack it (-1 or missing: not shown).
+        "cpu_us": median([x.get("server_cpu_us", -1) for x in runs]),
+        "client_cpu_us": median([x.get("client_cpu_us", -1) for x in runs]),
     })
     SHIM, SHIM8 = "fcgi-shim hello", "fcgi-shim hello, FCGI_THREADS=8"
 
@@ -335,6 +339,12 @@ def report(args):
 
     def val(r, k):
         return None if r is None else r.get(k)
+
+    def cpu(r):
+        c, g = val(r, "cpu_us"), val(r, "client_cpu_us")
+        if c is None or c < 0:
+            return ""
+        return f"{c:.1f} ({g:.1f})" if g is not None and g >= 0 else f"{c:.1f}"
 
     w("## 1. FastCGI on a listening socket on fd 0 (as mod_fcgid starts an app)\n")
     w("`fcgi-shim bench --spawn PROGRAM -- -c C [--keep-conn] -d SECS --warmup 1 --json`, "
@@ -358,7 +368,11 @@ def report(args):
       "run as their latency, which p99 does not show. Compare the 8-thread / 8-process rows "
       "there.\n")
     w("Ratios: fcgi-shim ÷ that row (req/s: above 1× is fcgi-shim faster; p99: below 1× is "
-      "fcgi-shim better).\n")
+      "fcgi-shim better). CPU µs / request: the server's CPU time (user + system, every thread "
+      "and child process, from /proc/PID/task/*/schedstat) over the measured window ÷ requests, "
+      "and in brackets the load generator's; both include the system calls and scheduling of "
+      "each request, and both grow and shrink with the machine's speed of the moment, so "
+      "compare a server's figure with the load generator's beside it.\n")
     servers = [SHIM, SHIM8]
     for r in fc:
         if r["server"] not in servers:
@@ -369,8 +383,8 @@ def report(args):
             shim_rows = [(SHIM, get(SHIM, c, keep))]
             if get(SHIM8, c, keep) is not None:
                 shim_rows.append((SHIM8, get(SHIM8, c, keep)))
-            hdr = "| server | req/s | p50 µs | p99 µs | errors | rounds' req/s |"
-            sep = "|---|---:|---:|---:|---:|---|"
+            hdr = "| server | req/s | p50 µs | p99 µs | CPU µs / request (load generator's) | errors | rounds' req/s |"
+            sep = "|---|---:|---:|---:|---:|---:|---|"
             for name, _ in shim_rows:
                 tag = "8 threads" if name == SHIM8 else "1 thread"
                 hdr += f" fcgi-shim ({tag}) req/s ÷ | p99 ÷ |"
@@ -382,7 +396,7 @@ def report(args):
                 if r is None and not any(x["server"] == s and x["c"] == c and x["keep"] == keep for x in fc):
                     continue
                 rr = ", ".join(fmt(v) for v in (r or {}).get("round_rps", []))
-                line = f"| {s} | {fmt(val(r, 'rps'), 0)} | {fmt(val(r, 'p50_us'))} | {fmt(val(r, 'p99_us'))} | {fmt(val(r, 'errors'))} | {rr} |"
+                line = f"| {s} | {fmt(val(r, 'rps'), 0)} | {fmt(val(r, 'p50_us'))} | {fmt(val(r, 'p99_us'))} | {cpu(r)} | {fmt(val(r, 'errors'))} | {rr} |"
                 for name, sr in shim_rows:
                     if s in (SHIM, SHIM8):
                         line += " | |"

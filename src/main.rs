@@ -41,7 +41,9 @@ cgi-time options: -n N (default 200), --path PATH, --env NAME=VALUE; prints the 
   and p90
 Bodies above 64 KiB are written by a second thread while the response is read, so a
 streaming echo cannot deadlock. --json adds max latency, per-connection request counts,
-and with --spawn the app's pid and its RSS before the first request.
+and with --spawn the app's pid and its RSS before the first request. With --spawn,
+the CPU time per request of the app (every thread and child process) and of the load
+generator is reported too.
 ";
 
 fn main() -> ExitCode {
@@ -573,6 +575,10 @@ fn bench(o: Opts) -> Result<()> {
         measuring.store(true, Ordering::Relaxed);
     }
     let t0 = Instant::now();
+    let cpu0 = (
+        spawned.as_ref().map(|s| tree_cpu_ns(s.pid())),
+        self_cpu_ns(),
+    );
     if o.requests.is_none() {
         std::thread::sleep(o.duration);
         stop.store(true, Ordering::Relaxed);
@@ -583,8 +589,16 @@ fn bench(o: Opts) -> Result<()> {
         bytes: 0,
         per_conn: Vec::new(),
     };
+    // The load threads stop after their request in flight; CPU is read once they have.
+    let mut joined = Vec::new();
     for h in handles {
-        let st = h.join().map_err(|_| anyhow!("a load thread panicked"))?;
+        joined.push(h.join().map_err(|_| anyhow!("a load thread panicked"))?);
+    }
+    let cpu1 = (
+        spawned.as_ref().map(|s| tree_cpu_ns(s.pid())),
+        self_cpu_ns(),
+    );
+    for st in joined {
         all.latencies.extend(st.latencies);
         all.errors += st.errors;
         all.bytes += st.bytes;
@@ -606,9 +620,18 @@ fn bench(o: Opts) -> Result<()> {
     };
     let n = all.latencies.len();
     let rss = spawned.as_ref().and_then(|s| proc_status(s.pid()));
+    // CPU time per request (µs), the server's (its process and every descendant, all
+    // threads) and this load generator's, over the measured window: unlike req/s it does
+    // not move when a neighbour takes the machine's CPUs for a while.
+    let per_req = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) if n > 0 => b.saturating_sub(a) as f64 / 1000.0 / n as f64,
+        _ => -1.0,
+    };
+    let server_cpu = per_req(cpu0.0.flatten(), cpu1.0.flatten());
+    let client_cpu = per_req(cpu0.1, cpu1.1);
     if o.json {
         println!(
-            "{{\"requests\":{n},\"errors\":{},\"seconds\":{secs:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{max_us},\"conn_min\":{conn_min},\"conn_max\":{conn_max},\"mib_per_s\":{:.1},\"pid\":{},\"idle_rss_kib\":{},\"rss_kib\":{},\"hwm_kib\":{}}}",
+            "{{\"requests\":{n},\"errors\":{},\"seconds\":{secs:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{max_us},\"conn_min\":{conn_min},\"conn_max\":{conn_max},\"mib_per_s\":{:.1},\"pid\":{},\"idle_rss_kib\":{},\"rss_kib\":{},\"hwm_kib\":{},\"server_cpu_us\":{server_cpu:.2},\"client_cpu_us\":{client_cpu:.2}}}",
             all.errors,
             n as f64 / secs,
             pct(0.50),
@@ -628,12 +651,66 @@ fn bench(o: Opts) -> Result<()> {
             all.errors,
             all.bytes as f64 / secs / 1048576.0,
             rss.map_or(String::new(), |r| format!(
-                ", RSS {} KiB (peak {} KiB)",
+                ", RSS {} KiB (peak {} KiB), CPU per request {server_cpu:.1} µs (load generator {client_cpu:.1} µs)",
                 r.0, r.1
             )),
         );
     }
     Ok(())
+}
+
+/// CPU time (ns, user + system) of process `root`, every thread of it and of every
+/// process descended from it (a prefork parent's children), from
+/// `/proc/PID/task/TID/schedstat`.
+fn tree_cpu_ns(root: u32) -> Option<u64> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the command name (which may hold spaces): state, ppid, ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut total = 0u64;
+    let mut todo = vec![root];
+    let mut seen_root = false;
+    while let Some(pid) = todo.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        seen_root |= pid == root;
+        for t in tasks.flatten() {
+            let path = t.path().join("schedstat");
+            if let Some(ns) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            {
+                total += ns;
+            }
+        }
+        todo.extend(children.get(&pid).into_iter().flatten());
+    }
+    seen_root.then_some(total)
+}
+
+/// This process's CPU time (ns, user + system, all threads).
+fn self_cpu_ns() -> Option<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    (r == 0).then(|| ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 /// (VmRSS, VmHWM) in KiB.
