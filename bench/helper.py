@@ -328,6 +328,11 @@ def report(args):
         # generator; older raw files lack it (-1 or missing: not shown).
         "cpu_us": median([x.get("server_cpu_us", -1) for x in runs]),
         "client_cpu_us": median([x.get("client_cpu_us", -1) for x in runs]),
+        # Server CPU ÷ the load generator's, per round: the load generator does the same
+        # work per request for every server, so this cancels the machine's speed of the
+        # moment, which moves req/s by up to 2x between rounds on a noisy VM.
+        "cpu_rel": median([x["server_cpu_us"] / x["client_cpu_us"] for x in runs
+                           if x.get("server_cpu_us", -1) > 0 and x.get("client_cpu_us", -1) > 0] or [-1]),
     })
     SHIM, SHIM8 = "fcgi-shim hello", "fcgi-shim hello, FCGI_THREADS=8"
 
@@ -339,6 +344,10 @@ def report(args):
 
     def val(r, k):
         return None if r is None else r.get(k)
+
+    def rel(r):
+        x = val(r, "cpu_rel")
+        return "" if x is None or x < 0 else f"{x:.3f}"
 
     def cpu(r):
         c, g = val(r, "cpu_us"), val(r, "client_cpu_us")
@@ -371,8 +380,11 @@ def report(args):
       "fcgi-shim better). CPU µs / request: the server's CPU time (user + system, every thread "
       "and child process, from /proc/PID/task/*/schedstat) over the measured window ÷ requests, "
       "and in brackets the load generator's; both include the system calls and scheduling of "
-      "each request, and both grow and shrink with the machine's speed of the moment, so "
-      "compare a server's figure with the load generator's beside it.\n")
+      "each request, and both grow and shrink with the machine's speed of the moment. The load "
+      "generator does the same work per request whatever the server, so 'CPU ÷ load "
+      "generator's' (per round, median) cancels that speed: it is the steadiest efficiency "
+      "figure here (lower is better; a one-connection-at-a-time server with 8 clients also "
+      "spends CPU on the waiting connections' backlog).\n")
     servers = [SHIM, SHIM8]
     for r in fc:
         if r["server"] not in servers:
@@ -383,8 +395,8 @@ def report(args):
             shim_rows = [(SHIM, get(SHIM, c, keep))]
             if get(SHIM8, c, keep) is not None:
                 shim_rows.append((SHIM8, get(SHIM8, c, keep)))
-            hdr = "| server | req/s | p50 µs | p99 µs | CPU µs / request (load generator's) | errors | rounds' req/s |"
-            sep = "|---|---:|---:|---:|---:|---:|---|"
+            hdr = "| server | req/s | p50 µs | p99 µs | CPU µs / request (load generator's) | CPU ÷ load generator's | errors | rounds' req/s |"
+            sep = "|---|---:|---:|---:|---:|---:|---:|---|"
             for name, _ in shim_rows:
                 tag = "8 threads" if name == SHIM8 else "1 thread"
                 hdr += f" fcgi-shim ({tag}) req/s ÷ | p99 ÷ |"
@@ -396,7 +408,7 @@ def report(args):
                 if r is None and not any(x["server"] == s and x["c"] == c and x["keep"] == keep for x in fc):
                     continue
                 rr = ", ".join(fmt(v) for v in (r or {}).get("round_rps", []))
-                line = f"| {s} | {fmt(val(r, 'rps'), 0)} | {fmt(val(r, 'p50_us'))} | {fmt(val(r, 'p99_us'))} | {cpu(r)} | {fmt(val(r, 'errors'))} | {rr} |"
+                line = f"| {s} | {fmt(val(r, 'rps'), 0)} | {fmt(val(r, 'p50_us'))} | {fmt(val(r, 'p99_us'))} | {cpu(r)} | {rel(r)} | {fmt(val(r, 'errors'))} | {rr} |"
                 for name, sr in shim_rows:
                     if s in (SHIM, SHIM8):
                         line += " | |"
