@@ -57,6 +57,32 @@ fn unknown_management_type_gets_unknown_type() {
 }
 
 #[test]
+fn a_longer_begin_request_body_trickled_in_is_read_and_its_extra_bytes_skipped() {
+    // The spec fixes BEGIN_REQUEST's body at 8 bytes; a longer one is read for its
+    // first 8 (role, flags) and the rest skipped, here arriving a byte at a time.
+    let app = FcgiApp::start("hello", &[]);
+    let mut s = app.connect();
+    let mut body = vec![0, RESPONDER as u8, 1, 0, 0, 0, 0, 0];
+    body.extend(b"extra bytes");
+    let begin_long = rec_pad(BEGIN, 1, &body, 3);
+    for b in &begin_long {
+        s.write_all(std::slice::from_ref(b)).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let whole = request(1, true, &get("/first", ""), b"");
+    let rest = &whole[begin(1, RESPONDER, true).len()..];
+    s.write_all(rest).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.head_and_body().1, b"Hello from /first\n");
+    // The keep-conn flag came through: the connection serves another request.
+    s.write_all(&request(2, false, &get("/second", ""), b""))
+        .unwrap();
+    let r = read_reply(&mut s, 2, T);
+    assert_eq!(r.head_and_body().1, b"Hello from /second\n");
+}
+
+#[test]
 fn whole_response_is_byte_exact_and_conn_closes_without_keep_conn() {
     let app = FcgiApp::start("hello", &[]);
     let mut s = app.connect();
