@@ -324,6 +324,7 @@ def report(args):
         "p99_us": median([x["p99_us"] for x in runs]),
         "errors": sum(x["errors"] for x in runs),
         "round_rps": [round(x["rps"]) for x in runs],
+        "round_p99": [x["p99_us"] for x in runs],
         # CPU per request (µs) of the server (all threads and processes) and of the load
         # generator; older raw files lack it (-1 or missing: not shown).
         "cpu_us": median([x.get("server_cpu_us", -1) for x in runs]),
@@ -358,7 +359,7 @@ def report(args):
     w("## 1. FastCGI on a listening socket on fd 0 (as mod_fcgid starts an app)\n")
     w("`fcgi-shim bench --spawn PROGRAM -- -c C [--keep-conn] -d SECS --warmup 1 --json`, "
       "repeated in BENCH_ROUNDS rounds that take every server in turn; each figure is the "
-      "median of the rounds (req/s of each round in the last column): "
+      "median of the rounds (req/s and p99 of each round in the last two columns): "
       "C client connections over a Unix socket; keep-conn off opens a connection per request "
       "(what mod_fcgid does), on reuses it (FCGI_KEEP_CONN, as nginx keepalive). "
       "Single-process servers (libfcgi, php-cgi with PHP_FCGI_CHILDREN=0, fcgi-shim's default "
@@ -395,8 +396,8 @@ def report(args):
             shim_rows = [(SHIM, get(SHIM, c, keep))]
             if get(SHIM8, c, keep) is not None:
                 shim_rows.append((SHIM8, get(SHIM8, c, keep)))
-            hdr = "| server | req/s | p50 µs | p99 µs | CPU µs / request (load generator's) | CPU ÷ load generator's | errors | rounds' req/s |"
-            sep = "|---|---:|---:|---:|---:|---:|---:|---|"
+            hdr = "| server | req/s | p50 µs | p99 µs | CPU µs / request (load generator's) | CPU ÷ load generator's | errors | rounds' req/s | rounds' p99 µs |"
+            sep = "|---|---:|---:|---:|---:|---:|---:|---|---|"
             for name, _ in shim_rows:
                 tag = "8 threads" if name == SHIM8 else "1 thread"
                 hdr += f" fcgi-shim ({tag}) req/s ÷ | p99 ÷ |"
@@ -408,7 +409,8 @@ def report(args):
                 if r is None and not any(x["server"] == s and x["c"] == c and x["keep"] == keep for x in fc):
                     continue
                 rr = ", ".join(fmt(v) for v in (r or {}).get("round_rps", []))
-                line = f"| {s} | {fmt(val(r, 'rps'), 0)} | {fmt(val(r, 'p50_us'))} | {fmt(val(r, 'p99_us'))} | {cpu(r)} | {rel(r)} | {fmt(val(r, 'errors'))} | {rr} |"
+                rp = ", ".join(fmt(v) for v in (r or {}).get("round_p99", []))
+                line = f"| {s} | {fmt(val(r, 'rps'), 0)} | {fmt(val(r, 'p50_us'))} | {fmt(val(r, 'p99_us'))} | {cpu(r)} | {rel(r)} | {fmt(val(r, 'errors'))} | {rr} | {rp} |"
                 for name, sr in shim_rows:
                     if s in (SHIM, SHIM8):
                         line += " | |"
