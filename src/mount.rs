@@ -249,8 +249,6 @@ pub fn normalize(path: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-/// True when [`normalize`] would return `path` unchanged: empty, or absolute with no
-/// empty segment (but a trailing slash) and no `.` or `..` segment.
 /// Whether the normalised `rp` is `script` + `path` once normalised. Joins and
 /// normalises only when the pieces are not already normal, so the usual case does not
 /// allocate.
@@ -266,6 +264,8 @@ fn is_joined(rp: &[u8], script: &[u8], path: &[u8]) -> bool {
     !normal_join && *rp == *normalize(&[script, path].concat())
 }
 
+/// True when [`normalize`] would return `path` unchanged: empty, or absolute with no
+/// empty segment (but a trailing slash) and no `.` or `..` segment.
 fn is_normal(path: &[u8]) -> bool {
     let Some(rest) = path.strip_prefix(b"/") else {
         return path.is_empty();
