@@ -297,24 +297,23 @@ mod tests {
         assert_eq!(&*normalize(b"/a/.."), &b"/"[..]);
     }
 
+    /// Every path of up to `max` bytes over the bytes that matter to normalising.
+    fn small_paths(max: usize) -> Vec<Vec<u8>> {
+        let mut all: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last = vec![Vec::new()];
+        for _ in 0..max {
+            last = last
+                .iter()
+                .flat_map(|p: &Vec<u8>| [b'/', b'.', b'a'].map(|b| [&p[..], &[b]].concat()))
+                .collect();
+            all.extend(last.iter().cloned());
+        }
+        all
+    }
+
     #[test]
     fn the_fast_path_agrees_with_the_full_normalisation() {
-        // Every path of up to 7 bytes over the bytes that matter.
-        let mut paths: Vec<Vec<u8>> = vec![Vec::new()];
-        for _ in 0..7 {
-            let longer: Vec<Vec<u8>> = paths
-                .iter()
-                .filter(|p| p.len() == paths.last().map_or(0, Vec::len))
-                .flat_map(|p| {
-                    [b'/', b'.', b'a'].map(|b| {
-                        let mut q = p.clone();
-                        q.push(b);
-                        q
-                    })
-                })
-                .collect();
-            paths.extend(longer);
-        }
+        let paths = small_paths(7);
         assert_eq!(paths.len(), (0..=7).map(|n| 3usize.pow(n)).sum::<usize>());
         let mut normal = 0;
         for p in &paths {
@@ -331,17 +330,9 @@ mod tests {
 
     #[test]
     fn the_join_shortcut_agrees_with_joining() {
-        // Every script and path of up to 4 bytes over the bytes that matter, against
-        // every normal request path among them: 121 x 121 x (the normal ones).
-        let mut all: Vec<Vec<u8>> = vec![Vec::new()];
-        let mut last = vec![Vec::new()];
-        for _ in 0..4 {
-            last = last
-                .iter()
-                .flat_map(|p: &Vec<u8>| [b'/', b'.', b'a'].map(|b| [&p[..], &[b]].concat()))
-                .collect();
-            all.extend(last.iter().cloned());
-        }
+        // Every script and path of up to 4 bytes, against every normal request path
+        // among them: 121 x 121 x (the normal ones).
+        let all = small_paths(4);
         let normals: Vec<&Vec<u8>> = all.iter().filter(|p| is_normal(p)).collect();
         let mut joined = 0;
         for script in &all {

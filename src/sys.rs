@@ -335,7 +335,7 @@ pub fn wait(
 ) -> io::Result<Wake> {
     // One clock read per wait: the first poll gets the whole timeout, and only a poll
     // that has to be resumed (a signal, a spurious wake) works out what is left.
-    let start = timeout.map(|_| Instant::now());
+    let timed = timeout.map(|t| (t, Instant::now()));
     let flag = watch.flag();
     let events = if writable {
         libc::POLLOUT
@@ -359,9 +359,9 @@ pub fn wait(
                 revents: 0,
             },
         ];
-        let ms = match (timeout, start) {
-            (Some(t), Some(s)) => poll_ms(left_of(t, s, &mut first)),
-            _ => -1,
+        let ms = match timed {
+            Some((t, start)) => poll_ms(left_of(t, start, &mut first)),
+            None => -1,
         };
         // SAFETY: fds is a valid array of two pollfd.
         let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
@@ -379,7 +379,7 @@ pub fn wait(
             return Ok(Wake::Stop);
         }
         // poll's timeout is rounded up to whole milliseconds, so 0 means it has passed.
-        if r == 0 && timeout.is_some() {
+        if r == 0 && timed.is_some() {
             return Ok(Wake::TimedOut);
         }
     }
