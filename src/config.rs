@@ -316,10 +316,9 @@ impl Builder {
     /// Applies the settings file beside the program (`mysite.fcgi.env`), then the
     /// environment, over the builder's values.
     pub(crate) fn apply_env(&mut self) -> Result<(), Error> {
-        let file = std::env::current_exe()
-            .ok()
+        let file = crate::sys::current_exe()
             .map(|p| {
-                let mut s = p.into_os_string();
+                let mut s = p.as_os_str().to_owned();
                 s.push(".env");
                 PathBuf::from(s)
             })

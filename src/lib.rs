@@ -110,9 +110,7 @@ impl Builder {
         log::set_max_level(self.cfg.log_level);
         sys::ignore_sigpipe();
         response::install_panic_hook();
-        let program = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+        let program = sys::exe_file_name();
         self.cfg.map.exe_name = program.clone();
         let program = program.unwrap_or_else(|| "mysite.fcgi".to_owned());
 

@@ -27,10 +27,7 @@ thread_local! {
 /// Installs our logger unless the app installed one first (then we leave logging
 /// entirely to it).
 pub(crate) fn init(level: LevelFilter, target: LogTarget) {
-    let prefix = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "fcgi-shim".to_owned());
+    let prefix = crate::sys::exe_file_name().unwrap_or_else(|| "fcgi-shim".to_owned());
     #[cfg(feature = "syslog")]
     if target == LogTarget::Syslog {
         syslog::open(&prefix);

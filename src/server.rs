@@ -69,7 +69,7 @@ struct ExeWatch {
 
 impl ExeWatch {
     fn new(interval: Duration) -> Option<ExeWatch> {
-        let path = std::env::current_exe().ok()?;
+        let path = sys::current_exe()?.to_path_buf();
         let id = file_id(&path)?;
         Some(ExeWatch {
             path,

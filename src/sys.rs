@@ -742,6 +742,22 @@ pub fn reset_after_fork() -> io::Result<()> {
     ACCEPT.reset()
 }
 
+/// Our executable's path, read once: `/proc/self/exe` costs a path walk per read,
+/// and start-up (the settings file, the logger's prefix, the mount check, the
+/// replaced-binary watch) needs it four times, which a CGI request pays on every hit.
+/// Read before anything could replace the file, it names the file we started from.
+pub fn current_exe() -> Option<&'static std::path::Path> {
+    static EXE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| std::env::current_exe().ok()).as_deref()
+}
+
+/// Our executable's file name (`mysite.fcgi`), lossily as UTF-8.
+pub fn exe_file_name() -> Option<String> {
+    current_exe()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+}
+
 /// Resets SIGPIPE to "ignore": a web server that closes early must be an `EPIPE`
 /// on our side, whatever the app did to the disposition.
 pub fn ignore_sigpipe() {
