@@ -1038,7 +1038,12 @@ impl<T: Transport> Conn<T> {
                 } else {
                     h.body_len()
                 };
-            if self.avail() < whole {
+            // A record that fits the buffer is handled once it is all there, so this
+            // look never blocks. One that cannot fit (a web server's record of up to
+            // 64 KiB for another request, say) would hide what follows it for good:
+            // the web server is in the middle of sending it, so it is read (or skipped)
+            // to its end now, within the read timeout.
+            if self.avail() < whole && whole <= self.rbuf.len() {
                 return state;
             }
             if let Err(e) = self.step(false) {
@@ -1292,7 +1297,10 @@ where
             let mut c = lock(&conn);
             c.seq += 1;
             if let Some(a) = c.active.as_mut() {
-                a.body_attached = true;
+                // An authorizer is sent no body (spec 6.3; mod_fcgid sends it no
+                // FCGI_STDIN at all, not even the empty record), so its body is empty
+                // and any FCGI_STDIN a web server does send is drained as unread.
+                a.body_attached = role != Role::Authorizer;
             }
             c.seq
         };
@@ -1311,7 +1319,11 @@ where
                             DeclaredLength::Exact(n) => Some(n),
                             DeclaredLength::Absent => None,
                         };
-                        let body = Body::from_conn(conn.clone(), seq, len);
+                        let body = if role == Role::Authorizer {
+                            Body::empty()
+                        } else {
+                            Body::from_conn(conn.clone(), seq, len)
+                        };
                         request::build(vars, body, Mode::FastCgi, role, &cfg.map)
                     }
                     Err(r) => Err(r),

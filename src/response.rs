@@ -320,10 +320,7 @@ pub(crate) fn encode_head(
     role: Role,
     out: &mut Vec<u8>,
 ) -> Result<(), BadHeader> {
-    let mut status = parts.status;
-    if status == StatusCode::OK && parts.headers.contains_key(http::header::LOCATION) {
-        status = StatusCode::FOUND;
-    }
+    let status = sent_status(parts);
     let authorized = role == Role::Authorizer && status == StatusCode::OK;
     out.extend_from_slice(b"Status: ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -358,6 +355,16 @@ pub(crate) fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
+}
+
+/// The status the head carries: the app's, except that a `Location` on a 200 makes it
+/// a 302. Whether the body is sent follows this status, not the app's.
+fn sent_status(parts: &http::response::Parts) -> StatusCode {
+    if parts.status == StatusCode::OK && parts.headers.contains_key(http::header::LOCATION) {
+        StatusCode::FOUND
+    } else {
+        parts.status
+    }
 }
 
 /// A short plain-text response for errors we answer ourselves.
@@ -409,7 +416,10 @@ pub(crate) fn send<B: ResponseBody>(
     if !written {
         return Outcome::Gone;
     }
-    let skip_body = head_only || (role == Role::Authorizer && parts.status == StatusCode::OK);
+    // An authorizer's 200 is a head only; its 302 (from a `Location`) goes to the
+    // client whole, body included, as the head's `Content-Length` promised.
+    let skip_body =
+        head_only || (role == Role::Authorizer && sent_status(&parts) == StatusCode::OK);
     if !skip_body {
         let r = guarded(|| body.write_to(out));
         match r {
@@ -638,6 +648,45 @@ mod tests {
                 .unwrap()
                 .contains("x-other: 1")
         );
+    }
+
+    struct VecSink(Vec<u8>);
+    impl Write for VecSink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl Sink for VecSink {
+        fn gone(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn authorizer_location_is_a_302_with_its_body() {
+        let mut r = Response::new("0123456789".to_owned());
+        r.headers_mut()
+            .insert("location", HeaderValue::from_static("/elsewhere"));
+        let mut sink = VecSink(Vec::new());
+        assert_eq!(
+            send(r, false, Role::Authorizer, &mut sink),
+            Outcome::Complete
+        );
+        assert_eq!(
+            String::from_utf8(sink.0).unwrap(),
+            "Status: 302 Found\r\nlocation: /elsewhere\r\nContent-Length: 10\r\n\r\n0123456789"
+        );
+        // A plain 200 stays a head only.
+        let r = Response::new("0123456789".to_owned());
+        let mut sink = VecSink(Vec::new());
+        assert_eq!(
+            send(r, false, Role::Authorizer, &mut sink),
+            Outcome::Complete
+        );
+        assert_eq!(String::from_utf8(sink.0).unwrap(), "Status: 200 OK\r\n\r\n");
     }
 
     #[test]

@@ -353,6 +353,18 @@ fn abort_mid_upload_ends_the_request_promptly() {
 
 #[test]
 fn abort_mid_download_stops_the_stream() {
+    abort_mid_download(Vec::new());
+}
+
+/// The abort is seen behind records bigger than our read buffer (16 KiB), which are
+/// skipped without being held whole.
+#[test]
+fn abort_behind_a_record_larger_than_the_read_buffer_is_seen() {
+    abort_mid_download(rec(20, 7, &[b'p'; 30_000]));
+    abort_mid_download(rec(STDIN, 7, &[b's'; 65_535]));
+}
+
+fn abort_mid_download(before_abort: Vec<u8>) {
     let app = FcgiApp::start("echo", &[]);
     let mut s = app.connect();
     s.write_all(&request(
@@ -370,8 +382,12 @@ fn abort_mid_download_stops_the_stream() {
     let rest = u16::from_be_bytes([first[4], first[5]]) as usize + first[6] as usize;
     std::io::Read::read_exact(&mut s, &mut vec![0u8; rest]).unwrap();
     let t0 = Instant::now();
-    s.write_all(&rec(ABORT, 1, &[])).unwrap();
+    let mut bytes = before_abort;
+    bytes.extend(rec(ABORT, 1, &[]));
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&bytes).unwrap());
     let r = read_reply(&mut s, 1, T);
+    writer.join().unwrap();
     assert!(r.end.is_some(), "no END_REQUEST after abort");
     assert!(
         t0.elapsed() < Duration::from_secs(2),
@@ -452,6 +468,50 @@ fn authorizer_role_sees_role_and_sends_only_variables() {
     let got = app.roundtrip(bytes, 1);
     assert_eq!(got.status(), 403);
     assert_eq!(got.json()["role"], "Authorizer");
+}
+
+/// mod_fcgid sends an authorizer BEGIN_REQUEST and PARAMS only: no FCGI_STDIN, not even
+/// the empty record, also when the request being authorized is a POST with a
+/// `CONTENT_LENGTH`. An app that reads its body (echo does) must see it empty, not wait
+/// for a stream that never comes; a kept-alive connection then serves the next request.
+#[test]
+fn authorizer_without_stdin_is_answered_at_once() {
+    let app = FcgiApp::start("echo", &[("FCGI_READ_TIMEOUT", "60")]);
+    let mut s = app.connect();
+    for (id, method, len) in [(1u16, "GET", None), (2, "POST", Some("5"))] {
+        let mut vars = cgi_vars(method, "/protected", "");
+        if let Some(n) = len {
+            vars.push(("CONTENT_LENGTH", n.into()));
+        }
+        let mut p = Vec::new();
+        for (k, v) in &vars {
+            pair(&mut p, k.as_bytes(), v.as_bytes());
+        }
+        let mut bytes = begin(id, AUTHORIZER, true);
+        bytes.extend(stream(PARAMS, id, &p, 65535));
+        s.write_all(&bytes).unwrap();
+        let started = Instant::now();
+        let got = read_reply(&mut s, id, T);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            "Status: 200 OK\r\nvariable-echo-role: Authorizer\r\n\r\n"
+        );
+    }
+    // A responder request on the same connection reads its body as usual.
+    s.write_all(&request(
+        3,
+        true,
+        &cgi_vars("POST", "/echo-body", ""),
+        b"hello",
+    ))
+    .unwrap();
+    let got = read_reply(&mut s, 3, T);
+    assert_eq!(got.head_and_body().1, b"hello");
 }
 
 #[test]
