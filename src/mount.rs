@@ -51,6 +51,7 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
     let mut path_info: Vec<u8> = vars.get("PATH_INFO").unwrap_or_default().to_vec();
     let request_path: Option<Cow<'_, [u8]>> = vars.get("REQUEST_URI").map(|uri| {
         let path = uri.split(|&b| b == b'?').next().unwrap_or_default();
+        let path = origin_path(path);
         match percent_decode(path) {
             Cow::Borrowed(p) => normalize(p),
             Cow::Owned(p) => Cow::Owned(normalize(&p).into_owned()),
@@ -64,10 +65,13 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
 
     // No split: the whole path is in SCRIPT_NAME (nginx's stock fastcgi_params,
     // lighttpd at "/", Apache mod_proxy_fcgi/scgi), or in neither variable (nginx's
-    // stock scgi_params). Only when SCRIPT_NAME is not our own file (a request for
-    // /blog/mysite.fcgi itself is a script mount with an empty path).
+    // stock scgi_params). Only when the script is not our own file: a request for
+    // /blog/mysite.fcgi itself, or for the root of `ScriptAlias /app /path/mysite.fcgi`
+    // (SCRIPT_NAME=/app, SCRIPT_FILENAME naming our file), is a script mount with an
+    // empty path.
     let unsplit = path_info.is_empty()
         && !is_own_script(script_name, exe_name)
+        && !is_own_script(vars.get("SCRIPT_FILENAME").unwrap_or_default(), exe_name)
         && (if script_name.is_empty() {
             request_path.is_some()
         } else {
@@ -137,6 +141,28 @@ fn proxied_path(vars: &Vars) -> Option<Vec<u8>> {
     Some(normalize(&percent_decode(path)).into_owned())
 }
 
+/// The path of a request target in absolute form (`http://host/blog/x`, which HTTP/1.1
+/// servers accept and Apache passes on as `REQUEST_URI`): what follows the authority,
+/// `/` when nothing does. Any other target is returned as it is. Without this the
+/// scheme and a client-chosen host would end up in the mount prefix.
+fn origin_path(target: &[u8]) -> &[u8] {
+    let Some(colon) = target.iter().position(|&b| b == b':') else {
+        return target;
+    };
+    let scheme = &target[..colon];
+    let is_scheme = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    match target[colon..].strip_prefix(b"://") {
+        Some(rest) if is_scheme => match rest.iter().position(|&b| b == b'/') {
+            Some(slash) => &rest[slash..],
+            None => b"/",
+        },
+        _ => target,
+    }
+}
+
 fn finish(prefix: &[u8], path_info: Vec<u8>, source: MountSource) -> Mount {
     let prefix = trim_trailing_slash(prefix);
     let mut script_name = String::from_utf8_lossy(prefix).into_owned();
@@ -168,12 +194,10 @@ fn strip_path_prefix<'a>(path: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     (rest.is_empty() || rest[0] == b'/').then_some(rest)
 }
 
-fn is_own_script(script_name: &[u8], exe_name: Option<&str>) -> bool {
+/// True when the last segment of `path` (a URL path or a file path) is our file name.
+fn is_own_script(path: &[u8], exe_name: Option<&str>) -> bool {
     let Some(exe) = exe_name else { return false };
-    let last = script_name
-        .rsplit(|&b| b == b'/')
-        .next()
-        .unwrap_or_default();
+    let last = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
     !exe.is_empty() && last == exe.as_bytes()
 }
 
