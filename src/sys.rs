@@ -179,7 +179,13 @@ impl Socket {
             let mut msg: libc::msghdr = std::mem::zeroed();
             msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
             msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
-            cvt_size(libc::sendmsg(self.fd.as_raw_fd(), &msg, libc::MSG_NOSIGNAL))
+            // MSG_DONTWAIT as every other read and write: a web server that stops
+            // reading must meet the write timeout (and a shutdown), not block us.
+            cvt_size(libc::sendmsg(
+                self.fd.as_raw_fd(),
+                &msg,
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            ))
         }
     }
 

@@ -143,6 +143,65 @@ fn slow_client_on_tcp_is_cut_off_and_the_worker_freed() {
     assert!(srv.alive());
 }
 
+/// A web server that stops reading the response: the write timeout frees the worker,
+/// whether the app writes in small pieces (buffered, 32 KiB records) or in big ones
+/// (written straight from the app's buffer, 64 KiB a record), and a shutdown is not
+/// held up by it.
+#[test]
+fn a_web_server_that_stops_reading_meets_the_write_timeout() {
+    for query in ["chunks=100&size=65536", "chunks=2000&size=8000"] {
+        let app = FcgiApp::start(
+            "echo",
+            &[("FCGI_THREADS", "1"), ("FCGI_WRITE_TIMEOUT", "2")],
+        );
+        let mut stalled = app.connect();
+        stalled
+            .write_all(&request(1, false, &get("/stream", query), b""))
+            .unwrap();
+        // The only worker is writing to `stalled`, which nobody reads; this request
+        // waits in the backlog until the write timeout frees the worker.
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        let r = app.roundtrip(request(1, false, &get("/next", ""), b""), 1);
+        assert_eq!(r.status(), 200, "{query}");
+        let waited = t0.elapsed();
+        assert!(
+            waited < Duration::from_secs(6),
+            "{query}: waited {waited:?}"
+        );
+        assert!(
+            app.stderr()
+                .contains("timed out waiting for the web server to read the response"),
+            "{query}: {}",
+            app.stderr()
+        );
+        drop(stalled);
+    }
+    // SIGTERM while the only worker writes to a reader that stalled: the process
+    // stops within the write timeout, not never.
+    let mut app = FcgiApp::start(
+        "echo",
+        &[("FCGI_THREADS", "1"), ("FCGI_WRITE_TIMEOUT", "2")],
+    );
+    let mut stalled = app.connect();
+    stalled
+        .write_all(&request(
+            1,
+            false,
+            &get("/stream", "chunks=100&size=65536"),
+            b"",
+        ))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    app.signal(libc::SIGTERM);
+    assert!(
+        app.wait_exit(Duration::from_secs(5)).is_some(),
+        "{}",
+        app.stderr()
+    );
+    drop(stalled);
+}
+
 #[test]
 fn params_flood_and_huge_pair_are_rejected_with_bounded_memory() {
     let app = FcgiApp::start("echo", &[]);
