@@ -272,6 +272,14 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
     }
     let waiter = match sys::AcceptWait::new(pool.listener.as_raw_fd(), accept_watch(pool)) {
         Ok(w) => w,
+        // Out of descriptors (each worker has its own epoll descriptor) when the pool
+        // grows: the workers there are serve on, as when a thread cannot be started.
+        Err(e) if pool.threads.load(Ordering::Acquire) > 1 => {
+            log::warn!("could not start one more worker: {e}; serving on with the others");
+            pool.threads.fetch_sub(1, Ordering::AcqRel);
+            pool.idle.fetch_sub(1, Ordering::AcqRel);
+            return Ok(());
+        }
         Err(e) => return fail(Error::io("waiting for connections", e)),
     };
     loop {

@@ -202,6 +202,64 @@ fn a_web_server_that_stops_reading_meets_the_write_timeout() {
     drop(stalled);
 }
 
+/// Out of file descriptors while the pool grows (each worker has an epoll descriptor
+/// besides its connection): the process serves on with the workers it has, and serves
+/// everyone once connections close. It used to stop altogether.
+#[test]
+fn running_out_of_descriptors_while_growing_the_pool_does_not_stop_the_process() {
+    // Each connection takes a descriptor, each new worker one more, so which of the
+    // two meets the limit first depends on its parity: try both.
+    let mut grow_failed = false;
+    for cap in [24, 25] {
+        let mut app = FcgiApp::start("echo", &[("FCGI_THREADS", "100")]);
+        // Once it serves, cap its descriptors (it uses about 8 when idle).
+        assert_eq!(
+            app.roundtrip(request(1, false, &get("/up", ""), b""), 1)
+                .status(),
+            200
+        );
+        let limit = libc::rlimit {
+            rlim_cur: cap,
+            rlim_max: cap,
+        };
+        // SAFETY: prlimit on our own child with a valid rlimit.
+        let rc = unsafe {
+            libc::prlimit(
+                app.pid() as libc::pid_t,
+                libc::RLIMIT_NOFILE,
+                &limit,
+                std::ptr::null_mut(),
+            )
+        };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        // Kept-alive connections, each holding a worker: more than the cap allows.
+        let mut held = Vec::new();
+        for i in 0..30u16 {
+            let mut s = app.connect();
+            s.write_all(&request(i + 1, true, &get("/held", ""), b""))
+                .unwrap();
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(app.alive(), "cap {cap}: {}", app.stderr());
+        grow_failed |= app.stderr().contains("could not start one more worker");
+        drop(held);
+        // Every held connection closed: the process, still there, answers again.
+        assert!(
+            wait_until(T, || {
+                let mut s = app.connect();
+                s.write_all(&request(1, false, &get("/after", ""), b""))
+                    .is_ok()
+                    && read_reply(&mut s, 1, T).end.is_some()
+            }),
+            "cap {cap}: {}",
+            app.stderr()
+        );
+        assert!(app.alive(), "cap {cap}: {}", app.stderr());
+    }
+    assert!(grow_failed, "no cap made starting a worker fail");
+}
+
 #[test]
 fn params_flood_and_huge_pair_are_rejected_with_bounded_memory() {
     let app = FcgiApp::start("echo", &[]);
