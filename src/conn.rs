@@ -293,6 +293,12 @@ impl<T: Transport> Conn<T> {
     /// probe arrives this way). Only a kept-alive connection idles.
     fn wait_readable(&mut self, idle: bool) -> Result<(), ConnError> {
         let idle = idle && self.served_any;
+        // Once the process is stopping, a request head still on its way gets a short
+        // grace instead of the whole read timeout: a web server sends a head at once,
+        // a stalled one must not hold the exit (mod_fcgid kills 3 s after SIGTERM).
+        if self.head_pending && !idle && sys::shutdown_requested() {
+            self.cap_head_deadline();
+        }
         let timeout = match (idle, self.draining) {
             (true, true) => Some(Duration::ZERO),
             (true, false) => self.cfg.idle_timeout,
@@ -314,8 +320,17 @@ impl<T: Transport> Conn<T> {
                 }
             }
         };
-        match self.t.wait(false, timeout, idle && !self.draining)? {
+        let head_watch = self.head_pending && !idle && !sys::shutdown_requested();
+        match self
+            .t
+            .wait(false, timeout, (idle && !self.draining) || head_watch)?
+        {
             Wake::Ready => Ok(()),
+            // Stopping while a head arrives: go on waiting, within the grace.
+            Wake::Stop if !idle => {
+                self.cap_head_deadline();
+                Ok(())
+            }
             Wake::Stop => Err(ConnError::Shutdown),
             Wake::TimedOut if idle => Err(ConnError::Closed),
             Wake::TimedOut if self.head_deadline.is_some() => Err(ConnError::TimedOut(
@@ -325,6 +340,14 @@ impl<T: Transport> Conn<T> {
                 "the web server to send more of the request",
             )),
         }
+    }
+
+    /// Shortens the deadline of a request head still arriving to the grace it gets
+    /// once the process is stopping.
+    fn cap_head_deadline(&mut self) {
+        const STOP_GRACE: Duration = Duration::from_secs(1);
+        let grace = std::time::Instant::now() + STOP_GRACE;
+        self.head_deadline = Some(self.head_deadline.map_or(grace, |d| d.min(grace)));
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
@@ -1113,7 +1136,8 @@ impl<T: Transport> Conn<T> {
     /// take it, so lingering never keeps a request waiting. (With several workers the
     /// others accept it, as several libfcgi processes on one socket do.) Waiting for the
     /// web server's close measured faster than closing at once (BENCHMARKS.md). Not
-    /// while stopping: then the process exits at once.
+    /// while stopping: then a request read to its end closes at once, and one that was
+    /// not lingers 200 ms at most, so the exit is not held up.
     fn linger(&mut self, stdin_done: bool) {
         if self.peer_closed || self.failure.is_some() {
             return;
@@ -1123,13 +1147,22 @@ impl<T: Transport> Conn<T> {
         }
         self.t.shutdown_write();
         const LINGER: Duration = Duration::from_secs(2);
+        // Stopping with the request not read to its end: the exit must not wait the
+        // whole linger, but the web server gets a moment to read the response before
+        // closing with its input unread resets a TCP connection.
+        const STOPPING: Duration = Duration::from_millis(200);
+        let mut limit = if sys::shutdown_requested() {
+            STOPPING
+        } else {
+            LINGER
+        };
         // The clock is read only once there is something to wait for.
         let mut start: Option<std::time::Instant> = None;
         let mut drained = 0usize;
         while drained < 64 * 1024 * 1024 {
             let left = match start {
-                None => LINGER,
-                Some(s) => LINGER.saturating_sub(s.elapsed()),
+                None => limit,
+                Some(s) => limit.saturating_sub(s.elapsed()),
             };
             if left.is_zero() {
                 return;
@@ -1143,10 +1176,16 @@ impl<T: Transport> Conn<T> {
                         Some(fd) if stdin_done && sys::watching_backlog() => {
                             sys::wait_readable_or_backlog(fd, left)
                         }
-                        _ => self.t.wait(false, Some(left), stdin_done),
+                        _ => self.t.wait(false, Some(left), limit == LINGER),
                     };
                     match woke {
                         Ok(Wake::Ready) => {}
+                        // Read to its end, the request leaves nothing to reset: close
+                        // now. Otherwise the short grace above.
+                        Ok(Wake::Stop) if !stdin_done => {
+                            limit = STOPPING.min(left);
+                            start = Some(std::time::Instant::now());
+                        }
                         Ok(Wake::TimedOut) => {
                             log::debug!(
                                 "the web server kept the connection open 2 s after the response; closing it"

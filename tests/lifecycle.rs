@@ -50,6 +50,76 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     assert_eq!(st.code(), Some(0));
 }
 
+/// SIGTERM while a fresh connection's request head is still arriving (nothing sent,
+/// BEGIN_REQUEST only, half the params) with the default 60 s read timeout: the head
+/// gets a 1 s grace, not the whole timeout, so the process is gone before mod_fcgid's
+/// SIGKILL 3 s later. A head that does arrive within the grace is still served.
+#[test]
+fn sigterm_gives_a_request_head_still_arriving_a_short_grace() {
+    let full = request(1, false, &get("/late", ""), b"");
+    for sent in [0, 8, 16, full.len() / 2] {
+        let mut app = FcgiApp::start("echo", &[("FCGI_THREADS", "2")]);
+        pid_of(&app);
+        let mut s = app.connect();
+        s.write_all(&full[..sent]).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let t0 = Instant::now();
+        app.signal(libc::SIGTERM);
+        let st = app.wait_exit(T).expect("exited");
+        assert_eq!(st.code(), Some(0), "{sent} bytes sent: {}", app.stderr());
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{sent} bytes sent: exit took {:?}",
+            t0.elapsed()
+        );
+        drop(s);
+    }
+    // The rest of the head arriving within the grace: answered, then the exit.
+    let mut app = FcgiApp::start("echo", &[]);
+    pid_of(&app);
+    let mut s = app.connect();
+    s.write_all(&full[..full.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    app.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&full[full.len() / 2..]).unwrap();
+    assert_eq!(read_reply(&mut s, 1, T).status(), 200);
+    assert_eq!(app.wait_exit(T).expect("exited").code(), Some(0));
+}
+
+/// SIGTERM with a response sent but its upload unread, the web server keeping the
+/// connection open: the lingering close gives it 200 ms, not 2 s, then the process
+/// exits.
+#[test]
+fn sigterm_cuts_a_lingering_close_short() {
+    let mut app = FcgiApp::start("echo", &[]);
+    pid_of(&app);
+    let mut s = app.connect();
+    // /status/200 answers without reading the body; the terminating empty STDIN
+    // record is not sent, so the request is never read to its end.
+    let mut bytes = request(1, false, &get("/status/200", ""), &[b'x'; 100_000]);
+    bytes.truncate(bytes.len() - 8);
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = w.write_all(&bytes);
+        w
+    });
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200, "{}", app.stderr());
+    // Now in the lingering close, waiting for a terminator that never comes.
+    std::thread::sleep(Duration::from_millis(100));
+    app.signal(libc::SIGTERM);
+    let t0 = Instant::now();
+    let st = app.wait_exit(T).expect("exited");
+    assert_eq!(st.code(), Some(0));
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    drop(writer.join());
+}
+
 #[test]
 fn sigterm_closes_idle_kept_alive_connections() {
     let mut app = FcgiApp::start("echo", &[]);
