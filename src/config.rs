@@ -346,6 +346,10 @@ impl Builder {
     }
 
     pub(crate) fn apply_vars(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+        // Set but empty means "not set", except for FORCE_SCRIPT_NAME, where it means
+        // the site root (as Django's `FORCE_SCRIPT_NAME = ''`; the fix for lighttpd
+        // mounted at "/").
+        let forced = get("FORCE_SCRIPT_NAME");
         let get = |n: &str| get(n).filter(|v| !v.trim().is_empty());
         let c = &mut self.cfg;
         if let Some((name, v)) = get("FCGI_MAX_REQUESTS")
@@ -355,7 +359,7 @@ impl Builder {
             let n: u64 = parse(name, &v, "a whole number (0 for no limit)")?;
             c.max_requests = (n > 0).then_some(n);
         }
-        if let Some(v) = get("FORCE_SCRIPT_NAME") {
+        if let Some(v) = forced {
             c.map.force_script_name = Some(v.trim().to_owned());
         }
         if let Some(v) = get("FCGI_THREADS") {
@@ -526,6 +530,30 @@ mod tests {
         let c = with(&[("FCGI_READ_TIMEOUT", "2.5"), ("FCGI_IDLE_TIMEOUT", "0")]).unwrap();
         assert_eq!(c.read_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(c.idle_timeout, None);
+    }
+
+    #[test]
+    fn empty_force_script_name_is_the_site_root() {
+        assert_eq!(with(&[]).unwrap().map.force_script_name, None);
+        assert_eq!(
+            with(&[("FORCE_SCRIPT_NAME", "")])
+                .unwrap()
+                .map
+                .force_script_name,
+            Some(String::new())
+        );
+        assert_eq!(
+            with(&[("FORCE_SCRIPT_NAME", " /blog ")])
+                .unwrap()
+                .map
+                .force_script_name,
+            Some("/blog".to_owned())
+        );
+        // Other settings set but empty stay unset.
+        assert_eq!(
+            with(&[("FCGI_MAX_REQUESTS", "")]).unwrap().max_requests,
+            Some(7)
+        );
     }
 
     #[test]

@@ -514,6 +514,25 @@ fn authorizer_without_stdin_is_answered_at_once() {
     assert_eq!(got.head_and_body().1, b"hello");
 }
 
+/// lighttpd 1.4.69 mounted at "/" splits after the first segment
+/// (SCRIPT_NAME=/posts, PATH_INFO=/1); the README's fix is `FORCE_SCRIPT_NAME=""` in
+/// the process environment (`bin-environment`), which must mean the site root.
+#[test]
+fn empty_force_script_name_in_the_environment_is_the_site_root() {
+    let app = FcgiApp::start("echo", &[("FORCE_SCRIPT_NAME", "")]);
+    let vars = vec![
+        ("REQUEST_METHOD", "GET".to_owned()),
+        ("SCRIPT_NAME", "/posts".into()),
+        ("PATH_INFO", "/1".into()),
+        ("REQUEST_URI", "/posts/1".into()),
+        ("QUERY_STRING", String::new()),
+        ("SERVER_PROTOCOL", "HTTP/1.1".into()),
+    ];
+    let r = app.roundtrip(request(1, false, &vars, b""), 1);
+    assert_eq!(r.json()["script_name"], "");
+    assert_eq!(r.json()["path_info"], "/posts/1");
+}
+
 #[test]
 fn filter_role_is_answered_unknown_role() {
     let app = FcgiApp::start("echo", &[]);
