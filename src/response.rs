@@ -277,15 +277,26 @@ pub(crate) enum Outcome {
 
 /// A response header that would split or corrupt the response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct BadHeader(pub String);
+pub(crate) enum BadHead {
+    /// A header name or value with CR, LF or NUL, which would split the head.
+    Header(String),
+    /// A 1xx status as the final answer: CGI has no interim responses, and a web
+    /// server would send it as the response, with no final one after it.
+    Interim(StatusCode),
+}
 
-impl fmt::Display for BadHeader {
+impl fmt::Display for BadHead {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "response header {:?} contains CR, LF or NUL; refusing to send it",
-            self.0
-        )
+        match self {
+            BadHead::Header(name) => write!(
+                f,
+                "response header {name:?} contains CR, LF or NUL; refusing to send it"
+            ),
+            BadHead::Interim(status) => write!(
+                f,
+                "the response's status is {status}, an interim (1xx) status, which cannot be the final answer"
+            ),
+        }
     }
 }
 
@@ -319,8 +330,11 @@ pub(crate) fn encode_head(
     body_len: Option<u64>,
     role: Role,
     out: &mut Vec<u8>,
-) -> Result<(), BadHeader> {
+) -> Result<(), BadHead> {
     let status = sent_status(parts);
+    if status.is_informational() {
+        return Err(BadHead::Interim(status));
+    }
     let authorized = role == Role::Authorizer && status == StatusCode::OK;
     out.extend_from_slice(b"Status: ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -331,17 +345,21 @@ pub(crate) fn encode_head(
         if authorized && !name.as_str().starts_with("variable-") {
             continue;
         }
+        if name.as_str() == "status" {
+            // CGI reads a `Status` header as the status line: one set by the app would
+            // override the status it returned, so it is left out.
+            log::debug!("dropping a `status` header from the response (the status is {status})");
+            continue;
+        }
         if has_forbidden(name.as_str().as_bytes()) || has_forbidden(value.as_bytes()) {
-            return Err(BadHeader(name.as_str().to_owned()));
+            return Err(BadHead::Header(name.as_str().to_owned()));
         }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let bodyless = status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
+    let bodyless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     if let Some(len) = body_len {
         if !authorized
             && !bodyless
@@ -365,6 +383,17 @@ fn sent_status(parts: &http::response::Parts) -> StatusCode {
     } else {
         parts.status
     }
+}
+
+/// Whether the body follows the head: not for HEAD, not after 204 or 304 (which have
+/// none; web servers drop what follows), and not after an authorizer's 200, which is
+/// the `Variable-*` headers only. An authorizer's 302 (from `Location`) goes out whole.
+pub(crate) fn body_is_sent(parts: &http::response::Parts, role: Role, head_only: bool) -> bool {
+    let status = sent_status(parts);
+    !(head_only
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || (role == Role::Authorizer && status == StatusCode::OK))
 }
 
 /// A short plain-text response for errors we answer ourselves.
@@ -416,11 +445,7 @@ pub(crate) fn send<B: ResponseBody>(
     if !written {
         return Outcome::Gone;
     }
-    // An authorizer's 200 is a head only; its 302 (from a `Location`) goes to the
-    // client whole, body included, as the head's `Content-Length` promised.
-    let skip_body =
-        head_only || (role == Role::Authorizer && sent_status(&parts) == StatusCode::OK);
-    if !skip_body {
+    if body_is_sent(&parts, role, head_only) {
         let r = guarded(|| body.write_to(out));
         match r {
             Ok(Ok(())) => {}
@@ -539,7 +564,7 @@ mod tests {
         c
     }
 
-    fn head(r: Response<()>, len: Option<u64>, role: Role) -> Result<String, BadHeader> {
+    fn head(r: Response<()>, len: Option<u64>, role: Role) -> Result<String, BadHead> {
         let mut out = Vec::new();
         let (parts, ()) = r.into_parts();
         encode_head(&parts, len, role, &mut out)?;
@@ -687,6 +712,60 @@ mod tests {
             Outcome::Complete
         );
         assert_eq!(String::from_utf8(sink.0).unwrap(), "Status: 200 OK\r\n\r\n");
+    }
+
+    #[test]
+    fn interim_status_is_refused() {
+        for code in [100, 103] {
+            let mut r = Response::new(());
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            let e = head(r, Some(3), Role::Responder).unwrap_err();
+            assert!(e.to_string().contains("interim"), "{e}");
+        }
+        // Through `send`: a 500 instead, and the body is not sent.
+        let mut r = Response::new("abc".to_owned());
+        *r.status_mut() = StatusCode::EARLY_HINTS;
+        let mut sink = VecSink(Vec::new());
+        assert_eq!(
+            send(r, false, Role::Responder, &mut sink),
+            Outcome::AppFailed
+        );
+        let out = String::from_utf8(sink.0).unwrap();
+        assert!(out.starts_with("Status: 500 "), "{out}");
+        assert!(!out.contains("abc"), "{out}");
+    }
+
+    #[test]
+    fn a_status_header_from_the_app_is_left_out() {
+        let mut r = Response::new(());
+        *r.status_mut() = StatusCode::OK;
+        r.headers_mut()
+            .insert("status", HeaderValue::from_static("404 Not Found"));
+        r.headers_mut()
+            .insert("x-kept", HeaderValue::from_static("1"));
+        assert_eq!(
+            head(r, Some(0), Role::Responder).unwrap(),
+            "Status: 200 OK\r\nx-kept: 1\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn no_body_after_204_or_304() {
+        for code in [204, 304] {
+            let mut r = Response::new("not sent".to_owned());
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            let mut sink = VecSink(Vec::new());
+            assert_eq!(
+                send(r, false, Role::Responder, &mut sink),
+                Outcome::Complete
+            );
+            let out = String::from_utf8(sink.0).unwrap();
+            assert!(out.ends_with("\r\n\r\n"), "{code}: {out:?}");
+            assert!(
+                !out.contains("not sent") && !out.contains("Content-Length"),
+                "{out:?}"
+            );
+        }
     }
 
     #[test]

@@ -296,8 +296,7 @@ where
             if out.borrow_mut().write_all(&head).is_err() {
                 return Outcome::Gone;
             }
-            let skip = head_only || (role == Role::Authorizer && parts.status == StatusCode::OK);
-            if skip {
+            if !response::body_is_sent(&parts, role, head_only) {
                 return Outcome::Complete;
             }
             stream_body(body, &out, &what).await
