@@ -323,6 +323,13 @@ fn build_request(o: &Opts, keep: bool) -> Vec<u8> {
             v.clone(),
         ));
     }
+    // --param: replaces a variable of the same name, or adds one.
+    for (k, v) in &o.params {
+        match vars.iter_mut().find(|(n, _)| n == k) {
+            Some(slot) => slot.1 = v.clone(),
+            None => vars.push((k.clone(), v.clone())),
+        }
+    }
     for (k, v) in &vars {
         record::push_pair(&mut p, k.as_bytes(), v.as_bytes());
     }

@@ -533,6 +533,31 @@ fn empty_force_script_name_in_the_environment_is_the_site_root() {
     assert_eq!(r.json()["path_info"], "/posts/1");
 }
 
+/// `fcgi-shim request --param NAME=VALUE` replaces the variable of that name or adds
+/// one (the option was parsed and then ignored).
+#[test]
+fn the_request_tool_sends_the_params_it_is_given() {
+    let app = FcgiApp::start("echo", &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-shim"))
+        .args(["request", "--socket"])
+        .arg(&app.sock)
+        .args(["--path", "/p", "--param", "SCRIPT_NAME=/blog/mysite.fcgi"])
+        .args(["--param", "REQUEST_URI=/blog/p", "--param", "X_EXTRA=1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let json = &text[text.find('{').unwrap()..=text.rfind('}').unwrap()];
+    let j: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(j["script_name"], "/blog");
+    assert_eq!(j["vars"]["SCRIPT_NAME"], "/blog/mysite.fcgi");
+    assert_eq!(j["vars"]["X_EXTRA"], "1");
+}
+
 #[test]
 fn filter_role_is_answered_unknown_role() {
     let app = FcgiApp::start("echo", &[]);
