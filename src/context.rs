@@ -209,10 +209,15 @@ impl Context {
         format!("{scheme}://{host}")
     }
 
-    /// An absolute URL for an app-relative `path` (starting with `/`): origin, mount
-    /// prefix and path.
+    /// An absolute URL for an app-relative `path` (starting with `/`, already in URL
+    /// form): origin, mount prefix and path. The prefix is percent-encoded here
+    /// ([`Context::script_name`] is decoded: a folder `/my blog/` is `"/my blog"`
+    /// there and `/my%20blog` in the URL).
     pub fn url_for(&self, path: &str) -> String {
-        format!("{}{}{}", self.origin(), self.script_name(), path)
+        let mut url = self.origin();
+        crate::request::push_path(&mut url, self.script_name().as_bytes());
+        url.push_str(path);
+        url
     }
 }
 

@@ -160,13 +160,7 @@ pub(crate) fn app_uri(path: &[u8], query: &[u8]) -> Result<Uri, Rejection> {
     if slash {
         s.push('/');
     }
-    for &b in path {
-        if is_path_char(b) {
-            s.push(b as char);
-        } else {
-            push_escape(&mut s, b);
-        }
-    }
+    push_path(&mut s, path);
     if !query.is_empty() {
         s.push('?');
         for &b in query {
@@ -179,6 +173,17 @@ pub(crate) fn app_uri(path: &[u8], query: &[u8]) -> Result<Uri, Rejection> {
     }
     debug_assert_eq!(s.len(), len);
     Uri::try_from(s).map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, format!("bad path: {e}")))
+}
+
+/// Appends a decoded path, percent-encoding what a URL path cannot hold as it is.
+pub(crate) fn push_path(s: &mut String, path: &[u8]) {
+    for &b in path {
+        if is_path_char(b) {
+            s.push(b as char);
+        } else {
+            push_escape(s, b);
+        }
+    }
 }
 
 fn push_escape(s: &mut String, b: u8) {
@@ -318,6 +323,31 @@ mod tests {
         let ctx = req.context().unwrap();
         assert_eq!(ctx.query_string(), "x=1&y={2}");
         assert!(ctx.vars().get("HTTP_PROXY").is_none());
+    }
+
+    #[test]
+    fn url_for_encodes_the_mount_prefix() {
+        for (folder, want) in [
+            ("/my blog", "http://example.com/my%20blog/landed"),
+            ("/caf\u{e9}", "http://example.com/caf%C3%A9/landed"),
+            ("", "http://example.com/landed"),
+        ] {
+            let script = format!("{folder}/mysite.fcgi");
+            let vars = Vars::from_pairs([
+                ("REQUEST_METHOD", "GET"),
+                ("SCRIPT_NAME", script.as_str()),
+                ("PATH_INFO", "/x"),
+                ("HTTP_HOST", "example.com"),
+            ]);
+            let req = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap();
+            assert_eq!(req.script_name(), format!("{folder}/mysite.fcgi"));
+            let ctx = req.context().unwrap();
+            assert_eq!(
+                ctx.url_for("/landed"),
+                want.replace("/landed", "/mysite.fcgi/landed"),
+                "{folder:?}"
+            );
+        }
     }
 
     #[test]
