@@ -133,7 +133,7 @@ impl Lifecycle {
         if let Some(w) = &self.exe {
             if w.replaced() {
                 log::info!(
-                    "{} was replaced on disk; exiting so the web server starts the new one",
+                    "{} was replaced or removed on disk; exiting so the web server starts the new one",
                     w.path.display()
                 );
                 sys::request_shutdown();

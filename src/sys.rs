@@ -716,9 +716,20 @@ pub fn install_shutdown_handlers() -> io::Result<()> {
             }
         }
     }
-    for sig in [libc::SIGTERM, libc::SIGUSR1, libc::SIGINT] {
-        // SAFETY: installing a handler that only does async-signal-safe work.
+    for sig in [libc::SIGTERM, libc::SIGUSR1, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: installing a handler that only does async-signal-safe work; reading
+        // the current disposition first.
         unsafe {
+            if sig == libc::SIGHUP {
+                // SIGHUP (a closed terminal, or a restart request as flup takes it)
+                // stops us like SIGTERM, unless we were started with it ignored
+                // (`nohup`), which stays so.
+                let mut old: libc::sigaction = std::mem::zeroed();
+                cvt(libc::sigaction(sig, std::ptr::null(), &mut old))?;
+                if old.sa_sigaction == libc::SIG_IGN {
+                    continue;
+                }
+            }
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as *const () as usize;
             sa.sa_flags = libc::SA_RESTART;

@@ -435,6 +435,47 @@ fn fcgid_in_subdirectory() {
     assert_eq!(j["uri"], "/direct", "{j}");
 }
 
+/// Apache 2.4.56 and later refuse a decoded `?` in a rewritten path (403, AH10508) and
+/// a decoded `%` makes the rewritten path invalid (400, AH10244), so with the shipped
+/// rule an app cannot receive `/what%3F` or `/100%25`. The README's fix, `B=?%#` in the
+/// rule's flags, escapes those characters again: checked here on the real Apache, with
+/// the shipped rule beside it for contrast.
+#[test]
+fn fcgid_rewrite_with_escaped_backreferences_routes_encoded_characters() {
+    let a = Apache::start();
+    let shipped = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("htaccess/fcgid-subdir.htaccess"),
+    )
+    .unwrap();
+    assert!(shipped.contains("[QSA,L]"));
+    let dir = a.dir.path().join("public_html/enc");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("mysite.fcgi");
+    fs::copy(example("echo"), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let ht = dir.join(".htaccess");
+    fs::write(&ht, shipped.replace("[QSA,L]", "[B=?%#,QSA,L]")).unwrap();
+    fs::set_permissions(&ht, fs::Permissions::from_mode(0o644)).unwrap();
+
+    for (path, want) in [
+        ("/what%3F", "/what?"),
+        ("/100%25", "/100%"),
+        ("/a%23b", "/a#b"),
+        ("/caf%C3%A9/a%20b", "/café/a b"),
+        ("/posts/1", "/posts/1"),
+        ("/", "/"),
+    ] {
+        let j = a.get(&format!("/enc{path}?x=1")).echo();
+        assert_eq!(j["script_name"], "/enc", "{path}: {j}");
+        assert_eq!(j["path_info"], want, "{path}: {j}");
+        assert_eq!(j["query"], "x=1", "{path}: {j}");
+    }
+    // The shipped rule, for contrast: these two do not reach the app.
+    assert_eq!(a.get("/blog/what%3F").status, 403);
+    assert_eq!(a.get("/blog/100%25").status, 400);
+}
+
 #[test]
 fn fcgid_request_bodies() {
     let a = Apache::start();

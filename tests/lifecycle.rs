@@ -18,7 +18,7 @@ fn pid_of(app: &FcgiApp) -> u64 {
 
 #[test]
 fn idle_process_exits_at_once_on_each_signal() {
-    for sig in [libc::SIGTERM, libc::SIGUSR1, libc::SIGINT] {
+    for sig in [libc::SIGTERM, libc::SIGUSR1, libc::SIGINT, libc::SIGHUP] {
         let mut app = FcgiApp::start("echo", &[]);
         pid_of(&app);
         let t0 = Instant::now();
@@ -33,6 +33,34 @@ fn idle_process_exits_at_once_on_each_signal() {
             t0.elapsed()
         );
     }
+}
+
+/// Started with SIGHUP ignored (`nohup`), the process keeps ignoring it.
+#[test]
+fn sighup_stays_ignored_under_nohup() {
+    let dir = TempDir::new("nohup");
+    let wrapper = dir.join("nohup-echo");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ntrap '' HUP\nexec '{}'\n",
+            example("echo").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut app = FcgiApp::start_exe(&wrapper, &[]);
+    pid_of(&app);
+    app.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(app.alive(), "{}", app.stderr());
+    pid_of(&app);
+    app.signal(libc::SIGTERM);
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
 
 #[test]
@@ -228,7 +256,7 @@ fn exits_after_the_binary_is_replaced_on_disk() {
         .expect("exited after the binary was replaced");
     assert_eq!(st.code(), Some(0));
     assert!(
-        app.stderr().contains("was replaced on disk"),
+        app.stderr().contains("was replaced or removed on disk"),
         "{}",
         app.stderr()
     );
