@@ -1050,9 +1050,16 @@ impl<T: Transport> Conn<T> {
             hb.copy_from_slice(&self.rbuf[at..at + HEADER_LEN]);
             let h = Header::parse(&hb);
             let is_active = self.active.as_ref().is_some_and(|a| a.id == h.request_id);
-            if h.record_type == RecordType::Stdin && is_active && body_attached {
+            if h.record_type == RecordType::Stdin
+                && is_active
+                && body_attached
+                && h.content_length > 0
+            {
                 // The app's body comes next: nothing behind it can be seen until it
-                // is read.
+                // is read. (The empty record that ends the body is taken here: the
+                // body reads its end from the request's state, and an abort or a
+                // close behind it is then seen, as for a GET whose handler never
+                // reads the body.)
                 return Check::Stuck;
             }
             let whole = need

@@ -345,6 +345,10 @@ pub(crate) fn encode_head(
         if authorized && !name.as_str().starts_with("variable-") {
             continue;
         }
+        if status == StatusCode::NO_CONTENT && name == http::header::CONTENT_LENGTH {
+            // RFC 9110 8.6: never on a 204 (axum sets one from the body it drops).
+            continue;
+        }
         if name.as_str() == "status" {
             // CGI reads a `Status` header as the status line: one set by the app would
             // override the status it returned, so it is left out.
@@ -746,6 +750,24 @@ mod tests {
         assert_eq!(
             head(r, Some(0), Role::Responder).unwrap(),
             "Status: 200 OK\r\nx-kept: 1\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn no_content_length_on_a_204() {
+        let mut r = Response::new(());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        r.headers_mut()
+            .insert("content-length", HeaderValue::from_static("3"));
+        assert_eq!(
+            head(copy(&r), Some(3), Role::Responder).unwrap(),
+            "Status: 204 No Content\r\n\r\n"
+        );
+        // A 304 may carry the length of what a 200 would have sent.
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        assert_eq!(
+            head(r, Some(3), Role::Responder).unwrap(),
+            "Status: 304 Not Modified\r\ncontent-length: 3\r\n\r\n"
         );
     }
 

@@ -301,7 +301,11 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
         if pool.idle.fetch_sub(1, Ordering::AcqRel) == 1 {
             grow(pool);
         }
-        serve_connection(pool, sock, peer);
+        // Apps' panics are caught where they run; this is for one that escapes all
+        // the same: that connection is closed, and the worker lives on.
+        if let Err(msg) = crate::response::guarded(|| serve_connection(pool, sock, peer)) {
+            log::error!("panic while serving a connection: {msg}; the connection was closed");
+        }
         pool.idle.fetch_add(1, Ordering::AcqRel);
     }
 }

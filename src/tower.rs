@@ -233,7 +233,14 @@ async fn peer_gone(out: &RefCell<&mut dyn Sink>) {
             Check::Gone => return,
             Check::Drained => guard.clear_ready(),
             Check::Progress => {}
-            Check::Stuck => return std::future::pending().await,
+            // The app's body is next in the stream: nothing behind it can be read
+            // until the app reads it, but a close still shows (EPOLLRDHUP).
+            Check::Stuck => {
+                if guard.ready().is_read_closed() {
+                    return;
+                }
+                guard.clear_ready();
+            }
         }
     }
 }
@@ -267,11 +274,28 @@ where
         let mut svc = self.service.clone();
         let out = RefCell::new(out);
         let work = async {
-            if let Err(e) = poll_fn(|cx| svc.poll_ready(cx)).await {
-                log::error!("service not ready for {what}: {}; answered 503", e.into());
-                return error(&out, StatusCode::SERVICE_UNAVAILABLE);
+            // A panic in `poll_ready`, or in `call` before it returns its future (a
+            // `map_request` closure, say), is a 500 like one inside the future.
+            let panicked = |msg: String, stage: &str| {
+                log::error!("service panicked in {stage} on {what}: {msg}; answered 500");
+                match error(&out, StatusCode::INTERNAL_SERVER_ERROR) {
+                    Outcome::Gone => Outcome::Gone,
+                    _ => Outcome::AppFailed,
+                }
+            };
+            match catch(poll_fn(|cx| svc.poll_ready(cx))).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    log::error!("service not ready for {what}: {}; answered 503", e.into());
+                    return error(&out, StatusCode::SERVICE_UNAVAILABLE);
+                }
+                Err(msg) => return panicked(msg, "poll_ready"),
             }
-            let resp = match catch(svc.call(req)).await {
+            let fut = match response::guarded(|| svc.call(req)) {
+                Ok(fut) => fut,
+                Err(msg) => return panicked(msg, "call"),
+            };
+            let resp = match catch(fut).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => {
                     log::error!("service failed on {what}: {}; answered 500", e.into());
@@ -286,7 +310,10 @@ where
                 }
             };
             let (parts, body) = resp.into_parts();
-            let exact = body.size_hint().exact();
+            // For HEAD, axum (like hyper's servers) swaps the body for an empty one:
+            // its length 0 says nothing about the GET's, so no Content-Length is
+            // made up from it.
+            let exact = body.size_hint().exact().filter(|&n| !(head_only && n == 0));
             let mut head = Vec::with_capacity(256);
             if let Err(e) = response::encode_head(&parts, exact, role, &mut head) {
                 log::error!("{e}; answering 500 instead");

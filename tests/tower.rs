@@ -194,6 +194,92 @@ fn panic_is_500_and_the_process_lives() {
     assert!(app.alive());
 }
 
+/// A panic in `poll_ready`, or in `call` before it returns a future, is a 500 like one
+/// inside the future, and the process (and its only worker) serves on. Both used to
+/// end the process.
+#[test]
+fn a_panic_in_poll_ready_or_in_call_itself_is_a_500() {
+    let mut app = FcgiApp::start("tower_faults", &[]);
+    // The first poll_ready of the process panics.
+    let r = app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.end, Some((1, 0)));
+    let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
+    assert!(log.contains("service panicked in poll_ready"), "{log}");
+    let r = app.roundtrip(request(1, false, &get("/panic-in-call", ""), b""), 1);
+    assert_eq!(r.status(), 500);
+    let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
+    assert!(log.contains("service panicked in call"), "{log}");
+    let r = app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+    assert_eq!(body_text(&r), "ok");
+    assert!(app.alive());
+}
+
+/// A handler that holds the request body without reading it: an abort or the web
+/// server going away still cancels it (the end of an empty body is taken from the
+/// stream; a close behind unread body bytes shows as the peer's hang-up).
+#[test]
+fn abort_or_close_cancels_a_handler_holding_its_body_unread() {
+    // GET: only the empty STDIN record is sent; then ABORT.
+    let app = FcgiApp::start("tower_faults", &[]);
+    app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
+    let mut s = app.connect();
+    s.write_all(&request(1, true, &get("/hold", ""), b""))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    s.write_all(&rec(ABORT, 1, &[])).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.end, Some((1, 0)), "{:?}", r.end);
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
+    assert!(log.contains("/hold's future dropped"), "{log}");
+    // POST with a body the handler never reads; then the web server closes.
+    let app = FcgiApp::start("tower_faults", &[]);
+    app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
+    let mut vars = get("/hold", "");
+    vars[1].1 = "POST".into();
+    let mut s = app.connect();
+    s.write_all(&request(1, false, &vars, b"0123456789"))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(s);
+    assert!(
+        wait_until(Duration::from_secs(2), || app
+            .stderr()
+            .contains("/hold's future dropped")),
+        "{}",
+        app.stderr()
+    );
+}
+
+/// For HEAD axum swaps the body for an empty one; its length 0 is not the GET's, so
+/// no `Content-Length: 0` is made up.
+#[test]
+fn head_gets_no_made_up_content_length() {
+    let app = FcgiApp::start("tower_faults", &[]);
+    app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
+    let r = app.roundtrip(request(1, false, &get("/text", ""), b""), 1);
+    assert!(
+        r.head_and_body().0.contains("content-length: 5"),
+        "{:?}",
+        r.head_and_body()
+    );
+    let r = app.roundtrip(request(1, false, &cgi_vars("HEAD", "/text", ""), b""), 1);
+    let (head, body) = r.head_and_body();
+    assert!(head.starts_with("Status: 200 OK\r\n"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length: 0"),
+        "{head}"
+    );
+    assert!(body.is_empty());
+}
+
 #[test]
 fn lifecycle_applies_to_services_too() {
     let mut app = FcgiApp::start("axum", &[("FCGI_MAX_REQUESTS", "2")]);

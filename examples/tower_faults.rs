@@ -1,0 +1,73 @@
+// Test fixture for tests/tower.rs, not an example to copy: a tower service with faults
+// real services can have, in front of a small axum router.
+//
+// - The first `poll_ready` of the process panics.
+// - `call` panics before returning its future for /panic-in-call (as a panicking
+//   `map_request` closure would).
+// - /hold takes the request body and sleeps 3 s without reading it.
+// - /text answers "hello" (axum strips the body for HEAD).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::Response;
+use axum::routing::{any, get};
+use fcgi_shim::tower::RequestBody;
+use tower_service::Service;
+
+static READY_PANICKED: AtomicBool = AtomicBool::new(false);
+
+#[derive(Clone)]
+struct Faulty(Router);
+
+impl Service<http::Request<RequestBody>> for Faulty {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if !READY_PANICKED.swap(true, Ordering::SeqCst) {
+            panic!("the first poll_ready panics on purpose");
+        }
+        Service::<http::Request<RequestBody>>::poll_ready(&mut self.0, cx)
+    }
+
+    fn call(&mut self, req: http::Request<RequestBody>) -> Self::Future {
+        if req.uri().path() == "/panic-in-call" {
+            panic!("call panics on purpose before returning its future");
+        }
+        Box::pin(self.0.call(req))
+    }
+}
+
+async fn hold(_body: Body) -> &'static str {
+    let guard = DropLog;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    std::mem::forget(guard);
+    "held"
+}
+
+/// Logs when the handler's future is dropped before it finished.
+struct DropLog;
+
+impl Drop for DropLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        log::info!("tower_faults: /hold's future dropped");
+    }
+}
+
+fn main() -> Result<(), fcgi_shim::Error> {
+    let router = Router::new()
+        .route("/hold", any(hold))
+        .route("/text", get(|| async { "hello" }))
+        .route("/ok", get(|| async { "ok" }));
+    fcgi_shim::tower::run(Faulty(router))
+}
