@@ -4,6 +4,7 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http::StatusCode;
 
@@ -299,6 +300,11 @@ struct HttpSink {
     close: bool,
     http11: bool,
     failed: bool,
+    /// A HEAD request: the response ends with its head.
+    head_only: bool,
+    /// The response has no body (HEAD, 1xx, 204, 304): no framing, nothing after the
+    /// head (RFC 9112 section 6.3).
+    bodyless: bool,
 }
 
 impl HttpSink {
@@ -310,6 +316,10 @@ impl HttpSink {
         for (i, line) in text.split("\r\n").filter(|l| !l.is_empty()).enumerate() {
             if i == 0 {
                 let status = line.strip_prefix("Status: ").unwrap_or("200 OK");
+                self.bodyless = self.head_only
+                    || status.starts_with('1')
+                    || status.starts_with("204")
+                    || status.starts_with("304");
                 out.extend_from_slice(b"HTTP/1.1 ");
                 out.extend_from_slice(status.as_bytes());
                 out.extend_from_slice(b"\r\n");
@@ -321,7 +331,7 @@ impl HttpSink {
             out.extend_from_slice(line.as_bytes());
             out.extend_from_slice(b"\r\n");
         }
-        if !has_length {
+        if !has_length && !self.bodyless {
             if self.http11 {
                 self.chunked = true;
                 out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
@@ -342,7 +352,7 @@ impl HttpSink {
     }
 
     fn body(&mut self, b: &[u8]) -> io::Result<()> {
-        if b.is_empty() {
+        if b.is_empty() || self.bodyless {
             return Ok(());
         }
         if self.chunked {
@@ -355,6 +365,12 @@ impl HttpSink {
     }
 
     fn finish(&mut self) -> io::Result<()> {
+        if self.failed {
+            // A write failed (the client went away, or stopped reading past the write
+            // timeout): the response is cut, and the connection must not look as if it
+            // ended normally, nor serve another request.
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
         if !self.started {
             self.start(&[])?;
         }
@@ -419,7 +435,12 @@ pub(crate) fn serve(
     loop {
         let buffered = !lock(&reader).buffer().is_empty();
         if !buffered {
-            match io.wait_first(cfg.idle_timeout) {
+            // A browser keeps several idle connections, each holding a worker thread
+            // here: they are closed after 5 s (Apache's KeepAliveTimeout), or sooner
+            // with FCGI_IDLE_TIMEOUT, so they cannot starve new ones for long.
+            const HTTP_IDLE: Duration = Duration::from_secs(5);
+            let idle = cfg.idle_timeout.map_or(HTTP_IDLE, |t| t.min(HTTP_IDLE));
+            match io.wait_first(Some(idle)) {
                 Ok(true) => {}
                 _ => return,
             }
@@ -435,6 +456,8 @@ pub(crate) fn serve(
             close: false,
             http11: true,
             failed: false,
+            head_only: false,
+            bodyless: false,
         };
         let head = match head {
             Ok(h) => h,
@@ -450,6 +473,7 @@ pub(crate) fn serve(
         };
         sink.http11 = head.http11;
         sink.close = !head.keep_alive;
+        sink.head_only = head.vars.get("REQUEST_METHOD") == Some(b"HEAD");
         if head.expect_continue {
             let mut w = io.clone();
             if w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
@@ -484,6 +508,7 @@ pub(crate) fn serve(
         let finished = sink.finish();
         after_request();
         if finished.is_err() {
+            log::info!("HTTP: the response could not be sent whole; closing the connection");
             return;
         }
         // Whatever of the body the app did not read must go before the next request.

@@ -48,7 +48,16 @@ pub(crate) struct SockIo {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     /// While a request head is being read: when it must be complete.
-    deadline: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    head: Arc<std::sync::Mutex<HeadState>>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct HeadState {
+    /// A request head is being read.
+    reading: bool,
+    /// By when it must be complete (the read timeout from its start; 1 s once the
+    /// process is stopping).
+    by: Option<std::time::Instant>,
 }
 
 impl SockIo {
@@ -61,7 +70,7 @@ impl SockIo {
             sock: Arc::new(sock),
             read_timeout,
             write_timeout,
-            deadline: Arc::default(),
+            head: Arc::default(),
         }
     }
 
@@ -69,12 +78,16 @@ impl SockIo {
     /// `read_timeout` again (`false`): a request head must arrive whole in time, so a
     /// peer trickling a byte at a time cannot hold a worker.
     pub fn head_deadline(&self, on: bool) {
-        let d = if on {
+        let by = if on {
             self.read_timeout.map(|t| std::time::Instant::now() + t)
         } else {
             None
         };
-        *self.deadline.lock().unwrap_or_else(|p| p.into_inner()) = d;
+        *self.head_state() = HeadState { reading: on, by };
+    }
+
+    fn head_state(&self) -> std::sync::MutexGuard<'_, HeadState> {
+        self.head.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
@@ -91,29 +104,73 @@ impl SockIo {
     }
 
     fn block(&self, writable: bool) -> io::Result<()> {
-        let t = if writable {
-            self.write_timeout
-        } else {
-            self.read_timeout
-        };
-        match sys::wait(self.sock.as_raw_fd(), writable, t, Watch::Nothing)? {
-            Wake::TimedOut => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                if writable {
-                    "timed out waiting for the peer to take the response"
-                } else {
-                    "timed out waiting for the peer to send"
-                },
-            )),
-            _ => Ok(()),
+        if writable {
+            return match sys::wait(
+                self.sock.as_raw_fd(),
+                true,
+                self.write_timeout,
+                Watch::Nothing,
+            )? {
+                Wake::TimedOut => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "timed out waiting for the peer to take the response",
+                )),
+                _ => Ok(()),
+            };
+        }
+        loop {
+            // A request head must arrive whole by its deadline, and gets 1 s once the
+            // process is stopping (as under FastCGI), so a peer trickling it cannot
+            // hold a worker, nor the exit.
+            let head = {
+                let mut h = self.head_state();
+                if h.reading && sys::shutdown_requested() {
+                    let grace = std::time::Instant::now() + Duration::from_secs(1);
+                    h.by = Some(h.by.map_or(grace, |d| d.min(grace)));
+                }
+                *h
+            };
+            let mut t = self.read_timeout;
+            if let Some(by) = head.by {
+                let left = by.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(head_timed_out());
+                }
+                t = Some(t.map_or(left, |t| t.min(left)));
+            }
+            let watch = if head.reading && !sys::shutdown_requested() {
+                Watch::Drain
+            } else {
+                Watch::Nothing
+            };
+            match sys::wait(self.sock.as_raw_fd(), false, t, watch)? {
+                Wake::Ready => return Ok(()),
+                // Stopping while the head arrives: on with the grace.
+                Wake::Stop => {}
+                Wake::TimedOut if head.by.is_some() => return Err(head_timed_out()),
+                Wake::TimedOut => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "timed out waiting for the peer to send",
+                    ));
+                }
+            }
         }
     }
 
     /// Half-closes and drains briefly, so closing does not reset a response the peer
     /// has not read yet.
+    /// While stopping it waits 200 ms at most, so the exit is not held up.
     pub fn linger_close(&self) {
         let _ = self.sock.shutdown_write();
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        const STOPPING: Duration = Duration::from_millis(200);
+        let mut stopping = sys::shutdown_requested();
+        let mut deadline = std::time::Instant::now()
+            + if stopping {
+                STOPPING
+            } else {
+                Duration::from_secs(2)
+            };
         let mut buf = [0u8; 8192];
         let mut total = 0usize;
         while total < 16 * 1024 * 1024 {
@@ -125,8 +182,17 @@ impl SockIo {
                     if left.is_zero() {
                         return;
                     }
-                    match sys::wait(self.sock.as_raw_fd(), false, Some(left), Watch::Nothing) {
+                    let watch = if stopping {
+                        Watch::Nothing
+                    } else {
+                        Watch::Drain
+                    };
+                    match sys::wait(self.sock.as_raw_fd(), false, Some(left), watch) {
                         Ok(Wake::Ready) => {}
+                        Ok(Wake::Stop) => {
+                            stopping = true;
+                            deadline = deadline.min(std::time::Instant::now() + STOPPING);
+                        }
                         _ => return,
                     }
                 }
@@ -135,6 +201,13 @@ impl SockIo {
             }
         }
     }
+}
+
+fn head_timed_out() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "timed out waiting for the request head",
+    )
 }
 
 impl Read for SockIo {

@@ -1630,3 +1630,179 @@ fn under_cgi_the_command_line_is_ignored() {
         assert_eq!(v["query"], "foo");
     }
 }
+
+/// SCGI and the HTTP server read a request head under the same rule as FastCGI: it
+/// must arrive whole within the read timeout (a peer trickling a byte every 300 ms is
+/// cut off), and once the process is stopping a head still arriving gets 1 s, so a
+/// slow peer holds neither a worker nor the exit. Both used to wait a whole read
+/// timeout per byte.
+#[test]
+fn scgi_and_http_heads_must_arrive_in_time_and_stopping_cuts_them_short() {
+    let dir = TempDir::new("sa-slowhead");
+    let sock = dir.join("scgi.sock");
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let scgi_args = ["--socket", sock.to_str().unwrap(), "--protocol", "scgi"];
+    let http_args = ["--http", http.as_str()];
+    let scgi_head = scgi_request("GET", "/slow", b"", &[]);
+    let http_head =
+        b"GET /slow HTTP/1.1\r\nHost: localhost\r\nX-Pad: 0123456789abcdef\r\n\r\n".to_vec();
+    for (args, head, tcp) in [
+        (&scgi_args[..], &scgi_head, false),
+        (&http_args[..], &http_head, true),
+    ] {
+        for stop in [false, true] {
+            let mut srv = Srv::start(
+                args,
+                &[("FCGI_READ_TIMEOUT", "2"), ("FCGI_RESTART_GRACE", "0")],
+            );
+            let connect = || -> Option<Box<dyn Write + Send>> {
+                if tcp {
+                    TcpStream::connect(("127.0.0.1", port))
+                        .ok()
+                        .map(|s| Box::new(s) as _)
+                } else {
+                    UnixStream::connect(&sock).ok().map(|s| Box::new(s) as _)
+                }
+            };
+            assert!(wait_until(T, || connect().is_some()), "{}", srv.stderr());
+            let mut s = connect().unwrap();
+            let bytes = head.clone();
+            let t0 = Instant::now();
+            let trickle = std::thread::spawn(move || {
+                for b in bytes {
+                    if s.write_all(&[b]).is_err() || t0.elapsed() > Duration::from_secs(12) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+            });
+            if stop {
+                std::thread::sleep(Duration::from_millis(500));
+                let t1 = Instant::now();
+                srv.signal(libc::SIGTERM);
+                assert!(srv.wait_exit(T).is_some(), "{args:?}: {}", srv.stderr());
+                assert!(
+                    t1.elapsed() < Duration::from_millis(2500),
+                    "{args:?}: the exit took {:?}",
+                    t1.elapsed()
+                );
+            } else {
+                assert!(
+                    wait_until(Duration::from_secs(6), || srv
+                        .stderr()
+                        .contains("timed out waiting for the request head")),
+                    "{args:?}: {}",
+                    srv.stderr()
+                );
+                assert!(
+                    t0.elapsed() < Duration::from_secs(5),
+                    "{args:?}: {:?}",
+                    t0.elapsed()
+                );
+            }
+            trickle.join().unwrap();
+        }
+    }
+}
+
+/// The HTTP server frames only responses that have a body: HEAD, 204 and 304 end with
+/// the head (the connection then serves the next request in step); a response cut by
+/// a failed write is not finished as if complete, and the connection is closed.
+#[test]
+fn http_bodyless_responses_have_no_framing_and_a_cut_response_closes() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let srv = Srv::start(
+        &["--http", &format!("127.0.0.1:{port}")],
+        &[("FCGI_WRITE_TIMEOUT", "1"), ("FCGI_RESTART_GRACE", "0")],
+    );
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let (mut s, mut r) = http_conn(addr);
+    for (method, target) in [
+        ("HEAD", "/stream?chunks=2&size=10"),
+        ("GET", "/status/204"),
+        ("GET", "/status/304"),
+        ("HEAD", "/x"),
+    ] {
+        write!(s, "{method} {target} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let resp = http_read(&mut r, true);
+        assert!(
+            resp.header("transfer-encoding").is_none(),
+            "{method} {target}: {:?}",
+            resp.headers
+        );
+        // The next response on the connection must start right here.
+        s.write_all(b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let next = http_read(&mut r, false);
+        assert_eq!(next.status, 200, "after {method} {target}");
+        assert_eq!(next.json()["path_info"], "/next");
+    }
+    // A client that stops reading a long stream: after the write timeout the
+    // connection closes without the chunked terminator, and is not reused.
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(b"GET /stream?chunks=800&size=65536 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let _ = s.write_all(b"GET /after HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut all = Vec::new();
+    let _ = r.read_to_end(&mut all);
+    assert!(all.len() < 800 * 65536, "{} bytes", all.len());
+    assert!(
+        !all.ends_with(b"0\r\n\r\n"),
+        "a cut response was ended as complete"
+    );
+    assert!(
+        !String::from_utf8_lossy(&all).contains("\"path_info\":\"/after\""),
+        "the connection served another request after a failed write"
+    );
+    assert!(
+        wait_until(T, || srv.stderr().contains("could not be sent whole")),
+        "{}",
+        srv.stderr()
+    );
+}
+
+/// A browser keeps idle connections open; each holds one of the HTTP server's worker
+/// threads, so idle ones are closed after 5 s and a new client is served then instead
+/// of waiting for a browser to let go.
+#[test]
+fn http_idle_keep_alive_connections_give_way() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let srv = Srv::start(
+        &["--http", &format!("127.0.0.1:{port}"), "--threads", "2"],
+        &[("FCGI_RESTART_GRACE", "0")],
+    );
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let (mut s, mut r) = http_conn(addr);
+        s.write_all(b"GET /a HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        assert_eq!(http_read(&mut r, false).status, 200);
+        idle.push((s, r));
+    }
+    let t0 = Instant::now();
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(b"GET /new HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    assert_eq!(http_read(&mut r, false).status, 200);
+    assert!(
+        t0.elapsed() < Duration::from_secs(7),
+        "waited {:?}",
+        t0.elapsed()
+    );
+    drop(idle);
+}
