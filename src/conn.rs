@@ -764,7 +764,7 @@ impl<T: Transport> Conn<T> {
                     b"FCGI_MAX_CONNS" | b"FCGI_MAX_REQS" => conns.as_bytes(),
                     b"FCGI_MPXS_CONNS" => b"0",
                     // Our own: lets a restarted server tell a draining one from a live one.
-                    crate::listen::DRAINING_VAR if sys::shutdown_requested() => b"1",
+                    crate::listen::DRAINING_VAR if sys::draining() => b"1",
                     crate::listen::DRAINING_VAR => b"0",
                     _ => return true,
                 };

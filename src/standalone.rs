@@ -402,6 +402,12 @@ pub(crate) trait Worker {
 pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Result<(), Error> {
     let mut children: Vec<libc::pid_t> = Vec::new();
     let mut recent_deaths: Vec<Instant> = Vec::new();
+    if let Err(e) = sys::share_stopping_with_workers() {
+        // Restarts then wait out the handover window; nothing else changes.
+        log::warn!("could not share the stop flag with the workers: {e}");
+    }
+    // SAFETY: getpid cannot fail.
+    let parent = unsafe { libc::getpid() };
     let spawn = |children: &mut Vec<libc::pid_t>| -> Result<(), Error> {
         // SAFETY: the prefork parent is single-threaded; the child runs the worker
         // and exits without returning into the parent's code.
@@ -411,6 +417,15 @@ pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Res
                 io::Error::last_os_error(),
             )),
             0 => {
+                // A worker must not outlive its parent (killed with SIGKILL, say): it
+                // would serve on as an orphan and keep a restarted server off the socket.
+                // SAFETY: prctl and getppid with valid arguments.
+                unsafe {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    if libc::getppid() != parent {
+                        libc::_exit(0);
+                    }
+                }
                 let code = match sys::reset_after_fork() {
                     Ok(()) => worker.run_child(),
                     Err(e) => {
@@ -454,12 +469,16 @@ pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Res
                     libc::WEXITSTATUS(status)
                 );
             }
-            let now = Instant::now();
-            recent_deaths.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
-            recent_deaths.push(now);
-            if recent_deaths.len() > 4 * n {
-                // Crashing in a loop: do not fork as fast as they die.
-                std::thread::sleep(Duration::from_millis(500));
+            // A clean exit (max-requests, the binary replaced) is replaced at once; a
+            // worker crashing in a loop is not forked again as fast as it dies.
+            let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
+            if !clean {
+                let now = Instant::now();
+                recent_deaths.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
+                recent_deaths.push(now);
+                if recent_deaths.len() > 4 * n {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
             }
             spawn(&mut children)?;
         }
@@ -474,6 +493,7 @@ pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Res
             sys::Watch::Drain,
         );
     }
+    sys::tell_workers_stopping();
     handover();
     for &pid in &children {
         // SAFETY: signalling our own children.

@@ -674,6 +674,50 @@ pub fn shutdown_requested() -> bool {
     DRAIN.is_raised()
 }
 
+/// A flag in memory shared with forked worker processes: their prefork parent is
+/// stopping (null until the parent sets it up).
+static PARENT_STOPPING: std::sync::atomic::AtomicPtr<AtomicBool> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// Prefork parent, before forking: sets up the flag its workers will see.
+pub fn share_stopping_with_workers() -> io::Result<()> {
+    // SAFETY: a fresh anonymous shared mapping of one page, zero-filled (an AtomicBool
+    // of false), never unmapped: the pointer stays valid in the parent and every child.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    PARENT_STOPPING.store(p.cast(), Ordering::Release);
+    Ok(())
+}
+
+/// Prefork parent, stopping: its workers now say they are draining when a new server
+/// asks, so it takes the socket over at once while they finish what they have.
+pub fn tell_workers_stopping() {
+    let p = PARENT_STOPPING.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: set up by share_stopping_with_workers, never unmapped.
+        unsafe { (*p).store(true, Ordering::Release) };
+    }
+}
+
+/// What a probing server is told: this process (or, for a prefork worker, its
+/// parent) is shutting down.
+pub fn draining() -> bool {
+    let p = PARENT_STOPPING.load(Ordering::Acquire);
+    // SAFETY: as above.
+    shutdown_requested() || (!p.is_null() && unsafe { (*p).load(Ordering::Acquire) })
+}
+
 /// The signal that asked for shutdown, if one did.
 pub fn shutdown_signal() -> Option<libc::c_int> {
     match SHUTDOWN_SIGNAL.load(Ordering::Relaxed) {

@@ -1806,3 +1806,109 @@ fn http_idle_keep_alive_connections_give_way() {
     );
     drop(idle);
 }
+
+/// Workers that exit cleanly (max-requests) are replaced at once, not throttled as a
+/// crash loop: 40 requests to 2 workers that each serve one request take well under
+/// the 500 ms per fork a crash loop is slowed to (it took about 16 s).
+#[test]
+fn prefork_clean_exits_are_replaced_without_the_crash_throttle() {
+    let dir = TempDir::new("sa-maxreq1");
+    let sock = dir.join("app.sock");
+    let mut srv = Srv::start(
+        &[
+            "--socket",
+            sock.to_str().unwrap(),
+            "--processes",
+            "2",
+            "--max-requests",
+            "1",
+        ],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    assert!(
+        wait_until(T, || UnixStream::connect(&sock).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let t0 = Instant::now();
+    let mut pids = BTreeSet::new();
+    for i in 0..40 {
+        let v = unix_get(&sock, "/n", "")
+            .unwrap_or_else(|e| panic!("request {i} failed: {e}; {}", srv.stderr()));
+        pids.insert(pid_in(&v));
+    }
+    assert_eq!(pids.len(), 40, "one request per worker");
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "40 requests took {:?}",
+        t0.elapsed()
+    );
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+/// A prefork server killed with SIGKILL takes its workers with it (they would serve on
+/// as orphans and keep a new server off the socket).
+#[test]
+fn prefork_workers_do_not_outlive_their_parent() {
+    let dir = TempDir::new("sa-orphans");
+    let sock = dir.join("app.sock");
+    let mut srv = Srv::start(
+        &["--socket", sock.to_str().unwrap(), "--processes", "2"],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    assert!(
+        wait_until(T, || children_of(srv.pid()).len() == 2),
+        "{}",
+        srv.stderr()
+    );
+    let workers = children_of(srv.pid());
+    srv.signal(libc::SIGKILL);
+    srv.wait_exit(T);
+    assert!(
+        wait_until(T, || workers.iter().all(|&w| !proc_alive(w as i32))),
+        "workers {workers:?} outlived the parent"
+    );
+    // A new server takes the (now stale) socket.
+    let mut again = Srv::start(&["--socket", sock.to_str().unwrap()], &[]);
+    wait_unix_serving(&mut again, &sock);
+    again.signal(libc::SIGTERM);
+    assert_eq!(again.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+/// Restarting a prefork server: its workers answer the new server's probe as draining
+/// (it is the parent that got SIGTERM), so the new one takes over at once, also with
+/// a restart grace longer than the 3 s a live server is waited for.
+#[test]
+fn prefork_restart_is_taken_over_at_once() {
+    let dir = TempDir::new("sa-prerestart");
+    let sock = dir.join("app.sock");
+    let args = ["--socket", sock.to_str().unwrap(), "--processes", "2"];
+    let mut a = Srv::start(&args, &[("FCGI_RESTART_GRACE", "5")]);
+    wait_unix_serving(&mut a, &sock);
+    a.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    let mut b = Srv::start(&args, &[("FCGI_RESTART_GRACE", "5")]);
+    assert!(
+        wait_until(T, || unix_get(&sock, "/b", "")
+            .is_ok_and(|v| children_of(b.pid()).contains(&pid_in(&v)))),
+        "A: {}\nB: {}",
+        a.stderr(),
+        b.stderr()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the takeover took {:?}",
+        t0.elapsed()
+    );
+    assert!(b.alive(), "{}", b.stderr());
+    assert_eq!(
+        a.wait_exit(T).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        a.stderr()
+    );
+    b.signal(libc::SIGTERM);
+    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
