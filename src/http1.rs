@@ -421,6 +421,10 @@ impl Sink for HttpSink {
     }
 }
 
+/// How long an HTTP connection may idle before its (next) request (Apache's
+/// KeepAliveTimeout): each connection holds a worker thread.
+pub(crate) const HTTP_IDLE: Duration = Duration::from_secs(5);
+
 /// Serves one HTTP connection: requests until the client closes, asks to close, or a
 /// response cannot be framed for keep-alive.
 pub(crate) fn serve(
@@ -438,7 +442,6 @@ pub(crate) fn serve(
             // A browser keeps several idle connections, each holding a worker thread
             // here: they are closed after 5 s (Apache's KeepAliveTimeout), or sooner
             // with FCGI_IDLE_TIMEOUT, so they cannot starve new ones for long.
-            const HTTP_IDLE: Duration = Duration::from_secs(5);
             let idle = cfg.idle_timeout.map_or(HTTP_IDLE, |t| t.min(HTTP_IDLE));
             match io.wait_first(Some(idle)) {
                 Ok(true) => {}

@@ -354,9 +354,22 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
             }
         }
         Protocol::Http => {
-            let local = sock.local_addr();
-            let io = SockIo::new(sock, cfg.read_timeout, cfg.write_timeout);
-            http1::serve(io, peer, local, &*pool.app, cfg, after);
+            // As on an SCGI socket: a FastCGI record is a new server asking whether we
+            // are draining (so a second server is refused, and a restart takes over).
+            let first = cfg
+                .idle_timeout
+                .map_or(http1::HTTP_IDLE, |t| t.min(http1::HTTP_IDLE));
+            match sockio::peek_first(&sock, Some(first)) {
+                Some(1) => {
+                    conn::serve(sock, &*pool.app, cfg, after);
+                }
+                Some(_) => {
+                    let local = sock.local_addr();
+                    let io = SockIo::new(sock, cfg.read_timeout, cfg.write_timeout);
+                    http1::serve(io, peer, local, &*pool.app, cfg, after);
+                }
+                None => {}
+            }
         }
     }
 }

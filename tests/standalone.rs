@@ -1912,3 +1912,52 @@ fn prefork_restart_is_taken_over_at_once() {
     b.signal(libc::SIGTERM);
     assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
+
+/// A second server on the port of a live `--http` server is refused, as on a FastCGI
+/// port (the HTTP server answers the FastCGI probe too; both set SO_REUSEPORT, so the
+/// bind alone would succeed and the two would share the port); a restart still takes
+/// the port over.
+#[test]
+fn a_live_http_server_keeps_its_port() {
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let addr: SocketAddr = http.parse().unwrap();
+    let mut a = Srv::start(&["--http", &http], &[("FCGI_RESTART_GRACE", "1")]);
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        a.stderr()
+    );
+    for args in [["--http", http.as_str()], ["--listen", http.as_str()]] {
+        let (st, _, err) = run_to_end(echo_cmd(&args, &[]), Duration::from_secs(15));
+        assert!(!st.success(), "{args:?} started beside a live server");
+        assert!(
+            err.contains("in use by a running server"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(a.alive());
+    // A restart: the stopping server says it is draining, the new one takes over.
+    a.signal(libc::SIGTERM);
+    let mut b = Srv::start(&["--http", &http], &[]);
+    let served_by = |pid: u32| {
+        let Ok(mut s) = TcpStream::connect(addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(T));
+        let mut got = Vec::new();
+        s.write_all(b"GET /pid HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .is_ok()
+            && s.read_to_end(&mut got).is_ok()
+            && String::from_utf8_lossy(&got).contains(&format!("\"pid\":{pid}"))
+    };
+    assert!(
+        wait_until(T, || served_by(b.pid())),
+        "A: {}\nB: {}",
+        a.stderr(),
+        b.stderr()
+    );
+    assert_eq!(a.wait_exit(T).and_then(|s| s.code()), Some(0));
+    b.signal(libc::SIGTERM);
+    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
