@@ -109,6 +109,27 @@ impl Read for BodyReader {
     }
 }
 
+/// RFC 9110 `tchar`: what a header name may hold.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The path (and query) of an absolute-form request target, `/` when it has none.
+fn absolute_form_path(target: &[u8]) -> Option<&[u8]> {
+    let lower = target.get(..8).map(<[u8]>::to_ascii_lowercase)?;
+    let rest = if lower.starts_with(b"http://") {
+        &target[7..]
+    } else if lower.starts_with(b"https://") {
+        &target[8..]
+    } else {
+        return None;
+    };
+    Some(match rest.iter().position(|&b| b == b'/' || b == b'?') {
+        Some(i) if rest[i] == b'/' => &rest[i..],
+        _ => b"/",
+    })
+}
+
 /// One line without its CRLF (or LF), at most `max` bytes.
 fn read_line(r: &mut impl BufRead, max: usize) -> io::Result<Vec<u8>> {
     let mut line = Vec::new();
@@ -146,10 +167,15 @@ fn read_head(
     local: Option<SocketAddr>,
 ) -> Result<Head, HeadError> {
     let max = cfg.limits.max_params_bytes;
-    let line = match read_line(r, 16 * 1024) {
-        Ok(l) => l,
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(HeadError::Closed),
-        Err(e) => return Err(HeadError::Bad(StatusCode::URI_TOO_LONG, e.to_string())),
+    // Empty lines before the request line are skipped (RFC 9112 section 2.2).
+    let mut blank = 0;
+    let line = loop {
+        match read_line(r, 16 * 1024) {
+            Ok(l) if l.is_empty() && blank < 4 => blank += 1,
+            Ok(l) => break l,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(HeadError::Closed),
+            Err(e) => return Err(HeadError::Bad(StatusCode::URI_TOO_LONG, e.to_string())),
+        }
     };
     let mut parts = line.split(|&b| b == b' ').filter(|p| !p.is_empty());
     let (Some(method), Some(target), Some(version), None) =
@@ -170,15 +196,17 @@ fn read_head(
             ));
         }
     };
-    if !target.starts_with(b"/") {
+    // The absolute form (`GET http://host/path`), which servers must accept: its path.
+    let origin = absolute_form_path(target).unwrap_or(target);
+    if !origin.starts_with(b"/") {
         return Err(HeadError::Bad(
             StatusCode::BAD_REQUEST,
-            "target must start with /".into(),
+            "target must start with / (or be an absolute http(s) URL)".into(),
         ));
     }
-    let (path, query) = match target.iter().position(|&b| b == b'?') {
-        Some(i) => (&target[..i], &target[i + 1..]),
-        None => (target, &b""[..]),
+    let (path, query) = match origin.iter().position(|&b| b == b'?') {
+        Some(i) => (&origin[..i], &origin[i + 1..]),
+        None => (origin, &b""[..]),
     };
     let mut vars = Vars::new();
     vars.push(b"GATEWAY_INTERFACE", b"CGI/1.1");
@@ -200,8 +228,10 @@ fn read_head(
     }
     let mut total = line.len();
     let mut framing = Framing::Length(0);
+    let mut length: Option<u64> = None;
     let mut keep_alive = http11;
     let mut expect_continue = false;
+    let mut has_host = false;
     let mut name = Vec::with_capacity(32);
     loop {
         let line = read_line(r, 16 * 1024).map_err(|e| {
@@ -224,33 +254,61 @@ fn read_head(
             ));
         };
         let (n, v) = (&line[..colon], line[colon + 1..].trim_ascii());
-        if n.is_empty() || !n.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+        if n.is_empty() || !n.iter().all(|&b| is_tchar(b)) {
             return Err(HeadError::Bad(
                 StatusCode::BAD_REQUEST,
                 "bad header name".into(),
             ));
         }
+        if n.contains(&b'_') {
+            // As Apache and nginx do: as a CGI variable `X_Forwarded_For` would pass
+            // for `X-Forwarded-For`.
+            log::debug!(
+                "HTTP: dropping header {:?} (an underscore in its name)",
+                String::from_utf8_lossy(n)
+            );
+            continue;
+        }
         let lower = n.to_ascii_lowercase();
         match &lower[..] {
             b"content-length" => {
-                let len = std::str::from_utf8(v)
+                let len: u64 = std::str::from_utf8(v)
                     .ok()
                     .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
                     .and_then(|s| s.parse().ok())
                     .ok_or_else(|| {
                         HeadError::Bad(StatusCode::BAD_REQUEST, "bad Content-Length".into())
                     })?;
-                if framing != Framing::Chunked(None) {
-                    framing = Framing::Length(len);
+                if length.is_some_and(|l| l != len) {
+                    return Err(HeadError::Bad(
+                        StatusCode::BAD_REQUEST,
+                        "two different Content-Length values".into(),
+                    ));
                 }
-                vars.push(b"CONTENT_LENGTH", v);
+                if length.is_none() {
+                    vars.push(b"CONTENT_LENGTH", v);
+                }
+                length = Some(len);
                 continue;
             }
             b"content-type" => {
                 vars.push(b"CONTENT_TYPE", v);
                 continue;
             }
-            b"transfer-encoding" if v.to_ascii_lowercase().ends_with(b"chunked") => {
+            b"host" => has_host = true,
+            b"transfer-encoding" => {
+                // Only a chunked body can be read (RFC 9112 section 6.3: chunked
+                // must be the last coding of a request).
+                if !v
+                    .to_ascii_lowercase()
+                    .trim_ascii_end()
+                    .ends_with(b"chunked")
+                {
+                    return Err(HeadError::Bad(
+                        StatusCode::BAD_REQUEST,
+                        "Transfer-Encoding without chunked last".into(),
+                    ));
+                }
                 framing = Framing::Chunked(None);
             }
             b"connection" => {
@@ -261,7 +319,10 @@ fn read_head(
                     keep_alive = true;
                 }
             }
-            b"expect" if v.eq_ignore_ascii_case(b"100-continue") => expect_continue = true,
+            // HTTP/1.0 clients cannot have asked for it (RFC 9110 section 10.1.1).
+            b"expect" if http11 && v.eq_ignore_ascii_case(b"100-continue") => {
+                expect_continue = true
+            }
             _ => {}
         }
         name.clear();
@@ -275,10 +336,23 @@ fn read_head(
         }));
         vars.push(&name, v);
     }
+    if http11 && !has_host {
+        return Err(HeadError::Bad(
+            StatusCode::BAD_REQUEST,
+            "HTTP/1.1 request without Host".into(),
+        ));
+    }
     if matches!(framing, Framing::Chunked(_)) {
-        // A chunked body's length is unknown: drop a Content-Length sent alongside.
-        let filtered: Vars = Vars::from_pairs(vars.iter().filter(|(n, _)| *n != b"CONTENT_LENGTH"));
-        vars = filtered;
+        if length.is_some() {
+            // Both: a request smuggling attempt as often as not; the chunked framing
+            // wins and the connection is not reused (RFC 9112 section 6.3).
+            let filtered: Vars =
+                Vars::from_pairs(vars.iter().filter(|(n, _)| *n != b"CONTENT_LENGTH"));
+            vars = filtered;
+            keep_alive = false;
+        }
+    } else if let Some(len) = length {
+        framing = Framing::Length(len);
     }
     Ok(Head {
         vars,
@@ -341,6 +415,9 @@ impl HttpSink {
         }
         if self.close {
             out.extend_from_slice(b"Connection: close\r\n");
+        } else if !self.http11 {
+            // An HTTP/1.0 client that asked to keep the connection is told it is kept.
+            out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
         self.w.write_all(&out)?;

@@ -1961,3 +1961,72 @@ fn a_live_http_server_keeps_its_port() {
     b.signal(libc::SIGTERM);
     assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
+
+/// The HTTP server's request rules from RFC 9110/9112 that clients and proxies rely
+/// on: absolute-form targets and leading blank lines accepted; HTTP/1.1 without Host,
+/// two different Content-Lengths, and a Transfer-Encoding not ending in chunked are
+/// 400; Transfer-Encoding with Content-Length reads chunked, then closes; a header
+/// name with an underscore is dropped (it would pose as a dash in CGI); an HTTP/1.0
+/// client gets no 100 Continue and is told when its connection is kept.
+#[test]
+fn http_request_rules() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut srv = Srv::start(
+        &["--http", &format!("127.0.0.1:{port}")],
+        &[("FCGI_RESTART_GRACE", "0")],
+    );
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let exchange = |req: &[u8]| -> Vec<u8> {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(req).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    let r = text(&exchange(
+        b"\r\nGET http://example.com/abs/path?x=1 HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n",
+    ));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("\"path_info\":\"/abs/path\""), "{r}");
+    assert!(r.contains("\"script_name\":\"\""), "{r}");
+
+    for bad in [
+        &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ] {
+        let r = text(&exchange(bad));
+        assert!(r.starts_with("HTTP/1.1 400"), "{:?}: {r}", text(bad));
+    }
+
+    let r = exchange(
+        b"POST /echo-body HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n",
+    );
+    let r = text(&r);
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("hello"), "{r}");
+    assert!(r.contains("Connection: close"), "{r}");
+    assert!(!r.contains("/second"), "{r}");
+
+    let r = text(&exchange(
+        b"GET /h HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nConnection: close\r\n\r\n",
+    ));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(!r.contains("6.6.6.6"), "{r}");
+
+    let r = text(&exchange(
+        b"GET /k HTTP/1.0\r\nConnection: keep-alive\r\nExpect: 100-continue\r\n\r\n",
+    ));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(!r.contains("100 Continue"), "{r}");
+    assert!(r.contains("Connection: keep-alive"), "{r}");
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
