@@ -138,6 +138,10 @@ fn read_line(r: &mut impl BufRead, max: usize) -> io::Result<Vec<u8>> {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     if line.last() != Some(&b'\n') {
+        if line.len() <= max {
+            // The peer closed in the middle of the line.
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
         return Err(bad("line too long"));
     }
     line.pop();
@@ -174,6 +178,9 @@ fn read_head(
             Ok(l) if l.is_empty() && blank < 4 => blank += 1,
             Ok(l) => break l,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(HeadError::Closed),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(HeadError::Bad(StatusCode::REQUEST_TIMEOUT, e.to_string()));
+            }
             Err(e) => return Err(HeadError::Bad(StatusCode::URI_TOO_LONG, e.to_string())),
         }
     };
@@ -234,8 +241,10 @@ fn read_head(
     let mut has_host = false;
     let mut name = Vec::with_capacity(32);
     loop {
-        let line = read_line(r, 16 * 1024).map_err(|e| {
-            HeadError::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, e.to_string())
+        let line = read_line(r, 16 * 1024).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => HeadError::Closed,
+            io::ErrorKind::TimedOut => HeadError::Bad(StatusCode::REQUEST_TIMEOUT, e.to_string()),
+            _ => HeadError::Bad(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, e.to_string()),
         })?;
         if line.is_empty() {
             break;
