@@ -114,8 +114,10 @@ fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// The path (and query) of an absolute-form request target, `/` when it has none.
-fn absolute_form_path(target: &[u8]) -> Option<&[u8]> {
+/// The path and query of an absolute-form request target (`http://host/p?q`); the
+/// path is `/` when it has none (`http://host?q` is `/?q`).
+fn absolute_form_path(target: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    use std::borrow::Cow;
     let lower = target.get(..8).map(<[u8]>::to_ascii_lowercase)?;
     let rest = if lower.starts_with(b"http://") {
         &target[7..]
@@ -125,8 +127,9 @@ fn absolute_form_path(target: &[u8]) -> Option<&[u8]> {
         return None;
     };
     Some(match rest.iter().position(|&b| b == b'/' || b == b'?') {
-        Some(i) if rest[i] == b'/' => &rest[i..],
-        _ => b"/",
+        Some(i) if rest[i] == b'/' => Cow::Borrowed(&rest[i..]),
+        Some(i) => Cow::Owned([&b"/"[..], &rest[i..]].concat()),
+        None => Cow::Borrowed(b"/"),
     })
 }
 
@@ -204,7 +207,8 @@ fn read_head(
         }
     };
     // The absolute form (`GET http://host/path`), which servers must accept: its path.
-    let origin = absolute_form_path(target).unwrap_or(target);
+    let absolute = absolute_form_path(target);
+    let origin: &[u8] = absolute.as_deref().unwrap_or(target);
     if !origin.starts_with(b"/") {
         return Err(HeadError::Bad(
             StatusCode::BAD_REQUEST,
@@ -615,6 +619,25 @@ pub(crate) fn serve(
         if sink.close || rest.is_none() {
             io.linger_close();
             return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute_form_path;
+
+    #[test]
+    fn absolute_form_targets_keep_path_and_query() {
+        for (target, want) in [
+            (&b"http://example.com/a/b?x=1"[..], Some(&b"/a/b?x=1"[..])),
+            (b"HTTPS://Example.com:8443/a", Some(b"/a")),
+            (b"http://example.com?x=1", Some(b"/?x=1")),
+            (b"http://example.com", Some(b"/")),
+            (b"/a/b", None),
+            (b"ftp://example.com/a", None),
+        ] {
+            assert_eq!(absolute_form_path(target).as_deref(), want, "{target:?}");
         }
     }
 }
