@@ -345,9 +345,7 @@ impl<T: Transport> Conn<T> {
     /// Shortens the deadline of a request head still arriving to the grace it gets
     /// once the process is stopping.
     fn cap_head_deadline(&mut self) {
-        const STOP_GRACE: Duration = Duration::from_secs(1);
-        let grace = std::time::Instant::now() + STOP_GRACE;
-        self.head_deadline = Some(self.head_deadline.map_or(grace, |d| d.min(grace)));
+        self.head_deadline = Some(sys::stop_grace(self.head_deadline));
     }
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
@@ -1157,9 +1155,8 @@ impl<T: Transport> Conn<T> {
         // Stopping with the request not read to its end: the exit must not wait the
         // whole linger, but the web server gets a moment to read the response before
         // closing with its input unread resets a TCP connection.
-        const STOPPING: Duration = Duration::from_millis(200);
         let mut limit = if sys::shutdown_requested() {
-            STOPPING
+            sys::STOP_LINGER
         } else {
             LINGER
         };
@@ -1190,7 +1187,7 @@ impl<T: Transport> Conn<T> {
                         // Read to its end, the request leaves nothing to reset: close
                         // now. Otherwise the short grace above.
                         Ok(Wake::Stop) if !stdin_done => {
-                            limit = STOPPING.min(left);
+                            limit = sys::STOP_LINGER.min(left);
                             start = Some(std::time::Instant::now());
                         }
                         Ok(Wake::TimedOut) => {

@@ -118,18 +118,15 @@ fn is_tchar(b: u8) -> bool {
 /// path is `/` when it has none (`http://host?q` is `/?q`).
 fn absolute_form_path(target: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
     use std::borrow::Cow;
-    let lower = target.get(..8).map(<[u8]>::to_ascii_lowercase)?;
-    let rest = if lower.starts_with(b"http://") {
-        &target[7..]
-    } else if lower.starts_with(b"https://") {
-        &target[8..]
-    } else {
+    let (scheme, authority, rest) = crate::mount::split_absolute(target)?;
+    let http = scheme.eq_ignore_ascii_case(b"http") || scheme.eq_ignore_ascii_case(b"https");
+    if !http || authority.is_empty() {
         return None;
-    };
-    Some(match rest.iter().position(|&b| b == b'/' || b == b'?') {
-        Some(i) if rest[i] == b'/' => Cow::Borrowed(&rest[i..]),
-        Some(i) => Cow::Owned([&b"/"[..], &rest[i..]].concat()),
-        None => Cow::Borrowed(b"/"),
+    }
+    Some(match rest.first() {
+        Some(b'/') => Cow::Borrowed(rest),
+        Some(b'?') => Cow::Owned([&b"/"[..], rest].concat()),
+        _ => Cow::Borrowed(b"/"),
     })
 }
 
@@ -511,9 +508,14 @@ impl Sink for HttpSink {
     }
 }
 
-/// How long an HTTP connection may idle before its (next) request (Apache's
-/// KeepAliveTimeout): each connection holds a worker thread.
-pub(crate) const HTTP_IDLE: Duration = Duration::from_secs(5);
+/// How long an HTTP connection may idle before its (next) request: 5 s (Apache's
+/// KeepAliveTimeout), or less with FCGI_IDLE_TIMEOUT. A browser keeps several idle
+/// connections, each holding a worker thread here, so they cannot starve new ones
+/// for long.
+pub(crate) fn idle_limit(cfg: &Config) -> Duration {
+    const HTTP_IDLE: Duration = Duration::from_secs(5);
+    cfg.idle_timeout.map_or(HTTP_IDLE, |t| t.min(HTTP_IDLE))
+}
 
 /// Serves one HTTP connection: requests until the client closes, asks to close, or a
 /// response cannot be framed for keep-alive.
@@ -529,11 +531,7 @@ pub(crate) fn serve(
     loop {
         let buffered = !lock(&reader).buffer().is_empty();
         if !buffered {
-            // A browser keeps several idle connections, each holding a worker thread
-            // here: they are closed after 5 s (Apache's KeepAliveTimeout), or sooner
-            // with FCGI_IDLE_TIMEOUT, so they cannot starve new ones for long.
-            let idle = cfg.idle_timeout.map_or(HTTP_IDLE, |t| t.min(HTTP_IDLE));
-            match io.wait_first(Some(idle)) {
+            match io.wait_first(Some(idle_limit(cfg))) {
                 Ok(true) => {}
                 _ => return,
             }

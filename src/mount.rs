@@ -146,21 +146,28 @@ fn proxied_path(vars: &Vars) -> Option<Vec<u8>> {
 /// `/` when nothing does. Any other target is returned as it is. Without this the
 /// scheme and a client-chosen host would end up in the mount prefix.
 fn origin_path(target: &[u8]) -> &[u8] {
-    let Some(colon) = target.iter().position(|&b| b == b':') else {
-        return target;
-    };
+    match split_absolute(target) {
+        Some((_, _, rest)) if rest.starts_with(b"/") => rest,
+        Some(_) => b"/",
+        None => target,
+    }
+}
+
+/// A URL in absolute form, `scheme://authority` + the rest (which starts with `/`,
+/// `?` or `#`, or is empty); `None` for anything else.
+pub(crate) fn split_absolute(target: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let colon = target.iter().position(|&b| b == b':')?;
     let scheme = &target[..colon];
     let is_scheme = scheme.first().is_some_and(u8::is_ascii_alphabetic)
         && scheme
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
-    match target[colon..].strip_prefix(b"://") {
-        Some(rest) if is_scheme => match rest.iter().position(|&b| b == b'/') {
-            Some(slash) => &rest[slash..],
-            None => b"/",
-        },
-        _ => target,
-    }
+    let after = target[colon..].strip_prefix(b"://").filter(|_| is_scheme)?;
+    let end = after
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(after.len());
+    Some((scheme, &after[..end], &after[end..]))
 }
 
 fn finish(prefix: &[u8], path_info: Vec<u8>, source: MountSource) -> Mount {

@@ -363,7 +363,7 @@ pub(crate) fn encode_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    let bodyless = status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let bodyless = has_no_body(status);
     if let Some(len) = body_len {
         if !authorized
             && !bodyless
@@ -389,15 +389,17 @@ fn sent_status(parts: &http::response::Parts) -> StatusCode {
     }
 }
 
-/// Whether the body follows the head: not for HEAD, not after 204 or 304 (which have
-/// none; web servers drop what follows), and not after an authorizer's 200, which is
-/// the `Variable-*` headers only. An authorizer's 302 (from `Location`) goes out whole.
+/// 204 and 304 have no body (web servers drop what follows the head).
+fn has_no_body(status: StatusCode) -> bool {
+    status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+}
+
+/// Whether the body follows the head: not for HEAD, not after 204 or 304, and not
+/// after an authorizer's 200, which is the `Variable-*` headers only. An authorizer's
+/// 302 (from `Location`) goes out whole.
 pub(crate) fn body_is_sent(parts: &http::response::Parts, role: Role, head_only: bool) -> bool {
     let status = sent_status(parts);
-    !(head_only
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-        || (role == Role::Authorizer && status == StatusCode::OK))
+    !(head_only || has_no_body(status) || (role == Role::Authorizer && status == StatusCode::OK))
 }
 
 /// A short plain-text response for errors we answer ourselves.
@@ -556,6 +558,27 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     })
 }
 
+/// A sink that keeps what is written, for unit tests here and in `tower`.
+#[cfg(test)]
+pub(crate) struct VecSink(pub Vec<u8>);
+
+#[cfg(test)]
+impl Write for VecSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+impl Sink for VecSink {
+    fn gone(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -677,21 +700,6 @@ mod tests {
                 .unwrap()
                 .contains("x-other: 1")
         );
-    }
-
-    struct VecSink(Vec<u8>);
-    impl Write for VecSink {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.write(buf)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Sink for VecSink {
-        fn gone(&self) -> bool {
-            false
-        }
     }
 
     #[test]

@@ -356,10 +356,7 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
         Protocol::Http => {
             // As on an SCGI socket: a FastCGI record is a new server asking whether we
             // are draining (so a second server is refused, and a restart takes over).
-            let first = cfg
-                .idle_timeout
-                .map_or(http1::HTTP_IDLE, |t| t.min(http1::HTTP_IDLE));
-            match sockio::peek_first(&sock, Some(first)) {
+            match sockio::peek_first(&sock, Some(http1::idle_limit(cfg))) {
                 Some(1) => {
                     conn::serve(sock, &*pool.app, cfg, after);
                 }

@@ -125,8 +125,7 @@ impl SockIo {
             let head = {
                 let mut h = self.head_state();
                 if h.reading && sys::shutdown_requested() {
-                    let grace = std::time::Instant::now() + Duration::from_secs(1);
-                    h.by = Some(h.by.map_or(grace, |d| d.min(grace)));
+                    h.by = Some(sys::stop_grace(h.by));
                 }
                 *h
             };
@@ -163,11 +162,10 @@ impl SockIo {
     /// While stopping it waits 200 ms at most, so the exit is not held up.
     pub fn linger_close(&self) {
         let _ = self.sock.shutdown_write();
-        const STOPPING: Duration = Duration::from_millis(200);
         let mut stopping = sys::shutdown_requested();
         let mut deadline = std::time::Instant::now()
             + if stopping {
-                STOPPING
+                sys::STOP_LINGER
             } else {
                 Duration::from_secs(2)
             };
@@ -191,7 +189,7 @@ impl SockIo {
                         Ok(Wake::Ready) => {}
                         Ok(Wake::Stop) => {
                             stopping = true;
-                            deadline = deadline.min(std::time::Instant::now() + STOPPING);
+                            deadline = deadline.min(std::time::Instant::now() + sys::STOP_LINGER);
                         }
                         _ => return,
                     }

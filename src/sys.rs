@@ -674,6 +674,19 @@ pub fn shutdown_requested() -> bool {
     DRAIN.is_raised()
 }
 
+/// Once stopping, how long a lingering close of a request not read to its end still
+/// waits for the peer: long enough for it to read the response, short enough not to
+/// hold the exit.
+pub const STOP_LINGER: Duration = Duration::from_millis(200);
+
+/// Once stopping, the deadline of a request head still arriving (due by `by`): 1 s
+/// from now at most, so a stalled peer cannot hold the exit (mod_fcgid kills 3 s after
+/// SIGTERM) while a web server's head, sent at once, still arrives.
+pub fn stop_grace(by: Option<Instant>) -> Instant {
+    let grace = Instant::now() + Duration::from_secs(1);
+    by.map_or(grace, |d| d.min(grace))
+}
+
 /// A flag in memory shared with forked worker processes: their prefork parent is
 /// stopping (null until the parent sets it up).
 static PARENT_STOPPING: std::sync::atomic::AtomicPtr<AtomicBool> =

@@ -456,23 +456,7 @@ mod tests {
         }
     }
 
-    struct VecSink(Vec<u8>);
-
-    impl std::io::Write for VecSink {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Sink for VecSink {
-        fn gone(&self) -> bool {
-            false
-        }
-    }
+    use crate::response::VecSink;
 
     fn serve(app: &TowerApp<Rev>, path: &str, body: &'static str) -> (Outcome, String) {
         let mut req = Request::new(Body::from(body));

@@ -871,18 +871,19 @@ fn prefork_workers_share_the_socket_are_replaced_and_stop_with_the_parent() {
     assert!(!sock.exists(), "socket file removed");
 }
 
-#[test]
-fn prefork_workers_are_replaced_after_max_requests() {
-    let dir = TempDir::new("sa-maxreq");
+/// A server of 2 worker processes that each exit after `max` requests, serving.
+fn prefork_with_max_requests(tag: &str, max: u32) -> (TempDir, std::path::PathBuf, Srv) {
+    let dir = TempDir::new(tag);
     let sock = dir.join("app.sock");
-    let mut srv = Srv::start(
+    let max = max.to_string();
+    let srv = Srv::start(
         &[
             "--socket",
             sock.to_str().unwrap(),
             "--processes",
             "2",
             "--max-requests",
-            "5",
+            &max,
         ],
         &[("FCGI_RESTART_GRACE", "0.1")],
     );
@@ -891,6 +892,12 @@ fn prefork_workers_are_replaced_after_max_requests() {
         "{}",
         srv.stderr()
     );
+    (dir, sock, srv)
+}
+
+#[test]
+fn prefork_workers_are_replaced_after_max_requests() {
+    let (_dir, sock, mut srv) = prefork_with_max_requests("sa-maxreq", 5);
     let mut per_pid: BTreeMap<u32, u64> = BTreeMap::new();
     for i in 0..30 {
         let v = unix_get(&sock, "/n", "")
@@ -1816,24 +1823,7 @@ fn http_idle_keep_alive_connections_give_way() {
 /// the 500 ms per fork a crash loop is slowed to (it took about 16 s).
 #[test]
 fn prefork_clean_exits_are_replaced_without_the_crash_throttle() {
-    let dir = TempDir::new("sa-maxreq1");
-    let sock = dir.join("app.sock");
-    let mut srv = Srv::start(
-        &[
-            "--socket",
-            sock.to_str().unwrap(),
-            "--processes",
-            "2",
-            "--max-requests",
-            "1",
-        ],
-        &[("FCGI_RESTART_GRACE", "0.1")],
-    );
-    assert!(
-        wait_until(T, || UnixStream::connect(&sock).is_ok()),
-        "{}",
-        srv.stderr()
-    );
+    let (_dir, sock, mut srv) = prefork_with_max_requests("sa-maxreq1", 1);
     let t0 = Instant::now();
     let mut pids = BTreeSet::new();
     for i in 0..40 {

@@ -166,20 +166,27 @@ fn body_text_opt(r: &Reply) -> Option<String> {
         .map(|p| String::from_utf8_lossy(&r.stdout[p + 4..]).into_owned())
 }
 
-#[test]
-fn disconnect_cancels_the_service_future() {
-    let app = FcgiApp::start("axum", &[]);
+/// Sends `bytes`, closes the connection 300 ms later, and expects `log` on the app's
+/// stderr within 2 s.
+fn closing_mid_request_is_logged(app: &FcgiApp, bytes: Vec<u8>, log: &str) {
     let mut s = app.connect();
-    s.write_all(&request(1, false, &blog("GET", "/slow", "ms=5000"), b""))
-        .unwrap();
+    s.write_all(&bytes).unwrap();
     std::thread::sleep(Duration::from_millis(300));
     drop(s);
     assert!(
-        wait_until(Duration::from_secs(2), || app
-            .stderr()
-            .contains("/slow was cancelled")),
+        wait_until(Duration::from_secs(2), || app.stderr().contains(log)),
         "{}",
         app.stderr()
+    );
+}
+
+#[test]
+fn disconnect_cancels_the_service_future() {
+    let app = FcgiApp::start("axum", &[]);
+    closing_mid_request_is_logged(
+        &app,
+        request(1, false, &blog("GET", "/slow", "ms=5000"), b""),
+        "/slow was cancelled",
     );
 }
 
@@ -244,17 +251,10 @@ fn abort_or_close_cancels_a_handler_holding_its_body_unread() {
     app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
     let mut vars = get("/hold", "");
     vars[1].1 = "POST".into();
-    let mut s = app.connect();
-    s.write_all(&request(1, false, &vars, b"0123456789"))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    drop(s);
-    assert!(
-        wait_until(Duration::from_secs(2), || app
-            .stderr()
-            .contains("/hold's future dropped")),
-        "{}",
-        app.stderr()
+    closing_mid_request_is_logged(
+        &app,
+        request(1, false, &vars, b"0123456789"),
+        "/hold's future dropped",
     );
 }
 
