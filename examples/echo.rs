@@ -2,7 +2,7 @@
 // mount prefix, app-relative path, headers, a hash of the body). The integration tests
 // use it, and it is what to upload first when checking a new host.
 //
-// Paths: /status/NNN, /redirect, /stream?chunks=N&size=S[&delay_ms=D], /echo-body,
+// Paths: /status/NNN, /redirect, /stream?chunks=N&size=S[&delay_ms=D][&fail_after=K], /echo-body,
 // /cookies, /panic, /sleep?ms=N, /log; anything else echoes.
 
 use std::io::Read;
@@ -105,8 +105,14 @@ fn echo(mut req: Request<Body>) -> Response<BoxBody> {
         let chunks = query_param(&query, "chunks").unwrap_or(3);
         let size = query_param(&query, "size").unwrap_or(16) as usize;
         let delay = query_param(&query, "delay_ms").unwrap_or(0);
+        // A stream that fails after this many chunks (a file that could not be read to
+        // its end, say).
+        let fail_after = query_param(&query, "fail_after");
         let mut r = Response::new(BoxBody::new(fcgi_shim::stream(move |w| {
             for i in 0..chunks {
+                if fail_after == Some(i) {
+                    return Err(std::io::Error::other("the stream fails on purpose"));
+                }
                 if i > 0 && delay > 0 {
                     std::thread::sleep(Duration::from_millis(delay));
                 }

@@ -6,6 +6,7 @@
 //   `map_request` closure would).
 // - /hold takes the request body and sleeps 3 s without reading it.
 // - /text answers "hello" (axum strips the body for HEAD).
+// - /cut streams "part1 ", "part2 ", then its body fails.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -64,8 +65,18 @@ impl Drop for DropLog {
     }
 }
 
+async fn cut() -> Body {
+    let frames: Vec<Result<&'static str, std::io::Error>> = vec![
+        Ok("part1 "),
+        Ok("part2 "),
+        Err(std::io::Error::other("the body fails on purpose")),
+    ];
+    Body::from_stream(futures_util::stream::iter(frames))
+}
+
 fn main() -> Result<(), fcgi_shim::Error> {
     let router = Router::new()
+        .route("/cut", get(cut))
         .route("/hold", any(hold))
         .route("/text", get(|| async { "hello" }))
         .route("/ok", get(|| async { "ok" }));

@@ -42,6 +42,8 @@ pub(crate) trait Transport: Send {
     ) -> io::Result<Wake>;
     /// Half-closes our sending side; used for a lingering close.
     fn shutdown_write(&mut self) {}
+    /// Makes the coming close an abortive one (a TCP reset), where there is such a thing.
+    fn reset_on_close(&mut self) {}
     /// Blocks for the next request on an idle kept-alive connection, without a poll;
     /// `Ok(None)` on shutdown. `WouldBlock`: not supported, poll instead.
     fn idle_read(&mut self, _buf: &mut [u8]) -> io::Result<Option<usize>> {
@@ -79,6 +81,9 @@ impl Transport for sys::Socket {
     }
     fn shutdown_write(&mut self) {
         let _ = sys::Socket::shutdown_write(self);
+    }
+    fn reset_on_close(&mut self) {
+        let _ = sys::Socket::reset_on_close(self);
     }
     fn idle_read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         sys::Socket::idle_read(self, buf)
@@ -1091,6 +1096,19 @@ impl<T: Transport> Conn<T> {
             return;
         };
         let id = a.id;
+        if self.failure.is_none() && outcome == Outcome::Cut {
+            // What the app wrote goes out, but neither the end of FCGI_STDOUT nor
+            // END_REQUEST: the connection closes under the response, which is how a
+            // web server learns that a response is incomplete (nginx then ends the
+            // client's response without its last chunk; a cache does not keep it).
+            // Without FCGI_KEEP_CONN, nginx takes an orderly close for the end of the
+            // response, so on TCP the close is a reset, which it cannot.
+            self.close_open();
+            let _ = self.flush_out();
+            self.t.reset_on_close();
+            self.failure =
+                Some("the app's response was cut short, so it ends without END_REQUEST".into());
+        }
         if self.failure.is_none() {
             self.close_open();
             record::push_record(&mut self.wbuf, RecordType::Stdout, id, &[]);
@@ -1099,7 +1117,7 @@ impl<T: Transport> Conn<T> {
             }
             let app_status = match outcome {
                 Outcome::Complete => 0,
-                Outcome::AppFailed | Outcome::Gone => 1,
+                Outcome::AppFailed | Outcome::Cut | Outcome::Gone => 1,
             };
             self.end_request_record(id, app_status, ProtocolStatus::RequestComplete);
             let _ = self.flush_out();

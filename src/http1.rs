@@ -14,7 +14,7 @@ use crate::context::Mode;
 use crate::mount::percent_decode;
 use crate::record::Role;
 use crate::request;
-use crate::response::{self, Sink};
+use crate::response::{self, Outcome, Sink};
 use crate::server::App;
 use crate::sockio::SockIo;
 use crate::vars::Vars;
@@ -587,14 +587,20 @@ pub(crate) fn serve(
                 len,
             )
         };
-        match request::build(head.vars, body, Mode::Http, Role::Responder, &cfg.map) {
-            Ok(req) => {
-                app.serve(req, &mut sink);
-            }
+        let outcome = match request::build(head.vars, body, Mode::Http, Role::Responder, &cfg.map) {
+            Ok(req) => app.serve(req, &mut sink),
             Err(rej) => {
                 log::warn!("{}; answered {}", rej.reason, rej.status.as_u16());
-                response::send_error(rej.status, &mut sink);
+                response::send_error(rej.status, &mut sink)
             }
+        };
+        if outcome == Outcome::Cut {
+            // What the app wrote goes out without the last chunk, and the connection
+            // closes: the client sees an incomplete response, not a short one.
+            let _ = sink.w.flush();
+            after_request();
+            log::info!("HTTP: the app's response was cut short; closing the connection");
+            return;
         }
         let finished = sink.finish();
         after_request();

@@ -269,8 +269,13 @@ impl<W: Write> Sink for WriteSink<W> {
 pub(crate) enum Outcome {
     /// A complete response was written.
     Complete,
-    /// A response was written but the app failed (panic, error while streaming).
+    /// The app failed before its response began (a panic, a bad head): a complete 500
+    /// was written in its place.
     AppFailed,
+    /// The head went out, then the body failed (an error or a panic while streaming):
+    /// the response is incomplete. It is ended so that the reader can tell: no
+    /// END_REQUEST on FastCGI, no last chunk on HTTP, and the connection closes.
+    Cut,
     /// The web server aborted the request or the connection broke.
     Gone,
 }
@@ -459,12 +464,14 @@ pub(crate) fn send<B: ResponseBody>(
                 if out.gone() {
                     return Outcome::Gone;
                 }
-                log::error!("response body failed after the headers were sent: {e}");
-                return Outcome::AppFailed;
+                log::error!(
+                    "response body failed after the headers were sent: {e}; response cut short"
+                );
+                return Outcome::Cut;
             }
             Err(msg) => {
                 log::error!("panic while writing the response body: {msg}; response cut short");
-                return Outcome::AppFailed;
+                return Outcome::Cut;
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::context::Mode;
 use crate::record::Role;
 use crate::request::{self, DeclaredLength};
-use crate::response::{self, WriteSink};
+use crate::response::{self, Outcome, WriteSink};
 use crate::server::App;
 use crate::sockio::SockIo;
 use crate::vars::Vars;
@@ -132,17 +132,20 @@ pub(crate) fn serve(io: SockIo, app: &dyn App, cfg: &Config) {
         };
         request::build(vars, body, Mode::Scgi, Role::Responder, &cfg.map)
     });
-    match built {
-        Ok(req) => {
-            app.serve(req, &mut out);
-        }
+    let outcome = match built {
+        Ok(req) => app.serve(req, &mut out),
         Err(rej) => {
             log::warn!("{}; answered {}", rej.reason, rej.status.as_u16());
-            response::send_error(rej.status, &mut out);
+            response::send_error(rej.status, &mut out)
         }
-    }
+    };
     if let Err(e) = std::io::Write::flush(&mut out) {
         log::info!("SCGI: writing the response: {e}");
+        return;
+    }
+    if outcome == Outcome::Cut {
+        // SCGI ends a response with the close: on TCP a reset says it was cut short.
+        io.reset_close();
         return;
     }
     io.linger_close();

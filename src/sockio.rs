@@ -160,6 +160,12 @@ impl SockIo {
     /// Half-closes and drains briefly, so closing does not reset a response the peer
     /// has not read yet.
     /// While stopping it waits 200 ms at most, so the exit is not held up.
+    /// Closes with a TCP reset (no effect on a Unix socket): how a response cut short
+    /// is told apart from a complete one where nothing else frames it.
+    pub fn reset_close(&self) {
+        let _ = self.sock.reset_on_close();
+    }
+
     pub fn linger_close(&self) {
         let _ = self.sock.shutdown_write();
         let mut stopping = sys::shutdown_requested();

@@ -403,17 +403,17 @@ where
                     return Outcome::Gone;
                 }
                 log::error!(
-                    "{what}: response body failed after the headers were sent: {}",
+                    "{what}: response body failed after the headers were sent: {}; response cut short",
                     e.into()
                 );
-                return Outcome::AppFailed;
+                return Outcome::Cut;
             }
             Err(None) => return Outcome::Gone,
             Err(Some(msg)) => {
                 log::error!(
                     "{what}: panic while streaming the response body: {msg}; response cut short"
                 );
-                return Outcome::AppFailed;
+                return Outcome::Cut;
             }
         }
     }

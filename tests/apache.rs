@@ -542,6 +542,28 @@ fn fcgid_redirect_cookies_and_stream() {
         .flat_map(|i| std::iter::repeat_n(b'a' + i % 26, 1000))
         .collect();
     assert!(r.body == want, "stream content differs");
+
+    // A body that fails midway: the app closes the connection without END_REQUEST,
+    // and mod_fcgid does not pass the response on as complete (here nothing had
+    // reached the client yet, so Apache answers 500; later it would cut the reply).
+    let cut = try_http_request(
+        a.port,
+        "GET",
+        "/blog/stream?chunks=5&size=10&fail_after=2",
+        &[],
+        Body::None,
+        Duration::from_secs(10),
+    );
+    assert!(
+        cut.as_ref().map_or(true, |r| r.status == 500),
+        "{:?}",
+        cut.map(|r| (r.status, r.text()))
+    );
+    assert!(
+        a.error_log_has("FastCGI server closed connection", Duration::from_secs(5)),
+        "{}",
+        a.error_log()
+    );
 }
 
 #[test]

@@ -592,6 +592,46 @@ fn stderr_records_carry_what_the_app_logs() {
     );
 }
 
+/// A body that fails after the head went out: what was written reaches the web server,
+/// then the connection closes with neither the end of FCGI_STDOUT nor END_REQUEST, as
+/// a crashed libfcgi app's would. That is how the web server learns the response is
+/// incomplete (nginx then leaves out the client's last chunk). Kept-alive or not, the
+/// process serves on.
+#[test]
+fn a_body_that_fails_midway_ends_without_end_request() {
+    let app = FcgiApp::start("echo", &[]);
+    for keep in [true, false] {
+        let mut s = app.connect();
+        s.write_all(&request(
+            1,
+            keep,
+            &get("/stream", "chunks=5&size=10&fail_after=2"),
+            b"",
+        ))
+        .unwrap();
+        let r = read_reply(&mut s, 1, T);
+        assert!(r.closed, "keep-conn {keep}: the connection stays open");
+        assert_eq!(r.end, None, "keep-conn {keep}: END_REQUEST after a cut");
+        let (head, body) = r.head_and_body();
+        assert!(head.starts_with("Status: 200"), "{head}");
+        assert_eq!(body, b"aaaaaaaaaabbbbbbbbbb");
+        assert!(
+            !r.records
+                .iter()
+                .any(|x| x.t == STDOUT && x.content.is_empty()),
+            "keep-conn {keep}: FCGI_STDOUT was ended"
+        );
+        let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
+        assert!(
+            log.contains("fails on purpose") && log.contains("cut short"),
+            "{log}"
+        );
+        let r = app.roundtrip(request(1, false, &get("/fine", ""), b""), 1);
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.end, Some((0, 0)));
+    }
+}
+
 #[test]
 fn panic_becomes_500_and_the_process_keeps_serving() {
     let mut app = FcgiApp::start("echo", &[]);

@@ -722,6 +722,26 @@ fn nginx_fastcgi(conf: &str, tcp: bool, keepalive: bool) {
     let mut answers = check_mount(web.port, "/app", "fastcgi");
     answers.extend(check_mount(web.port, "", "fastcgi"));
     assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+    // A body that fails midway reaches the client as an incomplete response (no last
+    // chunk), not as a complete short one: nginx sees the connection close without
+    // END_REQUEST (with fastcgi_keep_conn) or reset (TCP). Over a Unix socket without
+    // fastcgi_keep_conn nginx takes any close for the end of the response, as it would
+    // from an app that crashed (README, "FastCGI support").
+    if keepalive || tcp {
+        let cut = try_http_request(
+            web.port,
+            "GET",
+            "/app/stream?chunks=5&size=10&fail_after=2",
+            &[],
+            Body::None,
+            Duration::from_secs(10),
+        );
+        assert!(
+            cut.as_ref().is_err_and(|e| e.contains("aaaaaaaaaa")),
+            "{:?}",
+            cut.map(|r| r.text())
+        );
+    }
 
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut last_served = None;

@@ -712,6 +712,60 @@ fn scgi_serves_netstring_requests_and_survives_malformed_ones() {
     good();
 }
 
+/// SCGI ends a response with the close; on TCP a body that fails midway ends with a
+/// reset instead, so the web server (nginx: "recv() failed ... reset") does not take
+/// the short response for a whole one. The server serves on.
+#[test]
+fn scgi_on_tcp_a_body_that_fails_midway_ends_with_a_reset() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let srv = Srv::start(
+        &[
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--protocol",
+            "scgi",
+        ],
+        &[],
+    );
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let exchange = |path: &str, query: &str| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(&netstring_headers(&[
+            ("CONTENT_LENGTH", "0"),
+            ("SCGI", "1"),
+            ("REQUEST_METHOD", "GET"),
+            ("SCRIPT_NAME", ""),
+            ("PATH_INFO", path),
+            ("QUERY_STRING", query),
+            ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ]))
+        .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return (got, None),
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => return (got, Some(e.kind())),
+            }
+        }
+    };
+    let (got, end) = exchange("/stream", "chunks=5&size=10&fail_after=2");
+    let (head, body) = cgi_split(&got);
+    assert!(head.starts_with("Status: 200"), "{head}");
+    assert_eq!(body, b"aaaaaaaaaabbbbbbbbbb");
+    assert_eq!(end, Some(io::ErrorKind::ConnectionReset));
+    let (got, end) = exchange("/stream", "chunks=5&size=10");
+    assert_eq!(cgi_split(&got).1.len(), 50);
+    assert_eq!(end, None, "a whole response ends with an orderly close");
+}
+
 // ---- --threads, --processes ----
 
 #[test]
@@ -1778,6 +1832,53 @@ fn http_bodyless_responses_have_no_framing_and_a_cut_response_closes() {
         "{}",
         srv.stderr()
     );
+}
+
+/// A response body that fails after its head went out: the connection closes without
+/// the last chunk, so the client sees an incomplete response, not a short complete one;
+/// the server serves the next connection.
+#[test]
+fn http_a_body_that_fails_midway_is_not_ended_as_complete() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let srv = Srv::start(
+        &["--http", &format!("127.0.0.1:{port}")],
+        &[("FCGI_RESTART_GRACE", "0")],
+    );
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(
+        b"GET /stream?chunks=5&size=10&fail_after=2 HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /after HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut all = Vec::new();
+    let _ = r.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.starts_with("HTTP/1.1 200") && text.contains("Transfer-Encoding: chunked\r\n"),
+        "{text:?}"
+    );
+    assert!(
+        text.ends_with("\r\n\r\na\r\naaaaaaaaaa\r\na\r\nbbbbbbbbbb\r\n"),
+        "the two chunks written before the failure, and no last chunk: {text:?}"
+    );
+    assert!(
+        wait_until(T, || srv.stderr().contains("cut short")),
+        "{}",
+        srv.stderr()
+    );
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let next = http_read(&mut r, false);
+    assert_eq!(next.status, 200);
+    assert_eq!(next.json()["path_info"], "/next");
 }
 
 /// A browser keeps idle connections open; each holds one of the HTTP server's worker

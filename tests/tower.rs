@@ -258,6 +258,28 @@ fn abort_or_close_cancels_a_handler_holding_its_body_unread() {
     );
 }
 
+/// A streamed body that fails after two frames: the frames reach the web server, then
+/// the connection closes without END_REQUEST, so the response is not taken as complete.
+#[test]
+fn a_body_that_fails_midway_ends_without_end_request() {
+    let app = FcgiApp::start("tower_faults", &[]);
+    app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
+    let mut s = app.connect();
+    s.write_all(&request(1, true, &get("/cut", ""), b""))
+        .unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert!(r.closed);
+    assert_eq!(r.end, None);
+    assert_eq!(r.head_and_body().1, b"part1 part2 ");
+    let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
+    assert!(
+        log.contains("fails on purpose") && log.contains("cut short"),
+        "{log}"
+    );
+    let r = app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+}
+
 /// For HEAD axum swaps the body for an empty one; its length 0 is not the GET's, so
 /// no `Content-Length: 0` is made up.
 #[test]
