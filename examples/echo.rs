@@ -2,7 +2,8 @@
 // mount prefix, app-relative path, headers, a hash of the body). The integration tests
 // use it, and it is what to upload first when checking a new host.
 //
-// Paths: /status/NNN, /redirect, /stream?chunks=N&size=S[&delay_ms=D][&fail_after=K], /echo-body,
+// Paths: /status/NNN, /redirect, /hop-by-hop, /echo-body,
+// /stream?chunks=N&size=S[&delay_ms=D][&fail_after=K][&length=CONTENT_LENGTH],
 // /cookies, /panic, /sleep?ms=N, /log; anything else echoes.
 
 use std::io::Read;
@@ -124,6 +125,10 @@ fn echo(mut req: Request<Body>) -> Response<BoxBody> {
         })));
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        // A Content-Length that need not match what the stream writes.
+        if let Some(n) = query_param(&query, "length") {
+            r.headers_mut().insert(header::CONTENT_LENGTH, n.into());
+        }
         return r;
     }
 
@@ -183,6 +188,22 @@ fn echo(mut req: Request<Body>) -> Response<BoxBody> {
                 header::SET_COOKIE,
                 HeaderValue::from_static("second=2; Path=/"),
             );
+            r
+        }
+        "/hop-by-hop" => {
+            // Headers an app should not send (the framing and the connection belong to
+            // whoever speaks HTTP), and a header value that is not UTF-8.
+            let mut r = json_response(StatusCode::OK, info);
+            let h = r.headers_mut();
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            h.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            if let Ok(v) = HeaderValue::from_bytes(b"caf\xe9") {
+                h.insert("x-latin1", v);
+            }
             r
         }
         "/sleep" => {

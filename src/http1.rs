@@ -394,25 +394,56 @@ struct HttpSink {
 impl HttpSink {
     fn start(&mut self, rest: &[u8]) -> io::Result<()> {
         let head = std::mem::take(&mut self.head);
-        let text = String::from_utf8_lossy(&head);
         let mut out = Vec::with_capacity(head.len() + 64);
         let mut has_length = false;
-        for (i, line) in text.split("\r\n").filter(|l| !l.is_empty()).enumerate() {
+        let lines = head
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+        for (i, line) in lines.filter(|l| !l.is_empty()).enumerate() {
             if i == 0 {
-                let status = line.strip_prefix("Status: ").unwrap_or("200 OK");
+                let status = line.strip_prefix(b"Status: ").unwrap_or(b"200 OK");
                 self.bodyless = self.head_only
-                    || status.starts_with('1')
-                    || status.starts_with("204")
-                    || status.starts_with("304");
+                    || status.starts_with(b"1")
+                    || status.starts_with(b"204")
+                    || status.starts_with(b"304");
                 out.extend_from_slice(b"HTTP/1.1 ");
-                out.extend_from_slice(status.as_bytes());
+                out.extend_from_slice(status);
                 out.extend_from_slice(b"\r\n");
                 continue;
             }
-            if line.len() > 15 && line[..15].eq_ignore_ascii_case("content-length:") {
+            let (name, value) = match line.iter().position(|&b| b == b':') {
+                Some(at) => (&line[..at], line[at + 1..].trim_ascii()),
+                None => (line, &b""[..]),
+            };
+            // The framing and the connection are ours (RFC 9110 7.6.1): the app's
+            // hop-by-hop headers are left out, but its `Connection: close` is kept.
+            if name.eq_ignore_ascii_case(b"connection") {
+                if value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                {
+                    self.close = true;
+                }
+                continue;
+            }
+            if [
+                &b"transfer-encoding"[..],
+                b"keep-alive",
+                b"proxy-connection",
+                b"te",
+                b"trailer",
+                b"upgrade",
+            ]
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+            {
+                continue;
+            }
+            if name.eq_ignore_ascii_case(b"content-length") {
                 has_length = true;
             }
-            out.extend_from_slice(line.as_bytes());
+            // Header bytes as the app gave them (CGI and FastCGI pass them so too).
+            out.extend_from_slice(line);
             out.extend_from_slice(b"\r\n");
         }
         if !has_length && !self.bodyless {

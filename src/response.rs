@@ -394,6 +394,108 @@ fn sent_status(parts: &http::response::Parts) -> StatusCode {
     }
 }
 
+/// The length the head declares for the body: the app's `Content-Length`, else the
+/// one [`encode_head`] added from `body_len`. `None` when the body is not framed by a
+/// length (no length known, or the app chose `Transfer-Encoding`).
+pub(crate) fn declared_length(parts: &http::response::Parts, body_len: Option<u64>) -> Option<u64> {
+    if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+        return None;
+    }
+    match parts.headers.get(http::header::CONTENT_LENGTH) {
+        Some(v) => std::str::from_utf8(v.as_bytes())
+            .ok()
+            .and_then(|s| s.trim().parse().ok()),
+        None => body_len,
+    }
+}
+
+/// Holds a body to the length its head declared, as hyper and Go's net/http do: bytes
+/// past it are left out (they would be read as the start of the next response on a
+/// kept-alive connection), and the writer that tries gets an error so it stops.
+pub(crate) struct Declared<'a> {
+    out: &'a mut dyn Sink,
+    declared: u64,
+    left: u64,
+    over: bool,
+}
+
+impl<'a> Declared<'a> {
+    pub(crate) fn new(out: &'a mut dyn Sink, declared: u64) -> Declared<'a> {
+        Declared {
+            out,
+            declared,
+            left: declared,
+            over: false,
+        }
+    }
+
+    /// True when the body tried to pass its declared length; logs it. The response
+    /// went out whole (to its declared length) all the same.
+    pub(crate) fn was_over(&self, what: &str) -> bool {
+        if self.over {
+            log_long_body(what, self.declared);
+        }
+        self.over
+    }
+
+    /// True when the body ended short of its declared length; logs it. The response
+    /// is then incomplete, and the connection must say so.
+    pub(crate) fn was_short(&self, what: &str) -> bool {
+        if self.left > 0 {
+            log_short_body(what, self.declared - self.left, self.declared);
+        }
+        self.left > 0
+    }
+}
+
+pub(crate) fn log_long_body(what: &str, declared: u64) {
+    log::error!(
+        "{what}the response body is longer than its Content-Length ({declared}); the rest was left out"
+    );
+}
+
+pub(crate) fn log_short_body(what: &str, sent: u64, declared: u64) {
+    log::error!(
+        "{what}the response body ended after {sent} of the {declared} bytes its Content-Length declares; response cut short"
+    );
+}
+
+impl Sink for Declared<'_> {
+    fn gone(&self) -> bool {
+        self.out.gone()
+    }
+    fn watch_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.out.watch_fd()
+    }
+    fn check(&mut self) -> Check {
+        self.out.check()
+    }
+}
+
+impl Write for Declared<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_all(buf).map(|()| buf.len())
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let n = buf.len() as u64;
+        if n > self.left {
+            // `left` < `n` <= usize::MAX, so the cast is exact.
+            self.out.write_all(&buf[..self.left as usize])?;
+            self.left = 0;
+            self.over = true;
+            return Err(io::Error::other(
+                "the response body is longer than its Content-Length",
+            ));
+        }
+        self.out.write_all(buf)?;
+        self.left -= n;
+        Ok(())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// 204 and 304 have no body (web servers drop what follows the head).
 fn has_no_body(status: StatusCode) -> bool {
     status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
@@ -443,7 +545,8 @@ pub(crate) fn send<B: ResponseBody>(
     // response); a head that grew it past 4 KiB gives the memory back afterwards.
     let mut head = HEAD_BUF.take();
     head.clear();
-    let encoded = encode_head(&parts, body.len_hint(), role, &mut head);
+    let len_hint = body.len_hint();
+    let encoded = encode_head(&parts, len_hint, role, &mut head);
     let written = encoded.is_ok() && out.write_all(&head).is_ok();
     if head.capacity() <= 4096 {
         HEAD_BUF.set(head);
@@ -456,31 +559,51 @@ pub(crate) fn send<B: ResponseBody>(
     if !written {
         return Outcome::Gone;
     }
-    if body_is_sent(&parts, role, head_only) {
-        let r = guarded(|| body.write_to(out));
-        match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                if out.gone() {
-                    return Outcome::Gone;
-                }
-                log::error!(
-                    "response body failed after the headers were sent: {e}; response cut short"
-                );
-                return Outcome::Cut;
-            }
-            Err(msg) => {
-                log::error!("panic while writing the response body: {msg}; response cut short");
-                return Outcome::Cut;
-            }
-        }
+    if !body_is_sent(&parts, role, head_only) {
+        // The caller ends the response (END_REQUEST, or flushing stdout), so a small
+        // response leaves in one write.
+        return if out.gone() {
+            Outcome::Gone
+        } else {
+            Outcome::Complete
+        };
     }
-    // The caller ends the response (END_REQUEST, or flushing stdout), so a small
-    // response leaves in one write.
-    if out.gone() {
-        Outcome::Gone
-    } else {
-        Outcome::Complete
+    let Some(declared) = declared_length(&parts, len_hint) else {
+        let r = guarded(|| body.write_to(out));
+        return body_outcome(r, out);
+    };
+    let mut held = Declared::new(out, declared);
+    let r = guarded(|| body.write_to(&mut held));
+    if held.was_over("") {
+        return if held.gone() {
+            Outcome::Gone
+        } else {
+            Outcome::Complete
+        };
+    }
+    let outcome = body_outcome(r, &held);
+    if outcome == Outcome::Complete && held.was_short("") {
+        return Outcome::Cut;
+    }
+    outcome
+}
+
+/// How a response ended, from how its body's writing ended.
+fn body_outcome(r: Result<io::Result<()>, String>, out: &dyn Sink) -> Outcome {
+    match r {
+        Ok(Ok(())) if out.gone() => Outcome::Gone,
+        Ok(Ok(())) => Outcome::Complete,
+        Ok(Err(_)) if out.gone() => Outcome::Gone,
+        Ok(Err(e)) => {
+            log::error!(
+                "response body failed after the headers were sent: {e}; response cut short"
+            );
+            Outcome::Cut
+        }
+        Err(msg) => {
+            log::error!("panic while writing the response body: {msg}; response cut short");
+            Outcome::Cut
+        }
     }
 }
 
@@ -811,5 +934,49 @@ mod tests {
         let r: Result<(), String> = guarded(|| panic!("boom {}", 7));
         let msg = r.unwrap_err();
         assert!(msg.starts_with("boom 7 (at "), "{msg}");
+    }
+
+    /// As hyper and Go's net/http: bytes past the declared Content-Length are left out
+    /// (the response is whole to its length); a body that ends short is cut.
+    #[test]
+    fn bodies_are_held_to_their_content_length() {
+        let run = |resp: Response<BoxBody>| {
+            let mut out = VecSink(Vec::new());
+            let o = send(resp, false, Role::Responder, &mut out);
+            (o, String::from_utf8_lossy(&out.0).into_owned())
+        };
+        let reader = |data: &'static [u8], len| {
+            Response::new(BoxBody::new(ReaderBody::new(
+                io::Cursor::new(data),
+                Some(len),
+            )))
+        };
+        let (o, text) = run(reader(b"1234567890", 4));
+        assert_eq!(o, Outcome::Complete);
+        assert!(text.ends_with("Content-Length: 4\r\n\r\n1234"), "{text:?}");
+        let (o, text) = run(reader(b"12345", 100));
+        assert_eq!(o, Outcome::Cut);
+        assert!(text.ends_with("\r\n\r\n12345"), "{text:?}");
+        let with_length = |n: &'static str, body: &'static str| {
+            let mut r = Response::new(BoxBody::new(body));
+            r.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static(n));
+            r
+        };
+        let (o, text) = run(with_length("100", "short"));
+        assert_eq!(o, Outcome::Cut);
+        assert!(text.contains("content-length: 100\r\n"), "{text:?}");
+        let (o, text) = run(with_length("3", "short"));
+        assert_eq!(o, Outcome::Complete);
+        assert!(text.ends_with("\r\n\r\nsho"), "{text:?}");
+        let (o, text) = run(with_length("5", "short"));
+        assert_eq!(o, Outcome::Complete);
+        assert!(text.ends_with("\r\n\r\nshort"), "{text:?}");
+        // A streamed body with no declared length is not held to anything.
+        let (o, text) = run(Response::new(BoxBody::new(stream(|w| {
+            w.write_all(b"free")
+        }))));
+        assert_eq!(o, Outcome::Complete);
+        assert!(text.ends_with("\r\n\r\nfree"), "{text:?}");
     }
 }

@@ -326,7 +326,8 @@ where
             if !response::body_is_sent(&parts, role, head_only) {
                 return Outcome::Complete;
             }
-            stream_body(body, &out, &what).await
+            let declared = response::declared_length(&parts, exact);
+            stream_body(body, &out, declared, &what).await
         };
         let cancel = peer_gone(&out);
         let both = async {
@@ -362,13 +363,20 @@ fn error(out: &RefCell<&mut dyn Sink>, status: StatusCode) -> Outcome {
 /// Writes the body frame by frame; flushes whenever the body has nothing ready, so a
 /// stream (server-sent events, progress) reaches the client as it is produced while
 /// a fast body still goes out in large writes.
-async fn stream_body<B>(body: B, out: &RefCell<&mut dyn Sink>, what: &str) -> Outcome
+/// A body with a declared length is held to it (see [`response::Declared`]).
+async fn stream_body<B>(
+    body: B,
+    out: &RefCell<&mut dyn Sink>,
+    declared: Option<u64>,
+    what: &str,
+) -> Outcome
 where
     B: HttpBody,
     B::Data: bytes::Buf,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
     let mut body = pin!(body);
+    let mut left = declared;
     loop {
         let next = poll_fn(
             |cx| match response::guarded(|| body.as_mut().poll_frame(cx)) {
@@ -384,13 +392,32 @@ where
         )
         .await;
         match next {
-            Ok(None) => return Outcome::Complete,
+            Ok(None) => {
+                return match (declared, left) {
+                    (Some(d), Some(l)) if l > 0 => {
+                        response::log_short_body(&format!("{what}: "), d - l, d);
+                        Outcome::Cut
+                    }
+                    _ => Outcome::Complete,
+                };
+            }
             Ok(Some(Ok(frame))) => {
                 if let Ok(mut data) = frame.into_data() {
                     let mut o = out.borrow_mut();
                     while bytes::Buf::has_remaining(&data) {
                         let chunk = bytes::Buf::chunk(&data);
                         let n = chunk.len();
+                        if let (Some(d), Some(l)) = (declared, left.as_mut()) {
+                            if n as u64 > *l {
+                                // `l` < `n`, so the cast is exact.
+                                if o.write_all(&chunk[..*l as usize]).is_err() {
+                                    return Outcome::Gone;
+                                }
+                                response::log_long_body(&format!("{what}: "), d);
+                                return Outcome::Complete;
+                            }
+                            *l -= n as u64;
+                        }
                         if o.write_all(chunk).is_err() {
                             return Outcome::Gone;
                         }
@@ -443,6 +470,7 @@ mod tests {
                 if req.uri().path() == "/panic" {
                     panic!("test service panics");
                 }
+                let req_path = req.uri().path().to_owned();
                 let mut body = pin!(req.into_body());
                 let mut got = Vec::new();
                 while let Some(f) = poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
@@ -451,7 +479,13 @@ mod tests {
                     }
                 }
                 got.reverse();
-                Ok(Response::new(String::from_utf8_lossy(&got).into_owned()))
+                let mut resp = Response::new(String::from_utf8_lossy(&got).into_owned());
+                // /cl/N: a Content-Length of N whatever the body's length.
+                if let Some(n) = req_path.strip_prefix("/cl/") {
+                    resp.headers_mut()
+                        .insert("content-length", n.parse().expect("a length"));
+                }
+                Ok(resp)
             })
         }
     }
@@ -492,6 +526,24 @@ mod tests {
             assert_eq!(o, Outcome::AppFailed);
             assert!(text.starts_with("Status: 500"), "{text}");
         }
+    }
+
+    /// A body is held to its Content-Length: what passes it is left out (the response
+    /// is whole to its declared length), and one that ends short is cut.
+    #[test]
+    fn bodies_are_held_to_their_content_length() {
+        let app = TowerApp {
+            service: Rev,
+            shared: None,
+        };
+        let (o, text) = serve(&app, "/cl/2", "abcd");
+        assert_eq!(o, Outcome::Complete);
+        assert!(text.ends_with("content-length: 2\r\n\r\ndc"), "{text:?}");
+        let (o, text) = serve(&app, "/cl/10", "abc");
+        assert_eq!(o, Outcome::Cut);
+        assert!(text.ends_with("\r\n\r\ncba"), "{text:?}");
+        let (o, _) = serve(&app, "/cl/3", "abc");
+        assert_eq!(o, Outcome::Complete);
     }
 
     #[test]

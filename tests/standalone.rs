@@ -712,6 +712,110 @@ fn scgi_serves_netstring_requests_and_survives_malformed_ones() {
     good();
 }
 
+/// A body longer than its Content-Length is sent to that length and no further (the
+/// rest would be read as the next response on the connection); one that ends short
+/// closes the connection.
+#[test]
+fn http_bodies_are_held_to_their_content_length() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let srv = Srv::start(
+        &["--http", &format!("127.0.0.1:{port}")],
+        &[("FCGI_RESTART_GRACE", "0")],
+    );
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(
+        b"GET /stream?chunks=2&size=5&length=4 HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    let first = http_read(&mut r, false);
+    assert_eq!(first.body, b"aaaa");
+    let next = http_read(&mut r, false);
+    assert_eq!(next.status, 200);
+    assert_eq!(next.json()["path_info"], "/next");
+    assert!(
+        wait_until(T, || srv
+            .stderr()
+            .contains("longer than its Content-Length (4)")),
+        "{}",
+        srv.stderr()
+    );
+
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(
+        b"GET /stream?chunks=1&size=5&length=100 HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut all = Vec::new();
+    let _ = r.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.ends_with("content-length: 100\r\n\r\naaaaa"),
+        "the 5 bytes, then the close: {text:?}"
+    );
+    assert!(
+        wait_until(T, || srv
+            .stderr()
+            .contains("ended after 5 of the 100 bytes")),
+        "{}",
+        srv.stderr()
+    );
+}
+
+/// The framing and the connection are the server's: an app's `Transfer-Encoding`,
+/// `Connection` and `Keep-Alive` headers are left out (its `Connection: close` is
+/// honoured), and header bytes pass as the app gave them, not UTF-8-mangled.
+#[test]
+fn http_app_hop_by_hop_headers_are_the_servers() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let srv = Srv::start(
+        &["--http", &format!("127.0.0.1:{port}")],
+        &[("FCGI_RESTART_GRACE", "0")],
+    );
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(
+        b"GET /hop-by-hop HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut all = Vec::new();
+    let _ = r.read_to_end(&mut all);
+    let head_end = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&all[..head_end]).to_ascii_lowercase();
+    assert_eq!(head.matches("transfer-encoding").count(), 1, "{head}");
+    assert!(head.contains("\r\nconnection: close"), "{head}");
+    assert!(!head.contains("keep-alive"), "{head}");
+    assert!(
+        all.windows(15).any(|w| w == b"x-latin1: caf\xe9\r"),
+        "{:?}",
+        String::from_utf8_lossy(&all)
+    );
+    let body = dechunk(&all[head_end + 4..]).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["path_info"],
+        "/hop-by-hop"
+    );
+    assert!(
+        !String::from_utf8_lossy(&all).contains("/next"),
+        "the app asked for the connection to close"
+    );
+}
+
 /// SCGI ends a response with the close; on TCP a body that fails midway ends with a
 /// reset instead, so the web server (nginx: "recv() failed ... reset") does not take
 /// the short response for a whole one. The server serves on.
