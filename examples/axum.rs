@@ -18,18 +18,23 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 async fn home(Extension(ctx): Extension<Context>) -> Html<String> {
-    let p = ctx.script_name();
+    let p = |path| ctx.path_for(path);
     Html(format!(
         r#"<!doctype html><title>fcgi-shim + axum</title>
 <h1>It works</h1>
 <ul>
-<li><a href="{p}/posts/1">post 1</a></li>
-<li><a href="{p}/api/info">JSON</a></li>
-<li><a href="{p}/stream">a streamed response</a></li>
-<li><a href="{p}/go">a redirect</a></li>
+<li><a href="{}">post 1</a></li>
+<li><a href="{}">JSON</a></li>
+<li><a href="{}">a streamed response</a></li>
+<li><a href="{}">a redirect</a></li>
 </ul>
-<form method="post" action="{p}/greet"><input name="name"> <button>Greet</button></form>
-"#
+<form method="post" action="{}"><input name="name"> <button>Greet</button></form>
+"#,
+        p("/posts/1"),
+        p("/api/info"),
+        p("/stream"),
+        p("/go"),
+        p("/greet"),
     ))
 }
 

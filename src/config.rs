@@ -140,7 +140,11 @@ impl Builder {
 
     /// Do not look at the process's command line: for apps with a command line of
     /// their own, which set the server options here (or pass the arguments meant for
-    /// us with [`Builder::args`]).
+    /// us with [`Builder::args`]). The process's exit is then the app's too: `run`
+    /// returns [`crate::Error::NotLaunchedByWebServer`] when there is nothing to serve
+    /// (started from a terminal), and a bad argument's error, instead of printing and
+    /// exiting with status 2; `--help` among [`Builder::args`] prints the usage and
+    /// returns `Ok`.
     pub fn ignore_args(mut self) -> Builder {
         self.read_args = false;
         self

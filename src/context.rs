@@ -209,16 +209,36 @@ impl Context {
         format!("{scheme}://{host}")
     }
 
-    /// An absolute URL for an app-relative `path` (starting with `/`, already in URL
-    /// form): origin, mount prefix and path. The prefix is percent-encoded here
-    /// ([`Context::script_name`] is decoded: a folder `/my blog/` is `"/my blog"`
-    /// there and `/my%20blog` in the URL).
+    /// An absolute URL for an app-relative `path`: [`Context::origin`] and
+    /// [`Context::path_for`], e.g. `https://example.com/blog/posts/1` for
+    /// `"/posts/1"` under `/blog/`. For a `Location` header or a link in an email.
     pub fn url_for(&self, path: &str) -> String {
         let mut url = self.origin();
-        crate::request::push_path(&mut url, self.script_name().as_bytes());
-        url.push_str(path);
+        push_app_path(&mut url, self.script_name(), path);
         url
     }
+
+    /// The site-relative URL of an app-relative `path`: the mount prefix and the path,
+    /// e.g. `/blog/posts/1` for `"/posts/1"` under `/blog/`, `/posts/1` at the root.
+    /// For links in pages. The prefix is percent-encoded ([`Context::script_name`] is
+    /// decoded: a folder `/my blog/` is `"/my blog"` there and `/my%20blog` here); in
+    /// `path`, which may carry `?query` and `#fragment`, only what no URL may hold raw
+    /// (spaces, controls, non-ASCII, `"<>\\^`{|}`) is escaped, and a missing leading
+    /// `/` is added.
+    pub fn path_for(&self, path: &str) -> String {
+        let mut url = String::with_capacity(self.script_name().len() + path.len() + 1);
+        push_app_path(&mut url, self.script_name(), path);
+        url
+    }
+}
+
+/// Appends the mount prefix (percent-encoded) and an app-relative path.
+fn push_app_path(url: &mut String, prefix: &str, path: &str) {
+    crate::request::push_path(url, prefix.as_bytes());
+    if !path.starts_with('/') {
+        url.push('/');
+    }
+    crate::request::push_url_text(url, path);
 }
 
 fn is_valid_authority(h: &str) -> bool {
@@ -244,7 +264,8 @@ impl fmt::Debug for Context {
 /// ```
 /// use fcgi_shim::RequestExt;
 /// fn handler(req: http::Request<fcgi_shim::Body>) -> http::Response<String> {
-///     let link = format!("{}/posts/1", req.script_name());
+///     // "/blog/posts/1" when the app serves /blog/, "/posts/1" at the site root.
+///     let link = req.path_for("/posts/1");
 ///     http::Response::new(format!("<a href=\"{link}\">first post</a>"))
 /// }
 /// ```
@@ -252,9 +273,23 @@ pub trait RequestExt {
     /// The whole context, when the request came through fcgi-shim.
     fn context(&self) -> Option<&Context>;
 
-    /// The mount prefix (`""` at the root, `"/blog"` in a subdirectory).
+    /// The mount prefix (`""` at the root, `"/blog"` in a subdirectory), decoded: to
+    /// build links, use [`RequestExt::path_for`], which encodes it.
     fn script_name(&self) -> &str {
         self.context().map_or("", Context::script_name)
+    }
+
+    /// The site-relative URL of an app-relative `path` (see [`Context::path_for`]); with
+    /// no context (a request built in a test), the path alone, escaped the same way.
+    fn path_for(&self, path: &str) -> String {
+        match self.context() {
+            Some(c) => c.path_for(path),
+            None => {
+                let mut url = String::with_capacity(path.len() + 1);
+                push_app_path(&mut url, "", path);
+                url
+            }
+        }
     }
 
     /// The client address the web server saw.

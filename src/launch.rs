@@ -13,7 +13,15 @@ use crate::standalone::{self, Protocol, Ready};
 use crate::sys::{self, Listener};
 
 /// Serves after the CGI cases are ruled out (see `Builder::run_app`).
-pub(crate) fn run(b: Builder, app: Arc<dyn App>, fd0: bool, program: &str) -> Result<(), Error> {
+/// Started from a terminal with nothing to serve: an explanation and exit status 2
+/// when the process is ours (`owns_process`), else the error, for the app to handle.
+pub(crate) fn run(
+    b: Builder,
+    app: Arc<dyn App>,
+    fd0: bool,
+    program: &str,
+    owns_process: bool,
+) -> Result<(), Error> {
     let protocol = b.sa.protocol.unwrap_or_default();
     if b.sa.wants_listener() {
         return run_standalone(b, app, None);
@@ -25,6 +33,9 @@ pub(crate) fn run(b: Builder, app: Arc<dyn App>, fd0: bool, program: &str) -> Re
         let l = Listener::take_stdin().map_err(|e| Error::io("taking the socket on fd 0", e))?;
         let cfg = Arc::new(b.cfg);
         return server::serve(l, app, cfg, ServeOpts::under_web_server(protocol));
+    }
+    if !owns_process {
+        return Err(Error::NotLaunchedByWebServer);
     }
     eprint!("{}", explanation(program));
     std::process::exit(2);

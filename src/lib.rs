@@ -15,7 +15,7 @@
 //! fn app(req: Request<Body>) -> Response<String> {
 //!     // `uri()` is app-relative: the same routes at `/` and under `/blog/`.
 //!     match req.uri().path() {
-//!         "/" => Response::new(format!("home; posts at {}/posts", req.script_name())),
+//!         "/" => Response::new(format!("home; posts at {}", req.path_for("/posts"))),
 //!         _ => {
 //!             let mut r = Response::new("not found".to_owned());
 //!             *r.status_mut() = http::StatusCode::NOT_FOUND;
@@ -81,7 +81,10 @@ use server::{App, SyncApp};
 /// Serves `app` the way the process was launched (see the crate documentation).
 /// Returns when the server has stopped (SIGTERM, max-requests, the binary replaced) or
 /// the CGI request is answered. Started from a terminal, it prints how to deploy and
-/// exits with status 2.
+/// exits with status 2; it reads the command line (`--help`, `--http ADDR`, ...) and
+/// exits with status 2 on a bad one. An app with a command line of its own uses
+/// [`Builder::ignore_args`], and gets [`Error::NotLaunchedByWebServer`] or the bad
+/// setting back instead.
 pub fn run<H: Handler>(app: H) -> Result<(), Error> {
     Builder::new().run(app)
 }
@@ -125,20 +128,29 @@ impl Builder {
             cgi::serve_one(&*app, &self.cfg);
             return Ok(());
         }
+        // The process's exit is ours only when its command line is: an app that owns
+        // its command line (`ignore_args`) gets errors back instead.
+        let owns_process = self.read_args;
         if self.read_args || self.args.is_some() {
             let args = self
                 .args
                 .take()
                 .unwrap_or_else(|| std::env::args_os().skip(1).collect());
             if let Err(e) = self.apply_args(args) {
+                if !owns_process {
+                    return Err(e);
+                }
                 eprintln!("{program}: {e}\nTry `{program} --help`.");
                 std::process::exit(2);
             }
         }
         if self.sa.help {
             print!("{}", launch::usage(&program));
+            if !owns_process {
+                return Ok(());
+            }
             std::process::exit(0);
         }
-        launch::run(self, app, fd0, &program)
+        launch::run(self, app, fd0, &program, owns_process)
     }
 }

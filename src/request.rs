@@ -186,6 +186,25 @@ pub(crate) fn push_path(s: &mut String, path: &[u8]) {
     }
 }
 
+/// Appends an app-given URL part (a path, maybe with `?query` or `#fragment`) with the
+/// bytes no URL may hold raw (controls, space, non-ASCII, `"<>\\^`{|}`) escaped and
+/// everything else as given, `%` escapes and reserved characters included.
+pub(crate) fn push_url_text(s: &mut String, text: &str) {
+    for &b in text.as_bytes() {
+        if b <= b' '
+            || b >= 0x7f
+            || matches!(
+                b,
+                b'"' | b'<' | b'>' | b'\\' | b'^' | b'`' | b'{' | b'|' | b'}'
+            )
+        {
+            push_escape(s, b);
+        } else {
+            s.push(b as char);
+        }
+    }
+}
+
 fn push_escape(s: &mut String, b: u8) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     s.push('%');
@@ -348,6 +367,39 @@ mod tests {
                 "{folder:?}"
             );
         }
+    }
+
+    /// Links: the prefix encoded, a missing leading `/` added, what no URL may hold
+    /// raw escaped in the app's path, its `%` escapes, query and fragment kept.
+    #[test]
+    fn path_for_and_url_for_build_links_under_the_mount() {
+        let vars = Vars::from_pairs([
+            ("REQUEST_METHOD", "GET"),
+            ("SCRIPT_NAME", "/docs#1/mysite.fcgi"),
+            ("PATH_INFO", "/form"),
+            ("REQUEST_URI", "/docs%231/form"),
+            ("HTTP_HOST", "example.com"),
+        ]);
+        let req = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap();
+        assert_eq!(req.script_name(), "/docs#1");
+        for (path, want) in [
+            ("/form", "/docs%231/form"),
+            ("thanks", "/docs%231/thanks"),
+            ("/thanks?name=Al B", "/docs%231/thanks?name=Al%20B"),
+            ("/a%2Fb?x=1&y=%25#top", "/docs%231/a%2Fb?x=1&y=%25#top"),
+            ("/caf\u{e9}", "/docs%231/caf%C3%A9"),
+            ("", "/docs%231/"),
+        ] {
+            assert_eq!(req.path_for(path), want, "{path:?}");
+            assert_eq!(
+                req.context().unwrap().url_for(path),
+                format!("http://example.com{want}"),
+                "{path:?}"
+            );
+        }
+        // A request built without fcgi-shim (in a test): the path alone.
+        let bare = http::Request::new(());
+        assert_eq!(bare.path_for("x y"), "/x%20y");
     }
 
     #[test]

@@ -304,6 +304,36 @@ fn started_from_a_terminal_explains_and_exits_2() {
     assert!(text.contains("started from a terminal"), "{text}");
 }
 
+/// An app that owns its command line (`Builder::ignore_args`) gets
+/// `Error::NotLaunchedByWebServer` back, not our explanation and exit; as CGI it serves.
+#[test]
+fn an_app_with_its_own_command_line_gets_the_error_back() {
+    let out = Command::new(example("own_cli"))
+        .env_remove("GATEWAY_INTERFACE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("own_cli: upload me"), "{err}");
+    assert!(!err.contains("htaccess/"), "the library explained: {err}");
+    let out = Command::new(example("own_cli"))
+        .args(["--http", "127.0.0.1:1"])
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", "GET")
+        .env("SCRIPT_NAME", "/my blog/own.cgi")
+        .env("PATH_INFO", "/x")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.ends_with("own_cli at /my%20blog/own.cgi/x\n"),
+        "{text}"
+    );
+}
+
 #[test]
 fn force_cgi_wins_over_a_listening_socket() {
     let dir = TempDir::new("forcecgi");
