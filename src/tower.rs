@@ -142,7 +142,7 @@ pub enum Runtime {
 /// ```
 pub fn run<S, B>(service: S) -> Result<(), Error>
 where
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
     B: HttpBody + 'static,
     B::Data: bytes::Buf,
@@ -154,7 +154,7 @@ where
 /// [`run`] with settings and a choice of runtime.
 pub fn run_with<S, B>(builder: Builder, runtime: Runtime, service: S) -> Result<(), Error>
 where
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
     B: HttpBody + 'static,
     B::Data: bytes::Buf,
@@ -171,13 +171,15 @@ where
         ),
     };
     builder.run_app(Arc::new(TowerApp {
-        service,
+        service: std::sync::Mutex::new(service),
         shared: shared.map(Arc::new),
     }))
 }
 
 struct TowerApp<S> {
-    service: S,
+    /// Cloned for each request, under the lock: a service need not be `Sync` (tower's
+    /// `BoxCloneService` is not), only `Clone + Send`, as with `axum::serve`.
+    service: std::sync::Mutex<S>,
     shared: Option<Arc<tokio::runtime::Runtime>>,
 }
 
@@ -260,7 +262,7 @@ async fn catch<F: Future>(fut: F) -> Result<F::Output, String> {
 
 impl<S, B> App for TowerApp<S>
 where
-    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + Sync + 'static,
+    S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Error: Into<Box<dyn StdError + Send + Sync>>,
     B: HttpBody + 'static,
     B::Data: bytes::Buf,
@@ -271,7 +273,11 @@ where
         let role = req.context().map_or(Role::Responder, |c| c.role());
         let what = format!("{} {}", req.method(), req.uri());
         let req = req.map(RequestBody::new);
-        let mut svc = self.service.clone();
+        let mut svc = self
+            .service
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let out = RefCell::new(out);
         let work = async {
             // A panic in `poll_ready`, or in `call` before it returns its future (a
@@ -510,11 +516,11 @@ mod tests {
             .unwrap();
         for app in [
             TowerApp {
-                service: Rev,
+                service: Rev.into(),
                 shared: None,
             },
             TowerApp {
-                service: Rev,
+                service: Rev.into(),
                 shared: Some(Arc::new(shared)),
             },
         ] {
@@ -533,7 +539,7 @@ mod tests {
     #[test]
     fn bodies_are_held_to_their_content_length() {
         let app = TowerApp {
-            service: Rev,
+            service: Rev.into(),
             shared: None,
         };
         let (o, text) = serve(&app, "/cl/2", "abcd");
@@ -544,6 +550,42 @@ mod tests {
         assert!(text.ends_with("\r\n\r\ncba"), "{text:?}");
         let (o, _) = serve(&app, "/cl/3", "abc");
         assert_eq!(o, Outcome::Complete);
+    }
+
+    /// A service that is `Send` but not `Sync`, as tower's `BoxCloneService`.
+    #[derive(Clone)]
+    struct NotSync(std::cell::Cell<u32>);
+
+    impl Service<Request<RequestBody>> for NotSync {
+        type Response = Response<String>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Response<String>, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request<RequestBody>) -> Self::Future {
+            self.0.set(self.0.get() + 1);
+            std::future::ready(Ok(Response::new(format!("call {}", self.0.get()))))
+        }
+    }
+
+    #[test]
+    fn a_service_need_not_be_sync() {
+        let app: Arc<dyn App> = Arc::new(TowerApp {
+            service: NotSync(std::cell::Cell::new(0)).into(),
+            shared: None,
+        });
+        for _ in 0..2 {
+            let mut out = VecSink(Vec::new());
+            assert_eq!(
+                app.serve(Request::new(Body::empty()), &mut out),
+                Outcome::Complete
+            );
+            // Each request has its own clone of the service.
+            assert!(out.0.ends_with(b"\r\n\r\ncall 1"), "{:?}", out.0);
+        }
     }
 
     #[test]
