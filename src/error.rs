@@ -29,6 +29,14 @@ pub enum Error {
     /// The program was not started by a web server (no listening socket on fd 0, no
     /// `GATEWAY_INTERFACE`) and was given nothing to serve.
     NotLaunchedByWebServer,
+    /// [`crate::request_from_vars`]: the variables make no request; a web server's
+    /// would be answered with `status`.
+    BadRequest {
+        /// The status the request would be answered with.
+        status: http::StatusCode,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -61,6 +69,9 @@ impl fmt::Display for Error {
             Error::NotLaunchedByWebServer => f.write_str(
                 "not started by a web server: no listening socket on fd 0 and no GATEWAY_INTERFACE",
             ),
+            Error::BadRequest { status, reason } => {
+                write!(f, "{reason} (a web server's request would get {status})")
+            }
         }
     }
 }

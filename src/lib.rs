@@ -89,6 +89,58 @@ pub fn run<H: Handler>(app: H) -> Result<(), Error> {
     Builder::new().run(app)
 }
 
+/// Builds the request a handler would get from these CGI variables and body, as a CGI
+/// request is built (mount prefix, app-relative URI, headers from `HTTP_*`, the
+/// [`Context`]), without a web server: for testing handlers, like Go's
+/// `cgi.RequestFromMap`. `FORCE_SCRIPT_NAME` and `FCGI_TRUST_FORWARDED` are not
+/// consulted; a `FORCE_SCRIPT_NAME` among `vars` is.
+///
+/// ```
+/// use fcgi_shim::{Body, RequestExt};
+///
+/// let req = fcgi_shim::request_from_vars(
+///     [
+///         ("REQUEST_METHOD", "GET"),
+///         ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+///         ("PATH_INFO", "/posts/1"),
+///         ("REQUEST_URI", "/blog/posts/1"),
+///         ("HTTP_HOST", "example.com"),
+///     ],
+///     Body::empty(),
+/// )
+/// .unwrap();
+/// assert_eq!(req.uri().path(), "/posts/1");
+/// assert_eq!(req.path_for("/posts/2"), "/blog/posts/2");
+/// assert_eq!(
+///     req.context().unwrap().url_for("/"),
+///     "http://example.com/blog/"
+/// );
+///
+/// let bad = fcgi_shim::request_from_vars([("REQUEST_METHOD", "G E T")], Body::empty());
+/// assert!(matches!(bad, Err(fcgi_shim::Error::BadRequest { status, .. }) if status == 400));
+/// ```
+pub fn request_from_vars<N, V>(
+    vars: impl IntoIterator<Item = (N, V)>,
+    body: Body,
+) -> Result<http::Request<Body>, Error>
+where
+    N: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+{
+    let vars = Vars::from_pairs(vars);
+    request::build(
+        vars,
+        body,
+        Mode::Cgi,
+        Role::Responder,
+        &request::MapSettings::default(),
+    )
+    .map_err(|r| Error::BadRequest {
+        status: r.status,
+        reason: r.reason,
+    })
+}
+
 impl Builder {
     /// Serves `app` with these settings; see [`run`].
     pub fn run<H: Handler>(self, app: H) -> Result<(), Error> {
