@@ -98,12 +98,12 @@ impl Default for Config {
 /// |---|---|---|
 /// | `FCGI_MAX_REQUESTS` (or `PHP_FCGI_MAX_REQUESTS`) | exit cleanly after this many requests | unlimited |
 /// | `FORCE_SCRIPT_NAME` | the mount prefix, when it cannot be worked out | rebuilt per request |
-/// | `FCGI_THREADS` | connections served at once | 1 |
+/// | `FCGI_THREADS` | connections served at once | 1 under a web server; 8 for a server of its own |
 /// | `FCGI_MAX_PARAMS_BYTES` | cap on one request's FastCGI params | 1 MiB |
 /// | `FCGI_MAX_PARAMS` | cap on the number of params | 1000 |
 /// | `FCGI_READ_TIMEOUT`, `FCGI_WRITE_TIMEOUT` | seconds the web server may stall mid-request | 60 |
 /// | `FCGI_IDLE_TIMEOUT` | seconds a kept-alive connection may idle (0: no limit) | no limit |
-/// | `FCGI_WATCH_BINARY` | `0`: do not exit when the program file is replaced | `1` |
+/// | `FCGI_WATCH_BINARY` | `0`: do not exit when the program file is replaced | `1` under a web server; off for a server of its own |
 /// | `FCGI_LOG` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 /// | `FCGI_LOG_TARGET` | `stderr` or `syslog` (feature `syslog`) | `stderr` |
 /// | `FCGI_FORCE_CGI` | `1`: serve one CGI request even if fd 0 is a socket | off |
@@ -299,7 +299,9 @@ impl Builder {
     }
 
     /// Whether to exit after the current request once the program file on disk has
-    /// been replaced (a new upload), so the web server starts the new one (default on).
+    /// been replaced (a new upload), so the web server starts the new one (default on
+    /// under a web server; always off for a server of its own, which nobody would
+    /// restart).
     pub fn exit_when_binary_replaced(mut self, on: bool) -> Builder {
         self.cfg.watch_binary = on;
         self
