@@ -31,12 +31,22 @@ bench options:
   --keep-conn           reuse each connection (FCGI_KEEP_CONN, as nginx keepalive);
                         default: a new connection per request (as mod_fcgid)
   -d, --duration SECS   how long to measure (default 5)
-  -n, --requests N      stop after N requests instead
-  --warmup SECS         requests before measuring (default 1)
+  -n, --requests N      send exactly N measured requests instead (in the output,
+                        requests + errors = N)
+  --warmup SECS         send requests this long before measuring (default 1); they
+                        are not counted, but reported as warm-up requests
   --path PATH           PATH_INFO (default /)
-  --body-size BYTES     POST a body of this size (default: GET, no body)
+  --body-size BYTES     POST a body of this many 'x' bytes (default: GET, no body)
+  --body-file PATH      POST the contents of PATH as the body (- : standard input,
+                        read once); the same body with every request
   --json                one JSON object on stdout
-request options: --path, --query, --method, --body-size, --header NAME=VALUE, --param
+request options: --path, --query, --method, --body-size, --body-file, --param,
+  --header NAME=VALUE (as HTTP_NAME; Content-Type and Content-Length become
+  CONTENT_TYPE and CONTENT_LENGTH, as a web server sends them)
+A body is sent as FCGI_STDIN with CONTENT_LENGTH set to its length and CONTENT_TYPE
+application/octet-stream unless --header Content-Type says otherwise; the method is
+POST unless --method says otherwise. --header Content-Length must match the body
+(--param CONTENT_LENGTH=N sends any value). --param overrides every variable.
 cgi-time options: -n N (default 200), --path PATH, --env NAME=VALUE; prints the median
   and p90
 Bodies above 64 KiB are written by a second thread while the response is read, so a
@@ -85,7 +95,7 @@ struct Opts {
     path: String,
     query: String,
     method: Option<String>,
-    body_size: usize,
+    body: Body,
     headers: Vec<(String, String)>,
     params: Vec<(String, String)>,
     env: Vec<(String, String)>,
@@ -101,6 +111,7 @@ impl Opts {
             path: "/".into(),
             ..Opts::default()
         };
+        let (mut body_size, mut body_file) = (None::<usize>, None::<String>);
         let mut it = args.into_iter();
         let secs = |v: Option<String>, n: &str| -> Result<Duration> {
             let s: f64 = v.with_context(|| format!("{n} needs a value"))?.parse()?;
@@ -126,7 +137,8 @@ impl Opts {
                 "--path" => o.path = it.next().context("--path PATH")?,
                 "--query" => o.query = it.next().context("--query Q")?,
                 "--method" => o.method = Some(it.next().context("--method M")?),
-                "--body-size" => o.body_size = it.next().context("--body-size N")?.parse()?,
+                "--body-size" => body_size = Some(it.next().context("--body-size N")?.parse()?),
+                "--body-file" => body_file = Some(it.next().context("--body-file PATH")?),
                 "--header" => {
                     let h = it.next().context("--header NAME=VALUE")?;
                     let (k, v) = h.split_once('=').context("--header NAME=VALUE")?;
@@ -152,8 +164,96 @@ impl Opts {
         if o.concurrency == 0 {
             bail!("--concurrency must be at least 1");
         }
+        o.body = match (body_size, body_file) {
+            (Some(_), Some(_)) => bail!("give --body-size or --body-file, not both"),
+            (Some(0) | None, None) => Body::None,
+            (Some(n), None) => Body::Filler(n),
+            (None, Some(f)) if f == "-" => {
+                let mut b = Vec::new();
+                std::io::stdin()
+                    .read_to_end(&mut b)
+                    .context("reading the body from standard input")?;
+                Body::Bytes(b.into())
+            }
+            (None, Some(f)) => Body::Bytes(
+                std::fs::read(&f)
+                    .with_context(|| format!("reading {f}"))?
+                    .into(),
+            ),
+        };
+        // The body's length is what CONTENT_LENGTH says; a header cannot contradict it.
+        for (k, v) in &o.headers {
+            if cgi_header(k) == "CONTENT_LENGTH"
+                && v.trim().parse::<usize>().ok() != Some(o.body.len())
+            {
+                bail!(
+                    "--header {k}={v} is not the length of the body ({} bytes); CONTENT_LENGTH \
+                     is set from the body (--param CONTENT_LENGTH=N sends any value)",
+                    o.body.len()
+                );
+            }
+        }
         Ok(o)
     }
+}
+
+/// The request body: none, `--body-size` filler bytes or `--body-file`'s contents.
+#[derive(Debug, Default, Clone)]
+enum Body {
+    #[default]
+    None,
+    Filler(usize),
+    Bytes(Arc<[u8]>),
+}
+
+/// Bodies above this are written by a second thread, record by record, while the
+/// response is read; smaller ones go out with the request's other records.
+const INLINE_BODY: usize = 1 << 20;
+
+impl Body {
+    /// Whether a body is sent (POST by default; CONTENT_LENGTH and CONTENT_TYPE).
+    fn given(&self) -> bool {
+        !matches!(self, Body::None)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Body::None => 0,
+            Body::Filler(n) => *n,
+            Body::Bytes(b) => b.len(),
+        }
+    }
+
+    /// Writes the FCGI_STDIN stream: the body in records of at most `MAX_CHUNK` bytes,
+    /// then the empty record that ends it (sent even without a body, as web servers do).
+    fn write_stdin(&self, w: &mut impl Write) -> std::io::Result<()> {
+        let len = self.len();
+        let filler = match self {
+            Body::Filler(_) => vec![b'x'; len.min(record::MAX_CHUNK)],
+            _ => Vec::new(),
+        };
+        let mut rec = Vec::with_capacity(len.min(record::MAX_CHUNK) + 16);
+        let mut off = 0;
+        while off < len {
+            let n = (len - off).min(record::MAX_CHUNK);
+            let chunk = match self {
+                Body::Bytes(b) => &b[off..off + n],
+                _ => &filler[..n],
+            };
+            rec.clear();
+            record::push_record(&mut rec, RecordType::Stdin, 1, chunk);
+            w.write_all(&rec)?;
+            off += n;
+        }
+        rec.clear();
+        record::push_record(&mut rec, RecordType::Stdin, 1, &[]);
+        w.write_all(&rec)
+    }
+}
+
+/// A header's CGI name without the `HTTP_` prefix: `Content-Type` is `CONTENT_TYPE`.
+fn cgi_header(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
 }
 
 // ---- the target ----
@@ -249,23 +349,8 @@ impl Write for Conn {
 
 fn resolve(o: &Opts) -> Result<(Target, Option<Spawned>)> {
     if !o.spawn.is_empty() {
-        let (sp, sock) = Spawned::start(&o.spawn)?;
-        // Ready when it accepts a request.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut c) = UnixStream::connect(&sock) {
-                let req = build_request(o, false);
-                if c.write_all(&req).is_ok()
-                    && read_response(&mut Conn::Unix(c), &mut Vec::new()).is_ok()
-                {
-                    break;
-                }
-            }
-            if Instant::now() > deadline {
-                bail!("{} did not answer on its socket within 10 s", o.spawn[0]);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (mut sp, sock) = Spawned::start(&o.spawn)?;
+        wait_ready(&mut sp, &sock, &o.spawn[0])?;
         return Ok((Target::Unix(sock), Some(sp)));
     }
     if let Some(p) = &o.socket {
@@ -279,11 +364,87 @@ fn resolve(o: &Opts) -> Result<(Target, Option<Spawned>)> {
     ))
 }
 
+/// Waits until the spawned app answers FCGI_GET_VALUES on its socket: a management
+/// record, not a request, so the app serves nothing for it (the user's request, sent
+/// as the probe, used to reach the app twice; a bench's count was off by one).
+fn wait_ready(sp: &mut Spawned, sock: &Path, name: &str) -> Result<()> {
+    let mut q = Vec::new();
+    record::push_pair(&mut q, b"FCGI_MPXS_CONNS", b"");
+    let mut probe = Vec::new();
+    record::push_record(
+        &mut probe,
+        RecordType::GetValues,
+        record::NULL_REQUEST_ID,
+        &q,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut c) = UnixStream::connect(sock) {
+            if c.write_all(&probe).is_ok() && answered(&mut c, sp, deadline)? {
+                return Ok(());
+            }
+        }
+        if let Some(status) = sp.child.try_wait()? {
+            bail!("{name} exited ({status}) before it answered on its socket");
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not answer FCGI_GET_VALUES on its socket within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a record came back for the probe: GET_VALUES_RESULT, or UNKNOWN_TYPE from
+/// an app without management records; either way it reads its connections. The whole
+/// record is read: closing a Unix socket with unread data resets the app's end.
+fn answered(c: &mut UnixStream, sp: &mut Spawned, deadline: Instant) -> Result<bool> {
+    c.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut buf = vec![0u8; record::HEADER_LEN];
+    let mut have = 0;
+    while Instant::now() <= deadline {
+        match c.read(&mut buf[have..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => have += n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                if sp.child.try_wait()?.is_some() {
+                    return Ok(false);
+                }
+                continue;
+            }
+            Err(_) => return Ok(false),
+        }
+        if have < buf.len() {
+            continue;
+        }
+        let mut hb = [0u8; record::HEADER_LEN];
+        hb.copy_from_slice(&buf[..record::HEADER_LEN]);
+        let h = Header::parse(&hb);
+        let whole = record::HEADER_LEN + h.body_len();
+        if have < whole {
+            buf.resize(whole, 0);
+            continue;
+        }
+        return Ok(h.version == record::VERSION_1
+            && matches!(
+                h.record_type,
+                RecordType::GetValuesResult | RecordType::UnknownType
+            ));
+    }
+    Ok(false)
+}
+
 // ---- requests ----
 
-fn build_request(o: &Opts, keep: bool) -> Vec<u8> {
+fn build_request(o: &Opts, keep: bool) -> std::io::Result<Vec<u8>> {
     let method = o.method.clone().unwrap_or_else(|| {
-        if o.body_size > 0 {
+        if o.body.given() {
             "POST".into()
         } else {
             "GET".into()
@@ -313,15 +474,33 @@ fn build_request(o: &Opts, keep: bool) -> Vec<u8> {
         ("HTTP_USER_AGENT".into(), "fcgi-shim-bench".into()),
         ("HTTP_ACCEPT".into(), "*/*".into()),
     ];
-    if o.body_size > 0 {
-        vars.push(("CONTENT_LENGTH".into(), o.body_size.to_string()));
-        vars.push(("CONTENT_TYPE".into(), "application/octet-stream".into()));
+    // Content-Type and Content-Length travel as CONTENT_TYPE and CONTENT_LENGTH, as a
+    // web server sends them (the library ignores HTTP_CONTENT_*, as servers never send
+    // them); Content-Length was checked against the body.
+    let content_type = o
+        .headers
+        .iter()
+        .rev()
+        .find(|(k, _)| cgi_header(k) == "CONTENT_TYPE");
+    let given_len = o
+        .headers
+        .iter()
+        .any(|(k, _)| cgi_header(k) == "CONTENT_LENGTH");
+    if o.body.given() || given_len {
+        vars.push(("CONTENT_LENGTH".into(), o.body.len().to_string()));
+    }
+    match content_type {
+        Some((_, t)) => vars.push(("CONTENT_TYPE".into(), t.clone())),
+        None if o.body.given() => {
+            vars.push(("CONTENT_TYPE".into(), "application/octet-stream".into()));
+        }
+        None => {}
     }
     for (k, v) in &o.headers {
-        vars.push((
-            format!("HTTP_{}", k.to_ascii_uppercase().replace('-', "_")),
-            v.clone(),
-        ));
+        let name = cgi_header(k);
+        if name != "CONTENT_TYPE" && name != "CONTENT_LENGTH" {
+            vars.push((format!("HTTP_{name}"), v.clone()));
+        }
     }
     // --param: replaces a variable of the same name, or adds one.
     for (k, v) in &o.params {
@@ -343,16 +522,11 @@ fn build_request(o: &Opts, keep: bool) -> Vec<u8> {
         record::push_record(&mut out, RecordType::Params, 1, c);
     }
     record::push_record(&mut out, RecordType::Params, 1, &[]);
-    // The STDIN stream is always terminated, even when empty, as web servers do; a
-    // body over 1 MiB is written separately, record by record.
-    if o.body_size <= 1 << 20 {
-        let body = vec![b'x'; o.body_size];
-        for c in body.chunks(record::MAX_CHUNK) {
-            record::push_record(&mut out, RecordType::Stdin, 1, c);
-        }
-        record::push_record(&mut out, RecordType::Stdin, 1, &[]);
+    // A body over INLINE_BODY is written separately, record by record (`exchange`).
+    if o.body.len() <= INLINE_BODY {
+        o.body.write_stdin(&mut out)?;
     }
-    out
+    Ok(out)
 }
 
 impl Conn {
@@ -366,9 +540,15 @@ impl Conn {
 
 /// Sends one request and reads its response; a body above 64 KiB is written by a
 /// second thread meanwhile (an app that streams the body back would otherwise block
-/// on a full socket while we block writing).
-fn exchange(c: &mut Conn, req: &[u8], big_body: usize, collect: &mut Vec<u8>) -> Result<Resp> {
-    if big_body == 0 && req.len() <= 64 * 1024 {
+/// on a full socket while we block writing). `big_body`: the body to write after
+/// `req`, when it is not in `req` (above INLINE_BODY).
+fn exchange(
+    c: &mut Conn,
+    req: &[u8],
+    big_body: Option<Body>,
+    collect: &mut Vec<u8>,
+) -> Result<Resp> {
+    if big_body.is_none() && req.len() <= 64 * 1024 {
         c.write_all(req)?;
         return read_response(c, collect);
     }
@@ -376,8 +556,8 @@ fn exchange(c: &mut Conn, req: &[u8], big_body: usize, collect: &mut Vec<u8>) ->
     let req = req.to_vec();
     let writer = std::thread::spawn(move || -> std::io::Result<()> {
         w.write_all(&req)?;
-        if big_body > 0 {
-            write_big_body(&mut w, big_body)?;
+        if let Some(body) = big_body {
+            body.write_stdin(&mut w)?;
         }
         Ok(())
     });
@@ -388,23 +568,6 @@ fn exchange(c: &mut Conn, req: &[u8], big_body: usize, collect: &mut Vec<u8>) ->
     let resp = r?;
     wr?;
     Ok(resp)
-}
-
-/// Writes a large body as STDIN records without holding it in memory.
-fn write_big_body(c: &mut Conn, size: usize) -> std::io::Result<()> {
-    let chunk = vec![b'x'; record::MAX_CHUNK];
-    let mut left = size;
-    let mut rec = Vec::with_capacity(record::MAX_CHUNK + 16);
-    while left > 0 {
-        let n = left.min(record::MAX_CHUNK);
-        rec.clear();
-        record::push_record(&mut rec, RecordType::Stdin, 1, &chunk[..n]);
-        c.write_all(&rec)?;
-        left -= n;
-    }
-    rec.clear();
-    record::push_record(&mut rec, RecordType::Stdin, 1, &[]);
-    c.write_all(&rec)
 }
 
 /// What came back for one request.
@@ -477,13 +640,9 @@ fn read_response(c: &mut Conn, collect: &mut Vec<u8>) -> Result<Resp> {
 fn request(o: Opts) -> Result<()> {
     let (target, _spawned) = resolve(&o)?;
     let mut c = Conn::open(&target)?;
-    let big = if o.body_size > 1 << 20 {
-        o.body_size
-    } else {
-        0
-    };
+    let big = (o.body.len() > INLINE_BODY).then(|| o.body.clone());
     let mut out = Vec::with_capacity(64 * 1024);
-    let r = exchange(&mut c, &build_request(&o, false), big, &mut out)?;
+    let r = exchange(&mut c, &build_request(&o, false)?, big, &mut out)?;
     std::io::stdout().write_all(&out)?;
     if !r.stderr.is_empty() {
         eprint!("{}", String::from_utf8_lossy(&r.stderr));
@@ -507,25 +666,28 @@ fn bench(o: Opts) -> Result<()> {
     let (target, spawned) = resolve(&o)?;
     let idle = spawned.as_ref().and_then(|s| proc_status(s.pid()));
     let target = Arc::new(target);
-    let req = Arc::new(build_request(&o, o.keep_conn));
+    let req = Arc::new(build_request(&o, o.keep_conn)?);
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(o.warmup.is_zero()));
-    let done = Arc::new(AtomicU64::new(0));
+    // Measured requests started (with -n: no more than N are), and warm-up requests.
+    let started = Arc::new(AtomicU64::new(0));
+    let warm = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(Barrier::new(o.concurrency + 1));
-    let big = o.body_size > 1 << 20;
+    let big = (o.body.len() > INLINE_BODY).then(|| o.body.clone());
     let mut handles = Vec::new();
     for _ in 0..o.concurrency {
-        let (target, req, stop, measuring, done, barrier) = (
+        let (target, req, stop, measuring, started, warm, barrier) = (
             target.clone(),
             req.clone(),
             stop.clone(),
             measuring.clone(),
-            done.clone(),
+            started.clone(),
+            warm.clone(),
             barrier.clone(),
         );
         let limit = o.requests;
         let keep = o.keep_conn;
-        let body_size = o.body_size;
+        let big = big.clone();
         handles.push(std::thread::spawn(move || {
             let mut st = Stats {
                 latencies: Vec::with_capacity(1 << 16),
@@ -537,19 +699,26 @@ fn bench(o: Opts) -> Result<()> {
             let mut sink = Vec::new();
             barrier.wait();
             while !stop.load(Ordering::Relaxed) {
+                // A request belongs to the measurement if it starts in it; with -n,
+                // each takes one of the N places first, so exactly N are sent.
+                let counted = measuring.load(Ordering::Relaxed);
+                if !counted {
+                    warm.fetch_add(1, Ordering::Relaxed);
+                } else if limit.is_some_and(|l| started.fetch_add(1, Ordering::Relaxed) >= l) {
+                    break;
+                }
                 let t0 = Instant::now();
                 let r = (|| -> Result<Resp> {
                     if conn.is_none() {
                         conn = Some(Conn::open(&target)?);
                     }
                     let c = conn.as_mut().context("connection")?;
-                    exchange(c, &req, if big { body_size } else { 0 }, &mut sink)
+                    exchange(c, &req, big.clone(), &mut sink)
                 })();
                 let took = t0.elapsed();
                 if !keep {
                     conn = None;
                 }
-                let counted = measuring.load(Ordering::Relaxed);
                 match r {
                     Ok(resp) if resp.status_ok && resp.proto_status == 0 => {
                         if counted {
@@ -563,12 +732,6 @@ fn bench(o: Opts) -> Result<()> {
                         if counted {
                             st.errors += 1;
                         }
-                    }
-                }
-                if counted {
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if limit.is_some_and(|l| n >= l) {
-                        stop.store(true, Ordering::Relaxed);
                     }
                 }
             }
@@ -626,6 +789,7 @@ fn bench(o: Opts) -> Result<()> {
         f64::from(all.latencies[i])
     };
     let n = all.latencies.len();
+    let warm = warm.load(Ordering::Relaxed);
     let rss = spawned.as_ref().and_then(|s| proc_status(s.pid()));
     // CPU time per request (µs), the server's (its process and every descendant, all
     // threads) and this load generator's, over the measured window: unlike req/s it does
@@ -638,7 +802,7 @@ fn bench(o: Opts) -> Result<()> {
     let client_cpu = per_req(cpu0.1, cpu1.1);
     if o.json {
         println!(
-            "{{\"requests\":{n},\"errors\":{},\"seconds\":{secs:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{max_us},\"conn_min\":{conn_min},\"conn_max\":{conn_max},\"mib_per_s\":{:.1},\"pid\":{},\"idle_rss_kib\":{},\"rss_kib\":{},\"hwm_kib\":{},\"server_cpu_us\":{server_cpu:.2},\"client_cpu_us\":{client_cpu:.2}}}",
+            "{{\"requests\":{n},\"errors\":{},\"warmup_requests\":{warm},\"seconds\":{secs:.3},\"rps\":{:.1},\"p50_us\":{},\"p99_us\":{},\"max_us\":{max_us},\"conn_min\":{conn_min},\"conn_max\":{conn_max},\"mib_per_s\":{:.1},\"pid\":{},\"idle_rss_kib\":{},\"rss_kib\":{},\"hwm_kib\":{},\"server_cpu_us\":{server_cpu:.2},\"client_cpu_us\":{client_cpu:.2}}}",
             all.errors,
             n as f64 / secs,
             pct(0.50),
@@ -650,8 +814,13 @@ fn bench(o: Opts) -> Result<()> {
             rss.map_or(-1, |r| r.1 as i64),
         );
     } else {
+        let after_warmup = if warm > 0 {
+            format!(" (after {warm} warm-up requests)")
+        } else {
+            String::new()
+        };
         println!(
-            "{n} requests in {secs:.2} s: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, max {max_us} µs, {} errors, per connection {conn_min}..{conn_max} requests, {:.1} MiB/s{}",
+            "{n} requests in {secs:.2} s{after_warmup}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, max {max_us} µs, {} errors, per connection {conn_min}..{conn_max} requests, {:.1} MiB/s{}",
             n as f64 / secs,
             pct(0.50),
             pct(0.99),

@@ -558,6 +558,335 @@ fn the_request_tool_sends_the_params_it_is_given() {
     assert_eq!(j["vars"]["X_EXTRA"], "1");
 }
 
+// ---- the `fcgi-shim` tool: request and bench ----
+
+/// Runs the `fcgi-shim` tool with `args`, `stdin` as its standard input.
+fn tool(args: &[&std::ffi::OsStr], stdin: &[u8]) -> std::process::Output {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fcgi-shim"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// The tool's args, as OS strings (paths among them).
+macro_rules! args {
+    ($($a:expr),* $(,)?) => { &[$(std::ffi::OsStr::new(&$a)),*] };
+}
+
+/// The JSON object in a successful run's standard output.
+fn tool_json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (Some(a), Some(b)) = (text.find('{'), text.rfind('}')) else {
+        panic!("no JSON in {text:?}");
+    };
+    serde_json::from_str(&text[a..=b]).unwrap()
+}
+
+/// How many requests the echo app has served, this one included.
+fn echo_served(app: &FcgiApp) -> u64 {
+    let r = app.roundtrip(request(1, false, &get("/count", ""), b""), 1);
+    r.json()["served"].as_u64().unwrap()
+}
+
+/// `request --spawn` waited for the app with the user's own request, so the app
+/// served it twice (a POST's side effects too). The readiness probe is FCGI_GET_VALUES.
+#[test]
+fn the_request_tool_with_spawn_sends_the_request_once() {
+    let echo = example("echo");
+    let out = tool(
+        args![
+            "request",
+            "--spawn",
+            echo,
+            "--",
+            "--path",
+            "/once",
+            "--body-size",
+            "3"
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(j["method"], "POST");
+    assert_eq!(j["served"], 1, "the app served the request more than once");
+    // The probe is read to its end: the app sees no reset connection.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("connection error"), "{log}");
+}
+
+/// `bench -n 8 -c 4` sent 11 requests (every connection finished one more); with
+/// --spawn the probe was one more. Exactly N now; warm-up requests are reported apart.
+#[test]
+fn the_bench_tool_sends_exactly_n_requests() {
+    let app = FcgiApp::start("echo", &[("FCGI_THREADS", "4")]);
+    let out = tool(
+        args![
+            "bench", "--socket", app.sock, "-n", "8", "-c", "4", "--warmup", "0", "--json"
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(
+        (j["requests"].as_u64(), j["errors"].as_u64()),
+        (Some(8), Some(0))
+    );
+    assert_eq!(j["warmup_requests"], 0);
+    assert_eq!(echo_served(&app), 8 + 1);
+    // With a warm-up: its requests are counted apart, the measured ones are N.
+    let out = tool(
+        args![
+            "bench", "--socket", app.sock, "-n", "5", "-c", "2", "--warmup", "0.2", "--json"
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(
+        (j["requests"].as_u64(), j["errors"].as_u64()),
+        (Some(5), Some(0))
+    );
+    let warm = j["warmup_requests"].as_u64().unwrap();
+    assert!(warm > 0, "{j}");
+    assert_eq!(echo_served(&app), 9 + warm + 5 + 1);
+    // --spawn: an app that exits after 8 requests answers all 8 (none went to a probe).
+    let echo = example("echo");
+    let out = tool(
+        args![
+            "bench",
+            "--spawn",
+            "env",
+            "FCGI_MAX_REQUESTS=8",
+            echo,
+            "--",
+            "-n",
+            "8",
+            "-c",
+            "4",
+            "--warmup",
+            "0",
+            "--json"
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(
+        (j["requests"].as_u64(), j["errors"].as_u64()),
+        (Some(8), Some(0)),
+        "{j}"
+    );
+}
+
+/// `--header Content-Type=...` became HTTP_CONTENT_TYPE, which no web server sends, and
+/// the tool's own CONTENT_TYPE stayed: the two headers map to CONTENT_TYPE and
+/// CONTENT_LENGTH, as a web server maps them.
+#[test]
+fn the_request_tool_maps_content_type_and_length_as_a_web_server_does() {
+    let app = FcgiApp::start("echo", &[]);
+    let out = tool(
+        args![
+            "request",
+            "--socket",
+            app.sock,
+            "--path",
+            "/ct",
+            "--body-size",
+            "3",
+            "--header",
+            "Content-Type=text/plain",
+            "--header",
+            "content-length=3",
+            "--header",
+            "X-Y=z"
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(j["vars"]["CONTENT_TYPE"], "text/plain");
+    assert_eq!(j["vars"]["CONTENT_LENGTH"], "3");
+    assert_eq!(j["vars"]["HTTP_X_Y"], "z");
+    assert!(j["vars"].get("HTTP_CONTENT_TYPE").is_none(), "{j}");
+    assert!(j["vars"].get("HTTP_CONTENT_LENGTH").is_none(), "{j}");
+    assert_eq!(j["headers"]["content-type"], "text/plain");
+    assert_eq!(j["body_len"], 3);
+    // Without a body: the Content-Type alone.
+    let out = tool(
+        args![
+            "request",
+            "--socket",
+            app.sock,
+            "--header",
+            "Content-Type=text/csv"
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(
+        (&j["method"], &j["vars"]["CONTENT_TYPE"]),
+        (&"GET".into(), &"text/csv".into())
+    );
+    // A Content-Length that is not the body's length is refused.
+    let out = tool(
+        args![
+            "request",
+            "--socket",
+            app.sock,
+            "--body-size",
+            "3",
+            "--header",
+            "Content-Length=5"
+        ],
+        b"",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("Content-Length"), "{err}");
+}
+
+/// `--body-file PATH` (or `-` for standard input) sends that file as the body: POST,
+/// CONTENT_LENGTH its length, FCGI_STDIN in records of at most 65535 bytes.
+#[test]
+fn the_request_tool_sends_a_body_file() {
+    let app = FcgiApp::start("echo", &[]);
+    let dir = TempDir::new("tool-body");
+    // Above 1 MiB: written record by record while the response is read.
+    let body = noise(1_200_000, 7);
+    let file = dir.join("body.bin");
+    std::fs::write(&file, &body).unwrap();
+    for (arg, stdin) in [(file.as_os_str(), &[][..]), ("-".as_ref(), &body[..])] {
+        let out = tool(
+            args![
+                "request",
+                "--socket",
+                app.sock,
+                "--path",
+                "/up",
+                "--body-file",
+                arg
+            ],
+            stdin,
+        );
+        let j = tool_json(&out);
+        assert_eq!(j["method"], "POST");
+        assert_eq!(j["vars"]["CONTENT_LENGTH"], "1200000");
+        assert_eq!(j["vars"]["CONTENT_TYPE"], "application/octet-stream");
+        assert_eq!(j["body_len"], 1_200_000);
+        assert_eq!(j["body_sha256"], sha256_hex(&body));
+    }
+    // An explicit method wins; an empty file is a body of 0 bytes.
+    let empty = dir.join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let out = tool(
+        args![
+            "request",
+            "--socket",
+            app.sock,
+            "--method",
+            "PUT",
+            "--body-file",
+            empty
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(
+        (&j["method"], &j["vars"]["CONTENT_LENGTH"]),
+        (&"PUT".into(), &"0".into())
+    );
+}
+
+/// `bench --body-file` sends the same body with every request; the test plays the app
+/// and checks each request's records.
+#[test]
+fn the_bench_tool_sends_a_body_file_with_every_request() {
+    let dir = TempDir::new("tool-bench-body");
+    let body = noise(150_000, 9);
+    let file = dir.join("body.bin");
+    std::fs::write(&file, &body).unwrap();
+    let sock = dir.join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let expected = body.clone();
+    let server = std::thread::spawn(move || {
+        for _ in 0..3 {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(T)).unwrap();
+            let mut raw = Vec::new();
+            let (mut params, mut stdin) = (Vec::new(), Vec::new());
+            'read: loop {
+                let mut buf = [0u8; 65536];
+                let n = std::io::Read::read(&mut s, &mut buf).unwrap();
+                assert!(n > 0, "closed mid-request");
+                raw.extend_from_slice(&buf[..n]);
+                let (recs, rest) = parse_records(&raw);
+                for r in &recs {
+                    match r.t {
+                        PARAMS => params.extend_from_slice(&r.content),
+                        STDIN if r.content.is_empty() => break 'read,
+                        STDIN => stdin.extend_from_slice(&r.content),
+                        _ => {}
+                    }
+                }
+                raw = rest;
+            }
+            assert!(
+                stdin == expected,
+                "the body differs ({} bytes)",
+                stdin.len()
+            );
+            let mut cl = Vec::new();
+            pair(
+                &mut cl,
+                b"CONTENT_LENGTH",
+                expected.len().to_string().as_bytes(),
+            );
+            assert!(
+                params.windows(cl.len()).any(|w| w == cl),
+                "no CONTENT_LENGTH"
+            );
+            let mut reply = rec(STDOUT, 1, b"Status: 200 OK\r\n\r\nok");
+            reply.extend(rec(STDOUT, 1, b""));
+            reply.extend(rec(END, 1, &[0; 8]));
+            s.write_all(&reply).unwrap();
+        }
+    });
+    let out = tool(
+        args![
+            "bench",
+            "--socket",
+            sock,
+            "-n",
+            "3",
+            "--warmup",
+            "0",
+            "--body-file",
+            file,
+            "--json"
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(
+        (j["requests"].as_u64(), j["errors"].as_u64()),
+        (Some(3), Some(0))
+    );
+    server.join().unwrap();
+}
+
 #[test]
 fn filter_role_is_answered_unknown_role() {
     let app = FcgiApp::start("echo", &[]);
