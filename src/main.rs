@@ -616,9 +616,12 @@ fn read_response(c: &mut Conn, collect: &mut Vec<u8>) -> Result<Resp> {
                 }
                 RecordType::Stderr => resp.stderr.extend_from_slice(content),
                 RecordType::EndRequest if h.request_id == 1 => {
-                    resp.app_status =
-                        u32::from_be_bytes([content[0], content[1], content[2], content[3]]);
-                    resp.proto_status = content[4];
+                    // The peer's record: its length is checked, not assumed.
+                    let &[a, b, c, d, proto, ..] = content else {
+                        bail!("END_REQUEST with {} bytes of content, not 8", content.len());
+                    };
+                    resp.app_status = u32::from_be_bytes([a, b, c, d]);
+                    resp.proto_status = proto;
                     return Ok(resp);
                 }
                 _ => {}

@@ -887,6 +887,37 @@ fn the_bench_tool_sends_a_body_file_with_every_request() {
     server.join().unwrap();
 }
 
+/// An END_REQUEST shorter than its 8 bytes (a broken peer) is an error the tool
+/// reports, not a panic (it indexed the content).
+#[test]
+fn the_request_tool_reports_a_short_end_request() {
+    let dir = TempDir::new("tool-short-end");
+    let sock = dir.join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut raw = Vec::new();
+        loop {
+            let mut buf = [0u8; 4096];
+            let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+            raw.extend_from_slice(&buf[..n]);
+            let (recs, _) = parse_records(&raw);
+            if n == 0 || recs.iter().any(|r| r.t == STDIN && r.content.is_empty()) {
+                break;
+            }
+        }
+        let _ = s.write_all(&rec(END, 1, &[0, 0]));
+    });
+    let out = tool(args!["request", "--socket", sock], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("END_REQUEST") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
 #[test]
 fn filter_role_is_answered_unknown_role() {
     let app = FcgiApp::start("echo", &[]);
