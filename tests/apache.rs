@@ -342,7 +342,8 @@ DocumentRoot "{r}/public_html"
   Require all denied
 </Directory>
 <Directory "{r}/public_html">
-  AllowOverride All
+  # As hardened shared hosts set it (cPanel's default): no FollowSymLinks.
+  AllowOverride AuthConfig FileInfo Indexes Limit Options=ExecCGI,Includes,IncludesNOEXEC,Indexes,MultiViews,SymLinksIfOwnerMatch
   Require all granted
 </Directory>
 "#
