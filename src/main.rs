@@ -73,12 +73,18 @@ fn run() -> Result<()> {
         return Ok(());
     }
     let cmd = args.remove(0);
-    match cmd.as_str() {
-        "bench" => bench(Opts::parse(args)?),
-        "request" => request(Opts::parse(args)?),
-        "cgi-time" => cgi_time(Opts::parse(args)?),
+    let run: fn(Opts) -> Result<()> = match cmd.as_str() {
+        "bench" => bench,
+        "request" => request,
+        "cgi-time" => cgi_time,
         other => bail!("unknown command {other:?}; try --help"),
+    };
+    let o = Opts::parse(args)?;
+    if o.help {
+        print!("{USAGE}");
+        return Ok(());
     }
+    run(o)
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +104,8 @@ struct Opts {
     body: Body,
     headers: Vec<(String, String)>,
     params: Vec<(String, String)>,
+    /// `--help` after the command: the usage, and nothing else.
+    help: bool,
     env: Vec<(String, String)>,
     json: bool,
 }
@@ -158,6 +166,7 @@ impl Opts {
                 }
                 "--json" => o.json = true,
                 p if !p.starts_with('-') && o.program.is_none() => o.program = Some(p.to_owned()),
+                "-h" | "--help" => o.help = true,
                 other => bail!("unknown option {other:?}; try --help"),
             }
         }
@@ -496,11 +505,25 @@ fn build_request(o: &Opts, keep: bool) -> std::io::Result<Vec<u8>> {
         }
         None => {}
     }
+    // --header: the first of a name replaces a built-in one (Host, User-Agent,
+    // Accept); repeats are joined with ", ", as web servers pass repeated headers.
+    let mut given: Vec<String> = Vec::new();
     for (k, v) in &o.headers {
         let name = cgi_header(k);
-        if name != "CONTENT_TYPE" && name != "CONTENT_LENGTH" {
-            vars.push((format!("HTTP_{name}"), v.clone()));
+        if name == "CONTENT_TYPE" || name == "CONTENT_LENGTH" {
+            continue;
         }
+        let var = format!("HTTP_{name}");
+        let repeat = given.contains(&var);
+        match vars.iter_mut().find(|(n, _)| *n == var) {
+            Some(slot) if repeat => {
+                slot.1.push_str(", ");
+                slot.1.push_str(v);
+            }
+            Some(slot) => slot.1 = v.clone(),
+            None => vars.push((var.clone(), v.clone())),
+        }
+        given.push(var);
     }
     // --param: replaces a variable of the same name, or adds one.
     for (k, v) in &o.params {

@@ -558,6 +558,42 @@ fn the_request_tool_sends_the_params_it_is_given() {
     assert_eq!(j["vars"]["X_EXTRA"], "1");
 }
 
+/// `--header` replaces a built-in header of the same name (the README's
+/// `--header Accept=text/html`); a repeat is joined with ", ". `request --help` and the
+/// other subcommands' `--help` print the usage.
+#[test]
+fn the_request_tool_headers_replace_its_defaults_and_help_works() {
+    let app = FcgiApp::start("echo", &[]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-shim"))
+        .args(["request", "--socket"])
+        .arg(&app.sock)
+        .args(["--header", "Accept=text/html", "--header", "X-Two=a"])
+        .args(["--header", "X-Two=b"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = &text[text.find('{').unwrap()..=text.rfind('}').unwrap()];
+    let j: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(j["vars"]["HTTP_ACCEPT"], "text/html");
+    assert_eq!(j["vars"]["HTTP_X_TWO"], "a, b");
+    for cmd in ["request", "bench", "cgi-time"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fcgi-shim"))
+            .args([cmd, "--help"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{cmd} --help");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("--body-file"),
+            "{cmd}"
+        );
+    }
+}
+
 // ---- the `fcgi-shim` tool: request and bench ----
 
 /// Runs the `fcgi-shim` tool with `args`, `stdin` as its standard input.
