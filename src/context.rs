@@ -196,7 +196,11 @@ impl Context {
             .forwarded("HTTP_X_FORWARDED_HOST")
             .or_else(|| v.non_empty("HTTP_HOST"))
             .filter(|h| is_valid_authority(h))
-            .map(str::to_owned)
+            // A default port is left out (nginx's `$host:$server_port` sends it).
+            .map(|h| {
+                let default = if scheme == "https" { ":443" } else { ":80" };
+                h.strip_suffix(default).unwrap_or(h).to_owned()
+            })
             .unwrap_or_else(|| {
                 let name = self.server_name().unwrap_or("localhost");
                 match self.server_port() {

@@ -296,7 +296,9 @@ fn headers(vars: &Vars) -> HeaderMap {
             );
             continue;
         };
-        map.append(n, v);
+        // A repeated variable (nginx's `fastcgi_params` and then a `fastcgi_param` of
+        // the same name) is one header, the last value, as `Vars::get` reads it.
+        map.insert(n, v);
     }
     map
 }
@@ -400,6 +402,54 @@ mod tests {
         // A request built without fcgi-shim (in a test): the path alone.
         let bare = http::Request::new(());
         assert_eq!(bare.path_for("x y"), "/x%20y");
+    }
+
+    /// nginx's `include fastcgi_params;` then a `fastcgi_param` of the same name sends
+    /// both: the last wins, in the context and as one header. A default port in the
+    /// Host is left out of absolute URLs.
+    #[test]
+    fn a_repeated_variable_is_its_last_value() {
+        let req = build(
+            Vars::from_pairs([
+                ("REQUEST_METHOD", "GET"),
+                ("HTTP_HOST", "example.com"),
+                ("REMOTE_ADDR", "127.0.0.1"),
+                ("SCRIPT_NAME", "/app"),
+                ("PATH_INFO", "/x"),
+                ("HTTP_HOST", "example.com:8443"),
+                ("REMOTE_ADDR", "203.0.113.7"),
+            ]),
+            Body::empty(),
+            Mode::Cgi,
+            Role::Responder,
+            &settings(),
+        )
+        .unwrap();
+        let hosts: Vec<_> = req.headers().get_all("host").iter().collect();
+        assert_eq!(hosts, ["example.com:8443"]);
+        let ctx = req.context().unwrap();
+        assert_eq!(ctx.remote_addr(), Some([203, 0, 113, 7].into()));
+        assert_eq!(ctx.url_for("/y"), "http://example.com:8443/app/y");
+        for (host, https, want) in [
+            ("example.com:80", "off", "http://example.com"),
+            ("example.com:443", "on", "https://example.com"),
+            ("example.com:443", "off", "http://example.com:443"),
+            ("[::1]:80", "off", "http://[::1]"),
+        ] {
+            let req = build(
+                Vars::from_pairs([
+                    ("REQUEST_METHOD", "GET"),
+                    ("HTTP_HOST", host),
+                    ("HTTPS", https),
+                ]),
+                Body::empty(),
+                Mode::Cgi,
+                Role::Responder,
+                &settings(),
+            )
+            .unwrap();
+            assert_eq!(req.context().unwrap().origin(), want, "{host} {https}");
+        }
     }
 
     #[test]

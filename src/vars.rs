@@ -16,7 +16,7 @@ pub struct Vars {
     buf: Bytes,
     // (name start, name end, value end); the value starts where the name ends.
     spans: Vec<(u32, u32, u32)>,
-    // For the variables every request looks up: 1 + the index of the first span with
+    // For the variables every request looks up: 1 + the index of the last span with
     // that name, 0 when absent. Saves a scan of every variable per look-up.
     known: [u32; KNOWN],
 }
@@ -101,8 +101,9 @@ impl Vars {
         v
     }
 
-    /// Adds a variable. A later duplicate does not replace an earlier one; `get`
-    /// returns the first, as a CGI environment would hold only one.
+    /// Adds a variable. A later duplicate overrides an earlier one for `get`, as in
+    /// nginx's `include fastcgi_params;` followed by a `fastcgi_param` of one of its
+    /// names (Go's `net/http/fcgi`, PHP-FPM and flup keep the last too).
     pub fn push(&mut self, name: &[u8], value: &[u8]) {
         if name == b"HTTP_PROXY" {
             return;
@@ -121,13 +122,10 @@ impl Vars {
         Self::index(&mut self.known, name, self.spans.len());
     }
 
-    /// Records the `n`th variable (1-based) under its slot, unless an earlier one
-    /// with the same name is already there.
+    /// Records the `n`th variable (1-based) under its slot: the last of a name wins.
     fn index(known: &mut [u32; KNOWN], name: &[u8], n: usize) {
         if let Some(k) = known_slot(name) {
-            if known[k] == 0 {
-                known[k] = n as u32;
-            }
+            known[k] = n as u32;
         }
     }
 
@@ -161,7 +159,7 @@ impl Vars {
         })
     }
 
-    /// The value of `name`, if the web server sent it.
+    /// The value of `name`, if the web server sent it; of the last, if it sent it twice.
     // Inlined so that a constant name's slot is worked out at compile time.
     #[inline(always)]
     pub fn get(&self, name: &str) -> Option<&[u8]> {
@@ -171,7 +169,7 @@ impl Vars {
             let &(_, ne, ve) = self.spans.get(n.checked_sub(1)?)?;
             return Some(&self.buf[ne as usize..ve as usize]);
         }
-        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+        self.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// The value of `name` if it is present and valid UTF-8.
@@ -186,8 +184,8 @@ impl Vars {
         self.get_str(name).filter(|s| !s.is_empty())
     }
 
-    /// All variables, in the order received.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+    /// All variables, in the order received (duplicates included).
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&[u8], &[u8])> + '_ {
         self.spans.iter().map(move |&(s, ne, ve)| {
             (
                 &self.buf[s as usize..ne as usize],
@@ -248,7 +246,7 @@ mod tests {
     #[test]
     fn lookup_and_order() {
         let v = Vars::from_pairs([("A", "1"), ("B", ""), ("A", "2")]);
-        assert_eq!(v.get("A"), Some(&b"1"[..]));
+        assert_eq!(v.get("A"), Some(&b"2"[..]), "the last of a name wins");
         assert_eq!(v.non_empty("B"), None);
         assert_eq!(v.get_str("B"), Some(""));
         assert_eq!(v.len(), 3);
@@ -281,11 +279,15 @@ mod tests {
         let from_params = Vars::from_fcgi_params(params, 100).unwrap();
         for v in [Vars::from_pairs(table), from_params] {
             for name in KNOWN_NAMES {
-                let scan = v.iter().find(|(n, _)| *n == name.as_bytes()).map(|p| p.1);
+                let scan = v
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| *n == name.as_bytes())
+                    .map(|p| p.1);
                 assert_eq!(v.get(name), scan, "{name}");
             }
-            assert_eq!(v.get("SCRIPT_NAME"), Some(&b"/blog/mysite.fcgi"[..]));
-            assert_eq!(v.get("CONTENT_LENGTH"), Some(&b"0"[..]));
+            assert_eq!(v.get("SCRIPT_NAME"), Some(&b"/second"[..]));
+            assert_eq!(v.get("CONTENT_LENGTH"), Some(&b"5"[..]));
             assert_eq!(v.get("PATH_INFO"), Some(&b""[..]));
             assert_eq!(v.get("REQUEST_URI"), None);
             assert_eq!(v.get("SCRIPT_URL"), None);

@@ -722,6 +722,21 @@ fn nginx_fastcgi(conf: &str, tcp: bool, keepalive: bool) {
     let mut answers = check_mount(web.port, "/app", "fastcgi");
     answers.extend(check_mount(web.port, "", "fastcgi"));
     assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+    // Absolute URLs keep nginx's port: the conf's HTTP_HOST, after Debian's
+    // fastcgi_params sent one without the port, is the one the app reads (the last of
+    // a repeated param wins); and Host is one header, not two.
+    let r = http_request(web.port, "GET", "/app/redirect", &[], Body::None);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://127.0.0.1:{}/app/landed", web.port).as_str()),
+        "{r:?}"
+    );
+    let j = http_request(web.port, "GET", "/app/host", &[], Body::None).echo();
+    assert_eq!(
+        j["headers"]["host"],
+        format!("127.0.0.1:{}", web.port),
+        "{j}"
+    );
     // A body that fails midway reaches the client as an incomplete response (no last
     // chunk), not as a complete short one: nginx sees the connection close without
     // END_REQUEST (with fastcgi_keep_conn) or reset (TCP). Over a Unix socket without
@@ -736,8 +751,11 @@ fn nginx_fastcgi(conf: &str, tcp: bool, keepalive: bool) {
             Body::None,
             Duration::from_secs(10),
         );
+        // With keep-conn the bytes before the cut reach the client; after a reset
+        // nginx may drop what it had buffered, but never ends the reply as whole.
         assert!(
-            cut.as_ref().is_err_and(|e| e.contains("aaaaaaaaaa")),
+            cut.as_ref()
+                .is_err_and(|e| !keepalive || e.contains("aaaaaaaaaa")),
             "{:?}",
             cut.map(|r| r.text())
         );
@@ -1342,7 +1360,7 @@ fn nginx_axum_standalone_socket() {
             ],
         )
     });
-    let origin = format!("127.0.0.1:{}", web.port);
+    let origin = format!("http://127.0.0.1:{}", web.port);
     let r = http_request(web.port, "GET", "/app/posts/17", &[], Body::None);
     assert_eq!((r.status, r.text()), (200, "<h1>Post 17</h1>".to_owned()));
     let r = http_request(web.port, "GET", "/app/", &[], Body::None);
@@ -1354,10 +1372,9 @@ fn nginx_axum_standalone_socket() {
     let r = http_request(web.port, "GET", "/app/go", &[], Body::None);
     assert_eq!(r.status, 303);
     let loc = r.header("location").unwrap_or_default();
-    assert!(
-        loc.ends_with("/app/posts/1") && loc.contains("127.0.0.1"),
-        "Location {loc} (origin {origin})"
-    );
+    // Debian's fastcgi_params send HTTP_HOST without the port; the conf's own
+    // HTTP_HOST after the include wins, so the port is kept.
+    assert_eq!(loc, format!("{origin}/app/posts/1"));
     let r = http_request(
         web.port,
         "POST",
