@@ -122,9 +122,13 @@ impl Context {
         self.0.vars.get_str("REQUEST_URI")
     }
 
-    /// The raw `QUERY_STRING` ("" when absent).
+    /// The raw `QUERY_STRING` ("" when absent), or the request's own query where the
+    /// server's lost it (a `%23` cut by mod_rewrite; see [`crate::mount::MountSource`]).
     pub fn query_string(&self) -> &str {
-        self.0.vars.get_str("QUERY_STRING").unwrap_or("")
+        match &self.0.mount.query {
+            Some(q) => std::str::from_utf8(q).unwrap_or(""),
+            None => self.0.vars.get_str("QUERY_STRING").unwrap_or(""),
+        }
     }
 
     /// `REMOTE_ADDR`: the client (or the proxy in front of the web server). With

@@ -16,6 +16,9 @@ pub struct Mount {
     pub path_info: Vec<u8>,
     /// Which rule produced `script_name`.
     pub source: MountSource,
+    /// The query, when the server's `QUERY_STRING` lost it (see
+    /// [`MountSource::CutByRewrite`]); `None` when `QUERY_STRING` is right.
+    pub query: Option<Vec<u8>>,
 }
 
 /// Which variable the mount prefix was rebuilt from.
@@ -31,6 +34,10 @@ pub enum MountSource {
     RequestUri,
     /// `SCRIPT_NAME` as sent.
     ScriptName,
+    /// The request path and query of `REQUEST_URI`: Apache's mod_rewrite decoded a
+    /// `%23` into `#` in the rewritten URL and cut `PATH_INFO` and `QUERY_STRING` there
+    /// (without the `B=#` flag); the mount is the rewrite target's folder.
+    CutByRewrite,
 }
 
 /// Rebuilds the mount prefix and app-relative path of one request.
@@ -125,8 +132,45 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
         if let Some(prefix) = strip_suffix(rp, &pi) {
             return finish(prefix, path_info, MountSource::RequestUri);
         }
+        if let Some(m) = cut_by_rewrite(vars, rp, script_name, &pi, exe_name) {
+            return m;
+        }
     }
     finish(script_name, path_info, MountSource::ScriptName)
+}
+
+/// A `%23` in the URL, which mod_rewrite (without `B=#`) decodes into the rewritten
+/// URL, where the `#` ends it: `/blog/a%23b?q=1` becomes `mysite.fcgi/a` with no query.
+/// Recognised when the decoded request path has a `#` (a client never sends a raw
+/// one), the request was rewritten to our own script, and the request path is under
+/// that script's folder and continues the cut `PATH_INFO`; the path and query are then
+/// the request's own.
+fn cut_by_rewrite(
+    vars: &Vars,
+    request_path: &[u8],
+    script_name: &[u8],
+    path_info: &[u8],
+    exe_name: Option<&str>,
+) -> Option<Mount> {
+    if !request_path.contains(&b'#')
+        || vars.get("REDIRECT_URL").is_none()
+        || !is_own_script(script_name, exe_name)
+    {
+        return None;
+    }
+    let folder = &script_name[..script_name.len() - exe_name?.len() - 1];
+    let rest = strip_path_prefix(request_path, folder)?;
+    if !rest.starts_with(path_info) {
+        return None;
+    }
+    let uri = vars.get("REQUEST_URI")?;
+    let query = uri
+        .iter()
+        .position(|&b| b == b'?')
+        .map_or(&b""[..], |q| &uri[q + 1..]);
+    let mut m = finish(folder, rest.to_vec(), MountSource::CutByRewrite);
+    m.query = Some(query.to_vec());
+    Some(m)
 }
 
 /// The backend path of Apache mod_proxy_fcgi/mod_proxy_scgi (`SCRIPT_FILENAME` of the
@@ -180,6 +224,7 @@ fn finish(prefix: &[u8], path_info: Vec<u8>, source: MountSource) -> Mount {
         script_name,
         path_info,
         source,
+        query: None,
     }
 }
 

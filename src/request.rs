@@ -114,10 +114,11 @@ pub(crate) fn build(
             }
         }
     }
-    let uri = app_uri(
-        &mount.path_info,
-        vars.get("QUERY_STRING").unwrap_or_default(),
-    )?;
+    let query = match &mount.query {
+        Some(q) => &q[..],
+        None => vars.get("QUERY_STRING").unwrap_or_default(),
+    };
+    let uri = app_uri(&mount.path_info, query)?;
     let headers = headers(&vars);
 
     let mut req = Request::new(body);

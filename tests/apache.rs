@@ -475,6 +475,15 @@ fn fcgid_rewrite_with_escaped_backreferences_routes_encoded_characters() {
     // The shipped rule, for contrast: these two do not reach the app.
     assert_eq!(a.get("/blog/what%3F").status, 403);
     assert_eq!(a.get("/blog/100%25").status, 400);
+    // And a %23 reaches it cut (PATH_INFO=/a, no QUERY_STRING), which the app repairs
+    // from REQUEST_URI.
+    let j = a.get("/blog/a%23b?x=1").echo();
+    assert_eq!(j["vars"]["PATH_INFO"], "/a", "{j}");
+    assert_eq!(j["script_name"], "/blog", "{j}");
+    assert_eq!(j["path_info"], "/a#b", "{j}");
+    assert_eq!(j["query"], "x=1", "{j}");
+    assert_eq!(j["uri"], "/a%23b?x=1", "{j}");
+    assert_eq!(j["mount_source"], "CutByRewrite", "{j}");
 }
 
 #[test]

@@ -101,6 +101,68 @@ fn apache_mod_rewrite_capture() {
     }
 }
 
+/// A `%23` that mod_rewrite (without `B=#`) decoded into the rewritten URL, where the
+/// `#` cut `PATH_INFO` and `QUERY_STRING`: the request's own path and query are used.
+/// (As Apache 2.4 sends it for `/blog/a%23b?q=1` with htaccess/fcgid-subdir.htaccess.)
+#[test]
+fn a_hash_cut_by_mod_rewrite_is_repaired_from_request_uri() {
+    for (folder, exe, uri, want_prefix, want_path, want_query) in [
+        (
+            "/blog",
+            "mysite.fcgi",
+            "/blog/a%23b?q=1",
+            "/blog",
+            "/a#b",
+            "q=1",
+        ),
+        ("", "mysite.fcgi", "/a%23b/c", "", "/a#b/c", ""),
+        ("/blog", "mysite.fcgi", "/blog/%23tag", "/blog", "/#tag", ""),
+    ] {
+        let script = format!("{folder}/{exe}");
+        let decoded = String::from_utf8(
+            fcgi_shim::mount::percent_decode(uri.split('?').next().unwrap().as_bytes())
+                .into_owned(),
+        )
+        .unwrap();
+        let cut = decoded[folder.len()..]
+            .split('#')
+            .next()
+            .unwrap()
+            .to_owned();
+        let vars = Vars::from_pairs([
+            ("REDIRECT_URL", decoded.as_str()),
+            ("REDIRECT_QUERY_STRING", "q=1"),
+            ("SCRIPT_NAME", script.as_str()),
+            ("PATH_INFO", cut.as_str()),
+            ("QUERY_STRING", ""),
+            ("REQUEST_URI", uri),
+        ]);
+        let m = rebuild(&vars, None, Some(exe));
+        assert_eq!(m.source, MountSource::CutByRewrite, "{uri}");
+        assert_eq!(m.script_name, want_prefix, "{uri}");
+        assert_eq!(String::from_utf8_lossy(&m.path_info), want_path, "{uri}");
+        assert_eq!(m.query.as_deref(), Some(want_query.as_bytes()), "{uri}");
+    }
+    // Not our script's folder, or no rewrite: left alone.
+    for (script, uri, redirect) in [
+        ("/blog/mysite.fcgi", "/other/a%23b", Some("/other/a#b")),
+        ("/blog/mysite.fcgi", "/blog/a%23b", None),
+        ("/blog/other.fcgi", "/blog/a%23b", Some("/blog/a#b")),
+    ] {
+        let mut pairs = vec![
+            ("SCRIPT_NAME", script),
+            ("PATH_INFO", "/a"),
+            ("REQUEST_URI", uri),
+        ];
+        if let Some(r) = redirect {
+            pairs.push(("REDIRECT_URL", r));
+        }
+        let m = rebuild(&Vars::from_pairs(pairs), None, Some("mysite.fcgi"));
+        assert_ne!(m.source, MountSource::CutByRewrite, "{script} {uri}");
+        assert_eq!(m.query, None);
+    }
+}
+
 #[test]
 fn servers_table() {
     let rows = [
