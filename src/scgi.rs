@@ -94,6 +94,29 @@ pub(crate) fn read_head(r: &mut impl BufRead, cfg: &Config) -> Result<Vars, Head
     Ok(vars)
 }
 
+/// SCGI has no end-of-body marker, so CONTENT_LENGTH must be the whole body. nginx with
+/// `scgi_request_buffering off` sends only what it has read so far (while passing the
+/// client's `Content-Length` as `HTTP_CONTENT_LENGTH`): the app would get a short body
+/// with no error. Refused instead, with the reason in the log.
+fn check_client_length(vars: &Vars, len: u64) -> Result<(), request::Rejection> {
+    let client = vars
+        .get_str("HTTP_CONTENT_LENGTH")
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match client {
+        Some(c) if c != len && vars.get("HTTP_TRANSFER_ENCODING").is_none() => {
+            Err(request::Rejection::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "SCGI CONTENT_LENGTH is {len} but the client sent Content-Length {c}; the \
+                     body would be cut (nginx sends this with scgi_request_buffering off: \
+                     leave it on)"
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Serves the one request of an SCGI connection.
 pub(crate) fn serve(io: SockIo, app: &dyn App, cfg: &Config) {
     let mut rd = BufReader::with_capacity(8192, io.clone());
@@ -125,6 +148,7 @@ pub(crate) fn serve(io: SockIo, app: &dyn App, cfg: &Config) {
             DeclaredLength::Exact(n) => n,
             DeclaredLength::Absent => 0,
         };
+        check_client_length(&vars, len)?;
         let body = if len == 0 {
             Body::empty()
         } else {

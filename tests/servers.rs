@@ -846,6 +846,40 @@ fn nginx_scgi() {
     answers.extend(check_mount(web.port, "", "scgi"));
     assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
     drop(web);
+
+    // With `scgi_request_buffering off`, nginx sends as CONTENT_LENGTH only what it has
+    // read of the body so far: refused with a 500 and the reason in the log, never a
+    // short body handed to the app as whole.
+    let web = nginx(&dir, &|port| {
+        snippet(
+            "nginx-scgi.conf",
+            &[
+                ("{LISTEN}", &format!("127.0.0.1:{port}")),
+                ("{BACKEND}", &backend),
+            ],
+        )
+        .replace(
+            "client_max_body_size 20m;",
+            "client_max_body_size 20m;\n    scgi_request_buffering off;",
+        )
+    });
+    let body = noise(1 << 20, 11);
+    let r = http_request(web.port, "POST", "/app/upload", &[], Body::Fixed(&body));
+    if r.status == 200 {
+        // nginx read the whole body before passing it on: then it must be whole.
+        assert_eq!(r.echo()["body_len"], body.len(), "{r:?}");
+    } else {
+        assert_eq!(r.status, 500, "{r:?}");
+        assert!(
+            wait_until(Duration::from_secs(5), || app
+                .group
+                .logs()
+                .contains("scgi_request_buffering off")),
+            "{}",
+            app.group.logs()
+        );
+    }
+    drop(web);
 }
 
 /// nginx's stock `include scgi_params;` alone sends REQUEST_URI but neither SCRIPT_NAME
