@@ -330,12 +330,16 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 /// (and so the web server never turns it into an internal redirect). In the
 /// authorizer role a 200 carries only the `Variable-*` headers, which is all the web
 /// server reads.
+///
+/// Returns the length the head declares for the body (see [`Declared`]): the app's
+/// `Content-Length`, else the one added from `body_len`; `None` with none, or with a
+/// `Transfer-Encoding` from the app.
 pub(crate) fn encode_head(
     parts: &http::response::Parts,
     body_len: Option<u64>,
     role: Role,
     out: &mut Vec<u8>,
-) -> Result<(), BadHead> {
+) -> Result<Option<u64>, BadHead> {
     let status = sent_status(parts);
     if status.is_informational() {
         return Err(BadHead::Interim(status));
@@ -346,7 +350,20 @@ pub(crate) fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // What the app said of the body's length, seen on the way through the headers
+    // (cheaper than looking them up: each look-up hashes the name).
+    let mut app_length: Option<Option<u64>> = None;
+    let mut app_te = false;
     for (name, value) in &parts.headers {
+        if name == http::header::CONTENT_LENGTH {
+            app_length = Some(
+                std::str::from_utf8(value.as_bytes())
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok()),
+            );
+        } else if name == http::header::TRANSFER_ENCODING {
+            app_te = true;
+        }
         if authorized && !name.as_str().starts_with("variable-") {
             continue;
         }
@@ -370,18 +387,18 @@ pub(crate) fn encode_head(
     }
     let bodyless = has_no_body(status);
     if let Some(len) = body_len {
-        if !authorized
-            && !bodyless
-            && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
-            && !parts.headers.contains_key(http::header::TRANSFER_ENCODING)
-        {
+        if !authorized && !bodyless && app_length.is_none() && !app_te {
             out.extend_from_slice(b"Content-Length: ");
             push_decimal(out, len);
             out.extend_from_slice(b"\r\n");
         }
     }
     out.extend_from_slice(b"\r\n");
-    Ok(())
+    Ok(if app_te {
+        None
+    } else {
+        app_length.unwrap_or(body_len)
+    })
 }
 
 /// The status the head carries: the app's, except that a `Location` on a 200 makes it
@@ -391,21 +408,6 @@ fn sent_status(parts: &http::response::Parts) -> StatusCode {
         StatusCode::FOUND
     } else {
         parts.status
-    }
-}
-
-/// The length the head declares for the body: the app's `Content-Length`, else the
-/// one [`encode_head`] added from `body_len`. `None` when the body is not framed by a
-/// length (no length known, or the app chose `Transfer-Encoding`).
-pub(crate) fn declared_length(parts: &http::response::Parts, body_len: Option<u64>) -> Option<u64> {
-    if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
-        return None;
-    }
-    match parts.headers.get(http::header::CONTENT_LENGTH) {
-        Some(v) => std::str::from_utf8(v.as_bytes())
-            .ok()
-            .and_then(|s| s.trim().parse().ok()),
-        None => body_len,
     }
 }
 
@@ -551,11 +553,14 @@ pub(crate) fn send<B: ResponseBody>(
     if head.capacity() <= 4096 {
         HEAD_BUF.set(head);
     }
-    if let Err(e) = encoded {
-        log::error!("{e}; answering 500 instead");
-        let _ = send_error(StatusCode::INTERNAL_SERVER_ERROR, out);
-        return Outcome::AppFailed;
-    }
+    let declared = match encoded {
+        Ok(d) => d,
+        Err(e) => {
+            log::error!("{e}; answering 500 instead");
+            let _ = send_error(StatusCode::INTERNAL_SERVER_ERROR, out);
+            return Outcome::AppFailed;
+        }
+    };
     if !written {
         return Outcome::Gone;
     }
@@ -568,7 +573,7 @@ pub(crate) fn send<B: ResponseBody>(
             Outcome::Complete
         };
     }
-    let Some(declared) = declared_length(&parts, len_hint) else {
+    let Some(declared) = declared else {
         let r = guarded(|| body.write_to(out));
         return body_outcome(r, out);
     };

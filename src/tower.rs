@@ -321,18 +321,20 @@ where
             // made up from it.
             let exact = body.size_hint().exact().filter(|&n| !(head_only && n == 0));
             let mut head = Vec::with_capacity(256);
-            if let Err(e) = response::encode_head(&parts, exact, role, &mut head) {
-                log::error!("{e}; answering 500 instead");
-                let _ = error(&out, StatusCode::INTERNAL_SERVER_ERROR);
-                return Outcome::AppFailed;
-            }
+            let declared = match response::encode_head(&parts, exact, role, &mut head) {
+                Ok(d) => d,
+                Err(e) => {
+                    log::error!("{e}; answering 500 instead");
+                    let _ = error(&out, StatusCode::INTERNAL_SERVER_ERROR);
+                    return Outcome::AppFailed;
+                }
+            };
             if out.borrow_mut().write_all(&head).is_err() {
                 return Outcome::Gone;
             }
             if !response::body_is_sent(&parts, role, head_only) {
                 return Outcome::Complete;
             }
-            let declared = response::declared_length(&parts, exact);
             stream_body(body, &out, declared, &what).await
         };
         let cancel = peer_gone(&out);
