@@ -612,6 +612,37 @@ fn body_outcome(r: Result<io::Result<()>, String>, out: &dyn Sink) -> Outcome {
     }
 }
 
+/// A request as log lines name it, `GET /blog/posts/1?x=1`: the method and the URL as
+/// the client sent it (`REQUEST_URI`; the app-relative path without it). Kept for the
+/// log line a failure may need; formatted only then. Not a clone of the URI: that
+/// would cost an allocation per request (sharing its buffer); the context is a
+/// counted pointer.
+pub(crate) struct RequestLabel {
+    method: http::Method,
+    ctx: Option<crate::context::Context>,
+}
+
+impl RequestLabel {
+    pub(crate) fn of<B>(req: &Request<B>) -> RequestLabel {
+        RequestLabel {
+            method: req.method().clone(),
+            ctx: req.context().cloned(),
+        }
+    }
+}
+
+impl fmt::Display for RequestLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let uri = match &self.ctx {
+            Some(c) => c
+                .original_uri()
+                .map_or_else(|| String::from_utf8_lossy(c.path_info()), Cow::Borrowed),
+            None => Cow::Borrowed(""),
+        };
+        write!(f, "{} {uri}", self.method)
+    }
+}
+
 /// Calls the handler and writes its response; a panic becomes a 500 and one log line.
 pub(crate) fn serve<H: Handler + ?Sized>(
     handler: &H,
@@ -620,21 +651,11 @@ pub(crate) fn serve<H: Handler + ?Sized>(
 ) -> Outcome {
     let head_only = req.method() == http::Method::HEAD;
     let role = req.context().map_or(Role::Responder, |c| c.role());
-    let method = req.method().clone();
-    // For the log line if the handler panics. Not a clone of the URI: that would cost
-    // an allocation per request (sharing its buffer); the context is a counted pointer,
-    // and its REQUEST_URI is the URL as the client sent it.
-    let ctx = req.context().cloned();
+    let what = RequestLabel::of(&req);
     match guarded(|| handler.call(req)) {
         Ok(resp) => send(resp, head_only, role, out),
         Err(msg) => {
-            let uri = match &ctx {
-                Some(c) => c
-                    .original_uri()
-                    .map_or_else(|| String::from_utf8_lossy(c.path_info()), Cow::Borrowed),
-                None => Cow::Borrowed(""),
-            };
-            log::error!("handler panicked on {method} {uri}: {msg}; answered 500");
+            log::error!("handler panicked on {what}: {msg}; answered 500");
             match send_error(StatusCode::INTERNAL_SERVER_ERROR, out) {
                 Outcome::Gone => Outcome::Gone,
                 _ => Outcome::AppFailed,

@@ -271,7 +271,7 @@ where
     fn serve(&self, req: Request<Body>, out: &mut dyn Sink) -> Outcome {
         let head_only = req.method() == http::Method::HEAD;
         let role = req.context().map_or(Role::Responder, |c| c.role());
-        let what = format!("{} {}", req.method(), req.uri());
+        let what = response::RequestLabel::of(&req);
         let req = req.map(RequestBody::new);
         let mut svc = self
             .service
@@ -376,7 +376,7 @@ async fn stream_body<B>(
     body: B,
     out: &RefCell<&mut dyn Sink>,
     declared: Option<u64>,
-    what: &str,
+    what: &response::RequestLabel,
 ) -> Outcome
 where
     B: HttpBody,

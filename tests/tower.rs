@@ -213,10 +213,23 @@ fn a_panic_in_poll_ready_or_in_call_itself_is_a_500() {
     assert_eq!(r.end, Some((1, 0)));
     let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
     assert!(log.contains("service panicked in poll_ready"), "{log}");
-    let r = app.roundtrip(request(1, false, &get("/panic-in-call", ""), b""), 1);
+    // Mounted under /blog: the log line names the URL the client asked for, as the
+    // sync API's does.
+    let mut vars = get("/panic-in-call", "x=1");
+    for (k, v) in vars.iter_mut() {
+        match *k {
+            "SCRIPT_NAME" => *v = "/blog/mysite.fcgi".into(),
+            "REQUEST_URI" => *v = "/blog/panic-in-call?x=1".into(),
+            _ => {}
+        }
+    }
+    let r = app.roundtrip(request(1, false, &vars, b""), 1);
     assert_eq!(r.status(), 500);
     let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
-    assert!(log.contains("service panicked in call"), "{log}");
+    assert!(
+        log.contains("service panicked in call on GET /blog/panic-in-call?x=1"),
+        "{log}"
+    );
     let r = app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
     assert_eq!(r.status(), 200);
     assert_eq!(body_text(&r), "ok");
