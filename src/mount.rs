@@ -158,7 +158,10 @@ fn cut_by_rewrite(
     {
         return None;
     }
-    let folder = &script_name[..script_name.len() - exe_name?.len() - 1];
+    // `SCRIPT_NAME` is `<folder>/<exe>`; one without the slash is no script mount.
+    let folder = script_name
+        .strip_suffix(exe_name?.as_bytes())?
+        .strip_suffix(b"/")?;
     let rest = strip_path_prefix(request_path, folder)?;
     if !rest.starts_with(path_info) {
         return None;
