@@ -339,9 +339,7 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
             // A FastCGI record (version byte 1) on an SCGI socket is a new server
             // asking whether we are draining; SCGI starts with a digit.
             match sockio::peek_first(&sock, cfg.read_timeout) {
-                Some(1) => {
-                    conn::serve(sock, &*pool.app, cfg, after);
-                }
+                Some(1) => conn::serve_management_only(sock, cfg),
                 Some(_) => {
                     scgi::serve(
                         SockIo::new(sock, cfg.read_timeout, cfg.write_timeout),
@@ -357,9 +355,7 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
             // As on an SCGI socket: a FastCGI record is a new server asking whether we
             // are draining (so a second server is refused, and a restart takes over).
             match sockio::peek_first(&sock, Some(http1::idle_limit(cfg))) {
-                Some(1) => {
-                    conn::serve(sock, &*pool.app, cfg, after);
-                }
+                Some(1) => conn::serve_management_only(sock, cfg),
                 Some(_) => {
                     let local = sock.local_addr();
                     let io = SockIo::new(sock, cfg.read_timeout, cfg.write_timeout);

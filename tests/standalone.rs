@@ -816,6 +816,41 @@ fn http_app_hop_by_hop_headers_are_the_servers() {
     );
 }
 
+/// On an HTTP or SCGI port a FastCGI connection is the restart probe and nothing else:
+/// a FastCGI request there is refused with a log line, since it would let whoever
+/// reaches the port set REMOTE_ADDR, HTTPS, REMOTE_USER and every other variable.
+#[test]
+fn http_and_scgi_ports_refuse_fastcgi_requests() {
+    for protocol in ["http", "scgi"] {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let args: Vec<&str> = if protocol == "http" {
+            vec!["--http", &addr]
+        } else {
+            vec!["--listen", &addr, "--protocol", "scgi"]
+        };
+        let srv = Srv::start(&args, &[("FCGI_RESTART_GRACE", "0")]);
+        assert!(
+            wait_until(T, || TcpStream::connect(&addr).is_ok()),
+            "{}",
+            srv.stderr()
+        );
+        let out = Command::new(env!("CARGO_BIN_EXE_fcgi-shim"))
+            .args(["request", "--tcp", &addr, "--param", "REMOTE_USER=admin"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("admin"), "{protocol}: served: {text}");
+        assert!(
+            wait_until(T, || srv
+                .stderr()
+                .contains("a FastCGI request on an SCGI or HTTP port")),
+            "{protocol}: {}",
+            srv.stderr()
+        );
+    }
+}
+
 /// SCGI ends a response with the close; on TCP a body that fails midway ends with a
 /// reset instead, so the web server (nginx: "recv() failed ... reset") does not take
 /// the short response for a whole one. The server serves on.
