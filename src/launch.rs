@@ -2,6 +2,7 @@
 // under a web server), options for a server of our own, systemd socket activation, or
 // none of these (a person at a terminal, who gets an explanation).
 
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -96,7 +97,11 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
     }
     sys::install_shutdown_handlers().map_err(|e| Error::io("installing signal handlers", e))?;
     let mut ready = if sa.daemonize {
-        standalone::daemonize(sa.outlog.as_deref(), sa.errlog.as_deref())?
+        standalone::daemonize(
+            sa.outlog.as_deref(),
+            sa.errlog.as_deref(),
+            listener.as_raw_fd(),
+        )?
     } else {
         Ready::none()
     };

@@ -274,19 +274,50 @@ impl Builder {
 // ---- pidfile ----
 
 /// Writes our pid to `path` (atomically, via a temporary file and rename).
+///
+/// Written beside it under a temporary name and renamed over it. The temporary file is
+/// created new (`O_EXCL`: never through a symlink someone planted under that name in a
+/// shared directory), mode 0644 whatever the umask allows beyond it, so nobody else can
+/// point the pidfile at another process.
 pub(crate) fn write_pidfile(path: &Path) -> Result<(), Error> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    fs::write(&tmp, format!("{}\n", std::process::id()))
-        .and_then(|()| fs::rename(&tmp, path))
-        .map_err(|e| {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |e: io::Error| {
+        Error::io(
+            "writing the pidfile",
+            io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+        )
+    };
+    let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+    for attempt in 0..8u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.{nanos:x}{attempt}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp);
+        let mut file = match file {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                last = e;
+                continue;
+            }
+            Err(e) => return Err(fail(e)),
+        };
+        let written = file
+            .write_all(format!("{}\n", std::process::id()).as_bytes())
+            .and_then(|()| fs::rename(&tmp, path));
+        return written.map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            Error::io(
-                "writing the pidfile",
-                io::Error::new(e.kind(), format!("{}: {e}", path.display())),
-            )
-        })
+            fail(e)
+        });
+    }
+    Err(fail(last))
 }
 
 /// Removes the pidfile if it still names us (a new server may have written its own).
@@ -323,8 +354,15 @@ impl Ready {
 }
 
 fn open_log(path: Option<&Path>) -> io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
     let f = match path {
-        Some(p) => fs::OpenOptions::new().create(true).append(true).open(p)?,
+        // 0640 at most: `--umask 0002` (for the socket's group) must not make the logs
+        // writable by that group.
+        Some(p) => fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(p)?,
         None => fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -336,7 +374,14 @@ fn open_log(path: Option<&Path>) -> io::Result<OwnedFd> {
 /// Detaches from the terminal: fork, setsid, fork; stdio to /dev/null or the logs.
 /// The original process waits until the daemon reports ready, then exits 0 (or 1 with
 /// the daemon's error). Must run before any thread is started.
-pub(crate) fn daemonize(outlog: Option<&Path>, errlog: Option<&Path>) -> Result<Ready, Error> {
+pub(crate) fn daemonize(
+    outlog: Option<&Path>,
+    errlog: Option<&Path>,
+    listener: std::os::fd::RawFd,
+) -> Result<Ready, Error> {
+    // Descriptors inherited from whoever started us (a shell's redirections, a
+    // supervisor's pipes) would stay open in the daemon for its whole life.
+    sys::close_inherited_fds(&[listener]);
     let out = open_log(outlog).map_err(|e| Error::io("opening --outlog", e))?;
     let err = open_log(errlog).map_err(|e| Error::io("opening --errlog", e))?;
     let null = open_log(None).map_err(|e| Error::io("opening /dev/null", e))?;

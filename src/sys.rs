@@ -66,6 +66,29 @@ pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Closes the descriptors above 2 that came from whoever started us (those without
+/// `FD_CLOEXEC`: ours are all opened with it, and inherited ones survived an `exec`
+/// only because they lack it), except `keep`.
+pub fn close_inherited_fds(keep: &[RawFd]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2 && !keep.contains(&fd))
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/close on a descriptor number; one that is gone (the
+        // directory's own) fails harmlessly.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
 pub fn set_cloexec(fd: RawFd) -> io::Result<()> {
     // SAFETY: plain fcntl on an fd we hold.
     unsafe {

@@ -1148,6 +1148,11 @@ fn daemonize_returns_once_serving_and_stops_cleanly() {
     let sock = dir.join("app.sock");
     let pidf = dir.join("app.pid");
     let errlog = dir.join("err.log");
+    // A pidfile path that is someone's symlink to another file: the file stays as it
+    // is, and the pidfile becomes a file of our own.
+    let victim = dir.join("victim");
+    fs::write(&victim, "precious").unwrap();
+    std::os::unix::fs::symlink(&victim, &pidf).unwrap();
     let mut cmd = echo_cmd(
         &[
             "--socket",
@@ -1157,10 +1162,24 @@ fn daemonize_returns_once_serving_and_stops_cleanly() {
             pidf.to_str().unwrap(),
             "--errlog",
             errlog.to_str().unwrap(),
+            "--umask",
+            "0",
         ],
         &[("FCGI_RESTART_GRACE", "0.1")],
     );
     cmd.current_dir(dir.path());
+    // A descriptor the launcher inherits (a shell's `7>file`), not close-on-exec.
+    let leak = fs::File::create(dir.join("leak")).unwrap();
+    let leak_fd = leak.as_raw_fd();
+    // SAFETY: in the child before exec: dup2 onto fd 7, which dup2 leaves inheritable.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(leak_fd, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let t0 = Instant::now();
     let (st, _, err) = run_to_end(cmd, T);
     assert_eq!(st.code(), Some(0), "launcher: {st:?} {err}");
@@ -1182,6 +1201,23 @@ fn daemonize_returns_once_serving_and_stops_cleanly() {
         .parse()
         .unwrap();
     assert_ne!(ppid, std::process::id());
+    drop(leak);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    let meta = fs::symlink_metadata(&pidf).unwrap();
+    assert!(meta.file_type().is_file(), "the pidfile is a file of ours");
+    // --umask 0 is for the socket: the pidfile and the log are not world-writable.
+    assert_eq!(meta.mode() & 0o777, 0o644);
+    assert_eq!(fs::metadata(&errlog).unwrap().mode() & 0o777, 0o640);
+    let leaked: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .filter(|p| p.ends_with("/leak"))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "the daemon kept an inherited descriptor: {leaked:?}"
+    );
 
     // kill $(cat P)
     // SAFETY: the daemon this test started.
