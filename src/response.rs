@@ -639,7 +639,17 @@ impl fmt::Display for RequestLabel {
                 .map_or_else(|| String::from_utf8_lossy(c.path_info()), Cow::Borrowed),
             None => Cow::Borrowed(""),
         };
-        write!(f, "{} {uri}", self.method)
+        write!(f, "{} ", self.method)?;
+        // The URL is the client's: control characters (a CR or LF forging a log line,
+        // terminal escapes) are written escaped.
+        for c in uri.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                f.write_str(c.encode_utf8(&mut [0; 4]))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1004,5 +1014,24 @@ mod tests {
         }))));
         assert_eq!(o, Outcome::Complete);
         assert!(text.ends_with("\r\n\r\nfree"), "{text:?}");
+    }
+
+    /// Log lines name the request with the client's URL, control characters escaped
+    /// (no forged lines, no terminal escapes).
+    #[test]
+    fn request_labels_escape_control_characters() {
+        let req = crate::request_from_vars(
+            [
+                ("REQUEST_METHOD", "GET"),
+                ("PATH_INFO", "/x"),
+                ("REQUEST_URI", "/x?\u{1b}[2J\r\nfcgi[1]: ERROR: forged"),
+            ],
+            crate::Body::empty(),
+        )
+        .unwrap();
+        assert_eq!(
+            RequestLabel::of(&req).to_string(),
+            "GET /x?\\u{1b}[2J\\r\\nfcgi[1]: ERROR: forged"
+        );
     }
 }
