@@ -74,10 +74,15 @@ impl Read for BodyReader {
                 }
                 Framing::Chunked(None) => {
                     let line = read_line(&mut *r, 1024)?;
+                    // 1 to 16 hex digits, then an extension or nothing (no sign, no
+                    // spaces: a lenient reading is how requests get smuggled past a
+                    // proxy that reads the size differently).
                     let size = line.split(|&b| b == b';').next().unwrap_or_default();
-                    let size = std::str::from_utf8(size)
-                        .ok()
-                        .and_then(|s| u64::from_str_radix(s.trim(), 16).ok())
+                    let size = Some(size)
+                        .filter(|s| (1..=16).contains(&s.len()))
+                        .filter(|s| s.iter().all(u8::is_ascii_hexdigit))
+                        .and_then(|s| std::str::from_utf8(s).ok())
+                        .and_then(|s| u64::from_str_radix(s, 16).ok())
                         .ok_or_else(|| bad("bad chunk size"))?;
                     if size == 0 {
                         // trailers until an empty line
@@ -193,6 +198,12 @@ fn read_head(
             "bad request line".into(),
         ));
     };
+    if target.iter().any(|&b| b < 0x21 || b == 0x7f) {
+        return Err(HeadError::Bad(
+            StatusCode::BAD_REQUEST,
+            "a control character in the request target".into(),
+        ));
+    }
     let http11 = match version {
         b"HTTP/1.1" => true,
         b"HTTP/1.0" => false,
@@ -240,6 +251,7 @@ fn read_head(
     let mut keep_alive = http11;
     let mut expect_continue = false;
     let mut has_host = false;
+    let mut te_on_http10 = false;
     let mut name = Vec::with_capacity(32);
     loop {
         let line = read_line(r, 16 * 1024).map_err(|e| match e.kind() {
@@ -268,6 +280,14 @@ fn read_head(
             return Err(HeadError::Bad(
                 StatusCode::BAD_REQUEST,
                 "bad header name".into(),
+            ));
+        }
+        // RFC 9110 5.5: no control characters but HTAB in a value (a CR, NUL or ESC
+        // would reach the app's variables and its logs).
+        if v.iter().any(|&b| b != b'\t' && (b < 0x20 || b == 0x7f)) {
+            return Err(HeadError::Bad(
+                StatusCode::BAD_REQUEST,
+                "a control character in a header value".into(),
             ));
         }
         if n.contains(&b'_') {
@@ -308,24 +328,41 @@ fn read_head(
             b"host" => has_host = true,
             b"transfer-encoding" => {
                 // Only a chunked body can be read (RFC 9112 section 6.3: chunked
-                // must be the last coding of a request).
-                if !v
-                    .to_ascii_lowercase()
-                    .trim_ascii_end()
-                    .ends_with(b"chunked")
+                // must be the last coding of a request), and no other coding is
+                // decoded here: exactly `chunked`, compared as a whole token.
+                let codings: Vec<&[u8]> = v
+                    .split(|&b| b == b',')
+                    .map(<[u8]>::trim_ascii)
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                if !codings
+                    .last()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"))
                 {
                     return Err(HeadError::Bad(
                         StatusCode::BAD_REQUEST,
                         "Transfer-Encoding without chunked last".into(),
                     ));
                 }
+                if codings.len() > 1 {
+                    return Err(HeadError::Bad(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "a transfer coding other than chunked".into(),
+                    ));
+                }
                 framing = Framing::Chunked(None);
+                if !http11 {
+                    // RFC 9112 6.1: a 1.0 message with Transfer-Encoding ends with
+                    // the connection.
+                    keep_alive = false;
+                    te_on_http10 = true;
+                }
             }
             b"connection" => {
                 let v = v.to_ascii_lowercase();
                 if v.windows(5).any(|w| w == b"close") {
                     keep_alive = false;
-                } else if v.windows(10).any(|w| w == b"keep-alive") {
+                } else if v.windows(10).any(|w| w == b"keep-alive") && !te_on_http10 {
                     keep_alive = true;
                 }
             }

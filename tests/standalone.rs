@@ -2272,10 +2272,40 @@ fn http_request_rules() {
         &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
         b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
         b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        // Leniencies a proxy in front may not share (request smuggling): a coding
+        // named like chunked, control characters in a value or the target.
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\x1b[31m\r\n\r\n",
+        b"GET /\x1b[2J HTTP/1.1\r\nHost: h\r\n\r\n",
     ] {
         let r = text(&exchange(bad));
         assert!(r.starts_with("HTTP/1.1 400"), "{:?}: {r}", text(bad));
     }
+    // A coding we do not decode before chunked: 501, as RFC 9112 6.1 says.
+    let r = text(&exchange(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    ));
+    assert!(r.starts_with("HTTP/1.1 501"), "{r}");
+    // A chunk size with a sign or spaces is not a chunk size; the pipelined request
+    // behind it is not served.
+    for size in [&b"+5"[..], b" 5 "] {
+        let mut req =
+            b"POST /echo-body HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        req.extend_from_slice(size);
+        req.extend_from_slice(b"\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n");
+        let r = text(&exchange(&req));
+        assert!(
+            !r.contains("hello") && !r.contains("/smuggled"),
+            "{size:?}: {r}"
+        );
+    }
+    // HTTP/1.0 with Transfer-Encoding: the connection ends with the message, whatever
+    // Connection says (RFC 9112 6.1), so nothing pipelined behind it is served.
+    let r = text(&exchange(
+        b"POST /echo-body HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+    ));
+    assert!(r.contains("hello") && !r.contains("/smuggled"), "{r}");
 
     let r = exchange(
         b"POST /echo-body HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: h\r\n\r\n",
