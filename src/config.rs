@@ -322,13 +322,14 @@ impl Builder {
     /// Applies the settings file beside the program (`mysite.fcgi.env`), then the
     /// environment, over the builder's values.
     pub(crate) fn apply_env(&mut self) -> Result<(), Error> {
-        let file = crate::sys::current_exe()
-            .map(|p| {
-                let mut s = p.as_os_str().to_owned();
-                s.push(".env");
-                PathBuf::from(s)
-            })
-            .and_then(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)));
+        let file = match crate::sys::current_exe().map(|p| {
+            let mut s = p.as_os_str().to_owned();
+            s.push(".env");
+            PathBuf::from(s)
+        }) {
+            Some(p) => read_settings_file(&p)?.map(|t| (p, t)),
+            None => None,
+        };
         let file_vars = match &file {
             Some((p, text)) => parse_env_file(text).map_err(|line| {
                 Error::setting(
@@ -458,6 +459,44 @@ impl Builder {
         }
         self.apply_standalone_env(&get)
     }
+}
+
+/// The settings file, if there is one. It can turn on trust in forwarded headers, move
+/// the server to a port of its own or name a file to overwrite with a pid, so it is
+/// read only when nobody else could have written it, as suexec requires of the
+/// program: owned by us (or root) and writable by nobody else.
+fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Ok(None);
+    };
+    let refuse = |why: String| {
+        Err(Error::setting(
+            path.display().to_string(),
+            why,
+            "a file owned by the program's user (or root) and writable by nobody else (chmod 644)",
+        ))
+    };
+    let io = |e: std::io::Error| Error::io("reading the settings file", e);
+    let meta = f.metadata().map_err(io)?;
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid && meta.uid() != 0 {
+        return refuse(format!(
+            "owned by uid {}, not by us (uid {euid})",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!(
+            "mode {:o}: writable by group or others",
+            meta.mode() & 0o777
+        ));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(io)?;
+    Ok(Some(text))
 }
 
 /// `NAME=value` lines; returns the first bad line as the error.

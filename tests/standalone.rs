@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -1472,6 +1472,24 @@ fn settings_file_beside_the_binary() {
         err.contains(envf.to_str().unwrap()),
         "names the file: {err}"
     );
+
+    // A file others can write (it could turn on FCGI_TRUST_FORWARDED, move the app to
+    // a port of its own, name a file to overwrite): refused, as suexec refuses such a
+    // program.
+    fs::write(&envf, "FCGI_MAX_REQUESTS=2\n").unwrap();
+    fs::set_permissions(&envf, fs::Permissions::from_mode(0o666)).unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let st = app
+        .wait_exit(T)
+        .expect("exits on a world-writable settings file");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(err.contains("writable by group or others"), "{err}");
+    fs::set_permissions(&envf, fs::Permissions::from_mode(0o644)).unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    assert_eq!(one(&app), 200);
+    assert_eq!(one(&app), 200);
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
 
 // ---- systemd socket activation ----
