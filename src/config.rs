@@ -55,6 +55,8 @@ pub(crate) struct Config {
     pub web_server_addrs: Option<Vec<std::net::IpAddr>>,
     /// How long a stopping standalone server keeps its socket open for a new one.
     pub restart_grace: Duration,
+    /// `FCGI_ALLOWED_HOSTS`: the host names absolute URLs may be built with.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// Defaults: generous for real browsers and web servers, bounded for everything else.
@@ -83,6 +85,7 @@ impl Default for Config {
             force_cgi: false,
             web_server_addrs: None,
             restart_grace: Duration::from_secs(2),
+            allowed_hosts: None,
         }
     }
 }
@@ -109,6 +112,7 @@ impl Default for Config {
 /// | `FCGI_FORCE_CGI` | `1`: serve one CGI request even if fd 0 is a socket | off |
 /// | `FCGI_WEB_SERVER_ADDRS` | IPv4/IPv6 addresses allowed to connect over TCP | anyone |
 /// | `FCGI_TRUST_FORWARDED` | `1`: believe `X-Forwarded-*` (a proxy you control sets them) | off |
+/// | `FCGI_ALLOWED_HOSTS` | host names absolute URLs may use (`example.com,.example.org`, `*`) | any |
 /// | `FCGI_RESTART_GRACE` | seconds a stopping standalone server waits for a replacement | 2 |
 ///
 /// A file beside the program, named after it with `.env` appended (`mysite.fcgi.env`,
@@ -228,6 +232,22 @@ impl Builder {
     /// drops what clients send; otherwise any client could claim HTTPS or an address.
     pub fn trust_forwarded(mut self, on: bool) -> Builder {
         self.cfg.map.trust_forwarded = on;
+        self
+    }
+
+    /// The host names [`crate::Context::url_for`] and [`crate::Context::origin`] may
+    /// take from the request's `Host` header (`FCGI_ALLOWED_HOSTS=example.com,.example.org`;
+    /// a leading dot allows the domain and its subdomains, `*` any host, as Django's
+    /// `ALLOWED_HOSTS`). Another host there is not used: `SERVER_NAME` and
+    /// `SERVER_PORT` are. Without the setting any valid host name is used, so a web
+    /// server that passes any Host (a default virtual host, `--http`) lets a client
+    /// choose the host of absolute links, which matters for links sent by mail.
+    pub fn allowed_hosts<I, S>(mut self, hosts: I) -> Builder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.cfg.allowed_hosts = Some(hosts.into_iter().map(Into::into).collect());
         self
     }
 
@@ -439,6 +459,14 @@ impl Builder {
         }
         if let Some(v) = get("FCGI_TRUST_FORWARDED") {
             c.map.trust_forwarded = parse_bool("FCGI_TRUST_FORWARDED", &v)?;
+        }
+        if let Some(v) = get("FCGI_ALLOWED_HOSTS") {
+            c.allowed_hosts = Some(
+                v.split(',')
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect(),
+            );
         }
         if let Some(v) = get("FCGI_WEB_SERVER_ADDRS") {
             c.web_server_addrs = Some(crate::listen::parse_addrs(&v)?);

@@ -60,6 +60,39 @@ struct Inner {
     trust_forwarded: bool,
 }
 
+/// `FCGI_ALLOWED_HOSTS`, set once when the server starts (process-wide, like the
+/// rest of the configuration; read only when an absolute URL is built).
+static ALLOWED_HOSTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+pub(crate) fn set_allowed_hosts(hosts: Option<Vec<String>>) {
+    if let Some(h) = hosts {
+        let _ = ALLOWED_HOSTS.set(h.into_iter().map(|h| h.to_ascii_lowercase()).collect());
+    }
+}
+
+/// Whether `authority` (a host, maybe with a port) may be used for absolute URLs.
+fn host_allowed(authority: &str) -> bool {
+    ALLOWED_HOSTS
+        .get()
+        .is_none_or(|allowed| host_in(allowed, authority))
+}
+
+fn host_in(allowed: &[String], authority: &str) -> bool {
+    let host = match authority.rsplit_once(':') {
+        // An IPv6 literal keeps its brackets; a port follows the last colon after `]`.
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => authority,
+    }
+    .to_ascii_lowercase();
+    allowed.iter().any(|a| {
+        a == "*"
+            || *a == host
+            || a.strip_prefix('.').is_some_and(|d| {
+                host == d || host.strip_suffix(d).is_some_and(|sub| sub.ends_with('.'))
+            })
+    })
+}
+
 fn is_on(v: &str) -> bool {
     v.eq_ignore_ascii_case("on") || v == "1" || v.eq_ignore_ascii_case("true")
 }
@@ -199,7 +232,7 @@ impl Context {
         let host = self
             .forwarded("HTTP_X_FORWARDED_HOST")
             .or_else(|| v.non_empty("HTTP_HOST"))
-            .filter(|h| is_valid_authority(h))
+            .filter(|h| is_valid_authority(h) && host_allowed(h))
             // A default port is left out (nginx's `$host:$server_port` sends it).
             .map(|h| {
                 let default = if scheme == "https" { ":443" } else { ":80" };
@@ -325,5 +358,33 @@ impl<B> RequestExt for http::Request<B> {
 impl RequestExt for http::request::Parts {
     fn context(&self) -> Option<&Context> {
         self.extensions.get::<Context>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_in;
+
+    #[test]
+    fn allowed_hosts_match_as_django_does() {
+        let allowed: Vec<String> = ["example.com", ".example.org", "[::1]"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for (authority, want) in [
+            ("example.com", true),
+            ("EXAMPLE.com:8080", true),
+            ("www.example.com", false),
+            ("example.org", true),
+            ("a.b.example.org:443", true),
+            ("badexample.org", false),
+            ("evil.example", false),
+            ("[::1]:80", true),
+            ("[::1]", true),
+            ("[::2]", false),
+        ] {
+            assert_eq!(host_in(&allowed, authority), want, "{authority}");
+        }
+        assert!(host_in(&["*".to_string()], "anything.example"));
     }
 }

@@ -383,6 +383,16 @@ fn read_head(
         }));
         vars.push(&name, v);
     }
+    // RFC 9112 3.2.2: with an absolute-form target, its authority is the host, not
+    // the Host header (the last HTTP_HOST is the one read).
+    if absolute.is_some() {
+        if let Some((_, authority, _)) = crate::mount::split_absolute(target) {
+            if !authority.is_empty() {
+                vars.push(b"HTTP_HOST", authority);
+                has_host = true;
+            }
+        }
+    }
     if http11 && !has_host {
         return Err(HeadError::Bad(
             StatusCode::BAD_REQUEST,

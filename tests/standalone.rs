@@ -851,6 +851,55 @@ fn http_and_scgi_ports_refuse_fastcgi_requests() {
     }
 }
 
+/// Absolute URLs come from the Host header only for the hosts FCGI_ALLOWED_HOSTS names;
+/// another host gets SERVER_NAME and SERVER_PORT (no open redirect, no poisoned link
+/// in a mail). With an absolute-form target, its authority is the host (RFC 9112).
+#[test]
+fn http_absolute_urls_use_only_allowed_hosts() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let srv = Srv::start(
+        &["--http", &format!("127.0.0.1:{port}")],
+        &[
+            ("FCGI_RESTART_GRACE", "0"),
+            ("FCGI_ALLOWED_HOSTS", "good.example, .example.org"),
+        ],
+    );
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let location = |req: String| {
+        let (mut s, mut r) = http_conn(addr);
+        s.write_all(req.as_bytes()).unwrap();
+        let resp = http_read(&mut r, false);
+        resp.header("location").map(str::to_owned)
+    };
+    let get = |host: &str| location(format!("GET /redirect HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+    assert_eq!(
+        get("good.example").as_deref(),
+        Some("http://good.example/landed")
+    );
+    assert_eq!(
+        get("www.example.org:8080").as_deref(),
+        Some("http://www.example.org:8080/landed")
+    );
+    let fallback = format!("http://127.0.0.1:{port}/landed");
+    assert_eq!(get("evil.example").as_deref(), Some(fallback.as_str()));
+    // The absolute-form target's authority, not the Host header.
+    assert_eq!(
+        location("GET http://evil.example/redirect HTTP/1.1\r\nHost: good.example\r\n\r\n".into())
+            .as_deref(),
+        Some(fallback.as_str())
+    );
+    assert_eq!(
+        location("GET http://good.example/redirect HTTP/1.1\r\nHost: evil.example\r\n\r\n".into())
+            .as_deref(),
+        Some("http://good.example/landed")
+    );
+}
+
 /// SCGI ends a response with the close; on TCP a body that fails midway ends with a
 /// reset instead, so the web server (nginx: "recv() failed ... reset") does not take
 /// the short response for a whole one. The server serves on.
