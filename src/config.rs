@@ -59,6 +59,23 @@ pub(crate) struct Config {
     pub allowed_hosts: Option<Vec<String>>,
 }
 
+/// How long a request head (FastCGI BEGIN_REQUEST and PARAMS, an SCGI netstring, an
+/// HTTP request line and headers) may take to arrive, at most: web servers send one at
+/// once, so a peer that trickles it (slowloris) holds a worker for this long, not for
+/// the whole read timeout. `FCGI_READ_TIMEOUT` lowers it too.
+pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The time a request head gets: the read timeout, at most [`HEAD_TIMEOUT`].
+pub(crate) fn head_timeout(read_timeout: Option<Duration>) -> Duration {
+    read_timeout.map_or(HEAD_TIMEOUT, |t| t.min(HEAD_TIMEOUT))
+}
+
+impl Config {
+    pub(crate) fn head_timeout(&self) -> Option<Duration> {
+        Some(head_timeout(self.read_timeout))
+    }
+}
+
 /// Defaults: generous for real browsers and web servers, bounded for everything else.
 pub(crate) const DEFAULT_MAX_PARAMS_BYTES: usize = 1024 * 1024;
 pub(crate) const DEFAULT_MAX_PARAMS: usize = 1000;
@@ -104,7 +121,7 @@ impl Default for Config {
 /// | `FCGI_THREADS` | connections served at once | 1 under a web server; 8 for a server of its own |
 /// | `FCGI_MAX_PARAMS_BYTES` | cap on one request's FastCGI params | 1 MiB |
 /// | `FCGI_MAX_PARAMS` | cap on the number of params | 1000 |
-/// | `FCGI_READ_TIMEOUT`, `FCGI_WRITE_TIMEOUT` | seconds the web server may stall mid-request | 60 |
+/// | `FCGI_READ_TIMEOUT`, `FCGI_WRITE_TIMEOUT` | seconds the web server may stall mid-request (a request head: 10 s at most) | 60 |
 /// | `FCGI_IDLE_TIMEOUT` | seconds a kept-alive connection may idle (0: no limit) | no limit |
 /// | `FCGI_WATCH_BINARY` | `0`: do not exit when the program file is replaced | `1` under a web server; off for a server of its own |
 /// | `FCGI_LOG` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |

@@ -313,12 +313,13 @@ impl<T: Transport> Conn<T> {
             (true, true) => Some(Duration::ZERO),
             (true, false) => self.cfg.idle_timeout,
             (false, _) => {
-                // A request head must arrive whole within the read timeout, so a peer
-                // trickling a byte at a time cannot hold a worker.
+                // A request head must arrive whole within the head timeout (the read
+                // timeout, 10 s at most), so a peer trickling a byte at a time, or
+                // sending nothing, cannot hold a worker.
                 let left = if self.head_pending && self.head_deadline.is_none() {
-                    // The head's clock starts now: all of the read timeout is left.
-                    self.head_deadline = cfg_deadline(&self.cfg);
-                    self.cfg.read_timeout
+                    // The head's clock starts now: all of its time is left.
+                    self.head_deadline = head_deadline(&self.cfg);
+                    self.cfg.head_timeout()
                 } else {
                     self.head_deadline
                         .map(|d| d.saturating_duration_since(std::time::Instant::now()))
@@ -1236,8 +1237,8 @@ impl<T: Transport> Conn<T> {
     }
 }
 
-fn cfg_deadline(cfg: &Config) -> Option<std::time::Instant> {
-    cfg.read_timeout.map(|t| std::time::Instant::now() + t)
+fn head_deadline(cfg: &Config) -> Option<std::time::Instant> {
+    cfg.head_timeout().map(|t| std::time::Instant::now() + t)
 }
 
 fn lock<T: Transport>(m: &Mutex<Conn<T>>) -> MutexGuard<'_, Conn<T>> {

@@ -74,12 +74,12 @@ impl SockIo {
         }
     }
 
-    /// Reads must complete by `read_timeout` from now (`true`), or each within
-    /// `read_timeout` again (`false`): a request head must arrive whole in time, so a
-    /// peer trickling a byte at a time cannot hold a worker.
+    /// Reads must complete by the head timeout from now (`true`: the read timeout, 10 s
+    /// at most), or each within `read_timeout` again (`false`): a request head must
+    /// arrive whole in time, so a peer trickling a byte at a time cannot hold a worker.
     pub fn head_deadline(&self, on: bool) {
         let by = if on {
-            self.read_timeout.map(|t| std::time::Instant::now() + t)
+            Some(std::time::Instant::now() + crate::config::head_timeout(self.read_timeout))
         } else {
             None
         };

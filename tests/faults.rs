@@ -143,6 +143,59 @@ fn slow_client_on_tcp_is_cut_off_and_the_worker_freed() {
     assert!(srv.alive());
 }
 
+/// Without any setting, connections that send nothing (slowloris) hold the workers
+/// for 10 s at most, not the 60 s read timeout: a real client waiting behind 8 of them
+/// on an 8-thread server is answered within about 10 s, by FastCGI and `--http` alike.
+#[test]
+fn idle_fresh_connections_give_way_within_the_head_timeout() {
+    for http in [false, true] {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let args: Vec<&str> = if http {
+            vec!["--http", &addr]
+        } else {
+            vec!["--listen", &addr]
+        };
+        let srv = Srv::start(&args, &[("FCGI_RESTART_GRACE", "0")]);
+        assert!(wait_until(T, || std::net::TcpStream::connect(&addr).is_ok()));
+        // 8 connections (the default threads): FastCGI ones send nothing; HTTP ones
+        // start a request line and stop (the idle wait before the first byte is 5 s).
+        let idle: Vec<_> = (0..8)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(&addr).unwrap();
+                if http {
+                    s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+                }
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        if http {
+            s.write_all(b"GET /real HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+                .unwrap();
+        } else {
+            s.write_all(&request(1, false, &get("/real", ""), b""))
+                .unwrap();
+        }
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let waited = t0.elapsed();
+        assert!(
+            String::from_utf8_lossy(&got).contains("/real"),
+            "http {http}: not served: {}",
+            srv.stderr()
+        );
+        assert!(
+            waited < Duration::from_secs(13),
+            "http {http}: waited {waited:?} behind connections sending nothing"
+        );
+        drop(idle);
+    }
+}
+
 /// A web server that stops reading the response: the write timeout frees the worker,
 /// whether the app writes in small pieces (buffered, 32 KiB records) or in big ones
 /// (written straight from the app's buffer, 64 KiB a record), and a shutdown is not
