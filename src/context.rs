@@ -276,10 +276,10 @@ impl Context {
 /// Appends the mount prefix (percent-encoded) and an app-relative path.
 fn push_app_path(url: &mut String, prefix: &str, path: &str) {
     crate::request::push_path(url, prefix.as_bytes());
-    if !path.starts_with('/') {
-        url.push('/');
-    }
-    crate::request::push_url_text(url, path);
+    // One leading slash: `//evil.example` at the site root would be a link to another
+    // site (a protocol-relative URL), an open redirect when the path came from a user.
+    url.push('/');
+    crate::request::push_url_text(url, path.trim_start_matches('/'));
 }
 
 fn is_valid_authority(h: &str) -> bool {

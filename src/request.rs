@@ -109,7 +109,7 @@ pub(crate) fn build(
     if settings.trust_forwarded {
         if let Some(p) = vars.non_empty("HTTP_X_FORWARDED_PREFIX") {
             let p = p.trim().trim_end_matches('/');
-            if p.starts_with('/') && !p.contains(['\r', '\n']) {
+            if p.starts_with('/') && !p.starts_with("//") && !p.contains(['\r', '\n']) {
                 mount.script_name = format!("{p}{}", mount.script_name);
             }
         }
@@ -403,6 +403,9 @@ mod tests {
         // A request built without fcgi-shim (in a test): the path alone.
         let bare = http::Request::new(());
         assert_eq!(bare.path_for("x y"), "/x%20y");
+        // Never a protocol-relative URL (another site), whatever the app passes.
+        assert_eq!(bare.path_for("//evil.example/x"), "/evil.example/x");
+        assert_eq!(req.path_for("//evil.example"), "/docs%231/evil.example");
     }
 
     /// nginx's `include fastcgi_params;` then a `fastcgi_param` of the same name sends
