@@ -85,8 +85,15 @@ impl Read for BodyReader {
                         .and_then(|s| u64::from_str_radix(s, 16).ok())
                         .ok_or_else(|| bad("bad chunk size"))?;
                     if size == 0 {
-                        // trailers until an empty line
-                        while !read_line(&mut *r, 8192)?.is_empty() {}
+                        // Trailers until an empty line (read and dropped): 64 lines at
+                        // most, so a client cannot keep the request going forever.
+                        let mut lines = 0;
+                        while !read_line(&mut *r, 8192)?.is_empty() {
+                            lines += 1;
+                            if lines > 64 {
+                                return Err(bad("more than 64 trailer lines"));
+                            }
+                        }
                         *f = Framing::Done;
                         return Ok(0);
                     }
