@@ -15,6 +15,8 @@
 # spawn-fcgi runs each copy in a session of its own; it does not restart one that exits
 # (FCGI_MAX_REQUESTS, a replaced binary): run it under a supervisor, or prefer
 # servers/restart.sh (the app's own --socket --processes N) which replaces workers.
+# So the copies do not exit when a new binary is uploaded (that would take the site
+# down until someone ran this again): FCGI_WATCH_BINARY=0 below; restart instead.
 
 APP="{APP}"
 ROOT="{ROOT}"
@@ -24,4 +26,4 @@ CHILDREN=2
 
 # -M 0660: the socket is readable and writable by its owner and group; add
 # -U www-data (as root) so nginx's user may connect.
-exec spawn-fcgi -s "$SOCKET" -M 0660 -F "$CHILDREN" -P "$PIDFILE" -- "$APP"
+FCGI_WATCH_BINARY=0 exec spawn-fcgi -s "$SOCKET" -M 0660 -F "$CHILDREN" -P "$PIDFILE" -- "$APP"

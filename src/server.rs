@@ -102,6 +102,18 @@ pub(crate) struct Lifecycle {
     served: AtomicU64,
     max: Option<u64>,
     exe: Option<ExeWatch>,
+    /// When the binary was found replaced: the time to exit, in [`sys::coarse_ms`]
+    /// (0: not replaced).
+    exit_at_ms: AtomicU64,
+}
+
+/// How long after noticing its binary replaced a process exits: 0, 2 or 4 s by its
+/// pid. The processes of one program (lighttpd's `max-procs`, spawn-fcgi's children)
+/// all notice within a second; exiting together, they would leave lighttpd with no
+/// backend until it restarted them (a burst of 503s), while staggered, one serves
+/// while another restarts.
+fn replaced_exit_delay_ms() -> u64 {
+    u64::from(std::process::id() % 3) * 2000
 }
 
 impl Lifecycle {
@@ -114,6 +126,7 @@ impl Lifecycle {
             } else {
                 None
             },
+            exit_at_ms: AtomicU64::new(0),
         }
     }
 
@@ -131,12 +144,28 @@ impl Lifecycle {
             }
         }
         if let Some(w) = &self.exe {
-            if w.replaced() {
+            let exit_at = self.exit_at_ms.load(Ordering::Relaxed);
+            if exit_at != 0 {
+                if sys::coarse_ms() >= exit_at {
+                    sys::request_shutdown();
+                }
+            } else if w.replaced() {
+                let delay = replaced_exit_delay_ms();
                 log::info!(
-                    "{} was replaced or removed on disk; exiting so the web server starts the new one",
-                    w.path.display()
+                    "{} was replaced or removed on disk; exiting {} so the web server starts the new one",
+                    w.path.display(),
+                    if delay == 0 {
+                        "now".to_owned()
+                    } else {
+                        format!("after the first request {} s from now", delay / 1000)
+                    }
                 );
-                sys::request_shutdown();
+                if delay == 0 {
+                    sys::request_shutdown();
+                } else {
+                    self.exit_at_ms
+                        .store(sys::coarse_ms() + delay, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -174,6 +203,12 @@ pub(crate) enum Drain {
     /// A prefork worker: when the whole server stops (a signal), not when only this
     /// worker is replaced (max-requests) and its siblings go on accepting.
     OnSignal,
+    /// Under a web server: when we end ourselves (max-requests, the binary replaced),
+    /// since the web server still takes us for alive and may have connected already
+    /// (closing would reset those connections: a 500 under mod_fcgid, and lighttpd
+    /// takes the backend out of service); not on its signal, which comes when it has
+    /// decided to stop us.
+    OnOwnExit,
 }
 
 impl ServeOpts {
@@ -181,7 +216,7 @@ impl ServeOpts {
         ServeOpts {
             protocol,
             handover: None,
-            drain_backlog: Drain::Never,
+            drain_backlog: Drain::OnOwnExit,
         }
     }
 }
@@ -292,6 +327,7 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
                 Drain::Never => false,
                 Drain::Always => true,
                 Drain::OnSignal => sys::shutdown_signal().is_some(),
+                Drain::OnOwnExit => sys::shutdown_signal().is_none(),
             };
             if drain {
                 drain_backlog(pool);
@@ -313,10 +349,15 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
 /// Accepts and serves what is queued on the listener when we stop, so connections a
 /// web server made just before will not be reset.
 fn drain_backlog(pool: &Arc<Pool>) {
-    loop {
+    // Bounded: under steady load a web server may go on connecting while we drain.
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    for _ in 0..256 {
         match pool.listener.accept() {
             Ok(Accepted::Conn(sock, peer)) => serve_connection(pool, sock, peer),
             _ => return,
+        }
+        if std::time::Instant::now() > until {
+            return;
         }
     }
 }

@@ -220,6 +220,36 @@ fn max_requests_exits_cleanly_after_n() {
     assert!(st.signal().is_none());
 }
 
+/// When the app ends itself (max-requests, the binary replaced), a connection the web
+/// server made meanwhile is served, not reset: the web server still took the process
+/// for alive (mod_fcgid answered 500 for such a reset, and lighttpd took the backend
+/// out of service). A SIGTERM is the web server's own decision and does not drain.
+#[test]
+fn an_own_exit_serves_the_connections_already_queued() {
+    let mut app = FcgiApp::start("echo", &[("FCGI_MAX_REQUESTS", "1")]);
+    let mut first = app.connect();
+    first
+        .write_all(&request(1, false, &get("/sleep", "ms=300"), b""))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Queued on the listener while the only worker serves the first request.
+    let mut queued: Vec<_> = (0..3)
+        .map(|i| {
+            let mut s = app.connect();
+            s.write_all(&request(1, false, &get(&format!("/queued/{i}"), ""), b""))
+                .unwrap();
+            s
+        })
+        .collect();
+    assert_eq!(read_reply(&mut first, 1, T).status(), 200);
+    for (i, s) in queued.iter_mut().enumerate() {
+        let r = read_reply(s, 1, T);
+        assert_eq!(r.status(), 200, "queued {i}: closed without an answer");
+        assert_eq!(r.json()["path_info"], format!("/queued/{i}"));
+    }
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
 #[test]
 fn max_requests_applies_on_a_kept_alive_connection_too() {
     let mut app = FcgiApp::start("echo", &[("PHP_FCGI_MAX_REQUESTS", "2")]);
@@ -249,12 +279,35 @@ fn exits_after_the_binary_is_replaced_on_disk() {
     std::fs::copy(example("echo"), &tmp).unwrap();
     std::fs::rename(&tmp, &exe).unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    // The request that notices is still served, by the old process.
+    // The request that notices is still served, by the old process; it exits 0, 2 or
+    // 4 s later by its pid (processes of one program stagger their exits), after the
+    // first request then: every request until it goes is answered.
+    let noticed = Instant::now();
     assert_eq!(pid_of(&app), pid);
+    let delay = Duration::from_secs((pid % 3) * 2);
+    while app.alive() && noticed.elapsed() < delay + Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(200));
+        // The process owns the listener: once it is gone, connecting fails.
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(&app.sock) else {
+            break;
+        };
+        s.write_all(&request(1, false, &get("/poll", ""), b""))
+            .unwrap();
+        let r = read_reply(&mut s, 1, T);
+        if r.closed && r.stdout.is_empty() {
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
     let st = app
         .wait_exit(T)
         .expect("exited after the binary was replaced");
     assert_eq!(st.code(), Some(0));
+    assert!(
+        noticed.elapsed() >= delay,
+        "exited {:?} after noticing, before its {delay:?}",
+        noticed.elapsed()
+    );
     assert!(
         app.stderr().contains("was replaced or removed on disk"),
         "{}",
