@@ -152,6 +152,13 @@ def cgi_request_seeds():
                       ("HTTP_X_FORWARDED_FOR", "10.0.0.1, 10.0.0.2")],
         "dots": [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/a/mysite.fcgi"),
                  ("PATH_INFO", "/../b/./c//"), ("REQUEST_URI", "/a/%2e%2e/b/c%2F?x=%zz")],
+        # mod_rewrite cut PATH_INFO at a decoded %23 (the CutByRewrite repair).
+        "hash_cut": [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+                     ("PATH_INFO", "/a"), ("REDIRECT_URL", "/blog/a#b"),
+                     ("QUERY_STRING", ""), ("REQUEST_URI", "/blog/a%23b?q=1")],
+        "hash_cut_bare": [("REQUEST_METHOD", "GET"), ("SCRIPT_NAME", "mysite.fcgi"),
+                          ("PATH_INFO", "/zz"), ("REDIRECT_URL", "/x"),
+                          ("REQUEST_URI", "/a%23b")],
     }
     seeds = {}
     for name, t in tables.items():
