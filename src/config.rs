@@ -70,12 +70,6 @@ pub(crate) fn head_timeout(read_timeout: Option<Duration>) -> Duration {
     read_timeout.map_or(HEAD_TIMEOUT, |t| t.min(HEAD_TIMEOUT))
 }
 
-impl Config {
-    pub(crate) fn head_timeout(&self) -> Option<Duration> {
-        Some(head_timeout(self.read_timeout))
-    }
-}
-
 /// Defaults: generous for real browsers and web servers, bounded for everything else.
 pub(crate) const DEFAULT_MAX_PARAMS_BYTES: usize = 1024 * 1024;
 pub(crate) const DEFAULT_MAX_PARAMS: usize = 1000;

@@ -318,8 +318,9 @@ impl<T: Transport> Conn<T> {
                 // sending nothing, cannot hold a worker.
                 let left = if self.head_pending && self.head_deadline.is_none() {
                     // The head's clock starts now: all of its time is left.
-                    self.head_deadline = head_deadline(&self.cfg);
-                    self.cfg.head_timeout()
+                    let t = crate::config::head_timeout(self.cfg.read_timeout);
+                    self.head_deadline = Some(std::time::Instant::now() + t);
+                    Some(t)
                 } else {
                     self.head_deadline
                         .map(|d| d.saturating_duration_since(std::time::Instant::now()))
@@ -1235,10 +1236,6 @@ impl<T: Transport> Conn<T> {
             }
         }
     }
-}
-
-fn head_deadline(cfg: &Config) -> Option<std::time::Instant> {
-    cfg.head_timeout().map(|t| std::time::Instant::now() + t)
 }
 
 fn lock<T: Transport>(m: &Mutex<Conn<T>>) -> MutexGuard<'_, Conn<T>> {

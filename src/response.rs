@@ -433,18 +433,18 @@ impl<'a> Declared<'a> {
 
     /// True when the body tried to pass its declared length; logs it. The response
     /// went out whole (to its declared length) all the same.
-    pub(crate) fn was_over(&self, what: &str) -> bool {
+    pub(crate) fn was_over(&self) -> bool {
         if self.over {
-            log_long_body(what, self.declared);
+            log_long_body("", self.declared);
         }
         self.over
     }
 
     /// True when the body ended short of its declared length; logs it. The response
     /// is then incomplete, and the connection must say so.
-    pub(crate) fn was_short(&self, what: &str) -> bool {
+    pub(crate) fn was_short(&self) -> bool {
         if self.left > 0 {
-            log_short_body(what, self.declared - self.left, self.declared);
+            log_short_body("", self.declared - self.left, self.declared);
         }
         self.left > 0
     }
@@ -579,7 +579,7 @@ pub(crate) fn send<B: ResponseBody>(
     };
     let mut held = Declared::new(out, declared);
     let r = guarded(|| body.write_to(&mut held));
-    if held.was_over("") {
+    if held.was_over() {
         return if held.gone() {
             Outcome::Gone
         } else {
@@ -587,7 +587,7 @@ pub(crate) fn send<B: ResponseBody>(
         };
     }
     let outcome = body_outcome(r, &held);
-    if outcome == Outcome::Complete && held.was_short("") {
+    if outcome == Outcome::Complete && held.was_short() {
         return Outcome::Cut;
     }
     outcome

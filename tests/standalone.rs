@@ -717,17 +717,7 @@ fn scgi_serves_netstring_requests_and_survives_malformed_ones() {
 /// closes the connection.
 #[test]
 fn http_bodies_are_held_to_their_content_length() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let srv = Srv::start(
-        &["--http", &format!("127.0.0.1:{port}")],
-        &[("FCGI_RESTART_GRACE", "0")],
-    );
-    assert!(
-        wait_until(T, || TcpStream::connect(addr).is_ok()),
-        "{}",
-        srv.stderr()
-    );
+    let (srv, addr) = http_server(&[], &[("FCGI_RESTART_GRACE", "0")]);
     let (mut s, mut r) = http_conn(addr);
     s.write_all(
         b"GET /stream?chunks=2&size=5&length=4 HTTP/1.1\r\nHost: localhost\r\n\r\n\
@@ -775,17 +765,7 @@ fn http_bodies_are_held_to_their_content_length() {
 /// honoured), and header bytes pass as the app gave them, not UTF-8-mangled.
 #[test]
 fn http_app_hop_by_hop_headers_are_the_servers() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let srv = Srv::start(
-        &["--http", &format!("127.0.0.1:{port}")],
-        &[("FCGI_RESTART_GRACE", "0")],
-    );
-    assert!(
-        wait_until(T, || TcpStream::connect(addr).is_ok()),
-        "{}",
-        srv.stderr()
-    );
+    let (_srv, addr) = http_server(&[], &[("FCGI_RESTART_GRACE", "0")]);
     let (mut s, mut r) = http_conn(addr);
     s.write_all(
         b"GET /hop-by-hop HTTP/1.1\r\nHost: localhost\r\n\r\n\
@@ -856,19 +836,12 @@ fn http_and_scgi_ports_refuse_fastcgi_requests() {
 /// in a mail). With an absolute-form target, its authority is the host (RFC 9112).
 #[test]
 fn http_absolute_urls_use_only_allowed_hosts() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let srv = Srv::start(
-        &["--http", &format!("127.0.0.1:{port}")],
+    let (_srv, addr) = http_server(
+        &[],
         &[
             ("FCGI_RESTART_GRACE", "0"),
             ("FCGI_ALLOWED_HOSTS", "good.example, .example.org"),
         ],
-    );
-    assert!(
-        wait_until(T, || TcpStream::connect(addr).is_ok()),
-        "{}",
-        srv.stderr()
     );
     let location = |req: String| {
         let (mut s, mut r) = http_conn(addr);
@@ -885,7 +858,7 @@ fn http_absolute_urls_use_only_allowed_hosts() {
         get("www.example.org:8080").as_deref(),
         Some("http://www.example.org:8080/landed")
     );
-    let fallback = format!("http://127.0.0.1:{port}/landed");
+    let fallback = format!("http://{addr}/landed");
     assert_eq!(get("evil.example").as_deref(), Some(fallback.as_str()));
     // The absolute-form target's authority, not the Host header.
     assert_eq!(
@@ -1709,6 +1682,23 @@ fn http_read(r: &mut BufReader<TcpStream>, head_request: bool) -> HttpResp {
     resp
 }
 
+/// A `--http` server of the echo example on a free loopback port, with `args` added;
+/// returns once it accepts connections.
+fn http_server(args: &[&str], env: &[(&str, &str)]) -> (Srv, SocketAddr) {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let listen = addr.to_string();
+    let mut all = vec!["--http", listen.as_str()];
+    all.extend_from_slice(args);
+    let srv = Srv::start(&all, env);
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    (srv, addr)
+}
+
 fn http_conn(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
     let s = tcp_conn(addr).unwrap();
     let r = BufReader::new(s.try_clone().unwrap());
@@ -1717,17 +1707,7 @@ fn http_conn(addr: SocketAddr) -> (TcpStream, BufReader<TcpStream>) {
 
 #[test]
 fn http_dev_server() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut srv = Srv::start(
-        &["--http", &format!("127.0.0.1:{port}")],
-        &[("FCGI_RESTART_GRACE", "0.1")],
-    );
-    assert!(
-        wait_until(T, || TcpStream::connect(addr).is_ok()),
-        "{}",
-        srv.stderr()
-    );
+    let (mut srv, addr) = http_server(&[], &[("FCGI_RESTART_GRACE", "0.1")]);
 
     // GET with a query; then, on the same kept-alive connection, more requests.
     let (mut s, mut r) = http_conn(addr);
@@ -2018,16 +1998,9 @@ fn scgi_and_http_heads_must_arrive_in_time_and_stopping_cuts_them_short() {
 /// a failed write is not finished as if complete, and the connection is closed.
 #[test]
 fn http_bodyless_responses_have_no_framing_and_a_cut_response_closes() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let srv = Srv::start(
-        &["--http", &format!("127.0.0.1:{port}")],
+    let (srv, addr) = http_server(
+        &[],
         &[("FCGI_WRITE_TIMEOUT", "1"), ("FCGI_RESTART_GRACE", "0")],
-    );
-    assert!(
-        wait_until(T, || TcpStream::connect(addr).is_ok()),
-        "{}",
-        srv.stderr()
     );
     let (mut s, mut r) = http_conn(addr);
     for (method, target) in [
@@ -2081,17 +2054,7 @@ fn http_bodyless_responses_have_no_framing_and_a_cut_response_closes() {
 /// the server serves the next connection.
 #[test]
 fn http_a_body_that_fails_midway_is_not_ended_as_complete() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let srv = Srv::start(
-        &["--http", &format!("127.0.0.1:{port}")],
-        &[("FCGI_RESTART_GRACE", "0")],
-    );
-    assert!(
-        wait_until(T, || TcpStream::connect(addr).is_ok()),
-        "{}",
-        srv.stderr()
-    );
+    let (srv, addr) = http_server(&[], &[("FCGI_RESTART_GRACE", "0")]);
     let (mut s, mut r) = http_conn(addr);
     s.write_all(
         b"GET /stream?chunks=5&size=10&fail_after=2 HTTP/1.1\r\nHost: localhost\r\n\r\n\
@@ -2128,17 +2091,7 @@ fn http_a_body_that_fails_midway_is_not_ended_as_complete() {
 /// of waiting for a browser to let go.
 #[test]
 fn http_idle_keep_alive_connections_give_way() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let srv = Srv::start(
-        &["--http", &format!("127.0.0.1:{port}"), "--threads", "2"],
-        &[("FCGI_RESTART_GRACE", "0")],
-    );
-    assert!(
-        wait_until(T, || TcpStream::connect(addr).is_ok()),
-        "{}",
-        srv.stderr()
-    );
+    let (_srv, addr) = http_server(&["--threads", "2"], &[("FCGI_RESTART_GRACE", "0")]);
     let mut idle = Vec::new();
     for _ in 0..2 {
         let (mut s, mut r) = http_conn(addr);
@@ -2307,17 +2260,7 @@ fn a_live_http_server_keeps_its_port() {
 /// client gets no 100 Continue and is told when its connection is kept.
 #[test]
 fn http_request_rules() {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut srv = Srv::start(
-        &["--http", &format!("127.0.0.1:{port}")],
-        &[("FCGI_RESTART_GRACE", "0")],
-    );
-    assert!(
-        wait_until(T, || TcpStream::connect(addr).is_ok()),
-        "{}",
-        srv.stderr()
-    );
+    let (mut srv, addr) = http_server(&[], &[("FCGI_RESTART_GRACE", "0")]);
     let exchange = |req: &[u8]| -> Vec<u8> {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
