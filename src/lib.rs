@@ -82,9 +82,10 @@ use server::{App, SyncApp};
 /// Returns when the server has stopped (SIGTERM, max-requests, the binary replaced) or
 /// the CGI request is answered. Started from a terminal, it prints how to deploy and
 /// exits with status 2; it reads the command line (`--help`, `--http ADDR`, ...) and
-/// exits with status 2 on a bad one. An app with a command line of its own uses
-/// [`Builder::ignore_args`], and gets [`Error::NotLaunchedByWebServer`] or the bad
-/// setting back instead.
+/// exits with status 2 on a bad one; an invalid `FCGI_*` variable is logged once and
+/// ends the process with status 1 (under CGI after answering 500). An app with a
+/// command line of its own uses [`Builder::ignore_args`], and gets
+/// [`Error::NotLaunchedByWebServer`] or the bad setting back instead.
 pub fn run<H: Handler>(app: H) -> Result<(), Error> {
     Builder::new().run(app)
 }
@@ -155,10 +156,17 @@ impl Builder {
         };
         logger::init(self.cfg.log_level, self.cfg.log_target);
         if let Err(e) = env {
-            log::error!("{e}");
             if std::env::var_os("GATEWAY_INTERFACE").is_some() {
                 // Under CGI a proper 500 beats "End of script output before headers".
                 cgi::answer_error(http::StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            // As with a bad argument: the process is ours unless the app owns its
+            // command line, so the error is said once (a log line, which names the
+            // program in the web server's log) and the process ends; an app that
+            // owns its command line gets the error back to report as it likes.
+            if self.read_args {
+                log::error!("{e}");
+                std::process::exit(1);
             }
             return Err(e);
         }

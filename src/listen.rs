@@ -252,8 +252,16 @@ pub(crate) fn bind_unix(path: &Path) -> Result<Bound, Error> {
     tmp_name.push(format!(".{}.tmp", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let _ = fs::remove_file(&tmp);
-    let l = UnixListener::bind(&tmp)
-        .map_err(|e| Error::io("binding the socket", with_path(e, &tmp)))?;
+    let l = UnixListener::bind(&tmp).map_err(|e| {
+        // The user named `path`; the temporary name is worth showing only when it is
+        // what failed (longer than a socket address holds).
+        let named = if e.kind() == io::ErrorKind::InvalidInput {
+            &tmp
+        } else {
+            path
+        };
+        Error::io("binding the socket", with_path(e, named))
+    })?;
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io("binding the socket", with_path(e, path)));

@@ -332,6 +332,20 @@ fn an_app_with_its_own_command_line_gets_the_error_back() {
         text.ends_with("own_cli at /my%20blog/own.cgi/x\n"),
         "{text}"
     );
+    // A bad FCGI_* setting comes back too, for the app to report: not logged by us.
+    let out = Command::new(example("own_cli"))
+        .env_remove("GATEWAY_INTERFACE")
+        .env("FCGI_THREADS", "lots")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("own_cli: invalid FCGI_THREADS=\"lots\""),
+        "{err}"
+    );
+    assert_eq!(err.matches("FCGI_THREADS").count(), 1, "{err}");
 }
 
 #[test]
@@ -361,6 +375,9 @@ fn bad_setting_answers_500_and_names_the_variable() {
     assert!(head.starts_with("Status: 500"), "{head}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid FCGI_MAX_REQUESTS=\"ten\""), "{err}");
+    // Said once: a log line, not the log line and then main's `Error: ...` again.
+    assert_eq!(err.matches("FCGI_MAX_REQUESTS").count(), 1, "{err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
 }
 
 #[cfg(feature = "syslog")]
