@@ -533,7 +533,7 @@ fn web_server_addrs_admit_listed_peers_and_close_others() {
         );
         let peer = format!("127.0.0.1:{client_port}");
         assert!(
-            wait_until(T, || srv.stderr().contains(&peer)),
+            srv.logs_within(T, &peer),
             "{allowed}: a log line names {peer}: {}",
             srv.stderr()
         );
@@ -730,9 +730,7 @@ fn http_bodies_are_held_to_their_content_length() {
     assert_eq!(next.status, 200);
     assert_eq!(next.json()["path_info"], "/next");
     assert!(
-        wait_until(T, || srv
-            .stderr()
-            .contains("longer than its Content-Length (4)")),
+        srv.logs_within(T, "longer than its Content-Length (4)"),
         "{}",
         srv.stderr()
     );
@@ -752,9 +750,7 @@ fn http_bodies_are_held_to_their_content_length() {
         "the 5 bytes, then the close: {text:?}"
     );
     assert!(
-        wait_until(T, || srv
-            .stderr()
-            .contains("ended after 5 of the 100 bytes")),
+        srv.logs_within(T, "ended after 5 of the 100 bytes"),
         "{}",
         srv.stderr()
     );
@@ -822,9 +818,7 @@ fn http_and_scgi_ports_refuse_fastcgi_requests() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!text.contains("admin"), "{protocol}: served: {text}");
         assert!(
-            wait_until(T, || srv
-                .stderr()
-                .contains("a FastCGI request on an SCGI or HTTP port")),
+            srv.logs_within(T, "a FastCGI request on an SCGI or HTTP port"),
             "{protocol}: {}",
             srv.stderr()
         );
@@ -1975,9 +1969,10 @@ fn scgi_and_http_heads_must_arrive_in_time_and_stopping_cuts_them_short() {
                 );
             } else {
                 assert!(
-                    wait_until(Duration::from_secs(6), || srv
-                        .stderr()
-                        .contains("timed out waiting for the request head")),
+                    srv.logs_within(
+                        Duration::from_secs(6),
+                        "timed out waiting for the request head"
+                    ),
                     "{args:?}: {}",
                     srv.stderr()
                 );
@@ -2046,7 +2041,7 @@ fn http_bodyless_responses_have_no_framing_and_a_cut_response_closes() {
         "the connection served another request after a failed write"
     );
     assert!(
-        wait_until(T, || srv.stderr().contains("could not be sent whole")),
+        srv.logs_within(T, "could not be sent whole"),
         "{}",
         srv.stderr()
     );
@@ -2076,11 +2071,7 @@ fn http_a_body_that_fails_midway_is_not_ended_as_complete() {
         text.ends_with("\r\n\r\na\r\naaaaaaaaaa\r\na\r\nbbbbbbbbbb\r\n"),
         "the two chunks written before the failure, and no last chunk: {text:?}"
     );
-    assert!(
-        wait_until(T, || srv.stderr().contains("cut short")),
-        "{}",
-        srv.stderr()
-    );
+    assert!(srv.logs_within(T, "cut short"), "{}", srv.stderr());
     let (mut s, mut r) = http_conn(addr);
     s.write_all(b"GET /next HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();

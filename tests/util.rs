@@ -902,6 +902,11 @@ impl Srv {
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
+
+    /// True once a log line containing `needle` appears (within `timeout`).
+    pub fn logs_within(&self, timeout: Duration, needle: &str) -> bool {
+        wait_until(timeout, || self.stderr().contains(needle))
+    }
 }
 
 impl Drop for Srv {
