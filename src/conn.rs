@@ -1179,7 +1179,9 @@ impl<T: Transport> Conn<T> {
         if self.peer_closed || self.failure.is_some() {
             return;
         }
-        if stdin_done && (sys::shutdown_requested() || sys::backlog_waiting()) {
+        // A connection already queued ends the wait below at once; looking for one
+        // here first would cost a poll on every close, to save a shutdown on few.
+        if stdin_done && sys::shutdown_requested() {
             return;
         }
         self.t.shutdown_write();

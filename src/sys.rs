@@ -513,8 +513,7 @@ thread_local! {
 }
 
 /// Records the listener of the calling thread's one-worker pool, for
-/// [`backlog_waiting`] and [`wait_readable_or_backlog`]: no other worker would take a
-/// connection queued there.
+/// [`wait_readable_or_backlog`]: no other worker would take a connection queued there.
 pub fn set_thread_listener(fd: RawFd) {
     LISTENER.set(fd);
 }
@@ -543,13 +542,6 @@ fn poll_two(a: RawFd, b: RawFd, ms: libc::c_int) -> io::Result<(bool, bool)> {
         return Err(io::Error::last_os_error());
     }
     Ok((fds[0].revents != 0, fds[1].revents != 0))
-}
-
-/// Whether a connection is queued on this thread's listener (see
-/// [`set_thread_listener`]), without waiting.
-pub fn backlog_waiting() -> bool {
-    let l = LISTENER.get();
-    l >= 0 && matches!(poll_two(-1, l, 0), Ok((_, true)))
 }
 
 /// Waits until `fd` is readable (`Ready`), a connection is queued on this thread's
