@@ -1172,7 +1172,7 @@ impl<T: Transport> Conn<T> {
     /// connection is queued on the listener and the worker is the only one that could
     /// take it, so lingering never keeps a request waiting. (With several workers the
     /// others accept it, as several libfcgi processes on one socket do.) Waiting for the
-    /// web server's close measured faster than closing at once (BENCHMARKS.md). Not
+    /// web server's close measured a lower p99 than closing at once (BENCHMARKS.md). Not
     /// while stopping: then a request read to its end closes at once, and one that was
     /// not lingers 200 ms at most, so the exit is not held up.
     fn linger(&mut self, stdin_done: bool) {
@@ -1194,7 +1194,7 @@ impl<T: Transport> Conn<T> {
         } else {
             LINGER
         };
-        // The clock is read only once there is something to wait for.
+        // Read at the first wait, which gets the whole limit; later waits get what is left.
         let mut start: Option<std::time::Instant> = None;
         let mut drained = 0usize;
         // Wait before the first read: right after the response the web server has
