@@ -16,6 +16,9 @@
   helper.py syscalls STRACE_SUMMARY REQUESTS
       Turns an `strace -c` summary into JSON: total calls per request and the
       per-request count of each system call.
+  helper.py perf-syscalls PERF_STAT_CSV REQUESTS
+      The same from `perf stat -x,` counts of raw_syscalls:sys_enter (every call)
+      and syscalls:sys_enter_NAME tracepoints (the rest is counted as `other`).
   helper.py wrk < WRK_OUTPUT
       Parses `wrk --latency` output into JSON (req/s, p50/p99 in ms, errors).
   helper.py json-str < TEXT
@@ -220,6 +223,29 @@ def syscalls(args):
     if total is None:
         total = sum(calls.values())
     per = {k: round(v / n, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])}
+    print(json.dumps({"requests": n, "total_calls": total, "per_request": round(total / n, 2), "calls": per}))
+
+
+def perf_syscalls(args):
+    # `perf stat -x,` lines: count,unit,event,... ; raw_syscalls:sys_enter is every call.
+    path, n = args[0], int(args[1])
+    calls = {}
+    total = None
+    for line in open(path):
+        f = line.strip().split(",")
+        if len(f) < 3 or not f[0].isdigit():
+            continue
+        count, event = int(f[0]), f[2]
+        if event == "raw_syscalls:sys_enter":
+            total = count
+        elif event.startswith("syscalls:sys_enter_"):
+            calls[event[len("syscalls:sys_enter_"):]] = count
+    if total is None:
+        raise SystemExit("no raw_syscalls:sys_enter count in " + path)
+    other = total - sum(calls.values())
+    if other > 0:
+        calls["other"] = other
+    per = {k: round(v / n, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1]) if v}
     print(json.dumps({"requests": n, "total_calls": total, "per_request": round(total / n, 2), "calls": per}))
 
 
@@ -516,6 +542,21 @@ def report(args):
             w(f"| {r['server']} | {'on' if r['keep'] else 'off'} | {fmt(x.get('requests'))} | {fmt(x.get('per_request'), 2)} | {br} | "
               f"{'' if r['server'] == SHIM else ratio(val(sh, 'per_request'), x.get('per_request'))} |")
         w("")
+    sp = [r for r in rows if r["kind"] == "syscalls-perf"]
+    if sp:
+        w("The same without a tracer: `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_… -p PID` "
+          "on the app during the same `fcgi-shim bench` run, total calls ÷ N. strace stops the app at every "
+          "call, so under it the load generator runs ahead and the app finds the next connection already "
+          "queued more often than it would; these counts are what an untraced app makes.\n")
+        w("| server | keep-conn | requests | syscalls / request | breakdown per request | fcgi-shim ÷ this |")
+        w("|---|---|---:|---:|---|---:|")
+        for r in sp:
+            x = r.get("r") or {}
+            br = ", ".join(f"{k} {v:g}" for k, v in x.get("calls", {}).items() if v >= 0.01)
+            sh = next((y.get("r") for y in sp if y["server"] == SHIM and y["keep"] == r["keep"]), None)
+            w(f"| {r['server']} | {'on' if r['keep'] else 'off'} | {fmt(x.get('requests'))} | {fmt(x.get('per_request'), 2)} | {br} | "
+              f"{'' if r['server'] == SHIM else ratio(val(sh, 'per_request'), x.get('per_request'))} |")
+        w("")
 
     # ---- targets ----
     w("## Targets (issue 5)\n")
@@ -618,6 +659,7 @@ def main():
         "prefork": prefork,
         "echo-body": echo_body,
         "syscalls": syscalls,
+        "perf-syscalls": perf_syscalls,
         "wrk": wrk,
         "json-str": json_str,
         "report": report,

@@ -69,6 +69,12 @@ if [ "${BENCH_SKIP_INSTALL:-0}" != 1 ]; then
     fi
 fi
 
+# perf counts system calls without stopping the app at each one (strace does): section
+# 6 uses it when it can. Optional: Debian's package; left out where it cannot be had.
+if [ "${BENCH_SKIP_INSTALL:-0}" != 1 ] && ! command -v perf >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -qq --no-install-recommends linux-perf >/dev/null 2>&1 || true
+fi
+
 # ---- build ----
 
 mkdir -p "$BIN" "$LOGS" "$RUN" "$B/www"
@@ -557,6 +563,47 @@ if want 6; then
             sys_run "$k" "$keep"
         done
     done
+fi
+
+# The same count without a tracer: strace stops the app at every call, so the load
+# generator runs ahead of it and finds it in states it would rarely be in otherwise
+# (the next connection already queued when a response goes out, say). perf counts the
+# syscall tracepoints of the app's process as it runs.
+PERF_EVENTS=raw_syscalls:sys_enter
+for c in accept accept4 read recvfrom write sendto writev poll ppoll epoll_wait shutdown close futex; do
+    PERF_EVENTS+=",syscalls:sys_enter_$c"
+done
+perf_run() { # KEY KEEP(0|1)
+    local keep=false pf out args=(--socket "$SOCK" -n "$SYS_REQS" -c 1 --warmup 0)
+    [ "$2" = 1 ] && keep=true && args+=(--keep-conn)
+    start "$1" "$SOCK"
+    if ! ready "$SOCK" "$SRV_PATH"; then
+        note "$SRV_NAME did not start for perf"
+        stop "$PID"
+        return
+    fi
+    pf=$LOGS/perf-$1-$keep.txt
+    perf stat -x, -e "$PERF_EVENTS" -p "$PID" -o "$pf" 2>>"$LOGS/perf.log" &
+    local ppid=$!
+    sleep 0.5
+    timeout 300 "$TOOL" bench "${args[@]}" --path "$SRV_PATH" --json >>"$LOGS/perf.log" 2>&1 || note "perf run failed: $SRV_NAME"
+    kill -INT "$ppid" 2>/dev/null || true
+    wait "$ppid" 2>/dev/null || true
+    stop "$PID"
+    out=$(python3 "$HELPER" perf-syscalls "$pf" "$SYS_REQS") || out=null
+    say "   $SRV_NAME keep-conn $keep (perf): $out"
+    jl "{\"kind\":\"syscalls-perf\",\"server\":$(jstr "$SRV_NAME"),\"keep\":$keep,\"r\":$out}"
+}
+if want 6; then
+    if perf stat -x, -e "$PERF_EVENTS" -o /dev/null true 2>/dev/null; then
+        for keep in 1 0; do
+            for k in shim libfcgi; do
+                perf_run "$k" "$keep"
+            done
+        done
+    else
+        note "perf cannot count syscall tracepoints here (no linux-perf, or no tracefs): system calls counted with strace only"
+    fi
 fi
 
 # ---- report ----
