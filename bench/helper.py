@@ -445,6 +445,45 @@ def report(args):
                 w(line)
             w("")
 
+    # Like for like, round by round: both servers of a pair run minutes apart at most
+    # within one round, so the ratio of each round cancels the slow swings of the
+    # machine's speed that the medians of the rounds keep.
+    def round_ratios(a, b, c, keep, k):
+        by = {}
+        for r in rows:
+            if r["kind"] == "fcgi" and r["c"] == c and r["keep"] == keep and r.get("r") and r.get("round"):
+                by.setdefault(r["round"], {})[r["server"]] = r["r"].get(k)
+        out = []
+        for rnd in sorted(by):
+            x, y = by[rnd].get(a), by[rnd].get(b)
+            if x and y:
+                out.append(x / y)
+        return out
+
+    LIB, LIB8 = "libfcgi C", "libfcgi C, 8 processes"
+    pairs = [(SHIM, LIB, 1, False, "1 thread vs 1 process, c=1, new connections"),
+             (SHIM, LIB, 1, True, "1 thread vs 1 process, c=1, keep-conn"),
+             (SHIM, LIB, 8, False, "1 thread vs 1 process, c=8, new connections"),
+             (SHIM, LIB, 8, True, "1 thread vs 1 process, c=8, keep-conn (one connection)"),
+             (SHIM8, LIB8, 8, False, "8 threads vs 8 processes, c=8, new connections"),
+             (SHIM8, LIB8, 8, True, "8 threads vs 8 processes, c=8, keep-conn")]
+    prs = [(d, round_ratios(a, b, c, keep, "rps"), round_ratios(a, b, c, keep, "p99_us"))
+           for a, b, c, keep, d in pairs]
+    if any(q for _, q, _ in prs):
+        w("### fcgi-shim ÷ libfcgi round by round\n")
+        w("Each round runs both servers of a pair within half a minute of each other, so the ratio taken "
+          "in each round cancels the slower swings of the machine's speed that the medians "
+          "above keep; the median of those ratios is the steadier like-for-like figure.\n")
+        w("| pair | rounds' req/s ratios | median | rounds' p99 ratios | median |")
+        w("|---|---|---:|---|---:|")
+        for d, q, p99 in prs:
+            if not q:
+                continue
+            w(f"| {d} | {', '.join(f'{x:.2f}' for x in q)} | {median(q):.2f}× | "
+              f"{', '.join(f'{x:.2f}' for x in p99)} | {median(p99):.2f}× |" if p99 else
+              f"| {d} | {', '.join(f'{x:.2f}' for x in q)} | {median(q):.2f}× | | |")
+        w("")
+
     # ---- 2. CGI ----
     cg = by_rounds(rows, "cgi", ("server",), lambda rd: {
         "runs": sum(x["runs"] for x in rd),
