@@ -606,7 +606,26 @@ struct Resp {
 /// Reads records until END_REQUEST for id 1. `keep` collects STDOUT when non-empty
 /// capacity is wanted (for `request`); the bench discards it.
 fn read_response(c: &mut Conn, collect: &mut Vec<u8>) -> Result<Resp> {
-    let mut buf = vec![0u8; 64 * 1024];
+    // One read buffer per thread, kept between requests: a new zeroed 64 KiB for each
+    // request cost the load generator a 64 KiB memset (or fresh pages) every time,
+    // CPU the server under test then did not get.
+    thread_local! {
+        static BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+    }
+    let mut buf = BUF.take();
+    if buf.len() < 64 * 1024 {
+        buf.resize(64 * 1024, 0);
+    }
+    let r = read_records(c, collect, &mut buf);
+    // One grown for a record larger than 64 KiB (at most 8 + 65,535 + 255 bytes) is
+    // kept too; anything else would be a bug above, not worth keeping.
+    if buf.len() <= 128 * 1024 {
+        BUF.set(buf);
+    }
+    r
+}
+
+fn read_records(c: &mut Conn, collect: &mut Vec<u8>, buf: &mut Vec<u8>) -> Result<Resp> {
     let mut have = 0usize;
     let mut resp = Resp::default();
     let mut first = true;
