@@ -567,32 +567,26 @@ def report(args):
         w(f"| {r['server']} | {fmt(r['bytes'])} | {fmt(r['bytes'] / 1024, 0)} | {r.get('linked', '')} | "
           f"{'' if r['server'] == SHIM else ratio(val(shim_sz, 'bytes'), r['bytes'])} |")
     w("")
-    sc = [r for r in rows if r["kind"] == "syscalls"]
-    if sc:
-        w("System calls per request: `strace -c -f -p PID` attached to the spawned app during "
-          "`fcgi-shim bench --socket S -n N -c 1 --warmup 0 [--keep-conn]`; total calls ÷ N "
-          "(includes the few calls of start-up after attaching, spread over N).\n")
+    intros = {
+        "syscalls": "System calls per request: `strace -c -f -p PID` attached to the spawned app during "
+        "`fcgi-shim bench --socket S -n N -c 1 --warmup 0 [--keep-conn]`; total calls ÷ N "
+        "(includes the few calls of start-up after attaching, spread over N).\n",
+        "syscalls-perf": "The same without a tracer: `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_… -p PID` "
+        "on the app during the same `fcgi-shim bench` run, total calls ÷ N. strace stops the app at every "
+        "call, so under it the load generator runs ahead and the app finds the next connection already "
+        "queued more often than it would; these counts are what an untraced app makes.\n",
+    }
+    for kind, intro in intros.items():
+        sc = [r for r in rows if r["kind"] == kind]
+        if not sc:
+            continue
+        w(intro)
         w("| server | keep-conn | requests | syscalls / request | breakdown per request | fcgi-shim ÷ this |")
         w("|---|---|---:|---:|---|---:|")
         for r in sc:
             x = r.get("r") or {}
             br = ", ".join(f"{k} {v:g}" for k, v in x.get("calls", {}).items() if v >= 0.01)
             sh = next((y.get("r") for y in sc if y["server"] == SHIM and y["keep"] == r["keep"]), None)
-            w(f"| {r['server']} | {'on' if r['keep'] else 'off'} | {fmt(x.get('requests'))} | {fmt(x.get('per_request'), 2)} | {br} | "
-              f"{'' if r['server'] == SHIM else ratio(val(sh, 'per_request'), x.get('per_request'))} |")
-        w("")
-    sp = [r for r in rows if r["kind"] == "syscalls-perf"]
-    if sp:
-        w("The same without a tracer: `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_… -p PID` "
-          "on the app during the same `fcgi-shim bench` run, total calls ÷ N. strace stops the app at every "
-          "call, so under it the load generator runs ahead and the app finds the next connection already "
-          "queued more often than it would; these counts are what an untraced app makes.\n")
-        w("| server | keep-conn | requests | syscalls / request | breakdown per request | fcgi-shim ÷ this |")
-        w("|---|---|---:|---:|---|---:|")
-        for r in sp:
-            x = r.get("r") or {}
-            br = ", ".join(f"{k} {v:g}" for k, v in x.get("calls", {}).items() if v >= 0.01)
-            sh = next((y.get("r") for y in sp if y["server"] == SHIM and y["keep"] == r["keep"]), None)
             w(f"| {r['server']} | {'on' if r['keep'] else 'off'} | {fmt(x.get('requests'))} | {fmt(x.get('per_request'), 2)} | {br} | "
               f"{'' if r['server'] == SHIM else ratio(val(sh, 'per_request'), x.get('per_request'))} |")
         w("")

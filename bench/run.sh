@@ -532,78 +532,67 @@ size_row "Go net/http/fcgi" "$BIN/hello-go-fcgi" "static (Go runtime)"
 size_row "minimal C CGI" "$BIN/hello-cgi" "dynamic: libc"
 fi
 
-sys_run() { # KEY KEEP(0|1)
-    local keep=false st out args=(--socket "$SOCK" -n "$SYS_REQS" -c 1 --warmup 0)
-    [ "$2" = 1 ] && keep=true && args+=(--keep-conn)
-    start "$1" "$SOCK"
-    if ! ready "$SOCK" "$SRV_PATH"; then
-        note "$SRV_NAME did not start for strace"
-        stop "$PID"
-        return
-    fi
-    st=$LOGS/strace-$1-$keep.txt
-    strace -c -f -p "$PID" -o "$st" 2>>"$LOGS/strace.log" &
-    local spid=$! i
-    for i in $(seq 100); do
-        [ "$(awk '$1 == "TracerPid:" { print $2 }' "/proc/$PID/status")" != 0 ] && break
-        sleep 0.05
-    done
-    sleep 0.2
-    timeout 300 "$TOOL" bench "${args[@]}" --path "$SRV_PATH" --json >>"$LOGS/strace.log" 2>&1 || note "strace run failed: $SRV_NAME"
-    kill -INT "$spid" 2>/dev/null || true
-    wait "$spid" 2>/dev/null || true
-    stop "$PID"
-    out=$(python3 "$HELPER" syscalls "$st" "$SYS_REQS") || out=null
-    say "   $SRV_NAME keep-conn $keep: $out"
-    jl "{\"kind\":\"syscalls\",\"server\":$(jstr "$SRV_NAME"),\"keep\":$keep,\"r\":$out}"
-}
-if want 6; then
-    for keep in 1 0; do
-        for k in shim libfcgi; do
-            sys_run "$k" "$keep"
-        done
-    done
-fi
-
-# The same count without a tracer: strace stops the app at every call, so the load
-# generator runs ahead of it and finds it in states it would rarely be in otherwise
-# (the next connection already queued when a response goes out, say). perf counts the
-# syscall tracepoints of the app's process as it runs.
+# System calls per request, counted by strace, then without a tracer: strace stops
+# the app at every call, so the load generator runs ahead of it and finds it in states
+# it would rarely be in otherwise (the next connection already queued when a response
+# goes out, say). perf counts the syscall tracepoints of the app's process as it runs.
 PERF_EVENTS=raw_syscalls:sys_enter
 for c in accept accept4 read recvfrom write sendto writev poll ppoll epoll_wait shutdown close futex; do
     PERF_EVENTS+=",syscalls:sys_enter_$c"
 done
-perf_run() { # KEY KEEP(0|1)
-    local keep=false pf out args=(--socket "$SOCK" -n "$SYS_REQS" -c 1 --warmup 0)
+sys_run() { # KEY KEEP(0|1) strace|perf
+    local keep=false f out args=(--socket "$SOCK" -n "$SYS_REQS" -c 1 --warmup 0)
     [ "$2" = 1 ] && keep=true && args+=(--keep-conn)
     start "$1" "$SOCK"
     if ! ready "$SOCK" "$SRV_PATH"; then
-        note "$SRV_NAME did not start for perf"
+        note "$SRV_NAME did not start for $3"
         stop "$PID"
         return
     fi
-    pf=$LOGS/perf-$1-$keep.txt
-    perf stat -x, -e "$PERF_EVENTS" -p "$PID" -o "$pf" 2>>"$LOGS/perf.log" &
-    local ppid=$!
-    sleep 0.5
-    timeout 300 "$TOOL" bench "${args[@]}" --path "$SRV_PATH" --json >>"$LOGS/perf.log" 2>&1 || note "perf run failed: $SRV_NAME"
-    kill -INT "$ppid" 2>/dev/null || true
-    wait "$ppid" 2>/dev/null || true
+    f=$LOGS/$3-$1-$keep.txt
+    if [ "$3" = strace ]; then
+        strace -c -f -p "$PID" -o "$f" 2>>"$LOGS/$3.log" &
+    else
+        perf stat -x, -e "$PERF_EVENTS" -p "$PID" -o "$f" 2>>"$LOGS/$3.log" &
+    fi
+    local tpid=$! i
+    # strace has attached once the app shows a tracer; perf gives no such sign.
+    if [ "$3" = strace ]; then
+        for i in $(seq 100); do
+            [ "$(awk '$1 == "TracerPid:" { print $2 }' "/proc/$PID/status")" != 0 ] && break
+            sleep 0.05
+        done
+    else
+        sleep 0.3
+    fi
+    sleep 0.2
+    timeout 300 "$TOOL" bench "${args[@]}" --path "$SRV_PATH" --json >>"$LOGS/$3.log" 2>&1 || note "$3 run failed: $SRV_NAME"
+    kill -INT "$tpid" 2>/dev/null || true
+    wait "$tpid" 2>/dev/null || true
     stop "$PID"
-    out=$(python3 "$HELPER" perf-syscalls "$pf" "$SYS_REQS") || out=null
-    say "   $SRV_NAME keep-conn $keep (perf): $out"
-    jl "{\"kind\":\"syscalls-perf\",\"server\":$(jstr "$SRV_NAME"),\"keep\":$keep,\"r\":$out}"
+    if [ "$3" = strace ]; then
+        out=$(python3 "$HELPER" syscalls "$f" "$SYS_REQS") || out=null
+        jl "{\"kind\":\"syscalls\",\"server\":$(jstr "$SRV_NAME"),\"keep\":$keep,\"r\":$out}"
+    else
+        out=$(python3 "$HELPER" perf-syscalls "$f" "$SYS_REQS") || out=null
+        jl "{\"kind\":\"syscalls-perf\",\"server\":$(jstr "$SRV_NAME"),\"keep\":$keep,\"r\":$out}"
+    fi
+    say "   $SRV_NAME keep-conn $keep ($3): $out"
 }
 if want 6; then
+    tracers=(strace)
     if perf stat -x, -e "$PERF_EVENTS" -o /dev/null true 2>/dev/null; then
-        for keep in 1 0; do
-            for k in shim libfcgi; do
-                perf_run "$k" "$keep"
-            done
-        done
+        tracers+=(perf)
     else
         note "perf cannot count syscall tracepoints here (no linux-perf, or no tracefs): system calls counted with strace only"
     fi
+    for t in "${tracers[@]}"; do
+        for keep in 1 0; do
+            for k in shim libfcgi; do
+                sys_run "$k" "$keep" "$t"
+            done
+        done
+    done
 fi
 
 # ---- report ----
