@@ -688,9 +688,14 @@ impl<T: Transport> Conn<T> {
                     return Ok(Step::Nothing);
                 };
                 if a.phase == Phase::Params {
-                    // The app never saw it: answer at once.
+                    // The app never saw it: answer at once. The head it was waiting
+                    // for is no longer due (its deadline must not carry over to the
+                    // next request), and the connection may idle as after any answer.
                     let keep = a.keep_conn;
                     self.active = None;
+                    self.head_pending = false;
+                    self.head_deadline = None;
+                    self.served_any = true;
                     self.end_request_record(id, 0, ProtocolStatus::RequestComplete);
                     self.flush_out()?;
                     if !keep {
@@ -707,7 +712,10 @@ impl<T: Transport> Conn<T> {
                     return Ok(Step::Nothing);
                 };
                 if a.phase != Phase::Params {
+                    // Skipped here, so that nothing stays in the way of what follows
+                    // (an abort seen while the response streams out).
                     log::debug!("ignoring FCGI_PARAMS after the end of the params stream");
+                    self.skip_content()?;
                     return Ok(Step::Nothing);
                 }
                 if len == 0 {
@@ -741,6 +749,7 @@ impl<T: Transport> Conn<T> {
                 }
                 if a.stdin_done {
                     log::debug!("ignoring FCGI_STDIN after the end of the stream");
+                    self.skip_content()?;
                     return Ok(Step::Nothing);
                 }
                 if len == 0 {
@@ -1067,8 +1076,11 @@ impl<T: Transport> Conn<T> {
             hb.copy_from_slice(&self.rbuf[at..at + HEADER_LEN]);
             let h = Header::parse(&hb);
             let is_active = self.active.as_ref().is_some_and(|a| a.id == h.request_id);
+            // FCGI_STDIN for the active request after its end is a stray record,
+            // handled whole like any other; before it, its content is the app's body.
+            let body_open = is_active && self.active.as_ref().is_some_and(|a| !a.stdin_done);
             if h.record_type == RecordType::Stdin
-                && is_active
+                && body_open
                 && body_attached
                 && h.content_length > 0
             {
@@ -1080,7 +1092,7 @@ impl<T: Transport> Conn<T> {
                 return Check::Stuck;
             }
             let whole = need
-                + if h.record_type == RecordType::Stdin && is_active {
+                + if h.record_type == RecordType::Stdin && body_open {
                     0
                 } else {
                     h.body_len()

@@ -38,6 +38,12 @@ pub enum MountSource {
     /// `%23` into `#` in the rewritten URL and cut `PATH_INFO` and `QUERY_STRING` there
     /// (without the `B=#` flag); the mount is the rewrite target's folder.
     CutByRewrite,
+    /// The folder of `SCRIPT_NAME`, the path being the decoded `REQUEST_URI` path below
+    /// it: the request was rewritten to the script with no path after it
+    /// (`FallbackResource /blog/mysite.fcgi`, `RewriteRule ^ mysite.fcgi`), or
+    /// mod_rewrite decoded the path a second time (`/blog/100%2541` gave
+    /// `PATH_INFO=/100A`).
+    ScriptFolder,
 }
 
 /// Rebuilds the mount prefix and app-relative path of one request.
@@ -52,7 +58,10 @@ pub enum MountSource {
 /// Order: forced; else `SCRIPT_URL`, else `REDIRECT_URL`, minus `PATH_INFO` when it
 /// really ends with it; else the decoded `REQUEST_URI` path minus `PATH_INFO` when it
 /// ends with it; else `SCRIPT_NAME`. Paths are compared after collapsing `//` and
-/// removing `.`/`..` segments.
+/// removing `.`/`..` segments. An empty `PATH_INFO` is only a suffix of the script's
+/// own URL: any other request path was rewritten to the script (see
+/// [`MountSource::ScriptFolder`]) or, from nginx's `rewrite ... break`, carries the
+/// app-relative path in `SCRIPT_NAME`.
 pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mount {
     let mut script_name: &[u8] = vars.get("SCRIPT_NAME").unwrap_or_default();
     let mut path_info: Vec<u8> = vars.get("PATH_INFO").unwrap_or_default().to_vec();
@@ -98,45 +107,128 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
         script_name = b"";
     }
 
+    // No PATH_INFO although the request path is not the script's own URL: the split
+    // below works from the request path alone.
+    let no_path = match &request_path {
+        Some(rp) if path_info.is_empty() && !unsplit => {
+            without_path_info(rp, script_name, exe_name)
+        }
+        _ => None,
+    };
+
     let per_request = vars
         .get_str("FORCE_SCRIPT_NAME")
         .or_else(|| vars.get_str("REDIRECT_FORCE_SCRIPT_NAME"));
     if let Some(f) = per_request.or(forced) {
         let prefix = trim_trailing_slash(f.as_bytes());
+        // The `%23` repair below applies under a forced prefix too.
+        let cut = request_path.as_deref().and_then(|rp| {
+            cut_by_rewrite(vars, rp, script_name, &normalize(&path_info), exe_name)
+                .map(|cut| (strip_path_prefix(rp, prefix).map(<[u8]>::to_vec), cut))
+        });
         // Where the server only split the path, its split may be wrong (lighttpd mounted
         // at "/" splits after the first segment; nginx without fastcgi_split_path_info
-        // does not split): the path is then the request path minus the forced prefix.
+        // does not split), or did not split it at all: the path is then the request
+        // path minus the forced prefix.
         let whole = match (&request_path, split_only) {
             (Some(rp), true) => Some(rp.to_vec()),
             _ if unsplit => Some(path_info.clone()),
+            (Some(rp), _) if no_path.is_some() => Some(rp.to_vec()),
             _ => None,
         };
         if let Some(rest) = whole.as_deref().and_then(|w| strip_path_prefix(w, prefix)) {
             path_info = rest.to_vec();
         }
-        return finish(prefix, path_info, MountSource::Forced);
+        let mut m = finish(prefix, path_info, MountSource::Forced);
+        if let Some((below_prefix, cut)) = cut {
+            m.path_info = below_prefix.unwrap_or(cut.path_info);
+            m.query = cut.query;
+        }
+        return m;
+    }
+    if let Some(m) = no_path {
+        return m;
     }
 
     let pi = normalize(&path_info);
+    // A `#` in a prefix but not in the script's own URL (a folder may have one in its
+    // name) is mod_rewrite's `%23` decoding at work: a `PATH_INFO` cut there can still
+    // end the URL by chance (`/blog/x%23/x`), and [`cut_by_rewrite`] is the repair.
+    let no_hash = |prefix: &&[u8]| script_name.contains(&b'#') || !prefix.contains(&b'#');
     for (name, source) in [
         ("SCRIPT_URL", MountSource::ScriptUrl),
         ("REDIRECT_URL", MountSource::RedirectUrl),
     ] {
         if let Some(url) = vars.get(name).filter(|u| !u.is_empty()) {
-            if let Some(prefix) = strip_suffix(&normalize(url), &pi) {
+            if let Some(prefix) = strip_suffix(&normalize(url), &pi).filter(no_hash) {
                 return finish(prefix, path_info, source);
             }
         }
     }
     if let Some(rp) = &request_path {
-        if let Some(prefix) = strip_suffix(rp, &pi) {
+        if let Some(prefix) = strip_suffix(rp, &pi).filter(no_hash) {
             return finish(prefix, path_info, MountSource::RequestUri);
         }
         if let Some(m) = cut_by_rewrite(vars, rp, script_name, &pi, exe_name) {
             return m;
         }
+        if let Some(m) = decoded_twice(rp, script_name, &pi, exe_name) {
+            return m;
+        }
     }
     finish(script_name, path_info, MountSource::ScriptName)
+}
+
+/// The mount when `PATH_INFO` is empty and the server did split the URL, for a request
+/// path `rp` other than the script's own URL (`None` for that one: a request for
+/// `/blog/mysite.fcgi` itself, or the root of `ScriptAlias /app ...`, is a script
+/// mount with an empty path).
+/// - `SCRIPT_NAME` is not our file and ends the request path: nginx's
+///   `rewrite ^/blog(/.*)$ $1 break` with the stock `fastcgi_params` sends the
+///   rewritten, app-relative path as `SCRIPT_NAME`; the mount is what comes before it.
+/// - Otherwise the request was rewritten to the script with no path after it
+///   (`FallbackResource`, `RewriteRule ^ mysite.fcgi`): the mount is the script's
+///   folder and the path the request path below it; the site root and the whole path
+///   when the request path is elsewhere (a rewrite from another folder).
+fn without_path_info(rp: &[u8], script_name: &[u8], exe_name: Option<&str>) -> Option<Mount> {
+    let sn = normalize(script_name);
+    if sn.is_empty() || rp == &*sn {
+        return None;
+    }
+    let suffix = strip_suffix(rp, &sn);
+    if is_own_script(&sn, exe_name) {
+        if suffix.is_some() {
+            return None;
+        }
+    } else if let Some(prefix) = suffix {
+        return Some(finish(prefix, sn.into_owned(), MountSource::RequestUri));
+    }
+    let folder = &sn[..sn.iter().rposition(|&b| b == b'/').unwrap_or(0)];
+    Some(match strip_path_prefix(rp, folder) {
+        Some(rest) => finish(folder, rest.to_vec(), MountSource::ScriptFolder),
+        None => finish(b"", rp.to_vec(), MountSource::RequestUri),
+    })
+}
+
+/// mod_rewrite in `.htaccess` decodes the rewritten URL once more (without the `B`
+/// flag), so `/blog/100%2541` reaches the script as `PATH_INFO=/100A`: recognised when
+/// the request was for our script's folder and the path below it, decoded again, is
+/// `PATH_INFO`; the path is then the request's own, decoded once.
+fn decoded_twice(
+    rp: &[u8],
+    script_name: &[u8],
+    path_info: &[u8],
+    exe_name: Option<&str>,
+) -> Option<Mount> {
+    if !rp.contains(&b'%') || !is_own_script(script_name, exe_name) {
+        return None;
+    }
+    let folder = script_name
+        .strip_suffix(exe_name?.as_bytes())?
+        .strip_suffix(b"/")?;
+    let rest = strip_path_prefix(rp, folder)?;
+    (*normalize(&percent_decode(rest)) == *path_info)
+        .then(|| finish(folder, rest.to_vec(), MountSource::ScriptFolder))
 }
 
 /// A `%23` in the URL, which mod_rewrite (without `B=#`) decodes into the rewritten

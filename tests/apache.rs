@@ -484,6 +484,72 @@ fn fcgid_rewrite_with_escaped_backreferences_routes_encoded_characters() {
     assert_eq!(j["query"], "x=1", "{j}");
     assert_eq!(j["uri"], "/a%23b?x=1", "{j}");
     assert_eq!(j["mount_source"], "CutByRewrite", "{j}");
+    // A %25 before two hex digits is decoded twice (PATH_INFO=/100A): repaired from
+    // REQUEST_URI too.
+    let j = a.get("/blog/100%2541?x=1").echo();
+    assert_eq!(j["vars"]["PATH_INFO"], "/100A", "{j}");
+    assert_eq!(j["script_name"], "/blog", "{j}");
+    assert_eq!(j["path_info"], "/100%41", "{j}");
+    assert_eq!(j["query"], "x=1", "{j}");
+    assert_eq!(j["mount_source"], "ScriptFolder", "{j}");
+}
+
+/// Rules that send a request to the script with no path after it, which users write
+/// instead of the shipped one: `FallbackResource` (mod_dir) and a rewrite without
+/// `/$1`. Apache then sends no `PATH_INFO`; the app must still see its folder as the
+/// mount and the rest as the path, and links it builds must route back to it.
+#[test]
+fn fcgid_fallback_resource_and_a_rewrite_without_the_path() {
+    let a = Apache::start();
+    for (dir, rules) in [
+        // RewriteEngine Off: the site root's .htaccess rewrites would apply here too.
+        (
+            "fb",
+            "RewriteEngine Off\nFallbackResource /fb/mysite.fcgi\n",
+        ),
+        (
+            "bare",
+            "RewriteEngine On\nRewriteCond %{REQUEST_FILENAME} !-f\nRewriteRule ^ mysite.fcgi [L]\n",
+        ),
+    ] {
+        let d = a.dir.path().join("public_html").join(dir);
+        fs::create_dir_all(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = d.join("mysite.fcgi");
+        fs::copy(example("echo"), &exe).unwrap();
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+        let ht = d.join(".htaccess");
+        fs::write(
+            &ht,
+            format!("Options +ExecCGI\nAddHandler fcgid-script .fcgi\n{rules}"),
+        )
+        .unwrap();
+        fs::set_permissions(&ht, fs::Permissions::from_mode(0o644)).unwrap();
+
+        let j = a.get(&format!("/{dir}/posts/1?x=1")).echo();
+        assert_eq!(j["mode"], "fastcgi", "{dir}: {j}");
+        assert!(
+            matches!(j["vars"]["PATH_INFO"].as_str(), None | Some("")),
+            "{dir}: {j}"
+        );
+        assert_eq!(j["script_name"], format!("/{dir}"), "{dir}: {j}");
+        assert_eq!(j["path_info"], "/posts/1", "{dir}: {j}");
+        assert_eq!(j["uri"], "/posts/1?x=1", "{dir}: {j}");
+        assert_eq!(j["mount_source"], "ScriptFolder", "{dir}: {j}");
+
+        let j = a.get(&format!("/{dir}/")).echo();
+        assert_eq!(j["script_name"], format!("/{dir}"), "{dir}: {j}");
+        assert_eq!(j["path_info"], "/", "{dir}: {j}");
+
+        // The script's own URL is still a script mount with an empty path.
+        let j = a.get(&format!("/{dir}/mysite.fcgi")).echo();
+        assert_eq!(
+            j["script_name"],
+            format!("/{dir}/mysite.fcgi"),
+            "{dir}: {j}"
+        );
+        assert_eq!(j["path_info"], "", "{dir}: {j}");
+    }
 }
 
 #[test]

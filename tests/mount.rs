@@ -117,6 +117,9 @@ fn a_hash_cut_by_mod_rewrite_is_repaired_from_request_uri() {
         ),
         ("", "mysite.fcgi", "/a%23b/c", "", "/a#b/c", ""),
         ("/blog", "mysite.fcgi", "/blog/%23tag", "/blog", "/#tag", ""),
+        // The cut PATH_INFO (/x) happens to end REDIRECT_URL (/blog/x#/x): a prefix
+        // with a `#` in it (/blog/x#) is not taken.
+        ("/blog", "mysite.fcgi", "/blog/x%23/x", "/blog", "/x#/x", ""),
     ] {
         let script = format!("{folder}/{exe}");
         let decoded = String::from_utf8(
@@ -518,4 +521,181 @@ fn routes_are_the_same_at_the_root_and_in_a_subdirectory() {
         (a.script_name.as_str(), b.script_name.as_str()),
         ("", "/blog")
     );
+}
+
+/// `PATH_INFO` empty although the request was not for the script's own URL: the request
+/// was rewritten to the script with no path after it, or nginx passed the rewritten
+/// path as `SCRIPT_NAME`. The app must still see `/blog` + `/posts/1`, not the whole URL
+/// as its prefix (which would send every URL to its root handler).
+#[test]
+fn no_path_info_for_a_request_rewritten_to_the_script() {
+    let rows = [
+        Row {
+            what: "Apache FallbackResource /blog/mysite.fcgi",
+            vars: &[
+                ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+                ("SCRIPT_FILENAME", "/home/u/public_html/blog/mysite.fcgi"),
+                ("REQUEST_URI", "/blog/posts/1?x=1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/blog",
+            path_info: "/posts/1",
+        },
+        Row {
+            what: "Apache RewriteRule ^ mysite.fcgi [L] (no /$1)",
+            vars: &[
+                ("REDIRECT_URL", "/blog/posts/1"),
+                ("SCRIPT_URL", "/blog/posts/1"),
+                ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+                ("REQUEST_URI", "/blog/posts/1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/blog",
+            path_info: "/posts/1",
+        },
+        Row {
+            what: "the same at the site root",
+            vars: &[
+                ("REDIRECT_URL", "/posts/1"),
+                ("SCRIPT_NAME", "/mysite.fcgi"),
+                ("REQUEST_URI", "/posts/1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "",
+            path_info: "/posts/1",
+        },
+        Row {
+            what: "the folder itself",
+            vars: &[
+                ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+                ("REQUEST_URI", "/blog/"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/blog",
+            path_info: "/",
+        },
+        Row {
+            what: "a binary under another name (a symlink): the same rule",
+            vars: &[
+                ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+                ("REQUEST_URI", "/blog/posts/1"),
+            ],
+            forced: None,
+            exe: "app",
+            script_name: "/blog",
+            path_info: "/posts/1",
+        },
+        Row {
+            what: "rewritten from elsewhere (server config, [PT] to /cgi-bin/): the whole path",
+            vars: &[
+                ("SCRIPT_URL", "/app/posts/1"),
+                ("SCRIPT_NAME", "/cgi-bin/mysite.fcgi"),
+                ("REQUEST_URI", "/app/posts/1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "",
+            path_info: "/app/posts/1",
+        },
+        Row {
+            what: "FallbackResource with FORCE_SCRIPT_NAME",
+            vars: &[
+                ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+                ("REQUEST_URI", "/blog/posts/1"),
+            ],
+            forced: Some("/blog"),
+            exe: "mysite.fcgi",
+            script_name: "/blog",
+            path_info: "/posts/1",
+        },
+        Row {
+            what: "nginx `rewrite ^/blog(/.*)$ $1 break;` with the stock fastcgi_params",
+            vars: &[
+                ("SCRIPT_NAME", "/posts/1"),
+                ("SCRIPT_FILENAME", "/srv/www/posts/1"),
+                ("PATH_INFO", ""),
+                ("REQUEST_URI", "/blog/posts/1?x=1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/blog",
+            path_info: "/posts/1",
+        },
+        Row {
+            what: "the script's own URL stays a script mount",
+            vars: &[
+                ("REDIRECT_URL", "/blog/mysite.fcgi"),
+                ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+                ("REQUEST_URI", "/blog/mysite.fcgi?x=1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/blog/mysite.fcgi",
+            path_info: "",
+        },
+    ];
+    for row in &rows {
+        check(row);
+    }
+    let vars = Vars::from_pairs(rows[0].vars.iter().copied());
+    let m = rebuild(&vars, None, Some("mysite.fcgi"));
+    assert_eq!(m.source, MountSource::ScriptFolder);
+    assert_eq!(m.query, None, "QUERY_STRING is right here");
+}
+
+/// mod_rewrite in `.htaccess` decodes the rewritten path a second time: `/blog/100%2541`
+/// arrives as `PATH_INFO=/100A` (as the real Apache in tests/apache.rs shows). The path
+/// is the request's own, decoded once.
+#[test]
+fn a_path_decoded_twice_by_mod_rewrite_is_repaired_from_request_uri() {
+    for (folder, uri, twice, want_prefix, want_path) in [
+        ("/blog", "/blog/100%2541", "/100A", "/blog", "/100%41"),
+        ("", "/caf%25C3%25A9/x", "/caf\u{e9}/x", "", "/caf%C3%A9/x"),
+    ] {
+        let script = format!("{folder}/mysite.fcgi");
+        let once = fcgi_shim::mount::percent_decode(uri.as_bytes()).into_owned();
+        let once = String::from_utf8(once).unwrap();
+        let vars = Vars::from_pairs([
+            ("REDIRECT_URL", once.as_str()),
+            ("SCRIPT_NAME", script.as_str()),
+            ("PATH_INFO", twice),
+            ("REQUEST_URI", uri),
+        ]);
+        let m = rebuild(&vars, None, Some("mysite.fcgi"));
+        assert_eq!(m.source, MountSource::ScriptFolder, "{uri}");
+        assert_eq!(m.script_name, want_prefix, "{uri}");
+        assert_eq!(String::from_utf8_lossy(&m.path_info), want_path, "{uri}");
+    }
+    // A PATH_INFO that is not the request path decoded again (a rule that renames):
+    // left alone.
+    let vars = Vars::from_pairs([
+        ("REDIRECT_URL", "/blog/100%41"),
+        ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ("PATH_INFO", "/other"),
+        ("REQUEST_URI", "/blog/100%2541"),
+    ]);
+    let m = rebuild(&vars, None, Some("mysite.fcgi"));
+    assert_eq!(m.source, MountSource::ScriptName);
+}
+
+/// `FORCE_SCRIPT_NAME` (the README's fix for odd set-ups) keeps the `%23` repair.
+#[test]
+fn a_hash_cut_is_repaired_under_a_forced_prefix_too() {
+    let vars = Vars::from_pairs([
+        ("REDIRECT_URL", "/blog/a#b"),
+        ("REDIRECT_QUERY_STRING", "q=1"),
+        ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ("PATH_INFO", "/a"),
+        ("QUERY_STRING", ""),
+        ("REQUEST_URI", "/blog/a%23b?q=1"),
+    ]);
+    let m = rebuild(&vars, Some("/blog"), Some("mysite.fcgi"));
+    assert_eq!(m.source, MountSource::Forced);
+    assert_eq!(m.script_name, "/blog");
+    assert_eq!(String::from_utf8_lossy(&m.path_info), "/a#b");
+    assert_eq!(m.query.as_deref(), Some(&b"q=1"[..]));
 }

@@ -322,6 +322,34 @@ fn abort_before_params_end_is_answered_at_once() {
     assert_eq!(read_reply(&mut s, 5, T).status(), 200);
 }
 
+/// A head that arrived in pieces, aborted before its PARAMS ended: its deadline does
+/// not carry over, so the next request on the kept-alive connection, arriving after
+/// that deadline and in pieces too, is served.
+#[test]
+fn abort_before_params_end_leaves_no_deadline_behind() {
+    let app = FcgiApp::start("echo", &[("FCGI_READ_TIMEOUT", "1")]);
+    let mut s = app.connect();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(&begin(4, RESPONDER, true)).unwrap();
+    // The app waits for the rest of the head: its 1 s deadline starts.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut bytes = rec(PARAMS, 4, &pairs(&[("REQUEST_METHOD", "GET")]));
+    bytes.extend(rec(ABORT, 4, &[]));
+    s.write_all(&bytes).unwrap();
+    let expected = rec(END, 4, &[0, 0, 0, 0, 0, 0, 0, 0]);
+    let mut got = vec![0u8; expected.len()];
+    std::io::Read::read_exact(&mut s, &mut got).unwrap();
+    assert_eq!(got, expected);
+    // Past the aborted head's deadline, a new head in two pieces.
+    std::thread::sleep(Duration::from_millis(1200));
+    let whole = request(5, false, &get("/after", ""), b"");
+    let (first, rest) = whole.split_at(16);
+    s.write_all(first).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(rest).unwrap();
+    assert_eq!(read_reply(&mut s, 5, T).status(), 200);
+}
+
 #[test]
 fn abort_mid_upload_ends_the_request_promptly() {
     let app = FcgiApp::start("echo", &[]);
@@ -362,6 +390,15 @@ fn abort_mid_download_stops_the_stream() {
 fn abort_behind_a_record_larger_than_the_read_buffer_is_seen() {
     abort_mid_download(rec(20, 7, &[b'p'; 30_000]));
     abort_mid_download(rec(STDIN, 7, &[b's'; 65_535]));
+}
+
+/// Records of the active request that the spec says to ignore, sent after their
+/// stream ended (PARAMS after the empty PARAMS, STDIN after the empty STDIN), do not
+/// hide an abort that follows them.
+#[test]
+fn abort_behind_stray_records_of_the_active_request_is_seen() {
+    abort_mid_download(rec(PARAMS, 1, &pairs(&[("LATE", "1")])));
+    abort_mid_download(rec(STDIN, 1, b"late body"));
 }
 
 fn abort_mid_download(before_abort: Vec<u8>) {
