@@ -40,6 +40,10 @@ pub(crate) trait Transport: Send {
         timeout: Option<Duration>,
         watch_shutdown: bool,
     ) -> io::Result<Wake>;
+    /// Blocks until writable, or readable (more of the request came), or the timeout.
+    fn wait_out_or_in(&mut self, timeout: Option<Duration>) -> io::Result<Wake> {
+        self.wait(true, timeout, false)
+    }
     /// Half-closes our sending side; used for a lingering close.
     fn shutdown_write(&mut self) {}
     /// Makes the coming close an abortive one (a TCP reset), where there is such a thing.
@@ -78,6 +82,10 @@ impl Transport for sys::Socket {
             Watch::Nothing
         };
         sys::wait(self.as_raw_fd(), writable, timeout, watch)
+    }
+    fn wait_out_or_in(&mut self, timeout: Option<Duration>) -> io::Result<Wake> {
+        use std::os::fd::AsRawFd;
+        sys::wait_out_or_in(self.as_raw_fd(), timeout)
     }
     fn shutdown_write(&mut self) {
         let _ = sys::Socket::shutdown_write(self);
@@ -837,32 +845,99 @@ impl<T: Transport> Conn<T> {
     /// Sends everything buffered.
     fn flush_out(&mut self) -> Result<(), ConnError> {
         self.close_open();
+        // Out of `self` while it goes out, so a blocked write can take input meanwhile.
+        let wbuf = std::mem::take(&mut self.wbuf);
         let mut pos = 0;
+        let mut drop_body = true;
         let r = loop {
-            if pos == self.wbuf.len() {
+            if pos == wbuf.len() {
                 break Ok(());
             }
-            match self.t.write(&self.wbuf[pos..]) {
+            match self.t.write(&wbuf[pos..]) {
                 Ok(0) => break Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
                 Ok(n) => pos += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    match self.t.wait(true, self.cfg.write_timeout, false) {
-                        Ok(Wake::TimedOut) => {
-                            break Err(ConnError::TimedOut("the web server to read the response"));
-                        }
-                        Ok(_) => {}
-                        Err(e) => break Err(ConnError::Io(e)),
+                    if let Err(e) = self.wait_to_write(&mut drop_body) {
+                        break Err(e);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(ConnError::Io(e)),
             }
         };
+        self.wbuf = wbuf;
         self.wbuf.clear();
         if let Err(e) = &r {
             self.fail(e);
         }
         r
+    }
+
+    /// Waits until the socket takes more of the response. Meanwhile a body the app
+    /// can no longer read is read and dropped as it arrives: mod_fcgid sends the whole
+    /// request before it reads any of the response, so a response that does not fit
+    /// the socket's buffer would wait for a web server that waits for us (until
+    /// FcgidIOTimeout, then a 500). `drop_body` turns false, for the rest of this
+    /// write, once there is nothing more to drop that way.
+    fn wait_to_write(&mut self, drop_body: &mut bool) -> Result<(), ConnError> {
+        *drop_body = *drop_body
+            && !self.peer_closed
+            && self
+                .active
+                .as_ref()
+                .is_some_and(|a| !a.body_attached && !a.stdin_done && !a.aborted);
+        let woke = if *drop_body {
+            self.t.wait_out_or_in(self.cfg.write_timeout)
+        } else {
+            self.t.wait(true, self.cfg.write_timeout, false)
+        };
+        match woke {
+            Ok(Wake::TimedOut) => {
+                return Err(ConnError::TimedOut("the web server to read the response"));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(ConnError::Io(e)),
+        }
+        if *drop_body {
+            *drop_body = self.drop_unread_body();
+        }
+        Ok(())
+    }
+
+    /// Without blocking, reads what the web server sent and drops the active request's
+    /// FCGI_STDIN from it (the app no longer holds the body). False when nothing more
+    /// can be dropped this way: the body ended, the web server closed, or something
+    /// other than FCGI_STDIN fills the read buffer (it waits for the response to be
+    /// out, when the usual reading resumes).
+    fn drop_unread_body(&mut self) -> bool {
+        if self.rpos == self.rend {
+            self.rpos = 0;
+            self.rend = 0;
+        } else if self.rpos > 0 {
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
+        if self.rend < self.rbuf.len() {
+            match self.t.read(&mut self.rbuf[self.rend..]) {
+                Ok(0) => {
+                    self.peer_closed = true;
+                    return false;
+                }
+                Ok(n) => self.rend += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return false,
+            }
+        }
+        let before = self.avail();
+        if self.consume_buffered_stdin() {
+            return false;
+        }
+        self.avail() < before || self.rend < self.rbuf.len()
     }
 
     /// Sends `data` as FCGI_STDOUT (or STDERR) records straight from the caller's
@@ -872,6 +947,9 @@ impl<T: Transport> Conn<T> {
         const BATCH: usize = 16;
         let mut chunks = data.chunks(MAX_CHUNK).peekable();
         let mut first = true;
+        // Out of `self` while it goes out, as in `flush_out`.
+        let wbuf = std::mem::take(&mut self.wbuf);
+        let mut drop_body = true;
         while chunks.peek().is_some() {
             let batch: Vec<&[u8]> = chunks.by_ref().take(BATCH).collect();
             let heads: Vec<[u8; 8]> = batch
@@ -880,8 +958,8 @@ impl<T: Transport> Conn<T> {
                 .collect();
             let zeros = [0u8; 8];
             let mut iov: Vec<IoSlice<'_>> = Vec::with_capacity(1 + batch.len() * 3);
-            if first && !self.wbuf.is_empty() {
-                iov.push(IoSlice::new(&self.wbuf));
+            if first && !wbuf.is_empty() {
+                iov.push(IoSlice::new(&wbuf));
             }
             first = false;
             for (h, c) in heads.iter().zip(&batch) {
@@ -901,14 +979,8 @@ impl<T: Transport> Conn<T> {
                     Ok(0) => break Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
                     Ok(n) => IoSlice::advance_slices(&mut slices, n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        match self.t.wait(true, self.cfg.write_timeout, false) {
-                            Ok(Wake::TimedOut) => {
-                                break Err(ConnError::TimedOut(
-                                    "the web server to read the response",
-                                ));
-                            }
-                            Ok(_) => {}
-                            Err(e) => break Err(ConnError::Io(e)),
+                        if let Err(e) = self.wait_to_write(&mut drop_body) {
+                            break Err(e);
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -916,11 +988,13 @@ impl<T: Transport> Conn<T> {
                 }
             };
             if let Err(e) = r {
+                self.wbuf = wbuf;
                 self.wbuf.clear();
                 self.fail(&e);
                 return Err(e);
             }
         }
+        self.wbuf = wbuf;
         self.wbuf.clear();
         Ok(())
     }

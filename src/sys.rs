@@ -382,15 +382,30 @@ pub fn wait(
     timeout: Option<Duration>,
     watch: Watch,
 ) -> io::Result<Wake> {
-    // One clock read per wait: the first poll gets the whole timeout, and only a poll
-    // that has to be resumed (a signal, a spurious wake) works out what is left.
-    let timed = timeout.map(|t| (t, Instant::now()));
-    let flag = watch.flag();
     let events = if writable {
         libc::POLLOUT
     } else {
         libc::POLLIN
     };
+    wait_for(fd, events, timeout, watch)
+}
+
+/// Blocks until `fd` is writable or readable, or `timeout` passes: for a writer that
+/// also has input to take meanwhile.
+pub fn wait_out_or_in(fd: RawFd, timeout: Option<Duration>) -> io::Result<Wake> {
+    wait_for(fd, libc::POLLOUT | libc::POLLIN, timeout, Watch::Nothing)
+}
+
+fn wait_for(
+    fd: RawFd,
+    events: libc::c_short,
+    timeout: Option<Duration>,
+    watch: Watch,
+) -> io::Result<Wake> {
+    // One clock read per wait: the first poll gets the whole timeout, and only a poll
+    // that has to be resumed (a signal, a spurious wake) works out what is left.
+    let timed = timeout.map(|t| (t, Instant::now()));
+    let flag = watch.flag();
     let mut first = true;
     loop {
         if flag.is_some_and(Flag::is_raised) {

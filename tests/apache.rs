@@ -552,6 +552,28 @@ fn fcgid_fallback_resource_and_a_rewrite_without_the_path() {
     }
 }
 
+/// mod_fcgid writes the whole request before it reads any of the response. An app
+/// that answers without reading the body (a rejected upload, a page that ignores a
+/// form) with a response larger than the socket's buffer must not wait for it: that
+/// was FcgidIOTimeout (30 s here) and a 500.
+#[test]
+fn fcgid_unread_body_and_a_large_response() {
+    let a = Apache::start();
+    let body = vec![b'u'; 4 * 1024 * 1024];
+    let t0 = Instant::now();
+    let r = a.request(
+        "POST",
+        "/blog/stream?chunks=64&size=65536",
+        &[("Content-Type", "application/octet-stream")],
+        Body::Fixed(&body),
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", a.error_log());
+    assert_eq!(r.body.len(), 64 * 65536);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // The process served it and serves on.
+    assert_eq!(a.get("/blog/x").echo()["path_info"], "/x");
+}
+
 #[test]
 fn fcgid_request_bodies() {
     let a = Apache::start();

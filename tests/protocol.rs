@@ -350,6 +350,28 @@ fn abort_before_params_end_leaves_no_deadline_behind() {
     assert_eq!(read_reply(&mut s, 5, T).status(), 200);
 }
 
+/// A web server that writes the whole request before it reads (as mod_fcgid does),
+/// to an app that does not read the body and answers with more than the socket holds:
+/// the unread body is taken and dropped while the response waits, so neither side
+/// waits for the other.
+#[test]
+fn an_unread_body_is_taken_while_a_large_response_waits() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    let body = vec![b'b'; 4 * 1024 * 1024];
+    let mut vars = get("/stream", "chunks=64&size=65536");
+    vars[1].1 = "POST".into();
+    vars.push(("CONTENT_LENGTH", body.len().to_string()));
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    // From this thread, all of it, before reading anything.
+    s.write_all(&request(1, false, &vars, &body))
+        .expect("the app stopped taking the request");
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.head_and_body().1.len(), 64 * 65536);
+    assert_eq!(r.end, Some((0, 0)));
+}
+
 #[test]
 fn abort_mid_upload_ends_the_request_promptly() {
     let app = FcgiApp::start("echo", &[]);
