@@ -98,6 +98,9 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
             // Apache mod_proxy_fcgi/scgi: `SCRIPT_FILENAME=proxy:fcgi://host:port/rest`,
             // where `rest` is the path below the ProxyPass prefix.
             (Some(rest), Some(rp)) if rp.ends_with(&rest) => rest,
+            // `ProxyPass "/app" "fcgi://..."` (no trailing slashes) proxies `/app`
+            // itself, with the backend path `/` as for `/app/`: the prefix's root.
+            (Some(rest), Some(_)) if rest == b"/" => Vec::new(),
             _ if script_name.is_empty() => request_path
                 .as_deref()
                 .map(<[u8]>::to_vec)

@@ -387,6 +387,18 @@ fn servers_table() {
             path_info: "/",
         },
         Row {
+            what: "Apache mod_proxy_fcgi, ProxyPass \"/app\" \"fcgi://127.0.0.1:9000\", /app",
+            vars: &[
+                ("SCRIPT_NAME", "/app"),
+                ("SCRIPT_FILENAME", "proxy:fcgi://127.0.0.1:9000/"),
+                ("REQUEST_URI", "/app"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/app",
+            path_info: "",
+        },
+        Row {
             what: "Apache mod_proxy_scgi, an encoded path",
             vars: &[
                 ("SCRIPT_NAME", "/scgi/caf\u{e9}/a b"),

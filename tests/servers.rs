@@ -1093,6 +1093,32 @@ fn apache_proxy_fcgi() {
     drop(web);
 }
 
+/// The same without the trailing slashes, `ProxyPass "/bare" "fcgi://127.0.0.1:PORT"`,
+/// which also proxies `/bare` itself (with `SCRIPT_FILENAME=proxy:fcgi://...:PORT/`, as
+/// for `/bare/`): the prefix is `/bare` for both, and the app's root is `""` or `/`.
+#[test]
+fn apache_proxy_fcgi_without_trailing_slashes() {
+    let dir = TempDir::new("apache-fcgi-bare");
+    let app = App::start(&dir, true, &[]);
+    let port = app.listen.port();
+    let web = apache(
+        &dir,
+        &format!("ProxyPass \"/bare\" \"fcgi://127.0.0.1:{port}\"\n"),
+    );
+    for (target, path) in [
+        ("/bare", ""),
+        ("/bare/", "/"),
+        ("/bare/posts/1?x=1", "/posts/1"),
+    ] {
+        let r = http_request(web.port, "GET", target, &[], Body::None);
+        assert_eq!(r.status, 200, "{target}: {r:?}");
+        let j: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(j["script_name"], "/bare", "{target}: {j}");
+        assert_eq!(j["path_info"], path, "{target}: {j}");
+    }
+    drop(web);
+}
+
 /// Apache `ProxyPass /scgi/ scgi://127.0.0.1:PORT/` to a `--protocol scgi` server.
 #[test]
 fn apache_proxy_scgi() {
