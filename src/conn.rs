@@ -1224,6 +1224,9 @@ impl<T: Transport> Conn<T> {
         }
         self.stderr_used = false;
         self.active = None;
+        // A body the app kept past its response (moved into a thread or task) reads
+        // nothing from here on, not even before the next request is set up.
+        self.seq += 1;
     }
 
     /// Waits for the next request whose params are complete. Handles management
