@@ -250,7 +250,10 @@ impl Builder {
     /// take from the request's `Host` header (`FCGI_ALLOWED_HOSTS=example.com,.example.org`;
     /// a leading dot allows the domain and its subdomains, `*` any host, as Django's
     /// `ALLOWED_HOSTS`). Another host there is not used: `SERVER_NAME` and
-    /// `SERVER_PORT` are. Without the setting any valid host name is used, so a web
+    /// `SERVER_PORT` are if that name is allowed (Apache's default
+    /// `UseCanonicalName Off` copies the client's Host into it), else the first name
+    /// in the list (a `.domain` entry gives `domain`). Without the setting any valid
+    /// host name is used, so a web
     /// server that passes any Host (a default virtual host, `--http`) lets a client
     /// choose the host of absolute links, which matters for links sent by mail.
     pub fn allowed_hosts<I, S>(mut self, hosts: I) -> Builder

@@ -239,13 +239,12 @@ impl Context {
                 h.strip_suffix(default).unwrap_or(h).to_owned()
             })
             .unwrap_or_else(|| {
-                let name = self.server_name().unwrap_or("localhost");
-                match self.server_port() {
-                    Some(p) if !(p == 80 && scheme == "http" || p == 443 && scheme == "https") => {
-                        format!("{name}:{p}")
-                    }
-                    _ => name.to_owned(),
-                }
+                fallback_authority(
+                    self.server_name(),
+                    self.server_port(),
+                    scheme,
+                    ALLOWED_HOSTS.get().map(Vec::as_slice),
+                )
             });
         format!("{scheme}://{host}")
     }
@@ -280,6 +279,39 @@ fn push_app_path(url: &mut String, prefix: &str, path: &str) {
     // site (a protocol-relative URL), an open redirect when the path came from a user.
     url.push('/');
     crate::request::push_url_text(url, path.trim_start_matches('/'));
+}
+
+/// The authority of absolute URLs when the request's host is missing, invalid or not
+/// allowed: `SERVER_NAME` (and a port other than the scheme's default), but only when
+/// that name is allowed too, since Apache (`UseCanonicalName Off`, its default) and
+/// lighttpd fill it from the client's `Host`; else the first name in the allowed list
+/// (a `.domain` entry gives `domain`), which only the operator chose.
+fn fallback_authority(
+    server_name: Option<&str>,
+    server_port: Option<u16>,
+    scheme: &str,
+    allowed: Option<&[String]>,
+) -> String {
+    // An IPv6 address (the --http server's own, say) is written in brackets in a URL.
+    let name = server_name.filter(|n| is_valid_authority(n)).map(|n| {
+        if n.contains(':') && !n.starts_with('[') {
+            format!("[{n}]")
+        } else {
+            n.to_owned()
+        }
+    });
+    let Some(name) = name.filter(|n| allowed.is_none_or(|a| host_in(a, n))) else {
+        return allowed
+            .and_then(|a| a.iter().find(|h| *h != "*" && h.len() > 1))
+            .map_or("localhost", |h| h.trim_start_matches('.'))
+            .to_owned();
+    };
+    match server_port {
+        Some(p) if !(p == 80 && scheme == "http" || p == 443 && scheme == "https") => {
+            format!("{name}:{p}")
+        }
+        _ => name,
+    }
 }
 
 fn is_valid_authority(h: &str) -> bool {
@@ -363,7 +395,55 @@ impl RequestExt for http::request::Parts {
 
 #[cfg(test)]
 mod tests {
-    use super::host_in;
+    use super::{fallback_authority, host_in};
+
+    /// When the request's host is not allowed, `SERVER_NAME` is used only if it is
+    /// allowed too: Apache with `UseCanonicalName Off` copies the client's Host there.
+    #[test]
+    fn the_fallback_host_is_never_one_the_client_chose() {
+        let allowed: Vec<String> = vec!["good.example".into(), ".example.org".into()];
+        let domain_only: Vec<String> = vec!["*".into(), ".example.org".into()];
+        let a = Some(allowed.as_slice());
+        for (name, port, scheme, allowed, want) in [
+            // Apache, UseCanonicalName Off, Host: evil.example
+            (Some("evil.example"), Some(80), "http", a, "good.example"),
+            (Some("evil.example"), Some(8080), "http", a, "good.example"),
+            // UseCanonicalName On, or the client's Host was allowed
+            (
+                Some("www.example.org"),
+                Some(8443),
+                "https",
+                a,
+                "www.example.org:8443",
+            ),
+            (Some("good.example"), Some(443), "https", a, "good.example"),
+            (
+                None,
+                None,
+                "http",
+                Some(domain_only.as_slice()),
+                "example.org",
+            ),
+            (Some("bad host"), Some(80), "http", a, "good.example"),
+            // No list: SERVER_NAME as sent; an IPv6 address in brackets.
+            (
+                Some("127.0.0.1"),
+                Some(8000),
+                "http",
+                None,
+                "127.0.0.1:8000",
+            ),
+            (Some("::1"), Some(8000), "http", None, "[::1]:8000"),
+            (Some("[::1]"), Some(80), "http", None, "[::1]"),
+            (None, None, "http", None, "localhost"),
+        ] {
+            assert_eq!(
+                fallback_authority(name, port, scheme, allowed),
+                want,
+                "{name:?} {port:?} {allowed:?}"
+            );
+        }
+    }
 
     #[test]
     fn allowed_hosts_match_as_django_does() {

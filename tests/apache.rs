@@ -3,6 +3,7 @@
 // from htaccess/ copied verbatim, spoken to over plain HTTP/1.1.
 
 use std::fs;
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -613,6 +614,41 @@ fn fcgid_request_bodies() {
     assert_eq!(j["script_name"], "", "{j}");
     assert_eq!(j["body_len"], data.len() as u64, "{j}");
     assert_eq!(j["body_sha256"], sha256_hex(&data), "{j}");
+}
+
+/// With FCGI_ALLOWED_HOSTS (in mysite.fcgi.env), a client's own Host never makes
+/// the host of an absolute URL, although Apache (`UseCanonicalName Off`, its default)
+/// copies that Host into SERVER_NAME as well: the first allowed host is used instead.
+#[test]
+fn fcgid_a_host_not_allowed_never_reaches_absolute_urls() {
+    let a = Apache::start();
+    let env = a.dir.path().join("public_html/blog/mysite.fcgi.env");
+    fs::write(&env, "FCGI_ALLOWED_HOSTS=good.example\n").unwrap();
+    fs::set_permissions(&env, fs::Permissions::from_mode(0o644)).unwrap();
+    let location = |host: &str| {
+        let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "GET /blog/redirect HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+        text.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("location")
+                    .then(|| v.trim().to_owned())
+            })
+            .unwrap_or_else(|| panic!("no Location for Host {host}: {text}"))
+    };
+    assert_eq!(location("good.example"), "http://good.example/blog/landed");
+    assert_eq!(location("evil.example"), "http://good.example/blog/landed");
+    assert_eq!(
+        location("evil.example:8080"),
+        "http://good.example/blog/landed"
+    );
 }
 
 #[test]
