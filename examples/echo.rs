@@ -2,7 +2,7 @@
 // mount prefix, app-relative path, headers, a hash of the body). The integration tests
 // use it, and it is what to upload first when checking a new host.
 //
-// Paths: /status/NNN, /redirect, /hop-by-hop, /echo-body,
+// Paths: /status/NNN, /redirect, /hop-by-hop[?keep=1], /echo-body,
 // /stream?chunks=N&size=S[&delay_ms=D][&fail_after=K][&length=CONTENT_LENGTH],
 // /cookies, /panic, /sleep?ms=N, /log; anything else echoes.
 
@@ -195,7 +195,13 @@ fn echo(mut req: Request<Body>) -> Response<BoxBody> {
             // whoever speaks HTTP), and a header value that is not UTF-8.
             let mut r = json_response(StatusCode::OK, info);
             let h = r.headers_mut();
-            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if query_param(&query, "keep") == Some(1) {
+                // A Content-Length that is not the body's, beside the Transfer-Encoding:
+                // neither may frame the response on a kept-alive connection.
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+            } else {
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             h.insert(
                 header::TRANSFER_ENCODING,
                 HeaderValue::from_static("chunked"),

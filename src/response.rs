@@ -288,6 +288,9 @@ pub(crate) enum BadHead {
     /// A 1xx status as the final answer: CGI has no interim responses, and a web
     /// server would send it as the response, with no final one after it.
     Interim(StatusCode),
+    /// A `Content-Length` that is not a number of digits, or two that differ: a web
+    /// server or client would frame the body differently from us.
+    Length(String),
 }
 
 impl fmt::Display for BadHead {
@@ -296,6 +299,10 @@ impl fmt::Display for BadHead {
             BadHead::Header(name) => write!(
                 f,
                 "response header {name:?} contains CR, LF or NUL; refusing to send it"
+            ),
+            BadHead::Length(value) => write!(
+                f,
+                "response header content-length {value:?} is not one length in digits; refusing to send it"
             ),
             BadHead::Interim(status) => write!(
                 f,
@@ -352,15 +359,29 @@ pub(crate) fn encode_head(
     out.extend_from_slice(b"\r\n");
     // What the app said of the body's length, seen on the way through the headers
     // (cheaper than looking them up: each look-up hashes the name).
-    let mut app_length: Option<Option<u64>> = None;
+    let mut app_length: Option<u64> = None;
     let mut app_te = false;
+    // Where the app's Content-Length lines start in `out`: with a Transfer-Encoding
+    // they are taken out again (RFC 9112 6.1: never both).
+    let mut length_lines: Vec<usize> = Vec::new();
     for (name, value) in &parts.headers {
-        if name == http::header::CONTENT_LENGTH {
-            app_length = Some(
-                std::str::from_utf8(value.as_bytes())
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok()),
-            );
+        let is_length = name == http::header::CONTENT_LENGTH;
+        if is_length {
+            // Digits only (no sign, no list), and one length however often it is set.
+            let n = std::str::from_utf8(value.as_bytes())
+                .ok()
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (n, app_length) {
+                (Some(n), None) => app_length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => {
+                    return Err(BadHead::Length(
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    ));
+                }
+            }
         } else if name == http::header::TRANSFER_ENCODING {
             app_te = true;
         }
@@ -380,10 +401,20 @@ pub(crate) fn encode_head(
         if has_forbidden(name.as_str().as_bytes()) || has_forbidden(value.as_bytes()) {
             return Err(BadHead::Header(name.as_str().to_owned()));
         }
+        if is_length {
+            length_lines.push(out.len());
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if app_te {
+        for &at in length_lines.iter().rev() {
+            if let Some(end) = out[at..].windows(2).position(|w| w == b"\r\n") {
+                out.drain(at..at + end + 2);
+            }
+        }
     }
     let bodyless = has_no_body(status);
     if let Some(len) = body_len {
@@ -397,7 +428,7 @@ pub(crate) fn encode_head(
     Ok(if app_te {
         None
     } else {
-        app_length.unwrap_or(body_len)
+        app_length.or(body_len)
     })
 }
 
@@ -794,6 +825,58 @@ mod tests {
         assert_eq!(
             head(copy(&r), Some(5), Role::Responder).unwrap(),
             "Status: 200 OK\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 5\r\n\r\n"
+        );
+    }
+
+    /// The app's Content-Length is one length in digits, or the response is refused;
+    /// beside a Transfer-Encoding it is left out (RFC 9112 6.1), and the body's length
+    /// is then unknown, so nothing is held to it.
+    #[test]
+    fn app_content_length_is_checked_and_yields_to_transfer_encoding() {
+        let with = |values: &[&'static str], te: bool| {
+            let mut r = Response::new(());
+            for v in values {
+                r.headers_mut()
+                    .append("content-length", HeaderValue::from_static(v));
+            }
+            if te {
+                r.headers_mut()
+                    .insert("transfer-encoding", HeaderValue::from_static("chunked"));
+            }
+            r.headers_mut()
+                .insert("x-after", HeaderValue::from_static("1"));
+            let mut out = Vec::new();
+            let (parts, ()) = r.into_parts();
+            encode_head(&parts, Some(5), Role::Responder, &mut out)
+                .map(|declared| (String::from_utf8(out).unwrap(), declared))
+        };
+        for bad in [
+            &["+5"][..],
+            &["abc"],
+            &[""],
+            &["5, 5"],
+            &["5", "6"],
+            &["0x5"],
+        ] {
+            assert!(
+                matches!(with(bad, false), Err(BadHead::Length(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            with(&["5", " 5 "], false).unwrap(),
+            (
+                "Status: 200 OK\r\ncontent-length: 5\r\ncontent-length:  5 \r\nx-after: 1\r\n\r\n"
+                    .to_owned(),
+                Some(5)
+            )
+        );
+        assert_eq!(
+            with(&["2"], true).unwrap(),
+            (
+                "Status: 200 OK\r\ntransfer-encoding: chunked\r\nx-after: 1\r\n\r\n".to_owned(),
+                None
+            )
         );
     }
 

@@ -792,6 +792,46 @@ fn http_app_hop_by_hop_headers_are_the_servers() {
     );
 }
 
+/// An app's Content-Length beside its Transfer-Encoding is left out (RFC 9112 6.1): the
+/// response is framed by our chunks alone, and the next one on the kept-alive
+/// connection arrives whole (with both, the client read 2 bytes of the body and took
+/// the rest for the next response).
+#[test]
+fn http_app_content_length_beside_transfer_encoding_is_left_out() {
+    let (_srv, addr) = http_server(&[], &[("FCGI_RESTART_GRACE", "0")]);
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(
+        b"GET /hop-by-hop?keep=1 HTTP/1.1\r\nHost: localhost\r\n\r\n\
+          GET /next HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut all = Vec::new();
+    let _ = r.read_to_end(&mut all);
+    let find = |from: usize, what: &[u8]| {
+        all[from..]
+            .windows(what.len())
+            .position(|w| w == what)
+            .map(|p| from + p)
+    };
+    let head_end = find(0, b"\r\n\r\n").expect("a head");
+    let head = String::from_utf8_lossy(&all[..head_end]).to_ascii_lowercase();
+    assert!(!head.contains("content-length"), "{head}");
+    assert_eq!(
+        head.matches("transfer-encoding: chunked").count(),
+        1,
+        "{head}"
+    );
+    // The first body's chunks end, and the next response starts right there.
+    let body_end = find(head_end, b"\r\n0\r\n\r\n").expect("last chunk") + 7;
+    let body = dechunk(&all[head_end + 4..body_end]).unwrap();
+    let j: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(j["path_info"], "/hop-by-hop");
+    let rest = String::from_utf8_lossy(&all[body_end..]);
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+    assert!(rest.contains("\"path_info\":\"/next\""), "{rest}");
+}
+
 /// On an HTTP or SCGI port a FastCGI connection is the restart probe and nothing else:
 /// a FastCGI request there is refused with a log line, since it would let whoever
 /// reaches the port set REMOTE_ADDR, HTTPS, REMOTE_USER and every other variable.
