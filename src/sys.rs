@@ -538,43 +538,41 @@ pub fn watching_backlog() -> bool {
     LISTENER.get() >= 0
 }
 
-fn poll_two(a: RawFd, b: RawFd, ms: libc::c_int) -> io::Result<(bool, bool)> {
-    let mut fds = [
-        libc::pollfd {
-            fd: a,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b,
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // SAFETY: fds is a valid array of two pollfd; negative fds are ignored.
-    let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((fds[0].revents != 0, fds[1].revents != 0))
-}
-
 /// Waits until `fd` is readable (`Ready`), a connection is queued on this thread's
-/// listener (`Stop`), or `timeout` passes.
+/// listener or a shutdown is requested (`Stop`), or `timeout` passes.
 pub fn wait_readable_or_backlog(fd: RawFd, timeout: Duration) -> io::Result<Wake> {
     let start = Instant::now();
     let mut first = true;
-    let l = LISTENER.get();
+    // The stop flag's pipe: a signal may be handled on another thread, which leaves
+    // this poll asleep, so the pipe is what wakes it.
+    let stop = DRAIN.rd.load(Ordering::Relaxed);
     loop {
-        let left = left_of(timeout, start, &mut first);
-        match poll_two(fd, l, poll_ms(left)) {
-            Ok((true, _)) => return Ok(Wake::Ready),
-            Ok((_, true)) => return Ok(Wake::Stop),
-            // Nothing ready: poll timed out (its timeout is rounded up to whole ms).
-            Ok(_) => return Ok(Wake::TimedOut),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        if DRAIN.is_raised() {
+            return Ok(Wake::Stop);
         }
+        let left = left_of(timeout, start, &mut first);
+        let mut fds = [fd, LISTENER.get(), stop].map(|fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        // SAFETY: fds is a valid array of three pollfd; negative fds are ignored.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, poll_ms(left)) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if fds[0].revents != 0 {
+            return Ok(Wake::Ready);
+        }
+        if fds[1].revents != 0 || fds[2].revents != 0 {
+            return Ok(Wake::Stop);
+        }
+        // Nothing ready: poll timed out (its timeout is rounded up to whole ms).
+        return Ok(Wake::TimedOut);
     }
 }
 

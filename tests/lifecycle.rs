@@ -148,6 +148,35 @@ fn sigterm_cuts_a_lingering_close_short() {
     drop(writer.join());
 }
 
+/// The same with the request read to its end (the usual case), where the one worker's
+/// lingering close also watches its listener: SIGTERM ends it at once too, whichever
+/// thread the signal lands on. (Five times, to give the signal chances to land on
+/// another thread than the worker.)
+#[test]
+fn sigterm_cuts_a_lingering_close_short_after_a_whole_request() {
+    for _ in 0..5 {
+        let mut app = FcgiApp::start("echo", &[]);
+        pid_of(&app);
+        let mut s = app.connect();
+        s.write_all(&request(1, false, &get("/a", ""), b""))
+            .unwrap();
+        let r = read_reply(&mut s, 1, T);
+        assert_eq!(r.status(), 200, "{}", app.stderr());
+        // Now in the lingering close: we keep our side open.
+        std::thread::sleep(Duration::from_millis(100));
+        app.signal(libc::SIGTERM);
+        let t0 = Instant::now();
+        let st = app.wait_exit(T).expect("exited");
+        assert_eq!(st.code(), Some(0));
+        assert!(
+            t0.elapsed() < Duration::from_millis(1000),
+            "{:?}",
+            t0.elapsed()
+        );
+        drop(s);
+    }
+}
+
 #[test]
 fn sigterm_closes_idle_kept_alive_connections() {
     let mut app = FcgiApp::start("echo", &[]);
