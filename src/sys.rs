@@ -797,8 +797,9 @@ extern "C" fn on_signal(sig: libc::c_int) {
     // SAFETY: only async-signal-safe calls: errno save/restore, write, _exit.
     unsafe {
         let errno = *libc::__errno_location();
-        if sig == libc::SIGINT && DRAIN.is_raised() {
-            // A second Ctrl-C: the user means it.
+        if sig == libc::SIGINT && SHUTDOWN_SIGNAL.load(Ordering::Relaxed) == libc::SIGINT {
+            // A second Ctrl-C: the user means it. (Not a first one that comes while
+            // stopping for another reason, SIGTERM or max-requests: that one drains.)
             libc::_exit(130);
         }
         SHUTDOWN_SIGNAL.store(sig, Ordering::Relaxed);

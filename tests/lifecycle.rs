@@ -78,6 +78,37 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     assert_eq!(st.code(), Some(0));
 }
 
+/// A SIGINT while already stopping for another reason (SIGTERM here; max-requests or a
+/// replaced binary alike) is a first Ctrl-C, not a second one: the request in flight
+/// still completes and the exit is 0. Only a second SIGINT exits at once.
+#[test]
+fn sigint_after_sigterm_still_finishes_the_request() {
+    let mut app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, false, &get("/sleep", "ms=800"), b""))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    app.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(100));
+    app.signal(libc::SIGINT);
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200, "the request in flight completes");
+    assert_eq!(app.wait_exit(T).expect("exited").code(), Some(0));
+
+    // Two SIGINTs: the second one means it.
+    let mut app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, false, &get("/sleep", "ms=3000"), b""))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    app.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(100));
+    app.signal(libc::SIGINT);
+    let t0 = Instant::now();
+    assert_eq!(app.wait_exit(T).expect("exited").code(), Some(130));
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}
+
 /// SIGTERM while a fresh connection's request head is still arriving (nothing sent,
 /// BEGIN_REQUEST only, half the params) with the default 60 s read timeout: the head
 /// gets a 1 s grace, not the whole timeout, so the process is gone before mod_fcgid's
