@@ -379,7 +379,9 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
         Protocol::Scgi => {
             // A FastCGI record (version byte 1) on an SCGI socket is a new server
             // asking whether we are draining; SCGI starts with a digit.
-            match sockio::peek_first(&sock, cfg.read_timeout) {
+            // The first byte is part of the head: the head's timeout (10 s at most).
+            let head = crate::config::head_timeout(cfg.read_timeout);
+            match sockio::peek_first(&sock, Some(head)) {
                 Some(1) => conn::serve_management_only(sock, cfg),
                 Some(_) => {
                     scgi::serve(

@@ -9,9 +9,12 @@ use std::time::Duration;
 use crate::sys::{self, Socket, Wake, Watch};
 
 /// The first byte a peer sends, without consuming it; `None` if it closes, fails or
-/// stays silent past `timeout`.
+/// stays silent past `timeout`. Once the process is stopping, the byte gets the short
+/// grace a request head gets, so a silent peer cannot hold the exit.
 pub(crate) fn peek_first(sock: &Socket, timeout: Option<Duration>) -> Option<u8> {
     let mut b = [0u8; 1];
+    let mut deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let mut stopping = false;
     loop {
         // SAFETY: recv into a one-byte buffer we own.
         let n = unsafe {
@@ -31,8 +34,22 @@ pub(crate) fn peek_first(sock: &Socket, timeout: Option<Duration>) -> Option<u8>
         match io::Error::last_os_error().kind() {
             io::ErrorKind::Interrupted => {}
             io::ErrorKind::WouldBlock => {
-                match sys::wait(sock.as_raw_fd(), false, timeout, Watch::Nothing) {
+                if !stopping && sys::shutdown_requested() {
+                    stopping = true;
+                    deadline = Some(sys::stop_grace(deadline));
+                }
+                let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                let watch = if stopping {
+                    Watch::Nothing
+                } else {
+                    Watch::Drain
+                };
+                match sys::wait(sock.as_raw_fd(), false, left, watch) {
                     Ok(Wake::Ready) => {}
+                    Ok(Wake::Stop) => {
+                        stopping = true;
+                        deadline = Some(sys::stop_grace(deadline));
+                    }
                     _ => return None,
                 }
             }

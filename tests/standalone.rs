@@ -1952,6 +1952,44 @@ fn under_cgi_the_command_line_is_ignored() {
     }
 }
 
+/// A peer that connects to an SCGI or HTTP port and sends nothing at all, with the
+/// default timeouts (60 s read): SIGTERM still ends the process within the head's 1 s
+/// grace (the wait for the first byte used to take the whole read timeout and miss
+/// the stop).
+#[test]
+fn a_silent_connection_does_not_hold_the_exit() {
+    let dir = TempDir::new("sa-silent");
+    let sock = dir.join("scgi.sock");
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let scgi_args = ["--socket", sock.to_str().unwrap(), "--protocol", "scgi"];
+    let http_args = ["--http", http.as_str()];
+    for (args, tcp) in [(&scgi_args[..], false), (&http_args[..], true)] {
+        let mut srv = Srv::start(args, &[("FCGI_RESTART_GRACE", "0")]);
+        let connect = || -> Option<Box<dyn Write + Send>> {
+            if tcp {
+                TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|s| Box::new(s) as _)
+            } else {
+                UnixStream::connect(&sock).ok().map(|s| Box::new(s) as _)
+            }
+        };
+        assert!(wait_until(T, || connect().is_some()), "{}", srv.stderr());
+        let silent = connect().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        srv.signal(libc::SIGTERM);
+        assert!(srv.wait_exit(T).is_some(), "{args:?}: {}", srv.stderr());
+        assert!(
+            t0.elapsed() < Duration::from_millis(2500),
+            "{args:?}: the exit took {:?}",
+            t0.elapsed()
+        );
+        drop(silent);
+    }
+}
+
 /// SCGI and the HTTP server read a request head under the same rule as FastCGI: it
 /// must arrive whole within the read timeout (a peer trickling a byte every 300 ms is
 /// cut off), and once the process is stopping a head still arriving gets 1 s, so a
