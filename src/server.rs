@@ -260,12 +260,17 @@ pub(crate) fn serve(
     let mut result = Ok(());
     if coordinated {
         grow(&pool);
-        // Wake on a shutdown request, then hold the socket open for a new server.
+        // Wake on a shutdown request, then hold the socket open for a new server: a
+        // restart signals us. The process's own exit (max-requests, a replaced
+        // binary) has no new server coming, and its workers have stopped accepting:
+        // holding the socket would only queue connections to be reset at the close.
         while !sys::shutdown_requested() {
             let _ = sys::wait(-1, false, None, Watch::Drain);
         }
-        if let Some(h) = &pool.opts.handover {
-            h();
+        if sys::shutdown_signal().is_some() {
+            if let Some(h) = &pool.opts.handover {
+                h();
+            }
         }
         sys::ACCEPT.raise();
     } else {
@@ -280,6 +285,10 @@ pub(crate) fn serve(
             Ok(Err(e)) if result.is_ok() => result = Err(e),
             _ => {}
         }
+    }
+    // Connections made while the last workers finished are served, not reset.
+    if coordinated && pool.opts.drain_backlog == Drain::Always {
+        drain_backlog(&pool);
     }
     match sys::shutdown_signal() {
         Some(sig) => log::debug!(
@@ -353,7 +362,13 @@ fn drain_backlog(pool: &Arc<Pool>) {
     let until = std::time::Instant::now() + Duration::from_secs(2);
     for _ in 0..256 {
         match pool.listener.accept() {
-            Ok(Accepted::Conn(sock, peer)) => serve_connection(pool, sock, peer),
+            Ok(Accepted::Conn(sock, peer)) => {
+                if let Err(msg) = crate::response::guarded(|| serve_connection(pool, sock, peer)) {
+                    log::error!(
+                        "panic while serving a connection: {msg}; the connection was closed"
+                    );
+                }
+            }
             _ => return,
         }
         if std::time::Instant::now() > until {

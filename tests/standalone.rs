@@ -1070,6 +1070,8 @@ fn prefork_workers_share_the_socket_are_replaced_and_stop_with_the_parent() {
     wait_unix_serving(&mut srv, &sock);
     let parent = srv.pid();
 
+    // The second worker may still be forking when the first one serves.
+    wait_until(T, || children_of(parent).len() == 2);
     let workers = children_of(parent);
     assert_eq!(workers.len(), 2, "two workers: {workers:?}");
     // Four slow requests at once need both workers (two threads each).
@@ -1894,6 +1896,36 @@ fn unknown_option_exits_2_naming_it_and_help_exits_0() {
     ] {
         assert!(out.contains(opt), "--help mentions {opt}: {out}");
     }
+}
+
+/// --max-requests with a socket of our own and one process: the exit is the process's
+/// own and no new server comes to take the socket over, so it is not held open for the
+/// restart window (2 s) while nobody accepts (connections made then were reset at the
+/// close).
+#[test]
+fn max_requests_exit_does_not_hold_the_socket_for_a_restart() {
+    let dir = TempDir::new("sa-maxreq");
+    let sock = dir.join("app.sock");
+    let mut srv = Srv::start(
+        &["--socket", sock.to_str().unwrap(), "--max-requests", "2"],
+        &[],
+    );
+    assert!(
+        wait_until(T, || UnixStream::connect(&sock).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    unix_get(&sock, "/one", "").unwrap();
+    unix_get(&sock, "/two", "").unwrap();
+    let t0 = Instant::now();
+    let st = srv.wait_exit(T).expect("exits after --max-requests 2");
+    assert_eq!(st.code(), Some(0), "{}", srv.stderr());
+    assert!(
+        t0.elapsed() < Duration::from_millis(1000),
+        "the exit took {:?}",
+        t0.elapsed()
+    );
+    assert!(!sock.exists());
 }
 
 #[test]
