@@ -487,9 +487,21 @@ pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Res
         }
     };
     for _ in 0..n {
-        spawn(&mut children)?;
+        if let Err(e) = spawn(&mut children) {
+            // With none at all there is nothing to serve; with some, they serve and the
+            // rest are started below once the system lets us.
+            if children.is_empty() {
+                return Err(e);
+            }
+            log::warn!("{e}; starting with {} of {n} workers", children.len());
+            break;
+        }
     }
-    log::info!("{n} worker processes started");
+    log::info!("{} worker processes started", children.len());
+    // When the next missing worker may be started: a failed fork (EAGAIN under a
+    // host's process limit) is retried every second, while the others serve on.
+    let mut next_spawn = Instant::now();
+    let mut fork_failing = false;
     loop {
         // Reap.
         loop {
@@ -522,13 +534,31 @@ pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Res
                 recent_deaths.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
                 recent_deaths.push(now);
                 if recent_deaths.len() > 4 * n {
-                    std::thread::sleep(Duration::from_millis(500));
+                    next_spawn = next_spawn.max(now + Duration::from_millis(500));
                 }
             }
-            spawn(&mut children)?;
         }
         if sys::shutdown_requested() {
             break;
+        }
+        while children.len() < n && Instant::now() >= next_spawn {
+            match spawn(&mut children) {
+                Ok(()) if fork_failing => {
+                    fork_failing = false;
+                    log::info!("worker processes: {} of {n} again", children.len());
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    if !fork_failing {
+                        log::warn!(
+                            "{e}; serving with {} of {n} workers, retrying every second",
+                            children.len()
+                        );
+                        fork_failing = true;
+                    }
+                    next_spawn = Instant::now() + Duration::from_secs(1);
+                }
+            }
         }
         // Wake on shutdown, or every 100 ms to reap.
         let _ = sys::wait(

@@ -1050,6 +1050,86 @@ fn prefork_advertises_processes_times_threads() {
     }
 }
 
+/// A worker that cannot be replaced (fork fails with EAGAIN, as under a host's process
+/// limit) leaves the others serving, and is started once the system lets us: the
+/// server does not stop. The limit is a pids cgroup (v1, as this machine has it; the
+/// test says so and returns where none can be made).
+#[test]
+fn prefork_serves_on_when_a_worker_cannot_be_forked() {
+    /// The group, removed when the test ends (once the server in it has exited).
+    struct Group(std::path::PathBuf);
+    impl Drop for Group {
+        fn drop(&mut self) {
+            for _ in 0..50 {
+                if fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let group = Group(
+        Path::new("/sys/fs/cgroup/pids").join(format!("fcgi-shim-test-{}", std::process::id())),
+    );
+    let cg = group.0.clone();
+    if fs::create_dir(&cg).is_err() || !cg.join("pids.max").exists() {
+        eprintln!(
+            "skipped: no pids cgroup can be made here ({})",
+            cg.display()
+        );
+        return;
+    }
+    let dir = TempDir::new("sa-forkfail");
+    let sock = dir.join("app.sock");
+    let mut srv = Srv::start(
+        &[
+            "--socket",
+            sock.to_str().unwrap(),
+            "--processes",
+            "2",
+            "--max-requests",
+            "1",
+        ],
+        &[("FCGI_RESTART_GRACE", "0")],
+    );
+    let parent = srv.pid();
+    assert!(
+        wait_until(T, || children_of(parent).len() == 2),
+        "{}",
+        srv.stderr()
+    );
+    // From now on the parent (alone in the group) may not fork.
+    fs::write(cg.join("pids.max"), "1").unwrap();
+    fs::write(cg.join("cgroup.procs"), parent.to_string()).unwrap();
+    unix_get(&sock, "/one", "").unwrap();
+    // That worker exited (max-requests 1) and could not be replaced.
+    assert!(
+        wait_until(T, || children_of(parent).len() == 1),
+        "{}",
+        srv.stderr()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(srv.alive(), "the server stopped: {}", srv.stderr());
+    unix_get(&sock, "/two", "").expect("the other worker serves");
+    assert!(
+        srv.logs_within(T, "retrying every second"),
+        "{}",
+        srv.stderr()
+    );
+    // Allowed again: both workers are back within a few seconds.
+    fs::write(cg.join("pids.max"), "max").unwrap();
+    assert!(
+        wait_until(T, || children_of(parent).len() == 2),
+        "{}",
+        srv.stderr()
+    );
+    unix_get(&sock, "/three", "").expect("served again");
+    srv.signal(libc::SIGTERM);
+    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    drop(srv);
+    drop(group);
+}
+
 #[test]
 fn prefork_workers_share_the_socket_are_replaced_and_stop_with_the_parent() {
     let dir = TempDir::new("sa-prefork");
