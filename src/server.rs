@@ -259,7 +259,11 @@ pub(crate) fn serve(
     });
     let mut result = Ok(());
     if coordinated {
-        grow(&pool);
+        // This thread only coordinates: without a worker nothing would be served,
+        // and connections would hang rather than fail.
+        if let Err(e) = grow(&pool) {
+            return Err(Error::io("starting a worker thread", e));
+        }
         // Wake on a shutdown request, then hold the socket open for a new server: a
         // restart signals us. The process's own exit (max-requests, a replaced
         // binary) has no new server coming, and its workers have stopped accepting:
@@ -344,7 +348,8 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
             return Ok(());
         };
         if pool.idle.fetch_sub(1, Ordering::AcqRel) == 1 {
-            grow(pool);
+            // Logged there; the workers there are serve on.
+            let _ = grow(pool);
         }
         // Apps' panics are caught where they run; this is for one that escapes all
         // the same: that connection is closed, and the worker lives on.
@@ -425,12 +430,14 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
     }
 }
 
-/// Starts one more worker when every worker is busy and the cap allows.
-fn grow(pool: &Arc<Pool>) {
+/// Starts one more worker when every worker is busy and the cap allows. A thread that
+/// cannot be started is logged; the error is returned for the caller that has no
+/// worker otherwise.
+fn grow(pool: &Arc<Pool>) -> std::io::Result<()> {
     let n = pool.threads.fetch_add(1, Ordering::AcqRel);
     if n >= pool.cfg.max_conns {
         pool.threads.fetch_sub(1, Ordering::AcqRel);
-        return;
+        return Ok(());
     }
     pool.idle.fetch_add(1, Ordering::AcqRel);
     let p = pool.clone();
@@ -438,15 +445,18 @@ fn grow(pool: &Arc<Pool>) {
         .name(format!("fcgi-worker-{n}"))
         .spawn(move || worker(&p))
     {
-        Ok(h) => pool
-            .handles
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(h),
+        Ok(h) => {
+            pool.handles
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(h);
+            Ok(())
+        }
         Err(e) => {
             pool.threads.fetch_sub(1, Ordering::AcqRel);
             pool.idle.fetch_sub(1, Ordering::AcqRel);
             log::warn!("could not start a worker thread: {e}");
+            Err(e)
         }
     }
 }

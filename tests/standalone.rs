@@ -1050,35 +1050,96 @@ fn prefork_advertises_processes_times_threads() {
     }
 }
 
+/// A pids cgroup (v1, as this machine has it) for a test to limit processes and
+/// threads in; removed when dropped, once what ran in it has exited. `None`, with a
+/// note, where none can be made (the test then has nothing to run on).
+struct PidsGroup(std::path::PathBuf);
+
+impl PidsGroup {
+    fn new(tag: &str) -> Option<PidsGroup> {
+        let dir = Path::new("/sys/fs/cgroup/pids")
+            .join(format!("fcgi-shim-test-{tag}-{}", std::process::id()));
+        if fs::create_dir(&dir).is_err() {
+            eprintln!(
+                "skipped: no pids cgroup can be made here ({})",
+                dir.display()
+            );
+            return None;
+        }
+        let g = PidsGroup(dir);
+        if !g.0.join("pids.max").exists() {
+            eprintln!("skipped: {} has no pids.max", g.0.display());
+            return None;
+        }
+        Some(g)
+    }
+}
+
+impl Drop for PidsGroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A standalone server whose one worker thread cannot be started (EAGAIN under a
+/// process limit: threads count) fails at once with the reason, rather than holding
+/// its socket with nobody to serve it.
+#[test]
+fn a_server_without_a_worker_thread_fails_at_once() {
+    let Some(group) = PidsGroup::new("thread") else {
+        return;
+    };
+    fs::write(group.0.join("pids.max"), "1").unwrap();
+    let dir = TempDir::new("sa-nothread");
+    let sock = dir.join("app.sock");
+    let log = dir.join("stderr.log");
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs && exec {} --socket {}",
+            group.0.display(),
+            example("echo").display(),
+            sock.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(&log).unwrap()));
+    contain(&mut cmd);
+    let mut child = spawn_retrying(&mut cmd);
+    let t0 = Instant::now();
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t0.elapsed() > T {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = fs::read_to_string(&log).unwrap();
+    let st = st.unwrap_or_else(|| panic!("still running after {T:?}: {err}"));
+    assert_ne!(st.code(), Some(0), "{err}");
+    assert!(err.contains("starting a worker thread"), "{err}");
+    assert!(!sock.exists(), "the socket file is removed");
+    drop(group);
+}
+
 /// A worker that cannot be replaced (fork fails with EAGAIN, as under a host's process
 /// limit) leaves the others serving, and is started once the system lets us: the
 /// server does not stop. The limit is a pids cgroup (v1, as this machine has it; the
 /// test says so and returns where none can be made).
 #[test]
 fn prefork_serves_on_when_a_worker_cannot_be_forked() {
-    /// The group, removed when the test ends (once the server in it has exited).
-    struct Group(std::path::PathBuf);
-    impl Drop for Group {
-        fn drop(&mut self) {
-            for _ in 0..50 {
-                if fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-    let group = Group(
-        Path::new("/sys/fs/cgroup/pids").join(format!("fcgi-shim-test-{}", std::process::id())),
-    );
-    let cg = group.0.clone();
-    if fs::create_dir(&cg).is_err() || !cg.join("pids.max").exists() {
-        eprintln!(
-            "skipped: no pids cgroup can be made here ({})",
-            cg.display()
-        );
+    let Some(group) = PidsGroup::new("fork") else {
         return;
-    }
+    };
+    let cg = group.0.clone();
     let dir = TempDir::new("sa-forkfail");
     let sock = dir.join("app.sock");
     let mut srv = Srv::start(
