@@ -7,6 +7,8 @@
 // - /hold takes the request body and sleeps 3 s without reading it.
 // - /text answers "hello" (axum strips the body for HEAD).
 // - /cut streams "part1 ", "part2 ", then its body fails.
+// - /sleep awaits a 50 ms tokio timer, then answers "slept".
+// With TOWER_FAULTS_RUNTIME=multi it runs on `Runtime::MultiThread(2)`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -79,6 +81,20 @@ fn main() -> Result<(), fcgi_shim::Error> {
         .route("/cut", get(cut))
         .route("/hold", any(hold))
         .route("/text", get(|| async { "hello" }))
-        .route("/ok", get(|| async { "ok" }));
+        .route("/ok", get(|| async { "ok" }))
+        .route(
+            "/sleep",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                "slept"
+            }),
+        );
+    if std::env::var("TOWER_FAULTS_RUNTIME").as_deref() == Ok("multi") {
+        return fcgi_shim::tower::run_with(
+            fcgi_shim::Builder::new(),
+            fcgi_shim::tower::Runtime::MultiThread(2),
+            Faulty(router),
+        );
+    }
     fcgi_shim::tower::run(Faulty(router))
 }

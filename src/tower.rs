@@ -162,25 +162,55 @@ where
 {
     let shared = match runtime {
         Runtime::CurrentThread => None,
-        Runtime::MultiThread(n) => Some(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(n.max(1))
-                .enable_all()
-                .build()
-                .map_err(|e| Error::io("starting the tokio runtime", e))?,
-        ),
+        Runtime::MultiThread(n) => Some(Shared::new(n)),
     };
     builder.run_app(Arc::new(TowerApp {
         service: std::sync::Mutex::new(service),
-        shared: shared.map(Arc::new),
+        shared,
     }))
+}
+
+/// The multi-thread runtime, built at the first request: after `--daemonize` or
+/// `--processes` have forked (a fork keeps only the forking thread, so a runtime built
+/// before it would have no worker threads in the child, and its timers and I/O would
+/// never fire). One that cannot be built is logged, and the requests run on each
+/// worker's current-thread runtime instead.
+struct Shared {
+    threads: usize,
+    rt: OnceLock<Option<tokio::runtime::Runtime>>,
+}
+
+impl Shared {
+    fn new(threads: usize) -> Shared {
+        Shared {
+            threads: threads.max(1),
+            rt: OnceLock::new(),
+        }
+    }
+
+    fn get(&self) -> Option<&tokio::runtime::Runtime> {
+        self.rt
+            .get_or_init(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(self.threads)
+                    .enable_all()
+                    .build()
+                    .inspect_err(|e| {
+                        log::error!(
+                            "cannot start the multi-thread tokio runtime: {e}; each worker runs its own"
+                        );
+                    })
+                    .ok()
+            })
+            .as_ref()
+    }
 }
 
 struct TowerApp<S> {
     /// Cloned for each request, under the lock: a service need not be `Sync` (tower's
     /// `BoxCloneService` is not), only `Clone + Send`, as with `axum::serve`.
     service: std::sync::Mutex<S>,
-    shared: Option<Arc<tokio::runtime::Runtime>>,
+    shared: Option<Shared>,
 }
 
 thread_local! {
@@ -356,7 +386,7 @@ where
             })
             .await
         };
-        block_on(self.shared.as_deref(), both).unwrap_or_else(|| {
+        block_on(self.shared.as_ref().and_then(Shared::get), both).unwrap_or_else(|| {
             let mut o = out.borrow_mut();
             response::send_error(StatusCode::INTERNAL_SERVER_ERROR, &mut **o)
         })
@@ -511,11 +541,6 @@ mod tests {
     #[test]
     fn both_runtimes_serve_and_catch_panics() {
         response::install_panic_hook();
-        let shared = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         for app in [
             TowerApp {
                 service: Rev.into(),
@@ -523,7 +548,7 @@ mod tests {
             },
             TowerApp {
                 service: Rev.into(),
-                shared: Some(Arc::new(shared)),
+                shared: Some(Shared::new(2)),
             },
         ] {
             let (o, text) = serve(&app, "/", "abc");

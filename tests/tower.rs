@@ -366,3 +366,79 @@ fn a_single_thread_serves_by_default() {
         .count();
     assert_eq!(threads, 1, "threads in an fd-0 FastCGI process");
 }
+
+/// `Runtime::MultiThread` with `--processes 2` and with `--daemonize`, which fork after
+/// the app is set up: a runtime built before a fork has no worker threads in the child,
+/// so a tokio timer (/sleep) never fired and the request hung. It is built at the first
+/// request now.
+#[test]
+fn a_multi_thread_runtime_works_after_a_fork() {
+    for how in [&["--processes", "2"][..], &["--daemonize"][..]] {
+        let dir = TempDir::new("tower-fork");
+        let sock = dir.join("app.sock");
+        let pidf = dir.join("app.pid");
+        let log = dir.join("stderr.log");
+        let mut cmd = Command::new(example("tower_faults"));
+        cmd.arg("--socket")
+            .arg(&sock)
+            .arg("--pidfile")
+            .arg(&pidf)
+            .args(how)
+            .env("TOWER_FAULTS_RUNTIME", "multi")
+            .env("FCGI_RESTART_GRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+        contain(&mut cmd);
+        let mut launcher = spawn_retrying(&mut cmd);
+        let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            wait_until(T, || sock.exists()
+                && std::fs::read_to_string(&pidf)
+                    .is_ok_and(|p| !p.trim().is_empty())),
+            "{how:?}: {}",
+            stderr()
+        );
+        let pid: i32 = std::fs::read_to_string(&pidf)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Each process's first poll_ready panics on purpose (a 500): a few tries.
+        let mut slept = 0;
+        for _ in 0..8 {
+            let Ok(mut s) = std::os::unix::net::UnixStream::connect(&sock) else {
+                continue;
+            };
+            s.write_all(&request(1, false, &get("/sleep", ""), b""))
+                .unwrap();
+            let (recs, _) = parse_records(&read_all(&mut s, Duration::from_secs(3)));
+            let out: Vec<u8> = recs
+                .iter()
+                .filter(|r| r.t == STDOUT)
+                .flat_map(|r| r.content.clone())
+                .collect();
+            if out.starts_with(b"Status: 200") && out.ends_with(b"slept") {
+                slept += 1;
+                if slept == 2 {
+                    break;
+                }
+            }
+        }
+        signal(pid, libc::SIGTERM);
+        let exited = wait_until(T, || {
+            !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                || proc_state(pid as u32) == Some('Z')
+        });
+        // Whatever is left (hung workers, when this fails): the daemon has a session
+        // of its own, the prefork parent and workers are in the launcher's group.
+        if !exited {
+            signal(pid, libc::SIGKILL);
+            signal(-pid, libc::SIGKILL);
+            signal(-(launcher.id() as i32), libc::SIGKILL);
+        }
+        let _ = launcher.kill();
+        let _ = launcher.wait();
+        assert_eq!(slept, 2, "{how:?}: {}", stderr());
+        assert!(exited, "{how:?}: still running after SIGTERM");
+    }
+}
