@@ -121,6 +121,19 @@ impl Read for BodyReader {
     }
 }
 
+/// `v` without the spaces and tabs at its ends (optional whitespace, RFC 9110 5.6.3).
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
 /// RFC 9110 `tchar`: what a header name may hold.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -282,7 +295,10 @@ fn read_head(
                 "header line without ':'".into(),
             ));
         };
-        let (n, v) = (&line[..colon], line[colon + 1..].trim_ascii());
+        // Optional whitespace is spaces and tabs only (RFC 9112 5.1): a CR or form feed
+        // at the edge of a value is refused below, not trimmed away, so a proxy in
+        // front cannot frame the request differently.
+        let (n, v) = (&line[..colon], trim_ows(&line[colon + 1..]));
         if n.is_empty() || !n.iter().all(|&b| is_tchar(b)) {
             return Err(HeadError::Bad(
                 StatusCode::BAD_REQUEST,
@@ -332,8 +348,34 @@ fn read_head(
                 vars.push(b"CONTENT_TYPE", v);
                 continue;
             }
-            b"host" => has_host = true,
+            b"host" => {
+                // RFC 9112 3.2: one Host line, with a valid value (a host, maybe
+                // empty, and a port), else 400.
+                if has_host {
+                    return Err(HeadError::Bad(
+                        StatusCode::BAD_REQUEST,
+                        "more than one Host header".into(),
+                    ));
+                }
+                if !v
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+                {
+                    return Err(HeadError::Bad(
+                        StatusCode::BAD_REQUEST,
+                        "an invalid Host header".into(),
+                    ));
+                }
+                has_host = true;
+            }
             b"transfer-encoding" => {
+                if matches!(framing, Framing::Chunked(_)) {
+                    // A second line: chunked twice at least (RFC 9112 6.1 forbids it).
+                    return Err(HeadError::Bad(
+                        StatusCode::BAD_REQUEST,
+                        "Transfer-Encoding given twice".into(),
+                    ));
+                }
                 // Only a chunked body can be read (RFC 9112 section 6.3: chunked
                 // must be the last coding of a request), and no other coding is
                 // decoded here: exactly `chunked`, compared as a whole token.
@@ -685,6 +727,13 @@ pub(crate) fn serve(
             let _ = sink.w.flush();
             after_request();
             log::info!("HTTP: the app's response was cut short; closing the connection");
+            return;
+        }
+        if outcome == Outcome::Gone {
+            // The client went away (or the request was cancelled with it): nothing
+            // more is written, not even a head the app never gave.
+            after_request();
+            log::info!("HTTP: the client went away; closing the connection");
             return;
         }
         let finished = sink.finish();

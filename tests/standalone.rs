@@ -2534,9 +2534,27 @@ fn http_request_rules() {
         b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\rb\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x00b\x1b[31m\r\n\r\n",
         b"GET /\x1b[2J HTTP/1.1\r\nHost: h\r\n\r\n",
+        // RFC 9112 3.2: one Host line, and a valid one.
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a/b@c\r\n\r\n",
+        // A CR or form feed at the edge of a value is not whitespace to trim.
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\r\n\r\nhello",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\x0c\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        // chunked twice, on two lines.
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     ] {
         let r = text(&exchange(bad));
         assert!(r.starts_with("HTTP/1.1 400"), "{:?}: {r}", text(bad));
+    }
+    // Spaces and tabs around a value are trimmed; an IPv6 Host and an empty one pass.
+    for good in [
+        &b"GET / HTTP/1.1\r\nHost: \t h:8080 \r\nConnection: close\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: [::1]:8000\r\nConnection: close\r\n\r\n",
+        b"GET http://example.com/ HTTP/1.1\r\nHost:\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = text(&exchange(good));
+        assert!(r.starts_with("HTTP/1.1 200"), "{:?}: {r}", text(good));
     }
     // A coding we do not decode before chunked: 501, as RFC 9112 6.1 says.
     let r = text(&exchange(

@@ -442,3 +442,67 @@ fn a_multi_thread_runtime_works_after_a_fork() {
         assert!(exited, "{how:?}: still running after SIGTERM");
     }
 }
+
+/// On the --http port, a client that half-closes while the service waits (here
+/// /hold, 3 s) cancels it; the connection then ends with nothing written, where it
+/// used to get a head with no status line.
+#[test]
+fn over_http_a_cancelled_service_writes_nothing() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = TempDir::new("tower-http-gone");
+    let log = dir.join("stderr.log");
+    let mut cmd = Command::new(example("tower_faults"));
+    cmd.args(["--http", &addr])
+        .env("FCGI_RESTART_GRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    contain(&mut cmd);
+    let mut srv = spawn_retrying(&mut cmd);
+    let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+    let exchange = |req: &[u8], half_close: bool| -> Vec<u8> {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        s.write_all(req).unwrap();
+        if half_close {
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    assert!(
+        wait_until(T, || std::net::TcpStream::connect(&addr).is_ok()),
+        "{}",
+        stderr()
+    );
+    // The first poll_ready of the process panics on purpose: a 500 first.
+    let r = exchange(
+        b"GET /ok HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        false,
+    );
+    assert!(
+        r.starts_with(b"HTTP/1.1 500"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    let r = exchange(b"GET /hold HTTP/1.1\r\nHost: h\r\n\r\n", true);
+    assert!(
+        r.is_empty() || r.starts_with(b"HTTP/1.1 "),
+        "{:?}\n{}",
+        String::from_utf8_lossy(&r),
+        stderr()
+    );
+    // And the server serves on.
+    let r = exchange(
+        b"GET /ok HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        false,
+    );
+    assert!(
+        r.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    let _ = srv.kill();
+    let _ = srv.wait();
+}
