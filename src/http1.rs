@@ -729,9 +729,9 @@ pub(crate) fn serve(
             log::info!("HTTP: the app's response was cut short; closing the connection");
             return;
         }
-        if outcome == Outcome::Gone {
-            // The client went away (or the request was cancelled with it): nothing
-            // more is written, not even a head the app never gave.
+        if outcome == Outcome::Gone && !sink.started {
+            // The client went away before the app gave a head (a service cancelled
+            // with it): nothing is written, not a head made up of nothing.
             after_request();
             log::info!("HTTP: the client went away; closing the connection");
             return;
