@@ -241,6 +241,8 @@ impl Builder {
     /// address, HTTPS, the host in absolute links and the mount prefix
     /// (`FCGI_TRUST_FORWARDED=1`). Only behind a proxy you control that sets them and
     /// drops what clients send; otherwise any client could claim HTTPS or an address.
+    /// Of a list (`X-Forwarded-For: client-sent, added-by-proxy`), the last entry
+    /// counts: the one the proxy in front added.
     pub fn trust_forwarded(mut self, on: bool) -> Builder {
         self.cfg.map.trust_forwarded = on;
         self

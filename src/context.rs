@@ -115,11 +115,16 @@ impl Context {
     }
 
     /// A forwarded header's value, only when the app opted in to trusting them.
+    /// An `X-Forwarded-*` value when trusted: the last of a list, the one the proxy in
+    /// front added. The entries before it came with the request, from the client or
+    /// from proxies before ours (nginx's `$proxy_add_x_forwarded_for` appends to what
+    /// the client sent), so the first one is the client's to choose.
     fn forwarded(&self, var: &str) -> Option<&str> {
         if !self.0.trust_forwarded {
             return None;
         }
-        self.0.vars.non_empty(var).map(str::trim)
+        let v = self.0.vars.non_empty(var)?;
+        Some(v.rsplit(',').next().unwrap_or(v).trim()).filter(|v| !v.is_empty())
     }
 
     /// How the request arrived (FastCGI, CGI, ...).
@@ -165,14 +170,14 @@ impl Context {
     }
 
     /// `REMOTE_ADDR`: the client (or the proxy in front of the web server). With
-    /// `FCGI_TRUST_FORWARDED`, the first address of `X-Forwarded-For` instead.
+    /// `FCGI_TRUST_FORWARDED`, the last address of `X-Forwarded-For` instead: the
+    /// client as the proxy in front saw it.
     pub fn remote_addr(&self) -> Option<IpAddr> {
-        if let Some(first) = self
+        if let Some(addr) = self
             .forwarded("HTTP_X_FORWARDED_FOR")
-            .and_then(|v| v.split(',').next())
-            .and_then(|a| a.trim().parse().ok())
+            .and_then(|a| a.parse().ok())
         {
-            return Some(first);
+            return Some(addr);
         }
         self.0.vars.get_str("REMOTE_ADDR")?.parse().ok()
     }

@@ -108,7 +108,13 @@ pub(crate) fn build(
     );
     if settings.trust_forwarded {
         if let Some(p) = vars.non_empty("HTTP_X_FORWARDED_PREFIX") {
-            let p = p.trim().trim_end_matches('/');
+            // The last of a list, as for the other X-Forwarded-* (Context::forwarded).
+            let p = p
+                .rsplit(',')
+                .next()
+                .unwrap_or(p)
+                .trim()
+                .trim_end_matches('/');
             if p.starts_with('/') && !p.starts_with("//") && !p.contains(['\r', '\n']) {
                 mount.script_name = format!("{p}{}", mount.script_name);
             }
