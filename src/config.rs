@@ -358,7 +358,7 @@ impl Builder {
     /// Applies the settings file beside the program (`mysite.fcgi.env`), then the
     /// environment, over the builder's values.
     pub(crate) fn apply_env(&mut self) -> Result<(), Error> {
-        let file = match crate::sys::current_exe().map(|p| {
+        let file = match crate::sys::invoked_exe().map(|p| {
             let mut s = p.as_os_str().to_owned();
             s.push(".env");
             PathBuf::from(s)

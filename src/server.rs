@@ -69,7 +69,8 @@ struct ExeWatch {
 
 impl ExeWatch {
     fn new(interval: Duration) -> Option<ExeWatch> {
-        let path = sys::current_exe()?.to_path_buf();
+        // The path we were started by: through a symlink, a switched link counts too.
+        let path = sys::invoked_exe()?.to_path_buf();
         let id = file_id(&path)?;
         Some(ExeWatch {
             path,

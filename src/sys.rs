@@ -874,9 +874,32 @@ pub fn current_exe() -> Option<&'static std::path::Path> {
     EXE.get_or_init(|| std::env::current_exe().ok()).as_deref()
 }
 
-/// Our executable's file name (`mysite.fcgi`), lossily as UTF-8.
+/// The path we were started by when it is a symlink to our executable (a deploy that
+/// points `public_html/mysite.fcgi` at `releases/v2/app`, and switches it with
+/// `ln -sfn`): `argv[0]`, which the web server sets to the script's absolute path.
+/// Otherwise [`current_exe`]. Its name is the script's (for the mount path), the
+/// settings file is beside it, and the binary watch follows it, so switching the link
+/// counts as a new upload.
+pub fn invoked_exe() -> Option<&'static std::path::Path> {
+    static INVOKED: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    INVOKED
+        .get_or_init(|| {
+            let exe = current_exe()?;
+            let arg0 = std::path::PathBuf::from(std::env::args_os().next()?);
+            let is_link = arg0.is_absolute()
+                && std::fs::symlink_metadata(&arg0).is_ok_and(|m| m.file_type().is_symlink());
+            if is_link && std::fs::canonicalize(&arg0).is_ok_and(|t| t == exe) {
+                Some(arg0)
+            } else {
+                Some(exe.to_path_buf())
+            }
+        })
+        .as_deref()
+}
+
+/// The file name we were started by (`mysite.fcgi`), lossily as UTF-8.
 pub fn exe_file_name() -> Option<String> {
-    current_exe()
+    invoked_exe()
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
 }

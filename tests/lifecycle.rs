@@ -323,6 +323,61 @@ fn max_requests_applies_on_a_kept_alive_connection_too() {
     assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
 
+/// A deploy by symlink: `mysite.fcgi -> v1/app`, then `ln -sfn` to v2. The process was
+/// started by the link's path (as a web server starts the script): its settings file
+/// is the one beside the link, it logs under the link's name, and switching the link
+/// counts as a new upload.
+#[test]
+fn a_switched_symlink_counts_as_a_new_upload() {
+    let dir = TempDir::new("relink");
+    for v in ["v1", "v2"] {
+        std::fs::create_dir_all(dir.join(v)).unwrap();
+        std::fs::copy(example("echo"), dir.join(v).join("app")).unwrap();
+    }
+    let link = dir.join("mysite.fcgi");
+    std::os::unix::fs::symlink(dir.join("v1/app"), &link).unwrap();
+
+    // The settings file beside the link applies (one request, then the exit).
+    std::fs::write(dir.join("mysite.fcgi.env"), "FCGI_MAX_REQUESTS=1\n").unwrap();
+    let mut app = FcgiApp::start_exe(&link, &[]);
+    let r = app.roundtrip(request(1, false, &get("/x", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+    let st = app.wait_exit(T).expect("exits after FCGI_MAX_REQUESTS=1");
+    assert_eq!(st.code(), Some(0));
+    assert!(
+        app.stderr().contains("mysite.fcgi["),
+        "logs under the link's name: {}",
+        app.stderr()
+    );
+    std::fs::remove_file(dir.join("mysite.fcgi.env")).unwrap();
+
+    // Switching the link is noticed like a new upload.
+    let mut app = FcgiApp::start_exe(&link, &[]);
+    let pid = pid_of(&app);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(pid_of(&app), pid, "the same link: serving on");
+    // ln -sfn: a new link renamed over the old one.
+    let tmp = dir.join("mysite.fcgi.tmp");
+    std::os::unix::fs::symlink(dir.join("v2/app"), &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    // The request that notices is served; the process exits after the first request
+    // past its stagger delay (0, 2 or 4 s): keep asking until it is gone.
+    let t0 = Instant::now();
+    while app.alive() && t0.elapsed() < Duration::from_secs(8) {
+        if let Ok(mut s) = std::os::unix::net::UnixStream::connect(&app.sock) {
+            let _ = s.write_all(&request(1, false, &get("/poll", ""), b""));
+            let _ = read_reply(&mut s, 1, T);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let st = app
+        .wait_exit(T)
+        .expect("exited after the link was switched");
+    assert_eq!(st.code(), Some(0), "{}", app.stderr());
+    assert!(app.stderr().contains("was replaced"), "{}", app.stderr());
+}
+
 #[test]
 fn exits_after_the_binary_is_replaced_on_disk() {
     let dir = TempDir::new("replace");
