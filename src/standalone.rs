@@ -454,13 +454,30 @@ pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Res
     // SAFETY: getpid cannot fail.
     let parent = unsafe { libc::getpid() };
     let spawn = |children: &mut Vec<libc::pid_t>| -> Result<(), Error> {
+        // Signals wait until the child has its own flags: one handled between the
+        // fork and `reset_after_fork` would be lost (the reset lowers it) or written
+        // into the parent's pipe. Blocked ones are delivered once unblocked.
+        // SAFETY: sigset_t is plain data that sigfillset initialises; pthread_sigmask
+        // with valid pointers.
+        let old = unsafe {
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            old
+        };
+        // SAFETY: restoring the mask saved above.
+        let unblock = || unsafe {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        };
         // SAFETY: the prefork parent is single-threaded; the child runs the worker
         // and exits without returning into the parent's code.
         match unsafe { libc::fork() } {
-            -1 => Err(Error::io(
-                "starting a worker process",
-                io::Error::last_os_error(),
-            )),
+            -1 => {
+                let e = io::Error::last_os_error();
+                unblock();
+                Err(Error::io("starting a worker process", e))
+            }
             0 => {
                 // A worker must not outlive its parent (killed with SIGKILL, say): it
                 // would serve on as an orphan and keep a restarted server off the socket.
@@ -471,7 +488,9 @@ pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Res
                         libc::_exit(0);
                     }
                 }
-                let code = match sys::reset_after_fork() {
+                let reset = sys::reset_after_fork();
+                unblock();
+                let code = match reset {
                     Ok(()) => worker.run_child(),
                     Err(e) => {
                         log::error!("worker setup: {e}");
@@ -481,6 +500,7 @@ pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Res
                 std::process::exit(code);
             }
             pid => {
+                unblock();
                 children.push(pid);
                 Ok(())
             }

@@ -318,11 +318,23 @@ impl Listener {
             );
             if fd < 0 {
                 let e = io::Error::last_os_error();
+                // accept(2): network errors already pending on the new connection
+                // come back from accept itself, and for TCP are to be treated like
+                // EAGAIN; the listener is fine.
                 return match e.raw_os_error() {
-                    Some(libc::EAGAIN)
-                    | Some(libc::EINTR)
-                    | Some(libc::ECONNABORTED)
-                    | Some(libc::EPROTO) => Ok(Accepted::Nothing),
+                    Some(
+                        libc::EAGAIN
+                        | libc::EINTR
+                        | libc::ECONNABORTED
+                        | libc::EPROTO
+                        | libc::ENETDOWN
+                        | libc::ENOPROTOOPT
+                        | libc::EHOSTDOWN
+                        | libc::ENONET
+                        | libc::EHOSTUNREACH
+                        | libc::EOPNOTSUPP
+                        | libc::ENETUNREACH,
+                    ) => Ok(Accepted::Nothing),
                     _ => Err(e),
                 };
             }
