@@ -196,6 +196,11 @@ pub fn response_head(status: u16, headers: &[(Vec<u8>, Vec<u8>)]) {
         for line in head[..head.len() - 2].split(|&b| b == b'\n') {
             assert!(!line.contains(&b'\r') || line.ends_with(b"\r"));
         }
+        // Never a Content-Length beside a Transfer-Encoding (RFC 9112 6.1).
+        if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
+            let lower = head.to_ascii_lowercase();
+            assert!(!lower.windows(16).any(|w| w == b"\ncontent-length:"));
+        }
     }
 }
 
