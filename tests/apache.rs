@@ -343,8 +343,9 @@ DocumentRoot "{r}/public_html"
   Require all denied
 </Directory>
 <Directory "{r}/public_html">
-  # As hardened shared hosts set it (cPanel's default): no FollowSymLinks.
-  AllowOverride AuthConfig FileInfo Indexes Limit Options=ExecCGI,Includes,IncludesNOEXEC,Indexes,MultiViews,SymLinksIfOwnerMatch
+  # As hardened shared hosts set it (cPanel's default, without FollowSymLinks), and
+  # stricter still: no AuthConfig, so a `Require` in an .htaccess would be a 500.
+  AllowOverride FileInfo Indexes Limit Options=ExecCGI,Includes,IncludesNOEXEC,Indexes,MultiViews,SymLinksIfOwnerMatch
   Require all granted
 </Directory>
 "#
