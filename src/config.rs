@@ -74,6 +74,8 @@ pub(crate) fn head_timeout(read_timeout: Option<Duration>) -> Duration {
 pub(crate) const DEFAULT_MAX_PARAMS_BYTES: usize = 1024 * 1024;
 pub(crate) const DEFAULT_MAX_PARAMS: usize = 1000;
 const MAX_PARAMS_BYTES_CEILING: usize = 1 << 30;
+/// The longest time a setting in seconds may give: a year.
+const SECS_CEILING: f64 = 365.0 * 24.0 * 3600.0;
 
 impl Default for Config {
     fn default() -> Config {
@@ -103,10 +105,12 @@ impl Default for Config {
 
 /// Configures and starts a server; [`crate::run`] is `Builder::new().run(app)`.
 ///
-/// Values set here are the app's defaults. The environment overrides them, because on
-/// shared hosting it is the only thing a site owner can change without rebuilding
-/// (`SetEnv`/`FcgidInitialEnv` in the Apache configuration, `bin-environment` in
-/// lighttpd):
+/// Values set here are the app's defaults. The settings file beside the binary
+/// (`mysite.fcgi.env`) and the process environment override them, because on shared
+/// hosting those are what a site owner can change without rebuilding
+/// (`FcgidInitialEnv` in the Apache configuration, `bin-environment` in lighttpd; an
+/// `.htaccess` `SetEnv` reaches the app per request, which only `FORCE_SCRIPT_NAME`
+/// is read from):
 ///
 /// | variable | meaning | default |
 /// |---|---|---|
@@ -433,7 +437,15 @@ impl Builder {
         }
         if let Some(v) = get("FCGI_MAX_PARAMS") {
             let n: usize = parse("FCGI_MAX_PARAMS", &v, "a whole number above 0")?;
-            c.limits.max_params = n.max(1);
+            if n == 0 {
+                // 0 is no limit elsewhere; here it would refuse every request.
+                return Err(Error::setting(
+                    "FCGI_MAX_PARAMS",
+                    v,
+                    "a whole number above 0",
+                ));
+            }
+            c.limits.max_params = n;
         }
         for (name, slot) in [
             ("FCGI_READ_TIMEOUT", &mut c.read_timeout),
@@ -442,8 +454,14 @@ impl Builder {
         ] {
             if let Some(v) = get(name) {
                 let secs: f64 = parse(name, &v, "seconds (0 for no limit)")?;
-                if !secs.is_finite() || secs < 0.0 {
-                    return Err(Error::setting(name, v, "seconds (0 for no limit)"));
+                // A duration must be representable (1e20 s would panic in
+                // Duration::from_secs_f64); a year is more than any wait needs.
+                if !(0.0..=SECS_CEILING).contains(&secs) {
+                    return Err(Error::setting(
+                        name,
+                        v,
+                        "seconds up to a year (0 for no limit)",
+                    ));
                 }
                 *slot = (secs > 0.0).then(|| Duration::from_secs_f64(secs));
             }
@@ -657,5 +675,20 @@ mod tests {
         assert!(with(&[("FCGI_THREADS", "0")]).is_err());
         assert!(with(&[("FCGI_LOG", "loud")]).is_err());
         assert!(with(&[("FCGI_READ_TIMEOUT", "-1")]).is_err());
+        // Finite but past what a Duration holds (from_secs_f64 would panic), and NaN.
+        for v in ["1e20", "NaN", "inf", "31536001"] {
+            let e = with(&[("FCGI_IDLE_TIMEOUT", v)]).unwrap_err().to_string();
+            assert!(
+                e.contains("FCGI_IDLE_TIMEOUT") && e.contains("a year"),
+                "{v}: {e}"
+            );
+        }
+        assert!(with(&[("FCGI_WRITE_TIMEOUT", "31536000")]).is_ok());
+        // 0 params would refuse every request: refused here instead.
+        assert!(with(&[("FCGI_MAX_PARAMS", "0")]).is_err());
+        assert_eq!(
+            with(&[("FCGI_MAX_PARAMS", "5")]).unwrap().limits.max_params,
+            5
+        );
     }
 }

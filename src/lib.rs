@@ -170,7 +170,6 @@ impl Builder {
             }
             return Err(e);
         }
-        log::set_max_level(self.cfg.log_level);
         context::set_allowed_hosts(self.cfg.allowed_hosts.take());
         sys::ignore_sigpipe();
         response::install_panic_hook();

@@ -33,7 +33,14 @@ pub(crate) fn init(level: LevelFilter, target: LogTarget) {
         syslog::open(&prefix);
     }
     let logger = LOGGER.get_or_init(|| Logger { prefix, target });
-    if log::set_logger(logger).is_ok() {
+    // The level is ours to set only for our own logger: an app that installed its
+    // own (env_logger at debug, say) keeps the level it chose.
+    let ours = log::set_logger(logger).is_ok()
+        || std::ptr::addr_eq(
+            log::logger() as *const dyn log::Log,
+            logger as *const Logger,
+        );
+    if ours {
         log::set_max_level(level);
     }
 }

@@ -49,7 +49,7 @@ POST unless --method says otherwise. --header Content-Length must match the body
 (--param CONTENT_LENGTH=N sends any value). --param overrides every variable.
 cgi-time options: -n N (default 200), --path PATH, --env NAME=VALUE; prints the median
   and p90
-Bodies above 64 KiB are written by a second thread while the response is read, so a
+Bodies above 1 MiB are written by a second thread while the response is read, so a
 streaming echo cannot deadlock. --json adds max latency, per-connection request counts,
 and with --spawn the app's pid and its RSS before the first request. With --spawn,
 the CPU time per request of the app (every thread and child process) and of the load
@@ -123,7 +123,8 @@ impl Opts {
         let mut it = args.into_iter();
         let secs = |v: Option<String>, n: &str| -> Result<Duration> {
             let s: f64 = v.with_context(|| format!("{n} needs a value"))?.parse()?;
-            Ok(Duration::from_secs_f64(s))
+            Duration::try_from_secs_f64(s)
+                .with_context(|| format!("{n} {s}: not a number of seconds"))
         };
         while let Some(a) = it.next() {
             match a.as_str() {
@@ -561,7 +562,7 @@ impl Conn {
     }
 }
 
-/// Sends one request and reads its response; a body above 64 KiB is written by a
+/// Sends one request and reads its response; a body above 1 MiB is written by a
 /// second thread meanwhile (an app that streams the body back would otherwise block
 /// on a full socket while we block writing). `big_body`: the body to write after
 /// `req`, when it is not in `req` (above INLINE_BODY).

@@ -114,9 +114,33 @@ impl Builder {
     fn apply_option(&mut self, name: &str, shown: &str, v: Option<&str>) -> Result<(), Error> {
         let sa = &mut self.sa;
         match name {
-            "socket" => sa.socket = Some(PathBuf::from(need(shown, v)?)),
-            "listen" => sa.listen = Some(need(shown, v)?.to_owned()),
-            "http" => sa.http = Some(need(shown, v)?.to_owned()),
+            // One listener: the last one given wins, so the command line (applied after
+            // the environment and the settings file) overrides them, whichever kind each
+            // names.
+            "socket" => {
+                *sa = Standalone {
+                    socket: Some(PathBuf::from(need(shown, v)?)),
+                    listen: None,
+                    http: None,
+                    ..std::mem::take(sa)
+                };
+            }
+            "listen" => {
+                *sa = Standalone {
+                    listen: Some(need(shown, v)?.to_owned()),
+                    socket: None,
+                    http: None,
+                    ..std::mem::take(sa)
+                };
+            }
+            "http" => {
+                *sa = Standalone {
+                    http: Some(need(shown, v)?.to_owned()),
+                    socket: None,
+                    listen: None,
+                    ..std::mem::take(sa)
+                };
+            }
             "protocol" => sa.protocol = Some(parse_protocol(shown, need(shown, v)?)?),
             "threads" => {
                 let n: usize = parse_num(shown, need(shown, v)?, "a whole number from 1 to 1024")?;
@@ -610,6 +634,41 @@ mod tests {
         let mut b = Builder::new();
         b.apply_args(args.iter().map(OsString::from))?;
         Ok(b)
+    }
+
+    /// The command line overrides the environment and the settings file, also when
+    /// they name a different kind of listener (FCGI_SOCKET there, --listen here).
+    #[test]
+    fn the_command_line_listener_wins_over_the_environments() {
+        let env = |name: &str| match name {
+            "FCGI_SOCKET" => Some("/from/env.sock".to_owned()),
+            "FCGI_PROCESSES" => Some("2".to_owned()),
+            _ => None,
+        };
+        for (args, socket, listen, http) in [
+            (
+                &["--listen", "127.0.0.1:9000"][..],
+                None,
+                Some("127.0.0.1:9000"),
+                None,
+            ),
+            (
+                &["--http", "127.0.0.1:8000"][..],
+                None,
+                None,
+                Some("127.0.0.1:8000"),
+            ),
+            (&[][..], Some("/from/env.sock"), None, None),
+        ] {
+            let mut b = Builder::new();
+            b.apply_standalone_env(&env).unwrap();
+            b.apply_args(args.iter().map(OsString::from)).unwrap();
+            assert_eq!(b.sa.socket.as_deref(), socket.map(Path::new), "{args:?}");
+            assert_eq!(b.sa.listen.as_deref(), listen, "{args:?}");
+            assert_eq!(b.sa.http.as_deref(), http, "{args:?}");
+            // The other settings from the environment stay.
+            assert_eq!(b.sa.processes, Some(2), "{args:?}");
+        }
     }
 
     #[test]
