@@ -15,7 +15,7 @@
 #   5. 1 GiB up and down through the echo example, and its peak RSS
 #   6. stripped binary sizes, system calls per request (strace -c)
 # and writes target/bench/results.md (raw data: target/bench/raw.jsonl, logs:
-# target/bench/logs/). About 20 minutes on 2 cores, builds included.
+# target/bench/logs/). About 15 minutes on 2 cores with the builds cached, 20 with them.
 #
 # Settings (environment): BENCH_SECS (seconds per load run, default 3), BENCH_ROUNDS
 # (rounds of the FastCGI runs, default 5), BENCH_CGI_RUNS
