@@ -71,7 +71,8 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
         )
     };
     let s = s.trim();
-    if let Ok(port) = s.trim_start_matches(':').parse::<u16>() {
+    // A bare port, or `:PORT` (one colon: `::1` is an address, not port 1).
+    if let Ok(port) = s.strip_prefix(':').unwrap_or(s).parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     if let Some(port) = s.strip_prefix("localhost:") {
@@ -83,8 +84,21 @@ pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
     s.parse::<SocketAddr>().map_err(|_| bad())
 }
 
-/// `FCGI_WEB_SERVER_ADDRS`: comma-separated IPv4/IPv6 addresses allowed to connect.
+/// `FCGI_WEB_SERVER_ADDRS`: comma-separated IPv4/IPv6 addresses allowed to connect;
+/// at least one (an empty list would refuse every connection).
 pub(crate) fn parse_addrs(s: &str) -> Result<Vec<IpAddr>, Error> {
+    let addrs = parse_addr_list(s)?;
+    if addrs.is_empty() {
+        return Err(Error::setting(
+            "FCGI_WEB_SERVER_ADDRS",
+            s,
+            "comma-separated IP addresses, at least one, e.g. 127.0.0.1,::1",
+        ));
+    }
+    Ok(addrs)
+}
+
+fn parse_addr_list(s: &str) -> Result<Vec<IpAddr>, Error> {
     s.split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
@@ -428,6 +442,9 @@ mod tests {
             "[::1]:9000".parse().unwrap()
         );
         assert!(parse_listen("nonsense:port").is_err());
+        // An IPv6 address without a port is not "port 1 on 127.0.0.1".
+        assert!(parse_listen("::1").is_err());
+        assert!(parse_listen("::9000").is_err());
     }
 
     #[test]
@@ -439,5 +456,8 @@ mod tests {
         assert!(addr_allowed(&allowed, "fe80::1".parse().unwrap()));
         assert!(!addr_allowed(&allowed, "10.0.0.1".parse().unwrap()));
         assert!(parse_addrs("127.0.0.1,nope").is_err());
+        // A list of nothing would refuse every connection.
+        assert!(parse_addrs(",").is_err());
+        assert!(parse_addrs(" ").is_err());
     }
 }

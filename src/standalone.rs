@@ -261,6 +261,10 @@ impl Builder {
             }
         }
         match (host, port) {
+            // An IPv6 host (`host=::1`) in brackets, as a socket address writes it.
+            (Some(h), Some(p)) if h.contains(':') && !h.starts_with('[') => {
+                self.sa.listen = Some(format!("[{h}]:{p}"));
+            }
             (Some(h), Some(p)) => self.sa.listen = Some(format!("{h}:{p}")),
             (None, Some(p)) => self.sa.listen = Some(p),
             (Some(h), None) => return Err(Error::setting("host", h, "host= with port=")),
@@ -715,6 +719,19 @@ mod tests {
         .unwrap();
         assert_eq!(b.sa.listen.as_deref(), Some("127.0.0.1:3033"));
         assert_eq!(b.sa.protocol, Some(Protocol::Scgi));
+        // An IPv6 host is bracketed (`:::9000` bound 127.0.0.1:9000).
+        for (host, want) in [
+            ("::", "[::]:9000"),
+            ("::1", "[::1]:9000"),
+            ("[::1]", "[::1]:9000"),
+        ] {
+            let b = parse(&[&format!("host={host}"), "port=9000"]).unwrap();
+            assert_eq!(b.sa.listen.as_deref(), Some(want), "{host}");
+            assert!(
+                crate::listen::parse_listen(want).unwrap().is_ipv6(),
+                "{host}"
+            );
+        }
     }
 
     #[test]
