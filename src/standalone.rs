@@ -213,6 +213,8 @@ impl Builder {
         const FLAGS: &[&str] = &["daemonize", "help"];
         let mut host: Option<String> = None;
         let mut port: Option<String> = None;
+        let mut maxchildren: Option<String> = None;
+        let mut threaded = false;
         let mut i = 0;
         while i < args.len() {
             let a = &args[i];
@@ -240,15 +242,19 @@ impl Builder {
                 match k {
                     "host" => host = Some(v.to_owned()),
                     "port" => port = Some(v.to_owned()),
+                    // Django's runfcgi also took `thread` and `fork`.
                     "method" => match v {
-                        "threaded" => {}
-                        "prefork" => {
+                        "threaded" | "thread" => threaded = true,
+                        "prefork" | "fork" => {
+                            threaded = false;
                             self.sa.processes.get_or_insert(4);
                         }
                         _ => return Err(Error::setting(k, v, "threaded or prefork")),
                     },
                     "maxrequests" => self.apply_option("max-requests", k, Some(v))?,
-                    "maxchildren" => self.apply_option("processes", k, Some(v))?,
+                    // Processes under prefork, threads under threaded (flup's
+                    // maxChildren / maxThreads), once the method is known.
+                    "maxchildren" => maxchildren = Some(v.to_owned()),
                     "maxspare" | "minspare" | "debug" => {
                         log::debug!("ignoring runfcgi option {k}={v}");
                     }
@@ -259,6 +265,10 @@ impl Builder {
             } else {
                 return Err(Error::setting("argument", a, "an option listed in --help"));
             }
+        }
+        if let Some(n) = maxchildren {
+            let name = if threaded { "threads" } else { "processes" };
+            self.apply_option(name, "maxchildren", Some(&n))?;
         }
         match (host, port) {
             // An IPv6 host (`host=::1`) in brackets, as a socket address writes it.
@@ -719,6 +729,16 @@ mod tests {
         .unwrap();
         assert_eq!(b.sa.listen.as_deref(), Some("127.0.0.1:3033"));
         assert_eq!(b.sa.protocol, Some(Protocol::Scgi));
+        // maxchildren: processes under prefork (the default), threads under threaded,
+        // in either order; Django's `fork` and `thread` spellings.
+        let b = parse(&["maxchildren=6", "method=threaded"]).unwrap();
+        assert_eq!((b.sa.processes, b.cfg.max_conns), (None, 6));
+        let b = parse(&["method=thread", "maxchildren=3"]).unwrap();
+        assert_eq!((b.sa.processes, b.cfg.max_conns), (None, 3));
+        let b = parse(&["method=fork", "maxchildren=5"]).unwrap();
+        assert_eq!(b.sa.processes, Some(5));
+        let b = parse(&["maxchildren=2"]).unwrap();
+        assert_eq!(b.sa.processes, Some(2));
         // An IPv6 host is bracketed (`:::9000` bound 127.0.0.1:9000).
         for (host, want) in [
             ("::", "[::]:9000"),
