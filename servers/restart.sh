@@ -23,7 +23,12 @@ SOCKET="$PROJDIR/mysite.sock"
 
 cd "$PROJDIR" || exit 1
 if [ -f "$PIDFILE" ]; then
-    kill `cat -- "$PIDFILE"`
+    pid=`cat -- "$PIDFILE"`
+    # Only our server: a pidfile left over (after a reboot, say) may name a process
+    # that has nothing to do with the site. Ours was started with this pidfile.
+    if tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--pidfile $PIDFILE"; then
+        kill "$pid"
+    fi
     rm -f -- "$PIDFILE"
 fi
 # A clean environment with the app's settings (see the README's settings table).

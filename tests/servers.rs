@@ -1255,7 +1255,17 @@ fn restart_script_twice_under_load_then_kill() {
         pid.unwrap_or_else(|| panic!("no pid in {} after run {runs}", pidfile.display()))
     };
 
+    // A pidfile left over from before (a reboot) that names some other process: the
+    // script starts the server and leaves that process alone.
+    let mut bystander = Command::new("sleep").arg("30").spawn().unwrap();
+    fs::write(&pidfile, format!("{}\n", bystander.id())).unwrap();
     let first = restart(&mut servers);
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "restart.sh killed the process a stale pidfile named"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
     assert!(is_socket(&sock), "no socket after the first start");
     let backend = format!("unix:{}", sock.display());
     let web = nginx(&dir, &|port| {
