@@ -295,6 +295,18 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// Moves what is buffered and unread to the front of the read buffer.
+    fn compact_rbuf(&mut self) {
+        if self.rpos == self.rend {
+            self.rpos = 0;
+            self.rend = 0;
+        } else if self.rpos > 0 {
+            self.rbuf.copy_within(self.rpos..self.rend, 0);
+            self.rend -= self.rpos;
+            self.rpos = 0;
+        }
+    }
+
     fn avail(&self) -> usize {
         self.rend - self.rpos
     }
@@ -910,14 +922,7 @@ impl<T: Transport> Conn<T> {
     /// other than FCGI_STDIN fills the read buffer (it waits for the response to be
     /// out, when the usual reading resumes).
     fn drop_unread_body(&mut self) -> bool {
-        if self.rpos == self.rend {
-            self.rpos = 0;
-            self.rend = 0;
-        } else if self.rpos > 0 {
-            self.rbuf.copy_within(self.rpos..self.rend, 0);
-            self.rend -= self.rpos;
-            self.rpos = 0;
-        }
+        self.compact_rbuf();
         if self.rend < self.rbuf.len() {
             match self.t.read(&mut self.rbuf[self.rend..]) {
                 Ok(0) => {
@@ -1101,14 +1106,7 @@ impl<T: Transport> Conn<T> {
         }
         let mut state = Check::Stuck;
         if self.rend < self.rbuf.len() || self.rpos > 0 {
-            if self.rpos == self.rend {
-                self.rpos = 0;
-                self.rend = 0;
-            } else if self.rpos > 0 {
-                self.rbuf.copy_within(self.rpos..self.rend, 0);
-                self.rend -= self.rpos;
-                self.rpos = 0;
-            }
+            self.compact_rbuf();
             state = match self.t.read(&mut self.rbuf[self.rend..]) {
                 Ok(0) => {
                     self.peer_closed = true;

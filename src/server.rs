@@ -349,14 +349,10 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
             return Ok(());
         };
         if pool.idle.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // Logged there; the workers there are serve on.
+            // Logged there; the workers there serve on.
             let _ = grow(pool);
         }
-        // Apps' panics are caught where they run; this is for one that escapes all
-        // the same: that connection is closed, and the worker lives on.
-        if let Err(msg) = crate::response::guarded(|| serve_connection(pool, sock, peer)) {
-            log::error!("panic while serving a connection: {msg}; the connection was closed");
-        }
+        serve_guarded(pool, sock, peer);
         pool.idle.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -368,18 +364,21 @@ fn drain_backlog(pool: &Arc<Pool>) {
     let until = std::time::Instant::now() + Duration::from_secs(2);
     for _ in 0..256 {
         match pool.listener.accept() {
-            Ok(Accepted::Conn(sock, peer)) => {
-                if let Err(msg) = crate::response::guarded(|| serve_connection(pool, sock, peer)) {
-                    log::error!(
-                        "panic while serving a connection: {msg}; the connection was closed"
-                    );
-                }
-            }
+            Ok(Accepted::Conn(sock, peer)) => serve_guarded(pool, sock, peer),
             _ => return,
         }
         if std::time::Instant::now() > until {
             return;
         }
+    }
+}
+
+/// [`serve_connection`], for a worker or the backlog drain. Apps' panics are caught
+/// where they run; this is for one that escapes all the same: that connection is
+/// closed, and the thread lives on.
+fn serve_guarded(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::SocketAddr>) {
+    if let Err(msg) = crate::response::guarded(|| serve_connection(pool, sock, peer)) {
+        log::error!("panic while serving a connection: {msg}; the connection was closed");
     }
 }
 

@@ -34,10 +34,6 @@ pub(crate) fn peek_first(sock: &Socket, timeout: Option<Duration>) -> Option<u8>
         match io::Error::last_os_error().kind() {
             io::ErrorKind::Interrupted => {}
             io::ErrorKind::WouldBlock => {
-                if !stopping && sys::shutdown_requested() {
-                    stopping = true;
-                    deadline = Some(sys::stop_grace(deadline));
-                }
                 let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
                 let watch = if stopping {
                     Watch::Nothing

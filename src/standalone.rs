@@ -117,29 +117,11 @@ impl Builder {
             // One listener: the last one given wins, so the command line (applied after
             // the environment and the settings file) overrides them, whichever kind each
             // names.
-            "socket" => {
-                *sa = Standalone {
-                    socket: Some(PathBuf::from(need(shown, v)?)),
-                    listen: None,
-                    http: None,
-                    ..std::mem::take(sa)
-                };
-            }
-            "listen" => {
-                *sa = Standalone {
-                    listen: Some(need(shown, v)?.to_owned()),
-                    socket: None,
-                    http: None,
-                    ..std::mem::take(sa)
-                };
-            }
-            "http" => {
-                *sa = Standalone {
-                    http: Some(need(shown, v)?.to_owned()),
-                    socket: None,
-                    listen: None,
-                    ..std::mem::take(sa)
-                };
+            "socket" | "listen" | "http" => {
+                let v = need(shown, v)?;
+                sa.socket = (name == "socket").then(|| PathBuf::from(v));
+                sa.listen = (name == "listen").then(|| v.to_owned());
+                sa.http = (name == "http").then(|| v.to_owned());
             }
             "protocol" => sa.protocol = Some(parse_protocol(shown, need(shown, v)?)?),
             "threads" => {

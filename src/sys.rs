@@ -399,20 +399,29 @@ pub fn wait(
     } else {
         libc::POLLIN
     };
-    wait_for(fd, events, timeout, watch)
+    wait_for(fd, events, timeout, watch, -1)
 }
 
 /// Blocks until `fd` is writable or readable, or `timeout` passes: for a writer that
 /// also has input to take meanwhile.
 pub fn wait_out_or_in(fd: RawFd, timeout: Option<Duration>) -> io::Result<Wake> {
-    wait_for(fd, libc::POLLOUT | libc::POLLIN, timeout, Watch::Nothing)
+    wait_for(
+        fd,
+        libc::POLLOUT | libc::POLLIN,
+        timeout,
+        Watch::Nothing,
+        -1,
+    )
 }
 
+/// The wait behind [`wait`]: `fd` for `events` (`Ready`), the watched flag or `also`
+/// readable (`Stop`; -1 for none), or the timeout.
 fn wait_for(
     fd: RawFd,
     events: libc::c_short,
     timeout: Option<Duration>,
     watch: Watch,
+    also: RawFd,
 ) -> io::Result<Wake> {
     // One clock read per wait: the first poll gets the whole timeout, and only a poll
     // that has to be resumed (a signal, a spurious wake) works out what is left.
@@ -434,13 +443,18 @@ fn wait_for(
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: also,
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let ms = match timed {
             Some((t, start)) => poll_ms(left_of(t, start, &mut first)),
             None => -1,
         };
-        // SAFETY: fds is a valid array of two pollfd.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        // SAFETY: fds is a valid array of three pollfd; negative fds are ignored.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, ms) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -451,7 +465,7 @@ fn wait_for(
         if fds[0].revents != 0 {
             return Ok(Wake::Ready);
         }
-        if fds[1].revents != 0 {
+        if fds[1].revents != 0 || fds[2].revents != 0 {
             return Ok(Wake::Stop);
         }
         // poll's timeout is rounded up to whole milliseconds, so 0 means it has passed.
@@ -553,39 +567,15 @@ pub fn watching_backlog() -> bool {
 /// Waits until `fd` is readable (`Ready`), a connection is queued on this thread's
 /// listener or a shutdown is requested (`Stop`), or `timeout` passes.
 pub fn wait_readable_or_backlog(fd: RawFd, timeout: Duration) -> io::Result<Wake> {
-    let start = Instant::now();
-    let mut first = true;
-    // The stop flag's pipe: a signal may be handled on another thread, which leaves
-    // this poll asleep, so the pipe is what wakes it.
-    let stop = DRAIN.rd.load(Ordering::Relaxed);
-    loop {
-        if DRAIN.is_raised() {
-            return Ok(Wake::Stop);
-        }
-        let left = left_of(timeout, start, &mut first);
-        let mut fds = [fd, LISTENER.get(), stop].map(|fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        // SAFETY: fds is a valid array of three pollfd; negative fds are ignored.
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, poll_ms(left)) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if fds[0].revents != 0 {
-            return Ok(Wake::Ready);
-        }
-        if fds[1].revents != 0 || fds[2].revents != 0 {
-            return Ok(Wake::Stop);
-        }
-        // Nothing ready: poll timed out (its timeout is rounded up to whole ms).
-        return Ok(Wake::TimedOut);
-    }
+    // The stop flag's pipe too: a signal may be handled on another thread, which
+    // leaves this poll asleep, so the pipe is what wakes it.
+    wait_for(
+        fd,
+        libc::POLLIN,
+        Some(timeout),
+        Watch::Drain,
+        LISTENER.get(),
+    )
 }
 
 // ---- stopping: a flag plus a self-pipe that stays readable once raised ----

@@ -2125,6 +2125,17 @@ fn under_cgi_the_command_line_is_ignored() {
     }
 }
 
+/// A client connection to the test's `--http` port (`tcp`) or its SCGI Unix socket.
+fn connect_to(tcp: bool, port: u16, sock: &Path) -> Option<Box<dyn Write + Send>> {
+    if tcp {
+        TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|s| Box::new(s) as _)
+    } else {
+        UnixStream::connect(sock).ok().map(|s| Box::new(s) as _)
+    }
+}
+
 /// A peer that connects to an SCGI or HTTP port and sends nothing at all, with the
 /// default timeouts (60 s read): SIGTERM still ends the process within the head's 1 s
 /// grace (the wait for the first byte used to take the whole read timeout and miss
@@ -2139,15 +2150,7 @@ fn a_silent_connection_does_not_hold_the_exit() {
     let http_args = ["--http", http.as_str()];
     for (args, tcp) in [(&scgi_args[..], false), (&http_args[..], true)] {
         let mut srv = Srv::start(args, &[("FCGI_RESTART_GRACE", "0")]);
-        let connect = || -> Option<Box<dyn Write + Send>> {
-            if tcp {
-                TcpStream::connect(("127.0.0.1", port))
-                    .ok()
-                    .map(|s| Box::new(s) as _)
-            } else {
-                UnixStream::connect(&sock).ok().map(|s| Box::new(s) as _)
-            }
-        };
+        let connect = || connect_to(tcp, port, &sock);
         assert!(wait_until(T, || connect().is_some()), "{}", srv.stderr());
         let silent = connect().unwrap();
         std::thread::sleep(Duration::from_millis(300));
@@ -2188,15 +2191,7 @@ fn scgi_and_http_heads_must_arrive_in_time_and_stopping_cuts_them_short() {
                 args,
                 &[("FCGI_READ_TIMEOUT", "2"), ("FCGI_RESTART_GRACE", "0")],
             );
-            let connect = || -> Option<Box<dyn Write + Send>> {
-                if tcp {
-                    TcpStream::connect(("127.0.0.1", port))
-                        .ok()
-                        .map(|s| Box::new(s) as _)
-                } else {
-                    UnixStream::connect(&sock).ok().map(|s| Box::new(s) as _)
-                }
-            };
+            let connect = || connect_to(tcp, port, &sock);
             assert!(wait_until(T, || connect().is_some()), "{}", srv.stderr());
             let mut s = connect().unwrap();
             let bytes = head.clone();
