@@ -57,6 +57,9 @@ pub(crate) struct Config {
     pub restart_grace: Duration,
     /// `FCGI_ALLOWED_HOSTS`: the host names absolute URLs may be built with.
     pub allowed_hosts: Option<Vec<String>>,
+    /// `FCGI_SPIN_MICROS`: how long a thread that has just answered looks for more
+    /// work before it sleeps (`sys::spin`); zero: never.
+    pub spin: Duration,
 }
 
 /// How long a request head (FastCGI BEGIN_REQUEST and PARAMS, an SCGI netstring, an
@@ -74,6 +77,12 @@ pub(crate) fn head_timeout(read_timeout: Option<Duration>) -> Duration {
 pub(crate) const DEFAULT_MAX_PARAMS_BYTES: usize = 1024 * 1024;
 pub(crate) const DEFAULT_MAX_PARAMS: usize = 1000;
 const MAX_PARAMS_BYTES_CEILING: usize = 1 << 30;
+/// What `FCGI_SPIN_MICROS` defaults to: the next request on a kept-alive connection,
+/// or the web server's close, comes 20-40 µs after a response when the web server
+/// is not busy elsewhere (BENCHMARKS.md).
+pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+/// The longest spin `FCGI_SPIN_MICROS` may ask for.
+const SPIN_CEILING_MICROS: u64 = 10_000;
 /// The longest time a setting in seconds may give: a year.
 const SECS_CEILING: f64 = 365.0 * 24.0 * 3600.0;
 
@@ -99,6 +108,7 @@ impl Default for Config {
             web_server_addrs: None,
             restart_grace: Duration::from_secs(2),
             allowed_hosts: None,
+            spin: DEFAULT_SPIN,
         }
     }
 }
@@ -129,6 +139,7 @@ impl Default for Config {
 /// | `FCGI_TRUST_FORWARDED` | `1`: believe `X-Forwarded-*` (a proxy you control sets them) | off |
 /// | `FCGI_ALLOWED_HOSTS` | host names absolute URLs may use (`example.com,.example.org`, `*`) | any |
 /// | `FCGI_RESTART_GRACE` | seconds a stopping standalone server waits for a replacement | 2 |
+/// | `FCGI_SPIN_MICROS` | microseconds a thread that has just answered looks for the next request before it sleeps (0: never) | 50 |
 ///
 /// A file beside the program, named after it with `.env` appended (`mysite.fcgi.env`,
 /// `NAME=value` lines), is read first; the environment overrides it. The standalone
@@ -338,6 +349,15 @@ impl Builder {
         self
     }
 
+    /// How long a thread that has just answered looks for the next request (or the
+    /// web server's close, or the next connection) before it sleeps (default 50 µs;
+    /// zero: never). Only while it is the only thread at work, and less often after
+    /// looks that found nothing, so a quiet site spins once in many requests.
+    pub fn spin(mut self, d: Duration) -> Builder {
+        self.cfg.spin = d.min(Duration::from_micros(SPIN_CEILING_MICROS));
+        self
+    }
+
     /// Whether to exit after the current request once the program file on disk has
     /// been replaced (a new upload), so the web server starts the new one (default on
     /// under a web server; always off for a server of its own, which nobody would
@@ -504,6 +524,17 @@ impl Builder {
         }
         if let Some(v) = get("FCGI_WEB_SERVER_ADDRS") {
             c.web_server_addrs = Some(crate::listen::parse_addrs(&v)?);
+        }
+        if let Some(v) = get("FCGI_SPIN_MICROS") {
+            let us: u64 = parse("FCGI_SPIN_MICROS", &v, "microseconds from 0 to 10000")?;
+            if us > SPIN_CEILING_MICROS {
+                return Err(Error::setting(
+                    "FCGI_SPIN_MICROS",
+                    v,
+                    "microseconds from 0 to 10000",
+                ));
+            }
+            c.spin = Duration::from_micros(us);
         }
         if let Some(v) = get("FCGI_RESTART_GRACE") {
             let secs: f64 = parse("FCGI_RESTART_GRACE", &v, "seconds")?;
@@ -672,6 +703,19 @@ mod tests {
             e.contains("FCGI_MAX_REQUESTS") && e.contains("whole number"),
             "{e}"
         );
+        assert_eq!(with(&[]).unwrap().spin, Duration::from_micros(50));
+        assert_eq!(
+            with(&[("FCGI_SPIN_MICROS", "0")]).unwrap().spin,
+            Duration::ZERO
+        );
+        assert_eq!(
+            with(&[("FCGI_SPIN_MICROS", "10000")]).unwrap().spin,
+            Duration::from_millis(10)
+        );
+        for bad in ["10001", "-1", "5.5", "x"] {
+            let e = with(&[("FCGI_SPIN_MICROS", bad)]).unwrap_err().to_string();
+            assert!(e.contains("FCGI_SPIN_MICROS"), "{bad}: {e}");
+        }
         assert!(with(&[("FCGI_THREADS", "0")]).is_err());
         assert!(with(&[("FCGI_LOG", "loud")]).is_err());
         assert!(with(&[("FCGI_READ_TIMEOUT", "-1")]).is_err());

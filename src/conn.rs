@@ -391,6 +391,12 @@ impl<T: Transport> Conn<T> {
             self.rpos = 0;
         }
         if idle && std::mem::take(&mut self.poll_first) {
+            if !self.draining && self.served_any {
+                if let Some(fd) = self.t.raw_fd() {
+                    // Found or not, the wait below decides: it returns at once if so.
+                    sys::spin(&[(fd, libc::POLLIN)], 1);
+                }
+            }
             // Right after a response the next request is rarely there yet. Without an
             // idle timeout, block in one recv (one system call, as libfcgi does);
             // otherwise poll first instead of a read that would only say EAGAIN.
@@ -1289,6 +1295,16 @@ impl<T: Transport> Conn<T> {
         // 100, with one client and with eight; BENCHMARKS.md). A poll and a read
         // are one system call fewer than a read, a poll and a read.
         let mut wait = true;
+        if let Some(fd) = self.t.raw_fd() {
+            let listener = if stdin_done {
+                sys::thread_listener()
+            } else {
+                -1
+            };
+            // As in `fill`: the wait below returns at once if the spin found the close
+            // (or, in a one-worker pool, a queued connection).
+            sys::spin(&[(fd, libc::POLLIN), (listener, libc::POLLIN)], 1);
+        }
         while drained < 64 * 1024 * 1024 {
             if wait {
                 let left = match start {

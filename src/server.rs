@@ -246,6 +246,7 @@ pub(crate) fn serve(
     opts: ServeOpts,
 ) -> Result<(), Error> {
     sys::install_shutdown_handlers().map_err(|e| Error::io("installing signal handlers", e))?;
+    sys::set_spin(cfg.spin);
     let life = Arc::new(Lifecycle::new(&cfg));
     let coordinated = opts.handover.is_some();
     let pool = Arc::new(Pool {
@@ -384,6 +385,7 @@ fn serve_guarded(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::Soc
 
 /// One accepted connection: the address filter, then the protocol.
 fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::SocketAddr>) {
+    let _open = sys::OpenConn::new();
     let cfg = &pool.cfg;
     if let (Some(allowed), Some(p)) = (&cfg.web_server_addrs, peer) {
         if !listen::addr_allowed(allowed, p.ip()) {
@@ -480,16 +482,23 @@ fn accept_one(
     if pool.life.exhausted() {
         return Ok(None);
     }
+    let mut spun = false;
     if !waiter.stopped() {
         if let Ok(Accepted::Conn(s, addr)) = pool.listener.accept() {
             return Ok(Some((s, addr)));
         }
+        // Not queued yet: the next one may be on its way (the same client again).
+        spun = sys::spin(&[(pool.listener.as_raw_fd(), libc::POLLIN)], 0);
     }
     loop {
-        match waiter.wait() {
-            Ok(Wake::Stop) => return Ok(None),
-            Ok(_) => {}
-            Err(e) => return Err(Error::io("waiting for connections", e)),
+        // A spin that found a connection is as good as the wait, unless accepting
+        // stopped meanwhile.
+        if !std::mem::take(&mut spun) || waiter.stopped() {
+            match waiter.wait() {
+                Ok(Wake::Stop) => return Ok(None),
+                Ok(_) => {}
+                Err(e) => return Err(Error::io("waiting for connections", e)),
+            }
         }
         if pool.life.exhausted() {
             return Ok(None);

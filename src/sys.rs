@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -547,6 +547,170 @@ impl AcceptWait {
     }
 }
 
+// ---- spinning before sleeping ----
+
+/// How long a thread that has just answered looks for the next piece of work (the next
+/// request on a kept-alive connection, the web server's close, the next connection)
+/// before it goes to sleep, in nanoseconds; 0: never. Set once per server from
+/// `FCGI_SPIN_MICROS`.
+static SPIN_NS: AtomicU64 = AtomicU64::new(0);
+/// Connections this process is serving now: a thread spins only while it is the only
+/// one at work, so spinning never takes a CPU another of our threads could use.
+static OPEN_CONNS: AtomicUsize = AtomicUsize::new(0);
+/// The pause between two looks of a spin.
+const SPIN_PAUSE: Duration = Duration::from_micros(2);
+
+/// `/proc/loadavg`, kept open (-1: not opened, or not there), and the CPUs this
+/// process may run on: spinning is for a machine with a CPU to spare.
+static LOADAVG: AtomicI32 = AtomicI32::new(-1);
+static CPUS: AtomicUsize = AtomicUsize::new(1);
+
+pub fn set_spin(d: Duration) {
+    if !d.is_zero() && LOADAVG.load(Ordering::Relaxed) < 0 {
+        // SAFETY: a NUL-terminated path; the fd is kept for the life of the process.
+        let fd = unsafe { libc::open(c"/proc/loadavg".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        LOADAVG.store(fd, Ordering::Relaxed);
+        CPUS.store(
+            std::thread::available_parallelism().map_or(1, usize::from),
+            Ordering::Relaxed,
+        );
+    }
+    SPIN_NS.store(
+        d.as_nanos().min(u128::from(u64::MAX)) as u64,
+        Ordering::Relaxed,
+    );
+}
+
+/// True when no task on the machine waits for a CPU: the runnable tasks now (the
+/// fourth field of /proc/loadavg, `RUNNING/TOTAL`, ourselves included) are no more than
+/// our CPUs. Without /proc, false.
+fn cpu_to_spare() -> bool {
+    let fd = LOADAVG.load(Ordering::Relaxed);
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 128];
+    // SAFETY: reads at most buf.len() bytes into buf.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+    let Ok(n) = usize::try_from(n) else {
+        return false;
+    };
+    running_tasks(&buf[..n]).is_some_and(|r| r <= CPUS.load(Ordering::Relaxed))
+}
+
+/// The tasks runnable now, from the text of /proc/loadavg (`0.52 0.58 0.59 2/345 1234`).
+fn running_tasks(loadavg: &[u8]) -> Option<usize> {
+    let field = loadavg.split(|&b| b == b' ').nth(3)?;
+    let running = field.split(|&b| b == b'/').next()?;
+    std::str::from_utf8(running).ok()?.parse().ok()
+}
+
+/// Counts one connection as being served while it lives.
+pub struct OpenConn(());
+
+impl OpenConn {
+    pub fn new() -> OpenConn {
+        OPEN_CONNS.fetch_add(1, Ordering::Relaxed);
+        OpenConn(())
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        OPEN_CONNS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// After a spin that found nothing, how many of the next spins to leave out: 1, then
+/// 2, 4 ... 64 after each miss in a row, none after a find. A site whose requests come
+/// seconds apart spins once in 65 waits; a busy one, whose spins find work, every time.
+#[derive(Clone, Copy, Default, Debug, PartialEq)]
+struct Backoff {
+    skip: u8,
+    penalty: u8,
+}
+
+impl Backoff {
+    /// True when this spin is one to leave out.
+    fn skip(&mut self) -> bool {
+        if self.skip == 0 {
+            return false;
+        }
+        self.skip -= 1;
+        true
+    }
+
+    fn found(&mut self) {
+        *self = Backoff::default();
+    }
+
+    fn missed(&mut self) {
+        self.penalty = self.penalty.saturating_mul(2).clamp(1, 64);
+        self.skip = self.penalty;
+    }
+}
+
+thread_local! {
+    static SPIN_BACKOFF: Cell<Backoff> = const { Cell::new(Backoff { skip: 0, penalty: 0 }) };
+}
+
+/// Polls `fds` (pairs of descriptor and poll events; -1 is left out) without sleeping,
+/// for up to the spin time, while at most `conns` connections are open in this process
+/// (the caller's own). True when one is ready: the caller's wait would not sleep.
+///
+/// Going to sleep and being woken costs more than the wait itself when the next piece
+/// of work comes within tens of microseconds (a kept-alive connection's next request,
+/// the web server's close after a response): on an idle CPU the wake-up has to bring
+/// the CPU out of its idle state first (in a virtual machine, a trip through the
+/// hypervisor). BENCHMARKS.md has the figures.
+pub fn spin(fds: &[(RawFd, libc::c_short)], conns: usize) -> bool {
+    let ns = SPIN_NS.load(Ordering::Relaxed);
+    if ns == 0 || OPEN_CONNS.load(Ordering::Relaxed) > conns {
+        return false;
+    }
+    let mut backoff = SPIN_BACKOFF.get();
+    let skip = backoff.skip();
+    let found = !skip && cpu_to_spare() && spin_poll(fds, Duration::from_nanos(ns));
+    if found {
+        backoff.found();
+    } else if !skip {
+        backoff.missed();
+    }
+    SPIN_BACKOFF.set(backoff);
+    found
+}
+
+/// The looks of [`spin`]: true when one of `fds` is ready within `limit`.
+fn spin_poll(fds: &[(RawFd, libc::c_short)], limit: Duration) -> bool {
+    let mut pfds = [libc::pollfd {
+        fd: -1,
+        events: 0,
+        revents: 0,
+    }; 2];
+    let n = fds.len().min(pfds.len());
+    for (p, &(fd, events)) in pfds.iter_mut().zip(&fds[..n]) {
+        p.fd = fd;
+        p.events = events;
+    }
+    let start = Instant::now();
+    loop {
+        // Between looks a pause, not a system call: fewer calls, and the other
+        // hyperthread of the core keeps its share.
+        let pause = start.elapsed() + SPIN_PAUSE;
+        while start.elapsed() < pause {
+            std::hint::spin_loop();
+        }
+        // SAFETY: pfds holds n valid pollfd; negative fds are ignored.
+        let r = unsafe { libc::poll(pfds.as_mut_ptr(), n as libc::nfds_t, 0) };
+        if r > 0 {
+            return true;
+        }
+        if r < 0 || start.elapsed() >= limit || DRAIN.is_raised() {
+            return false;
+        }
+    }
+}
+
 thread_local! {
     /// The listening socket of this thread's one-worker pool (-1: none, or several
     /// workers), which its lingering closes watch.
@@ -562,6 +726,11 @@ pub fn set_thread_listener(fd: RawFd) {
 /// True when this thread's lingering closes watch its listener (a one-worker pool).
 pub fn watching_backlog() -> bool {
     LISTENER.get() >= 0
+}
+
+/// The listener [`set_thread_listener`] recorded, or -1.
+pub fn thread_listener() -> RawFd {
+    LISTENER.get()
 }
 
 /// Waits until `fd` is readable (`Ready`), a connection is queued on this thread's
@@ -950,6 +1119,55 @@ pub fn is_terminal(fd: RawFd) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::net::{UnixListener, UnixStream};
+
+    #[test]
+    fn spinning_reads_the_running_tasks_and_backs_off_after_misses() {
+        assert_eq!(running_tasks(b"0.52 0.58 0.59 2/345 1234\n"), Some(2));
+        assert_eq!(running_tasks(b"10.07 5.95 6.94 11/80 5128"), Some(11));
+        assert_eq!(running_tasks(b"0.52 0.58 0.59"), None);
+        assert_eq!(running_tasks(b"a b c x/1 2"), None);
+
+        let mut b = Backoff::default();
+        assert!(!b.skip(), "the first spin is taken");
+        // Misses in a row leave out 1, 2, 4 ... then 64 spins each time.
+        let mut left_out = Vec::new();
+        for _ in 0..8 {
+            b.missed();
+            let mut n = 0;
+            while b.skip() {
+                n += 1;
+            }
+            left_out.push(n);
+        }
+        assert_eq!(left_out, [1, 2, 4, 8, 16, 32, 64, 64]);
+        b.missed();
+        b.found();
+        assert!(!b.skip(), "a find takes the next spin at once");
+        b.missed();
+        assert!(b.skip());
+        assert!(!b.skip(), "after a find, a miss starts at 1 again");
+    }
+
+    #[test]
+    fn a_spin_sees_what_is_ready_and_gives_up_after_its_time() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let fds = [(b.as_raw_fd(), libc::POLLIN)];
+        let t = Instant::now();
+        assert!(!spin_poll(&fds, Duration::from_micros(300)));
+        assert!(t.elapsed() >= Duration::from_micros(300));
+        std::io::Write::write_all(&mut a, b"x").unwrap();
+        assert!(spin_poll(&fds, Duration::from_micros(300)));
+        // Two descriptors: the second one ready is enough; -1 is left out.
+        let (c, _d) = UnixStream::pair().unwrap();
+        assert!(spin_poll(
+            &[(c.as_raw_fd(), libc::POLLIN), (b.as_raw_fd(), libc::POLLIN)],
+            Duration::from_micros(300)
+        ));
+        assert!(!spin_poll(
+            &[(c.as_raw_fd(), libc::POLLIN), (-1, libc::POLLIN)],
+            Duration::from_micros(300)
+        ));
+    }
 
     #[test]
     fn listener_detection() {
