@@ -570,10 +570,16 @@ pub fn set_spin(d: Duration) {
         // SAFETY: a NUL-terminated path; the fd is kept for the life of the process.
         let fd = unsafe { libc::open(c"/proc/loadavg".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
         LOADAVG.store(fd, Ordering::Relaxed);
-        CPUS.store(
-            std::thread::available_parallelism().map_or(1, usize::from),
-            Ordering::Relaxed,
-        );
+        // SAFETY: an all-zero cpu_set_t is a valid empty set; the call fills it in.
+        let cpus = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+                libc::CPU_COUNT(&set).max(1) as usize
+            } else {
+                1
+            }
+        };
+        CPUS.store(cpus, Ordering::Relaxed);
     }
     SPIN_NS.store(
         d.as_nanos().min(u128::from(u64::MAX)) as u64,
