@@ -461,16 +461,23 @@ def report(args):
         return out
 
     LIB, LIB8 = "libfcgi C", "libfcgi C, 8 processes"
+    SHIM8P, NOSPIN = "fcgi-shim hello, 8 processes", "fcgi-shim hello, FCGI_SPIN_MICROS=0"
     pairs = [(SHIM, LIB, 1, False, "1 thread vs 1 process, c=1, new connections"),
              (SHIM, LIB, 1, True, "1 thread vs 1 process, c=1, keep-conn"),
              (SHIM, LIB, 8, False, "1 thread vs 1 process, c=8, new connections"),
              (SHIM, LIB, 8, True, "1 thread vs 1 process, c=8, keep-conn (one connection)"),
              (SHIM8, LIB8, 8, False, "8 threads vs 8 processes, c=8, new connections"),
-             (SHIM8, LIB8, 8, True, "8 threads vs 8 processes, c=8, keep-conn")]
+             (SHIM8, LIB8, 8, True, "8 threads vs 8 processes, c=8, keep-conn"),
+             (SHIM8P, LIB8, 8, False, "8 processes vs 8 processes, c=8, new connections"),
+             (SHIM8P, LIB8, 8, True, "8 processes vs 8 processes, c=8, keep-conn"),
+             (NOSPIN, LIB, 1, False, "FCGI_SPIN_MICROS=0 (1 thread) vs 1 process, c=1, new connections"),
+             (NOSPIN, LIB, 1, True, "FCGI_SPIN_MICROS=0 (1 thread) vs 1 process, c=1, keep-conn"),
+             (SHIM, NOSPIN, 1, False, "spin (default) vs FCGI_SPIN_MICROS=0, c=1, new connections"),
+             (SHIM, NOSPIN, 1, True, "spin (default) vs FCGI_SPIN_MICROS=0, c=1, keep-conn")]
     prs = [(d, round_ratios(a, b, c, keep, "rps"), round_ratios(a, b, c, keep, "p99_us"))
            for a, b, c, keep, d in pairs]
     if any(q for _, q, _ in prs):
-        w("### fcgi-shim ÷ libfcgi round by round\n")
+        w("### fcgi-shim ÷ libfcgi (and spin ÷ no spin) round by round\n")
         w("Each round runs both servers of a pair within half a minute of each other, so the ratio taken "
           "in each round cancels the slower swings of the machine's speed that the medians "
           "above keep; the median of those ratios is the steadier like-for-like figure.\n")

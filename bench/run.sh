@@ -7,7 +7,8 @@
 # examples, the `fcgi-shim` tool and the peers in bench/peers/ into target/bench/, then
 # measures (every load loop bounded in time):
 #   1. FastCGI req/s, p50, p99 with the listening socket on fd 0, concurrency 1 and 8,
-#      keep-conn off and on: fcgi-shim hello, libfcgi C, Go net/http/fcgi, php-cgi, flup
+#      keep-conn off and on: fcgi-shim hello, libfcgi C, Go net/http/fcgi, php-cgi, flup;
+#      fcgi-shim also without its spin (FCGI_SPIN_MICROS=0) and as 8 processes
 #   2. CGI start-up (exec to complete response): fcgi-shim hello, Go net/http/cgi,
 #      php-cgi, a minimal C CGI
 #   3. RSS of one FastCGI process, idle and after 10,000 requests
@@ -15,7 +16,7 @@
 #   5. 1 GiB up and down through the echo example, and its peak RSS
 #   6. stripped binary sizes, system calls per request (strace -c)
 # and writes target/bench/results.md (raw data: target/bench/raw.jsonl, logs:
-# target/bench/logs/). About 15 minutes on 2 cores with the builds cached, 20 with them.
+# target/bench/logs/). About 17 minutes on 2 cores with the builds cached, 21 with them.
 #
 # Settings (environment): BENCH_SECS (seconds per load run, default 3), BENCH_ROUNDS
 # (rounds of the FastCGI runs, default 5), BENCH_CGI_RUNS
@@ -178,6 +179,19 @@ server() {
         SRV_ENV=(FCGI_THREADS=8)
         SRV_ARGV=("$BIN/hello")
         ;;
+    shimnospin)
+        # Without the spin before sleeping (FCGI_SPIN_MICROS=0): what it changes.
+        SRV_NAME="fcgi-shim hello, FCGI_SPIN_MICROS=0"
+        SRV_ENV=(FCGI_THREADS=1 FCGI_SPIN_MICROS=0)
+        SRV_ARGV=("$BIN/hello")
+        ;;
+    shim8p)
+        # 8 one-thread processes on one socket, as libfcgi's 8 below: each spins on
+        # its own, so this is where spinning could take CPU from the others.
+        SRV_NAME="fcgi-shim hello, 8 processes"
+        SRV_ENV=(FCGI_THREADS=1)
+        SRV_ARGV=(python3 "$HELPER" prefork 8 "$BIN/hello")
+        ;;
     libfcgi)
         SRV_NAME="libfcgi C"
         SRV_ARGV=("$BIN/hello-libfcgi")
@@ -216,7 +230,7 @@ server() {
 }
 PEERS=(shim libfcgi go php flup)
 # The other builds of fcgi-shim's hello, where they were built.
-BUILDS=(shimstatic)
+BUILDS=(shimnospin shimstatic)
 [ -x "$BIN/hello-musl" ] && BUILDS+=(shimmusl)
 
 # Start server KEY with a listening socket on fd 0 at SOCK (bench/helper.py spawn);
@@ -252,7 +266,7 @@ status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
 # ---- 1. FastCGI throughput ----
 
-C8=(shim shim8 libfcgi libfcgi8 go php php8 flup)
+C8=(shim shim8 shim8p libfcgi libfcgi8 go php php8 flup)
 fcgi_run() { # KEY C KEEP(0|1) ROUND
     server "$1"
     local args=(-c "$2" -d "$SECS" --warmup 1 --path "$SRV_PATH" --json) out keep=false
