@@ -559,6 +559,8 @@ static SPIN_NS: AtomicU64 = AtomicU64::new(0);
 static OPEN_CONNS: AtomicUsize = AtomicUsize::new(0);
 /// The pause between two looks of a spin.
 const SPIN_PAUSE: Duration = Duration::from_micros(2);
+/// How often a spin looks again whether a task waits for a CPU.
+const SPIN_RECHECK: Duration = Duration::from_micros(10);
 
 /// `/proc/loadavg`, kept open (-1: not opened, or not there), and the CPUs this
 /// process may run on: spinning is for a machine with a CPU to spare.
@@ -676,7 +678,7 @@ pub fn spin(fds: &[(RawFd, libc::c_short)], conns: usize) -> bool {
     }
     let mut backoff = SPIN_BACKOFF.get();
     let skip = backoff.skip();
-    let found = !skip && cpu_to_spare() && spin_poll(fds, Duration::from_nanos(ns));
+    let found = !skip && cpu_to_spare() && spin_poll(fds, Duration::from_nanos(ns), cpu_to_spare);
     if found {
         backoff.found();
     } else if !skip {
@@ -686,8 +688,13 @@ pub fn spin(fds: &[(RawFd, libc::c_short)], conns: usize) -> bool {
     found
 }
 
-/// The looks of [`spin`]: true when one of `fds` is ready within `limit`.
-fn spin_poll(fds: &[(RawFd, libc::c_short)], limit: Duration) -> bool {
+/// The looks of [`spin`]: true when one of `fds` is ready within `limit`; false as
+/// soon as `spare` (asked every [`SPIN_RECHECK`]) says the CPU is wanted elsewhere.
+fn spin_poll(
+    fds: &[(RawFd, libc::c_short)],
+    limit: Duration,
+    mut spare: impl FnMut() -> bool,
+) -> bool {
     let mut pfds = [libc::pollfd {
         fd: -1,
         events: 0,
@@ -699,6 +706,7 @@ fn spin_poll(fds: &[(RawFd, libc::c_short)], limit: Duration) -> bool {
         p.events = events;
     }
     let start = Instant::now();
+    let mut recheck = SPIN_RECHECK;
     loop {
         // Between looks a pause, not a system call: fewer calls, and the other
         // hyperthread of the core keeps its share.
@@ -711,8 +719,16 @@ fn spin_poll(fds: &[(RawFd, libc::c_short)], limit: Duration) -> bool {
         if r > 0 {
             return true;
         }
-        if r < 0 || start.elapsed() >= limit || DRAIN.is_raised() {
+        let spent = start.elapsed();
+        if r < 0 || spent >= limit || DRAIN.is_raised() {
             return false;
+        }
+        // A task that became runnable meanwhile gets the CPU back within 10 µs.
+        if spent >= recheck {
+            if !spare() {
+                return false;
+            }
+            recheck = spent + SPIN_RECHECK;
         }
     }
 }
@@ -1159,19 +1175,34 @@ mod tests {
         let (mut a, b) = UnixStream::pair().unwrap();
         let fds = [(b.as_raw_fd(), libc::POLLIN)];
         let t = Instant::now();
-        assert!(!spin_poll(&fds, Duration::from_micros(300)));
+        assert!(!spin_poll(&fds, Duration::from_micros(300), || true));
         assert!(t.elapsed() >= Duration::from_micros(300));
         std::io::Write::write_all(&mut a, b"x").unwrap();
-        assert!(spin_poll(&fds, Duration::from_micros(300)));
+        assert!(spin_poll(&fds, Duration::from_micros(300), || true));
+        // A CPU wanted elsewhere ends the spin at its first recheck.
+        let (_e, f) = UnixStream::pair().unwrap();
+        let t = Instant::now();
+        let mut asked = 0;
+        let ended = !spin_poll(
+            &[(f.as_raw_fd(), libc::POLLIN)],
+            Duration::from_secs(5),
+            || {
+                asked += 1;
+                false
+            },
+        );
+        assert!(ended && asked == 1 && t.elapsed() < Duration::from_secs(1));
         // Two descriptors: the second one ready is enough; -1 is left out.
         let (c, _d) = UnixStream::pair().unwrap();
         assert!(spin_poll(
             &[(c.as_raw_fd(), libc::POLLIN), (b.as_raw_fd(), libc::POLLIN)],
-            Duration::from_micros(300)
+            Duration::from_micros(300),
+            || true
         ));
         assert!(!spin_poll(
             &[(c.as_raw_fd(), libc::POLLIN), (-1, libc::POLLIN)],
-            Duration::from_micros(300)
+            Duration::from_micros(300),
+            || true
         ));
     }
 
