@@ -483,12 +483,9 @@ fn accept_one(
         return Ok(None);
     }
     let mut spun = false;
-    let gave_way = sys::take_backlog_woke();
     if !waiter.stopped() {
-        match pool.listener.accept() {
-            Ok(Accepted::Conn(s, addr)) => return Ok(Some((s, addr))),
-            Ok(Accepted::Nothing) if gave_way => sys::backlog_taken_elsewhere(),
-            _ => {}
+        if let Ok(Accepted::Conn(s, addr)) = pool.listener.accept() {
+            return Ok(Some((s, addr)));
         }
         // Not queued yet: the next one may be on its way (the same client again).
         spun = sys::spin(&[(pool.listener.as_raw_fd(), libc::POLLIN)], 0);

@@ -465,9 +465,6 @@ fn wait_for(
         if fds[0].revents != 0 {
             return Ok(Wake::Ready);
         }
-        if fds[2].revents != 0 && fds[1].revents == 0 {
-            BACKLOG_WOKE.set(true);
-        }
         if fds[1].revents != 0 || fds[2].revents != 0 {
             return Ok(Wake::Stop);
         }
@@ -740,35 +737,6 @@ thread_local! {
     /// The listening socket of this thread's one-worker pool (-1: none, or several
     /// workers), which its lingering closes watch.
     static LISTENER: Cell<RawFd> = const { Cell::new(-1) };
-    /// Whether this thread's last lingering close ended because a connection was
-    /// queued on its listener.
-    static BACKLOG_WOKE: Cell<bool> = const { Cell::new(false) };
-    /// Connections such a close gave way to that were gone when this thread came to
-    /// accept them: another process took them.
-    static BACKLOG_LOST: Cell<u8> = const { Cell::new(0) };
-}
-
-/// After a connection was served: whether its lingering close gave way to a queued
-/// connection (and forgets it).
-pub fn take_backlog_woke() -> bool {
-    BACKLOG_WOKE.replace(false)
-}
-
-/// A lingering close gave way to a queued connection, and another process took it:
-/// this one-worker pool shares its listener with other processes (`spawn-fcgi -F`,
-/// `--processes`), which take queued connections as several libfcgi processes on one
-/// socket do. After three, lingering closes stop watching the listener: with several
-/// processes lingering, each new connection would wake them all. Alone on its socket a
-/// process never loses one.
-pub fn backlog_taken_elsewhere() {
-    let n = BACKLOG_LOST.get().saturating_add(1);
-    BACKLOG_LOST.set(n);
-    if n == 3 && LISTENER.get() >= 0 {
-        LISTENER.set(-1);
-        log::debug!(
-            "other processes accept from this socket too: lingering closes leave queued connections to them"
-        );
-    }
 }
 
 /// Records the listener of the calling thread's one-worker pool, for

@@ -1191,64 +1191,6 @@ fn prefork_serves_on_when_a_worker_cannot_be_forked() {
     drop(group);
 }
 
-/// Several one-thread processes on one socket: a lingering close gave way to a queued
-/// connection (its worker watches the listener, since no other worker of its own would
-/// take it), and another process took it. After three such, that worker's lingering
-/// closes stop watching the listener: with several processes lingering, every new
-/// connection woke them all (BENCHMARKS.md, 8 processes: p99 1.5x libfcgi's). Alone on
-/// its socket a process never loses one, and keeps watching.
-#[test]
-fn lingering_closes_leave_queued_connections_to_sibling_processes() {
-    const NOTE: &str = "other processes accept from this socket too";
-    let load = |sock: &Path, n: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_fcgi-shim"))
-            .args([
-                "bench",
-                "--socket",
-                sock.to_str().unwrap(),
-                "-c",
-                "8",
-                "-n",
-                n,
-            ])
-            .args(["--warmup", "0", "--json"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success() && text.contains("\"errors\":0"),
-            "{text} {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    for (processes, batches) in [("1", 1), ("4", 10)] {
-        let dir = TempDir::new("sa-siblings");
-        let sock = dir.join("app.sock");
-        let mut args = vec!["--socket", sock.to_str().unwrap(), "--threads", "1"];
-        if processes != "1" {
-            args.extend(["--processes", processes]);
-        }
-        let mut srv = Srv::start(&args, &[]);
-        assert!(wait_until(T, || UnixStream::connect(&sock).is_ok()));
-        let mut said = false;
-        for _ in 0..batches {
-            load(&sock, "3000");
-            said = srv.stderr().contains(NOTE);
-            if said {
-                break;
-            }
-        }
-        assert_eq!(
-            said,
-            processes != "1",
-            "{processes} processes: {}",
-            srv.stderr()
-        );
-        srv.signal(libc::SIGTERM);
-        assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
-    }
-}
-
 #[test]
 fn prefork_workers_share_the_socket_are_replaced_and_stop_with_the_parent() {
     let dir = TempDir::new("sa-prefork");
