@@ -1295,12 +1295,14 @@ impl<T: Transport> Conn<T> {
         // 100, with one client and with eight; BENCHMARKS.md). A poll and a read
         // are one system call fewer than a read, a poll and a read.
         let mut wait = true;
+        // The listener this close gives way to (one-worker pool, request read to its
+        // end), or -1.
+        let listener = if stdin_done {
+            sys::thread_listener()
+        } else {
+            -1
+        };
         if let Some(fd) = self.t.raw_fd() {
-            let listener = if stdin_done {
-                sys::thread_listener()
-            } else {
-                -1
-            };
             // As in `fill`: the wait below returns at once if the spin found the close
             // (or, in a one-worker pool, a queued connection).
             sys::spin(&[(fd, libc::POLLIN), (listener, libc::POLLIN)], 1);
@@ -1316,9 +1318,7 @@ impl<T: Transport> Conn<T> {
                 }
                 start.get_or_insert_with(std::time::Instant::now);
                 let woke = match self.t.raw_fd() {
-                    Some(fd) if stdin_done && sys::watching_backlog() => {
-                        sys::wait_readable_or_backlog(fd, left)
-                    }
+                    Some(fd) if listener >= 0 => sys::wait_readable_or_backlog(fd, left),
                     _ => self.t.wait(false, Some(left), limit == LINGER),
                 };
                 match woke {

@@ -745,12 +745,8 @@ pub fn set_thread_listener(fd: RawFd) {
     LISTENER.set(fd);
 }
 
-/// True when this thread's lingering closes watch its listener (a one-worker pool).
-pub fn watching_backlog() -> bool {
-    LISTENER.get() >= 0
-}
-
-/// The listener [`set_thread_listener`] recorded, or -1.
+/// The listener [`set_thread_listener`] recorded, which this thread's lingering
+/// closes watch, or -1.
 pub fn thread_listener() -> RawFd {
     LISTENER.get()
 }
