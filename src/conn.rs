@@ -1482,7 +1482,15 @@ where
             params,
         } = match waited {
             Ok(r) => r,
-            Err(ConnError::Closed | ConnError::Shutdown | ConnError::Done) => break,
+            Err(ConnError::Closed | ConnError::Shutdown) => break,
+            // Answered without the app (UNKNOWN_ROLE, or aborted before its params
+            // were complete) with keep-conn off: the web server may still be sending
+            // what it had for that request, so close as after a response, not under it
+            // (a reset could lose the END_REQUEST just sent).
+            Err(ConnError::Done) => {
+                lock(&conn).linger(false);
+                break;
+            }
             Err(e @ ConnError::Protocol(_)) => {
                 log::warn!("{e}; closing the connection");
                 break;

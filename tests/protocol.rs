@@ -1020,8 +1020,35 @@ fn filter_role_is_answered_unknown_role() {
     let mut bytes = begin(3, FILTER, false);
     bytes.extend(stream(PARAMS, 3, &pairs(&[("REQUEST_METHOD", "GET")]), 100));
     s.write_all(&bytes).unwrap();
-    let got = read_all(&mut s, T);
+    let got = read_all(&mut s, T); // returns at the app's half-close
     assert_eq!(got, rec(END, 3, &[0, 0, 0, 0, 3, 0, 0, 0]));
+    // Keep-conn off: the app closes as after a response, lingering and draining what
+    // the web server still sends for the request (a FILTER's FCGI_DATA), rather than
+    // closing under it.
+    s.write_all(&rec(STDIN, 3, b"late stdin"))
+        .and_then(|_| s.write_all(&rec(DATA, 3, b"late data")))
+        .expect("the app closed instead of lingering");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+}
+
+/// An abort before the params were complete, keep-conn off: answered, then the
+/// lingering close, as after a response.
+#[test]
+fn abort_before_params_end_without_keep_conn_lingers() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    let mut bytes = begin(4, RESPONDER, false);
+    bytes.extend(rec(PARAMS, 4, &pairs(&[("REQUEST_METHOD", "GET")])));
+    bytes.extend(rec(ABORT, 4, &[]));
+    s.write_all(&bytes).unwrap();
+    let got = read_all(&mut s, T); // returns at the app's half-close
+    assert_eq!(got, rec(END, 4, &[0, 0, 0, 0, 0, 0, 0, 0]));
+    s.write_all(&rec(PARAMS, 4, b""))
+        .expect("the app closed instead of lingering");
+    drop(s);
+    // The app serves on.
+    let r = app.roundtrip(request(1, false, &get("/after", ""), b""), 1);
+    assert_eq!(r.status(), 200);
 }
 
 #[test]
