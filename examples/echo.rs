@@ -80,6 +80,13 @@ fn echo(mut req: Request<Body>) -> Response<BoxBody> {
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
 
+    // /log logs a line, with the request body (if any) in it: what an app logs often
+    // carries what a client sent.
+    let mut note = String::new();
+    if path == "/log" {
+        let _ = req.body_mut().take(4096).read_to_string(&mut note);
+    }
+
     if path == "/panic" {
         panic!("the /panic route panics on purpose");
     }
@@ -218,7 +225,11 @@ fn echo(mut req: Request<Body>) -> Response<BoxBody> {
             json_response(StatusCode::OK, info)
         }
         "/log" => {
-            log::warn!("echo: /log was requested (a warning on purpose)");
+            if note.is_empty() {
+                log::warn!("echo: /log was requested (a warning on purpose)");
+            } else {
+                log::warn!("echo: /log was requested (a warning on purpose): {note}");
+            }
             json_response(StatusCode::OK, info)
         }
         _ => json_response(StatusCode::OK, info),

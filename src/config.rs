@@ -28,7 +28,8 @@ pub enum LogTarget {
     /// FastCGI request, lines logged on the request's thread go to the web server as
     /// FCGI_STDERR records instead, so they are logged with the request's context.
     Stderr,
-    /// syslog(3), facility `user` (needs the `syslog` feature).
+    /// syslog(3), facility `user` (needs the `syslog` feature); during FastCGI
+    /// requests too, so nothing goes to the web server as FCGI_STDERR.
     Syslog,
 }
 
@@ -400,16 +401,7 @@ impl Builder {
             })?,
             None => Vec::new(),
         };
-        let get = |name: &str| {
-            std::env::var(name).ok().or_else(|| {
-                file_vars
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.clone())
-            })
-        };
-        self.apply_vars(get)
+        self.apply_vars(|name: &str| setting(name, std::env::var(name).ok(), &file_vars))
     }
 
     pub(crate) fn apply_vars(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
@@ -593,6 +585,20 @@ fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
 }
 
 /// `NAME=value` lines; returns the first bad line as the error.
+/// A setting from the environment (`env`) over the settings file. Set but empty in the
+/// environment counts as not set (as everywhere in the settings), so it leaves the
+/// file's value in force; except FORCE_SCRIPT_NAME, where empty means the site root.
+fn setting(name: &str, env: Option<String>, file_vars: &[(String, String)]) -> Option<String> {
+    env.filter(|v| name == "FORCE_SCRIPT_NAME" || !v.trim().is_empty())
+        .or_else(|| {
+            file_vars
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+}
+
 fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for line in text.lines() {
@@ -668,6 +674,20 @@ mod tests {
         let c = with(&[("FCGI_READ_TIMEOUT", "2.5"), ("FCGI_IDLE_TIMEOUT", "0")]).unwrap();
         assert_eq!(c.read_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(c.idle_timeout, None);
+    }
+
+    #[test]
+    fn an_empty_variable_leaves_the_settings_file_in_force() {
+        let file = parse_env_file("FCGI_MAX_REQUESTS=500\nFORCE_SCRIPT_NAME=/blog\n").unwrap();
+        let s = |name: &str, env: Option<&str>| setting(name, env.map(str::to_owned), &file);
+        assert_eq!(s("FCGI_MAX_REQUESTS", None).as_deref(), Some("500"));
+        assert_eq!(s("FCGI_MAX_REQUESTS", Some("")).as_deref(), Some("500"));
+        assert_eq!(s("FCGI_MAX_REQUESTS", Some("  ")).as_deref(), Some("500"));
+        assert_eq!(s("FCGI_MAX_REQUESTS", Some("9")).as_deref(), Some("9"));
+        assert_eq!(s("FCGI_THREADS", Some("")), None);
+        // FORCE_SCRIPT_NAME empty is a value: the site root, over the file's.
+        assert_eq!(s("FORCE_SCRIPT_NAME", Some("")).as_deref(), Some(""));
+        assert_eq!(s("FORCE_SCRIPT_NAME", None).as_deref(), Some("/blog"));
     }
 
     #[test]

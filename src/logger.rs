@@ -86,13 +86,20 @@ impl Log for Logger {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let captured = CAPTURING.with(Cell::get)
+        // Under a web server a request's lines go to it as FCGI_STDERR (its error log,
+        // with the request's client), unless the system log was chosen: that choice
+        // holds during requests too.
+        let captured = self.target == LogTarget::Stderr
+            && CAPTURING.with(Cell::get)
             && CAPTURED.with(|b| {
                 let mut b = b.borrow_mut();
                 if b.len() >= CAPTURE_MAX {
                     return false;
                 }
-                let _ = writeln!(b, "{}: {}", r.level(), r.args());
+                let mut line = format!("{}: ", r.level());
+                push_escaped(&mut line, r.args());
+                line.push('\n');
+                b.extend_from_slice(line.as_bytes());
                 true
             });
         if captured {
@@ -100,22 +107,49 @@ impl Log for Logger {
         }
         match self.target {
             #[cfg(feature = "syslog")]
-            LogTarget::Syslog => syslog::send(r.level(), &r.args().to_string()),
+            LogTarget::Syslog => {
+                let mut msg = String::new();
+                push_escaped(&mut msg, r.args());
+                syslog::send(r.level(), &msg);
+            }
             _ => {
                 // One write per line, so lines from several processes do not interleave.
-                let line = format!(
-                    "{}[{}]: {}: {}\n",
-                    self.prefix,
-                    std::process::id(),
-                    r.level(),
-                    r.args()
-                );
+                let mut line = format!("{}[{}]: {}: ", self.prefix, std::process::id(), r.level());
+                push_escaped(&mut line, r.args());
+                line.push('\n');
                 let _ = std::io::stderr().write_all(line.as_bytes());
             }
         }
     }
 
     fn flush(&self) {}
+}
+
+/// Appends a log message with its control characters escaped (`\n`, `\r`, `\t`,
+/// `\xHH`, `\u{HHHH}`): one message is one line in a log, whatever a client put into
+/// it (a newline in a logged path or body could otherwise forge a line of its own).
+fn push_escaped(out: &mut String, msg: &std::fmt::Arguments<'_>) {
+    struct Escaping<'a>(&'a mut String);
+    impl std::fmt::Write for Escaping<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            let mut rest = s;
+            while let Some(i) = rest.find(char::is_control) {
+                self.0.push_str(&rest[..i]);
+                let c = rest[i..].chars().next().unwrap_or_default();
+                match c {
+                    '\n' => self.0.push_str("\\n"),
+                    '\r' => self.0.push_str("\\r"),
+                    '\t' => self.0.push_str("\\t"),
+                    c if c.is_ascii() => write!(self.0, "\\x{:02x}", c as u32)?,
+                    c => write!(self.0, "\\u{{{:04x}}}", c as u32)?,
+                }
+                rest = &rest[i + c.len_utf8()..];
+            }
+            self.0.push_str(rest);
+            Ok(())
+        }
+    }
+    let _ = std::fmt::Write::write_fmt(&mut Escaping(out), *msg);
 }
 
 #[cfg(feature = "syslog")]
@@ -140,5 +174,34 @@ mod syslog {
         let msg = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
         // SAFETY: a constant format string with one %s argument that is a valid C string.
         unsafe { libc::syslog(prio, c"%s".as_ptr(), msg.as_ptr()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_escaped;
+
+    fn esc(args: std::fmt::Arguments<'_>) -> String {
+        let mut s = String::from("x: ");
+        push_escaped(&mut s, &args);
+        s
+    }
+
+    #[test]
+    fn control_characters_are_escaped_so_a_message_stays_one_line() {
+        let client = "/a\nfcgi-shim[1]: ERROR: forged\r\n";
+        assert_eq!(
+            esc(format_args!("GET {client} done")),
+            "x: GET /a\\nfcgi-shim[1]: ERROR: forged\\r\\n done"
+        );
+        assert_eq!(
+            esc(format_args!(
+                "{}",
+                "tab\there, bell\x07, del\x7f, c1\u{85}, é ok"
+            )),
+            "x: tab\\there, bell\\x07, del\\x7f, c1\\u{0085}, é ok"
+        );
+        assert_eq!(esc(format_args!("plain")), "x: plain");
+        assert_eq!(esc(format_args!("{}{}", "\n", 7)), "x: \\n7");
     }
 }

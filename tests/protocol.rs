@@ -1074,6 +1074,40 @@ fn stderr_records_carry_what_the_app_logs() {
     );
 }
 
+/// What an app logs is one line, whatever a client put into it: control characters
+/// are escaped, so a newline in a logged body cannot forge a log line of its own.
+#[test]
+fn a_logged_newline_is_escaped_not_a_new_line() {
+    let app = FcgiApp::start("echo", &[]);
+    let body = b"one\necho[1]: ERROR: forged\r\x1b[31m";
+    let r = app.roundtrip(request(1, false, &cgi_vars("POST", "/log", ""), body), 1);
+    assert_eq!(r.status(), 200);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(
+        err,
+        "WARN: echo: /log was requested (a warning on purpose): \
+         one\\necho[1]: ERROR: forged\\r\\x1b[31m\n"
+    );
+}
+
+/// With FCGI_LOG_TARGET=syslog, what is logged during a request goes to the system
+/// log, as the setting says, not to the web server as FCGI_STDERR nor to stderr.
+#[cfg(feature = "syslog")]
+#[test]
+fn the_syslog_target_holds_during_requests() {
+    let app = FcgiApp::start("echo", &[("FCGI_LOG_TARGET", "syslog")]);
+    let r = app.roundtrip(request(1, false, &get("/log", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.stderr.is_empty(),
+        "FCGI_STDERR: {:?}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(r.records.iter().all(|x| x.t != STDERR), "{:?}", r.records);
+    let log = app.stderr();
+    assert!(!log.contains("/log was requested"), "stderr: {log}");
+}
+
 /// A body that fails after the head went out: what was written reaches the web server,
 /// then the connection closes with neither the end of FCGI_STDOUT nor END_REQUEST, as
 /// a crashed libfcgi app's would. That is how the web server learns the response is
