@@ -32,6 +32,10 @@ pub(crate) fn run(
     }
     if fd0 {
         let l = Listener::take_stdin().map_err(|e| Error::io("taking the socket on fd 0", e))?;
+        let processes = b.sa.processes.unwrap_or(1);
+        if processes > 1 {
+            return prefork_under_web_server(b.cfg, processes, l, app, protocol);
+        }
         let cfg = Arc::new(b.cfg);
         return server::serve(l, app, cfg, ServeOpts::under_web_server(protocol));
     }
@@ -40,6 +44,50 @@ pub(crate) fn run(
     }
     eprint!("{}", explanation(program));
     std::process::exit(2);
+}
+
+/// `FCGI_PROCESSES` under a web server (lighttpd `bin-path`, spawn-fcgi), as php-cgi's
+/// `PHP_FCGI_CHILDREN`: this process keeps the web server's socket and N workers accept
+/// on it. A worker that exits (max-requests, a crash) is replaced while the others
+/// serve, so the web server never sees its backend gone, where a single process that
+/// exits makes lighttpd answer 503 until it has restarted it. The parent watches the
+/// program file instead of the workers (a worker forked from the old program would
+/// never run the new one): once it is replaced, the workers finish what they have and
+/// the process exits, for the web server to start the new program.
+fn prefork_under_web_server(
+    mut cfg: crate::config::Config,
+    processes: usize,
+    listener: Listener,
+    app: Arc<dyn App>,
+    protocol: Protocol,
+) -> Result<(), Error> {
+    sys::install_shutdown_handlers().map_err(|e| Error::io("installing signal handlers", e))?;
+    let replaced = if cfg.watch_binary {
+        server::binary_watch(cfg.binary_check_interval)
+    } else {
+        None
+    };
+    cfg.watch_binary = false;
+    cfg.advertised_conns = Some(cfg.max_conns * processes);
+    let worker = PreforkWorker {
+        listener,
+        app,
+        cfg: Arc::new(cfg),
+        protocol,
+        // A worker that exits leaves what is queued to the others; the web server's
+        // signal is its decision to stop us.
+        drain: Drain::Never,
+    };
+    let stop = || {
+        let r = replaced.as_ref().is_some_and(|f| f());
+        if r {
+            log::info!(
+                "the program file was replaced or removed on disk; the workers finish what they have, then the process exits so the web server starts the new one"
+            );
+        }
+        r
+    };
+    standalone::prefork(processes, &worker, &|| {}, &stop)
 }
 
 /// A server of our own: `--socket`, `--listen`, `--http`, or the socket systemd passed.
@@ -132,11 +180,16 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
             protocol,
             drain: if owned { Drain::OnSignal } else { Drain::Never },
         };
-        standalone::prefork(processes, &worker, &|| {
-            if let Some(h) = &handover {
-                h();
-            }
-        })
+        standalone::prefork(
+            processes,
+            &worker,
+            &|| {
+                if let Some(h) = &handover {
+                    h();
+                }
+            },
+            &|| false,
+        )
     } else {
         let opts = ServeOpts {
             protocol,

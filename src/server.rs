@@ -98,6 +98,14 @@ impl ExeWatch {
     }
 }
 
+/// For a prefork parent under a web server, which serves no requests: true once the
+/// program file is no longer the one it started from (checked at most once per
+/// `interval`). `None` when the file cannot be watched.
+pub(crate) fn binary_watch(interval: Duration) -> Option<impl Fn() -> bool> {
+    let w = ExeWatch::new(interval)?;
+    Some(move || w.replaced())
+}
+
 /// Per-process request accounting: max-requests and the binary watch.
 pub(crate) struct Lifecycle {
     served: AtomicU64,

@@ -461,10 +461,16 @@ pub(crate) trait Worker {
     fn run_child(&self) -> i32;
 }
 
-/// Keeps `n` worker processes alive until a shutdown is requested; then runs
-/// `handover` (the restart window, while workers still serve), stops the workers with
-/// SIGTERM and waits for them. A worker that exits (max-requests, crash) is replaced.
-pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Result<(), Error> {
+/// Keeps `n` worker processes alive until a shutdown is requested (or `stop` says so,
+/// asked every 100 ms); then runs `handover` (the restart window, while workers still
+/// serve), stops the workers with SIGTERM and waits for them. A worker that exits
+/// (max-requests, crash) is replaced.
+pub(crate) fn prefork(
+    n: usize,
+    worker: &dyn Worker,
+    handover: &dyn Fn(),
+    stop: &dyn Fn() -> bool,
+) -> Result<(), Error> {
     let mut children: Vec<libc::pid_t> = Vec::new();
     let mut recent_deaths: Vec<Instant> = Vec::new();
     if let Err(e) = sys::share_stopping_with_workers() {
@@ -579,6 +585,10 @@ pub(crate) fn prefork(n: usize, worker: &dyn Worker, handover: &dyn Fn()) -> Res
             }
         }
         if sys::shutdown_requested() {
+            break;
+        }
+        if stop() {
+            sys::request_shutdown();
             break;
         }
         while children.len() < n && Instant::now() >= next_spawn {

@@ -491,3 +491,78 @@ fn sigterm_still_serves_a_request_already_sent_on_the_kept_alive_connection() {
     assert!(closed_within(&mut s, T));
     assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
+
+/// FCGI_PROCESSES under a web server (lighttpd `bin-path`, spawn-fcgi), as php-cgi's
+/// PHP_FCGI_CHILDREN: the process started with the socket keeps it, and workers that
+/// exit at FCGI_MAX_REQUESTS are replaced while the others serve, so no connection is
+/// refused; SIGTERM stops them all.
+#[test]
+fn processes_under_a_web_server_replace_workers_while_the_socket_stays() {
+    let mut app = FcgiApp::start(
+        "echo",
+        &[("FCGI_PROCESSES", "2"), ("FCGI_MAX_REQUESTS", "3")],
+    );
+    let parent = app.pid() as u64;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let sock = app.sock.clone();
+            std::thread::spawn(move || {
+                (0..10)
+                    .map(|_| {
+                        let mut s = std::os::unix::net::UnixStream::connect(&sock)
+                            .expect("connect: the socket must stay open");
+                        s.write_all(&request(1, false, &get("/pid", ""), b""))
+                            .unwrap();
+                        let r = read_reply(&mut s, 1, T);
+                        assert_eq!(r.status(), 200, "{r:?}");
+                        r.json()["pid"].as_u64().unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let pids: std::collections::BTreeSet<u64> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client"))
+        .collect();
+    // 40 requests at 3 per worker: at least 14 workers, none of them the parent.
+    assert!(pids.len() >= 14, "served by {pids:?}");
+    assert!(!pids.contains(&parent), "the parent served: {pids:?}");
+    assert!(app.alive(), "{}", app.stderr());
+    let serving = pid_of(&app);
+    signal(parent as i32, libc::SIGTERM);
+    let st = app.wait_exit(T).expect("exits on SIGTERM");
+    assert_eq!(st.code(), Some(0), "{}", app.stderr());
+    assert!(
+        wait_until(T, || proc_state(serving as u32).is_none_or(|s| s == 'Z')),
+        "worker {serving} outlived its parent"
+    );
+}
+
+/// Under FCGI_PROCESSES the parent watches the program file (a worker forked from
+/// the old program would never run the new one): once it is replaced, the process
+/// exits, for the web server to start the new program.
+#[test]
+fn processes_under_a_web_server_exit_when_the_binary_is_replaced() {
+    let dir = TempDir::new("replace-prefork");
+    let exe = dir.join("mysite.fcgi");
+    std::fs::copy(example("echo"), &exe).unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[("FCGI_PROCESSES", "2")]);
+    let worker = pid_of(&app);
+    assert_ne!(worker, app.pid() as u64);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(app.alive(), "{}", app.stderr());
+    let tmp = dir.join("mysite.fcgi.new");
+    std::fs::copy(example("echo"), &tmp).unwrap();
+    std::fs::rename(&tmp, &exe).unwrap();
+    // Noticed within the check interval (1 s), with no request needed.
+    let st = app
+        .wait_exit(Duration::from_secs(5))
+        .expect("exited after the binary was replaced");
+    assert_eq!(st.code(), Some(0), "{}", app.stderr());
+    assert!(app.stderr().contains("replaced"), "{}", app.stderr());
+    assert!(
+        wait_until(T, || proc_state(worker as u32).is_none_or(|s| s == 'Z')),
+        "worker {worker} outlived its parent"
+    );
+}

@@ -983,6 +983,56 @@ fn lighttpd_bin_path() {
     );
 }
 
+/// lighttpd `bin-path` with one process that exits at FCGI_MAX_REQUESTS: lighttpd
+/// answers 503 while it restarts it. With FCGI_PROCESSES (as php-cgi's
+/// PHP_FCGI_CHILDREN) that process keeps the socket and replaces its workers, so
+/// lighttpd never sees the backend go: every request under concurrent load is a 200.
+#[test]
+fn lighttpd_bin_path_with_processes_and_max_requests_never_503s() {
+    let dir = TempDir::new("lighttpd-prefork");
+    let exe = example("echo");
+    let run = dir.join("run");
+    fs::create_dir_all(&run).unwrap();
+    let site = format!(
+        "server.modules += ( \"mod_fastcgi\" )
+fastcgi.server += ( \"/app\" => ((
+    \"bin-path\" => \"{}\",
+    \"socket\" => \"{}/app.sock\",
+    \"max-procs\" => 1,
+    \"check-local\" => \"disable\",
+    \"bin-environment\" => ( \"FCGI_PROCESSES\" => \"2\", \"FCGI_MAX_REQUESTS\" => \"5\" ),
+)) )
+",
+        exe.display(),
+        run.display()
+    );
+    let web = lighttpd(&dir, &site);
+    let port = web.port;
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| {
+                        let r = http_request(port, "GET", "/app/pid", &[], Body::None);
+                        (r.status, (r.status == 200).then(|| pid_of(&r.json())))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, Option<u32>)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client"))
+        .collect();
+    let bad: Vec<_> = answers.iter().filter(|(st, _)| *st != 200).collect();
+    assert!(bad.is_empty(), "{bad:?}\n{}", web.group.logs());
+    // 100 requests at 5 per worker: workers were replaced, under one lighttpd backend.
+    let workers: BTreeSet<u32> = answers.iter().filter_map(|(_, p)| *p).collect();
+    assert!(workers.len() >= 20, "served by {workers:?}");
+    let log = web.group.logs();
+    assert!(!log.contains("child exited"), "{log}");
+}
+
 /// lighttpd to a standalone server on a Unix socket, at /app and at the root.
 #[test]
 fn lighttpd_socket() {
