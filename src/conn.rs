@@ -249,7 +249,8 @@ pub(crate) struct Conn<T: Transport> {
     /// Management records only (a FastCGI connection on an SCGI or HTTP port, where
     /// the restart probe is the only FastCGI a peer may send): a request is refused,
     /// since whoever can reach that port could set every CGI variable with it.
-    management_only: bool,
+    /// `Some(why)`: the refusal, logged with any request.
+    management_only: Option<String>,
 }
 
 impl<T: Transport> Drop for Conn<T> {
@@ -291,7 +292,7 @@ impl<T: Transport> Conn<T> {
             served_any: false,
             head_pending: true,
             head_deadline: None,
-            management_only: false,
+            management_only: None,
         }
     }
 
@@ -666,12 +667,10 @@ impl<T: Transport> Conn<T> {
                         "BEGIN_REQUEST for request {id}, which is already in flight"
                     )));
                 }
-                if self.management_only {
-                    return Err(ConnError::Protocol(
-                        "a FastCGI request on an SCGI or HTTP port, where only the restart \
-                         probe (FCGI_GET_VALUES) is answered"
-                            .into(),
-                    ));
+                if let Some(why) = &self.management_only {
+                    return Err(ConnError::Protocol(format!(
+                        "{why}; only the restart probe (FCGI_GET_VALUES) is answered there"
+                    )));
                 }
                 if self.active.is_some() {
                     // Spec 5.1/5.5: a second request on a non-multiplexed connection.
@@ -1444,23 +1443,25 @@ pub(crate) struct ConnStats {
     pub requests: u64,
 }
 
-/// Serves one FastCGI connection until the web server closes it, a request without
-/// FCGI_KEEP_CONN completes, a shutdown is requested, or the input is malformed.
-/// Every way it ends is logged at most once; nothing here panics on input.
-/// A FastCGI connection on an SCGI or HTTP port: answers management records (the
-/// probe of a server starting on the same port: are we draining?) and refuses a
-/// request with a log line, as its variables would come from whoever reached the port.
-pub(crate) fn serve_management_only<T: Transport + 'static>(t: T, cfg: &Arc<Config>) {
+/// A FastCGI connection whose requests are not to be served (on an SCGI or HTTP port,
+/// or from a local peer that FCGI_WEB_SERVER_ADDRS does not list): answers management
+/// records (the probe of a server starting on the same port: are we draining?) and
+/// refuses a request with a log line saying `why`, as its variables would come from
+/// whoever reached the port.
+pub(crate) fn serve_management_only<T: Transport + 'static>(t: T, cfg: &Arc<Config>, why: String) {
     let mut conn = Conn::new(t, cfg.clone());
-    conn.management_only = true;
+    conn.management_only = Some(why);
     match conn.wait_request() {
         Err(ConnError::Closed | ConnError::Shutdown | ConnError::Done) => {}
         Err(e @ ConnError::Protocol(_)) => log::warn!("{e}; closing the connection"),
         Err(e) => log::info!("{e}; closing the connection"),
-        Ok(_) => log::warn!("a FastCGI request on an SCGI or HTTP port; closing the connection"),
+        Ok(_) => {}
     }
 }
 
+/// Serves one FastCGI connection until the web server closes it, a request without
+/// FCGI_KEEP_CONN completes, a shutdown is requested, or the input is malformed.
+/// Every way it ends is logged at most once; nothing here panics on input.
 pub(crate) fn serve<T, A>(
     t: T,
     app: &A,

@@ -397,7 +397,20 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
     let cfg = &pool.cfg;
     if let (Some(allowed), Some(p)) = (&cfg.web_server_addrs, peer) {
         if !listen::addr_allowed(allowed, p.ip()) {
-            log::warn!("refused a connection from {p}: not in FCGI_WEB_SERVER_ADDRS");
+            // From this machine, it may be a server starting on this port asking
+            // whether we are draining (a restart, or a second server to refuse): that
+            // question is answered, and nothing else. (Its answer tells nothing a
+            // local user could not see in the process list.)
+            let local = p.ip().is_loopback() || sock.local_addr().is_some_and(|l| l.ip() == p.ip());
+            if local && first_byte_is_fastcgi(pool, &sock) {
+                conn::serve_management_only(
+                    sock,
+                    cfg,
+                    format!("refused a request from {p}: not in FCGI_WEB_SERVER_ADDRS"),
+                );
+            } else {
+                log::warn!("refused a connection from {p}: not in FCGI_WEB_SERVER_ADDRS");
+            }
             return;
         }
     }
@@ -412,7 +425,7 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
             // The first byte is part of the head: the head's timeout (10 s at most).
             let head = crate::config::head_timeout(cfg.read_timeout);
             match sockio::peek_first(&sock, Some(head)) {
-                Some(1) => conn::serve_management_only(sock, cfg),
+                Some(1) => conn::serve_management_only(sock, cfg, on_other_port()),
                 Some(_) => {
                     scgi::serve(
                         SockIo::new(sock, cfg.read_timeout, cfg.write_timeout),
@@ -428,7 +441,7 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
             // As on an SCGI socket: a FastCGI record is a new server asking whether we
             // are draining (so a second server is refused, and a restart takes over).
             match sockio::peek_first(&sock, Some(http1::idle_limit(cfg))) {
-                Some(1) => conn::serve_management_only(sock, cfg),
+                Some(1) => conn::serve_management_only(sock, cfg, on_other_port()),
                 Some(_) => {
                     let local = sock.local_addr();
                     let io = SockIo::new(sock, cfg.read_timeout, cfg.write_timeout);
@@ -436,6 +449,23 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
                 }
                 None => {}
             }
+        }
+    }
+}
+
+fn on_other_port() -> String {
+    "a FastCGI request on an SCGI or HTTP port".to_owned()
+}
+
+/// True when a connection starts with a FastCGI record (version byte 1): on a FastCGI
+/// port, always (a request is refused by the record, with its log line); on an SCGI or
+/// HTTP port, looked at within the head's timeout.
+fn first_byte_is_fastcgi(pool: &Pool, sock: &sys::Socket) -> bool {
+    match pool.opts.protocol {
+        Protocol::FastCgi => true,
+        Protocol::Scgi | Protocol::Http => {
+            let head = crate::config::head_timeout(pool.cfg.read_timeout);
+            sockio::peek_first(sock, Some(head)) == Some(1)
         }
     }
 }

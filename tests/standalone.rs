@@ -2444,6 +2444,63 @@ fn prefork_restart_is_taken_over_at_once() {
     assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
 
+/// FCGI_WEB_SERVER_ADDRS without this machine's address (the web server is elsewhere):
+/// a local peer still gets the restart probe answered, and nothing else. So a second
+/// server started on the port is refused as beside any live server (without the
+/// answer it took the server for something else and shared the port with it), a
+/// restart still takes over, and a request from here is refused with a log line.
+#[test]
+fn web_server_addrs_still_answer_the_restart_probe_from_this_machine() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let addr: SocketAddr = listen.parse().unwrap();
+    let env = [
+        ("FCGI_WEB_SERVER_ADDRS", "10.0.0.1"),
+        ("FCGI_RESTART_GRACE", "1"),
+    ];
+    let mut a = Srv::start(&["--listen", &listen], &env);
+    assert!(
+        wait_until(T, || TcpStream::connect(addr).is_ok()),
+        "{}",
+        a.stderr()
+    );
+    // The probe's question, answered.
+    let mut s = tcp_conn(addr).unwrap();
+    let mut q = Vec::new();
+    pair(&mut q, b"FCGI_MAX_CONNS", b"");
+    s.write_all(&rec(GET_VALUES, 0, &q)).unwrap();
+    let mut want = Vec::new();
+    pair(&mut want, b"FCGI_MAX_CONNS", b"8");
+    let want = rec(GET_VALUES_RESULT, 0, &want);
+    let mut got = vec![0u8; want.len()];
+    s.read_exact(&mut got).expect("GET_VALUES answered");
+    assert_eq!(got, want);
+    // A request is not.
+    let (client_port, got) = tcp_exchange_raw(addr);
+    assert!(got.is_empty(), "answered {got:?}");
+    let peer = format!("refused a request from 127.0.0.1:{client_port}");
+    assert!(a.logs_within(T, &peer), "{}", a.stderr());
+    // A second server is refused.
+    let (st, _, err) = run_to_end(
+        echo_cmd(&["--listen", &listen], &env),
+        Duration::from_secs(15),
+    );
+    assert!(!st.success(), "started beside a live server: {err}");
+    assert!(err.contains("in use by a running server"), "{err}");
+    assert!(a.alive(), "{}", a.stderr());
+    // A restart takes over.
+    a.signal(libc::SIGTERM);
+    let mut b = Srv::start(&["--listen", &listen], &env);
+    assert!(
+        b.logs_within(T, "listening on"),
+        "the restart did not take over: {}",
+        b.stderr()
+    );
+    assert_eq!(a.wait_exit(T).and_then(|s| s.code()), Some(0));
+    b.signal(libc::SIGTERM);
+    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
 /// A second server on the port of a live `--http` server is refused, as on a FastCGI
 /// port (the HTTP server answers the FastCGI probe too; both set SO_REUSEPORT, so the
 /// bind alone would succeed and the two would share the port); a restart still takes
