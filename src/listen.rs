@@ -6,7 +6,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -233,6 +233,9 @@ fn occupant(mut probe: impl FnMut() -> Occupant) -> Occupant {
 /// refused with an error naming the path. The file's mode follows the process umask.
 pub(crate) fn bind_unix(path: &Path) -> Result<Bound, Error> {
     let name = format!("unix:{}", path.display());
+    // From the look at the path to the rename into place, no other fcgi-shim binds in
+    // this directory (released when this returns).
+    let _lock = lock_dir(path);
     match fs::symlink_metadata(path) {
         Ok(m) if !m.file_type().is_socket() => {
             return Err(Error::setting(
@@ -295,6 +298,29 @@ pub(crate) fn bind_unix(path: &Path) -> Result<Bound, Error> {
             path: Some((path.to_path_buf(), id)),
         },
     })
+}
+
+/// An exclusive `flock` on the directory of a socket path, held (until the descriptor
+/// is dropped) while a server looks at the path and binds it. Two servers started at
+/// once on one path would otherwise both find it free, and the second's rename would
+/// leave the first listening on a socket nobody can reach, serving nothing and saying
+/// nothing. Locking the directory leaves no lock file behind; where it cannot be
+/// locked (some network file systems), binding goes on as before.
+fn lock_dir(socket: &Path) -> Option<OwnedFd> {
+    let dir = match socket.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let fd = OwnedFd::from(fs::File::open(dir).ok()?);
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Some(fd);
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return None;
+        }
+    }
 }
 
 fn with_path(e: io::Error, p: &Path) -> io::Error {

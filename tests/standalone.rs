@@ -2444,6 +2444,73 @@ fn prefork_restart_is_taken_over_at_once() {
     assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
 
+/// A restart started twice at once (a restart script run twice, or by two people):
+/// both new servers find the old one draining. One of them serves on the path and the
+/// other is refused, never both running with one listening on a socket file the other
+/// replaced (unreachable, serving nothing, saying nothing). Eight such restarts at once,
+/// each on a path of its own.
+#[test]
+fn a_restart_started_twice_at_once_leaves_one_server() {
+    let env = [("FCGI_RESTART_GRACE", "1")];
+    let dirs: Vec<TempDir> = (0..8).map(|_| TempDir::new("race")).collect();
+    let sock = |i: usize| dirs[i].join("app.sock");
+    let mut old: Vec<Srv> = (0..8)
+        .map(|i| Srv::start(&["--socket", sock(i).to_str().unwrap()], &env))
+        .collect();
+    for (i, o) in old.iter().enumerate() {
+        assert!(
+            wait_until(T, || UnixStream::connect(sock(i)).is_ok()),
+            "{}",
+            o.stderr()
+        );
+    }
+    let pairs: Vec<(Srv, Srv)> = (0..8)
+        .map(|i| {
+            old[i].signal(libc::SIGTERM);
+            let p = sock(i);
+            let p = p.to_str().unwrap();
+            (
+                Srv::start(&["--socket", p], &env),
+                Srv::start(&["--socket", p], &env),
+            )
+        })
+        .collect();
+    let mut live = Vec::new();
+    for (i, (mut a, mut b)) in pairs.into_iter().enumerate() {
+        // The one that came second waits up to 3 s for the first to say it drains.
+        let settled = wait_until(Duration::from_secs(15), || !a.alive() || !b.alive());
+        let (l, mut refused) = if a.alive() { (a, b) } else { (b, a) };
+        assert!(
+            settled,
+            "restart {i}: both new servers run\n--- one:\n{}\n--- other:\n{}",
+            l.stderr(),
+            refused.stderr()
+        );
+        let st = refused.wait_exit(T).unwrap();
+        assert!(!st.success(), "{}", refused.stderr());
+        assert!(
+            refused.stderr().contains("in use by a running server"),
+            "{}",
+            refused.stderr()
+        );
+        live.push(l);
+    }
+    for (i, l) in live.iter_mut().enumerate() {
+        assert!(l.alive(), "restart {i}: neither runs: {}", l.stderr());
+        // The one that runs is the one the path reaches.
+        let mut s = UnixStream::connect(sock(i)).unwrap();
+        s.write_all(&request(1, false, &get("/pid", ""), b""))
+            .unwrap();
+        let r = read_reply(&mut s, 1, T);
+        assert_eq!(r.json()["pid"].as_u64(), Some(u64::from(l.pid())));
+        l.signal(libc::SIGTERM);
+    }
+    for (l, o) in live.iter_mut().zip(old.iter_mut()) {
+        assert_eq!(l.wait_exit(T).and_then(|s| s.code()), Some(0));
+        assert_eq!(o.wait_exit(T).and_then(|s| s.code()), Some(0));
+    }
+}
+
 /// FCGI_WEB_SERVER_ADDRS without this machine's address (the web server is elsewhere):
 /// a local peer still gets the restart probe answered, and nothing else. So a second
 /// server started on the port is refused as beside any live server (without the
