@@ -52,8 +52,11 @@ pub(crate) fn run(
 /// serve, so the web server never sees its backend gone, where a single process that
 /// exits makes lighttpd answer 503 until it has restarted it. The parent watches the
 /// program file instead of the workers (a worker forked from the old program would
-/// never run the new one): once it is replaced, the workers finish what they have and
-/// the process exits, for the web server to start the new program.
+/// never run the new one): once it has been replaced (and stayed the same for a look,
+/// so an upload has ended), the workers finish what they have and the process runs
+/// the new program in its place (`exec`, same pid, same socket: connections made
+/// meanwhile wait in the listen backlog); should that fail, it exits for the web
+/// server to start the program anew.
 fn prefork_under_web_server(
     mut cfg: crate::config::Config,
     processes: usize,
@@ -74,20 +77,51 @@ fn prefork_under_web_server(
         app,
         cfg: Arc::new(cfg),
         protocol,
-        // A worker that exits leaves what is queued to the others; the web server's
-        // signal is its decision to stop us.
+        // A worker that exits leaves what is queued to the others (or, when the
+        // program is replaced, to the new one); the web server's signal is its
+        // decision to stop us.
         drain: Drain::Never,
     };
+    let was_replaced = std::cell::Cell::new(false);
     let stop = || {
         let r = replaced.as_ref().is_some_and(|f| f());
         if r {
             log::info!(
-                "the program file was replaced or removed on disk; the workers finish what they have, then the process exits so the web server starts the new one"
+                "the program file was replaced on disk; the workers finish what they have, then the new program takes over"
             );
+            was_replaced.set(true);
         }
         r
     };
-    standalone::prefork(processes, &worker, &|| {}, &stop)
+    standalone::prefork(processes, &worker, &|| {}, &stop)?;
+    if was_replaced.get() && sys::shutdown_signal().is_none() {
+        let e = run_in_place(&worker.listener);
+        log::error!(
+            "could not start the new program in this process ({e}); exiting, for the web server to start it"
+        );
+    }
+    Ok(())
+}
+
+/// Replaces this process with the program file it was started by, the listening socket
+/// on fd 0 as the web server gave it, the same arguments and environment. Returns only
+/// on failure.
+fn run_in_place(listener: &Listener) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    let Some(exe) = sys::invoked_exe() else {
+        return std::io::Error::other("the program's path is unknown");
+    };
+    let socket = match listener.try_clone() {
+        Ok(l) => std::os::fd::OwnedFd::from(l),
+        Err(e) => return e,
+    };
+    let mut args = std::env::args_os();
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(arg0) = args.next() {
+        cmd.arg0(arg0);
+    }
+    cmd.args(args).stdin(std::process::Stdio::from(socket));
+    cmd.exec()
 }
 
 /// A server of our own: `--socket`, `--listen`, `--http`, or the socket systemd passed.

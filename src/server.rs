@@ -99,11 +99,21 @@ impl ExeWatch {
 }
 
 /// For a prefork parent under a web server, which serves no requests: true once the
-/// program file is no longer the one it started from (checked at most once per
-/// `interval`). `None` when the file cannot be watched.
+/// program file is no longer the one it started from and has stayed the same between
+/// two looks (an upload written in place has ended), looked at most once per
+/// `interval`. `None` when the file cannot be watched.
 pub(crate) fn binary_watch(interval: Duration) -> Option<impl Fn() -> bool> {
     let w = ExeWatch::new(interval)?;
-    Some(move || w.replaced())
+    let seen: std::cell::Cell<Option<Option<FileId>>> = std::cell::Cell::new(None);
+    Some(move || {
+        if !w.replaced() {
+            return false;
+        }
+        let now = file_id(&w.path);
+        let settled = seen.get() == Some(now);
+        seen.set(Some(now));
+        settled
+    })
 }
 
 /// Per-process request accounting: max-requests and the binary watch.

@@ -540,29 +540,75 @@ fn processes_under_a_web_server_replace_workers_while_the_socket_stays() {
 }
 
 /// Under FCGI_PROCESSES the parent watches the program file (a worker forked from
-/// the old program would never run the new one): once it is replaced, the process
-/// exits, for the web server to start the new program.
+/// the old program would never run the new one): once it is replaced, the workers
+/// finish and the new program runs in the same process, on the same socket, so no
+/// request fails and the web server sees the same pid. A file that cannot be run
+/// makes the process exit instead, for the web server to start it anew.
 #[test]
-fn processes_under_a_web_server_exit_when_the_binary_is_replaced() {
+fn processes_under_a_web_server_run_a_replaced_binary_in_place() {
     let dir = TempDir::new("replace-prefork");
     let exe = dir.join("mysite.fcgi");
     std::fs::copy(example("echo"), &exe).unwrap();
     let mut app = FcgiApp::start_exe(&exe, &[("FCGI_PROCESSES", "2")]);
     let worker = pid_of(&app);
     assert_ne!(worker, app.pid() as u64);
-    std::thread::sleep(Duration::from_millis(1100));
-    assert!(app.alive(), "{}", app.stderr());
+    // A client that asks all along and records who answered: echo (JSON) or hello.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let sock = app.sock.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut s = std::os::unix::net::UnixStream::connect(&sock)
+                    .expect("connect: the socket must stay open");
+                s.write_all(&request(1, false, &get("/x", ""), b""))
+                    .unwrap();
+                let r = read_reply(&mut s, 1, T);
+                assert_eq!(r.status(), 200, "{r:?}");
+                let hello = r.head_and_body().1.starts_with(b"Hello from");
+                answers.push(hello);
+                if hello && answers.len() > 1 && answers[answers.len() - 2] {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            answers
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
     let tmp = dir.join("mysite.fcgi.new");
-    std::fs::copy(example("echo"), &tmp).unwrap();
+    std::fs::copy(example("hello"), &tmp).unwrap();
     std::fs::rename(&tmp, &exe).unwrap();
-    // Noticed within the check interval (1 s), with no request needed.
-    let st = app
-        .wait_exit(Duration::from_secs(5))
-        .expect("exited after the binary was replaced");
-    assert_eq!(st.code(), Some(0), "{}", app.stderr());
-    assert!(app.stderr().contains("replaced"), "{}", app.stderr());
+    let t0 = Instant::now();
+    while !client.is_finished() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = client.join().expect("every request answered with a 200");
+    assert!(
+        answers.first() == Some(&false) && answers.last() == Some(&true),
+        "echo, then hello: {answers:?}\n{}",
+        app.stderr()
+    );
+    assert!(app.alive(), "{}", app.stderr());
+    assert!(app.stderr().contains("takes over"), "{}", app.stderr());
     assert!(
         wait_until(T, || proc_state(worker as u32).is_none_or(|s| s == 'Z')),
-        "worker {worker} outlived its parent"
+        "worker {worker} of the old program is still there"
+    );
+
+    // A file that cannot be run: the process exits.
+    let tmp = dir.join("mysite.fcgi.new");
+    std::fs::write(&tmp, "not a program\n").unwrap();
+    std::fs::rename(&tmp, &exe).unwrap();
+    let st = app
+        .wait_exit(Duration::from_secs(8))
+        .expect("exited when the new file could not be run");
+    assert_eq!(st.code(), Some(0), "{}", app.stderr());
+    assert!(
+        app.stderr().contains("could not start the new program"),
+        "{}",
+        app.stderr()
     );
 }

@@ -1033,6 +1033,77 @@ fastcgi.server += ( \"/app\" => ((
     assert!(!log.contains("child exited"), "{log}");
 }
 
+/// The same, across an upload: under load, the program file is replaced (written
+/// beside, renamed over); the process runs the new program in place, so lighttpd
+/// answers every request, from the old program and then from the new one.
+#[test]
+fn lighttpd_bin_path_with_processes_takes_a_new_upload_without_a_failed_request() {
+    let dir = TempDir::new("lighttpd-upload");
+    let run = dir.join("run");
+    fs::create_dir_all(&run).unwrap();
+    let exe = dir.join("mysite.fcgi");
+    fs::copy(example("echo"), &exe).unwrap();
+    let site = format!(
+        "server.modules += ( \"mod_fastcgi\" )
+fastcgi.server += ( \"/app\" => ((
+    \"bin-path\" => \"{}\",
+    \"socket\" => \"{}/app.sock\",
+    \"max-procs\" => 1,
+    \"check-local\" => \"disable\",
+    \"bin-environment\" => ( \"FCGI_PROCESSES\" => \"2\" ),
+)) )
+",
+        exe.display(),
+        run.display()
+    );
+    let web = lighttpd(&dir, &site);
+    let port = web.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut answers = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = http_request(port, "GET", "/app/x", &[], Body::None);
+                    answers.push((r.status, r.text().starts_with("Hello from")));
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                answers
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let tmp = dir.join("mysite.fcgi.new");
+    fs::copy(example("hello"), &tmp).unwrap();
+    fs::rename(&tmp, &exe).unwrap();
+    // Noticed within 2 s (a look, then a look that finds it unchanged), then taken over.
+    let new_answers = wait_until(Duration::from_secs(10), || {
+        http_request(port, "GET", "/app/x", &[], Body::None)
+            .text()
+            .starts_with("Hello from")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers: Vec<(u16, bool)> = clients
+        .into_iter()
+        .flat_map(|c| c.join().expect("client"))
+        .collect();
+    assert!(
+        new_answers,
+        "the new program never answered\n{}",
+        web.group.logs()
+    );
+    let bad: Vec<_> = answers.iter().filter(|(st, _)| *st != 200).collect();
+    assert!(bad.is_empty(), "{bad:?}\n{}", web.group.logs());
+    assert!(
+        answers.iter().any(|a| !a.1) && answers.iter().any(|a| a.1),
+        "{answers:?}"
+    );
+    let log = web.group.logs();
+    assert!(!log.contains("child exited"), "{log}");
+}
+
 /// lighttpd to a standalone server on a Unix socket, at /app and at the root.
 #[test]
 fn lighttpd_socket() {
