@@ -162,6 +162,26 @@ impl Lifecycle {
                 return;
             }
         }
+        self.check_binary();
+    }
+
+    /// How often a worker waiting for a connection wakes to look at the program file
+    /// (`None`: it is not watched). An idle process notices a new upload too, and exits
+    /// without waiting for a request: under mod_fcgid, whose requests go to processes
+    /// of the new file from then on, the old one would otherwise idle until
+    /// `FcgidIdleTimeout`, holding its memory.
+    pub(crate) fn idle_check_interval(&self) -> Option<Duration> {
+        self.exe
+            .as_ref()
+            .map(|w| Duration::from_millis(w.interval_ms.max(100)))
+    }
+
+    /// The program-file check: asks for the exit once it is replaced (after the
+    /// process's stagger delay).
+    pub(crate) fn check_binary(&self) {
+        if sys::shutdown_requested() {
+            return;
+        }
         if let Some(w) = &self.exe {
             let exit_at = self.exit_at_ms.load(Ordering::Relaxed);
             if exit_at != 0 {
@@ -176,7 +196,7 @@ impl Lifecycle {
                     if delay == 0 {
                         "now".to_owned()
                     } else {
-                        format!("after the first request {} s from now", delay / 1000)
+                        format!("in {} s", delay / 1000)
                     }
                 );
                 if delay == 0 {
@@ -542,8 +562,13 @@ fn accept_one(
         // A spin that found a connection is as good as the wait, unless accepting
         // stopped meanwhile.
         if !std::mem::take(&mut spun) || waiter.stopped() {
-            match waiter.wait() {
+            match waiter.wait(pool.life.idle_check_interval()) {
                 Ok(Wake::Stop) => return Ok(None),
+                Ok(Wake::TimedOut) => {
+                    // Idle: look at the program file; a replaced one stops accepting.
+                    pool.life.check_binary();
+                    continue;
+                }
                 Ok(_) => {}
                 Err(e) => return Err(Error::io("waiting for connections", e)),
             }

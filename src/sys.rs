@@ -527,15 +527,17 @@ impl AcceptWait {
         self.flag.is_some_and(Flag::is_raised)
     }
 
-    /// Waits until a connection may be queued (`Ready`) or the flag is raised (`Stop`).
-    pub fn wait(&self) -> io::Result<Wake> {
+    /// Waits until a connection may be queued (`Ready`), the flag is raised (`Stop`), or
+    /// `timeout` has passed (`TimedOut`).
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<Wake> {
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let ms = timeout.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
         loop {
             if self.stopped() {
                 return Ok(Wake::Stop);
             }
             // SAFETY: evs has room for the 2 events asked for.
-            let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), evs.as_mut_ptr(), 2, -1) };
+            let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), evs.as_mut_ptr(), 2, ms) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -548,6 +550,9 @@ impl AcceptWait {
             }
             if n > 0 {
                 return Ok(Wake::Ready);
+            }
+            if ms >= 0 {
+                return Ok(Wake::TimedOut);
             }
         }
     }

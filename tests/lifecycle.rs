@@ -392,15 +392,13 @@ fn exits_after_the_binary_is_replaced_on_disk() {
     // A new upload: written beside, renamed over (what FTP clients and rsync do).
     let tmp = dir.join("mysite.fcgi.new");
     std::fs::copy(example("echo"), &tmp).unwrap();
+    let uploaded = Instant::now();
     std::fs::rename(&tmp, &exe).unwrap();
-    std::thread::sleep(Duration::from_millis(1100));
-    // The request that notices is still served, by the old process; it exits 0, 2 or
-    // 4 s later by its pid (processes of one program stagger their exits), after the
-    // first request then: every request until it goes is answered.
-    let noticed = Instant::now();
-    assert_eq!(pid_of(&app), pid);
+    // Noticed within a second (by a request, or by the idle process itself); the
+    // process exits 0, 2 or 4 s later by its pid (processes of one program stagger
+    // their exits): every request until it goes is answered.
     let delay = Duration::from_secs((pid % 3) * 2);
-    while app.alive() && noticed.elapsed() < delay + Duration::from_secs(3) {
+    while app.alive() && uploaded.elapsed() < delay + Duration::from_secs(4) {
         std::thread::sleep(Duration::from_millis(200));
         // The process owns the listener: once it is gone, connecting fails.
         let Ok(mut s) = std::os::unix::net::UnixStream::connect(&app.sock) else {
@@ -419,10 +417,37 @@ fn exits_after_the_binary_is_replaced_on_disk() {
         .expect("exited after the binary was replaced");
     assert_eq!(st.code(), Some(0));
     assert!(
-        noticed.elapsed() >= delay,
-        "exited {:?} after noticing, before its {delay:?}",
-        noticed.elapsed()
+        uploaded.elapsed() >= delay,
+        "exited {:?} after the upload, before its {delay:?}",
+        uploaded.elapsed()
     );
+    assert!(
+        app.stderr().contains("was replaced or removed on disk"),
+        "{}",
+        app.stderr()
+    );
+}
+
+/// An idle process notices a new upload too, without a request to look after: under
+/// mod_fcgid, which sends the requests to processes of the new file from then on, the
+/// old one would otherwise idle until `FcgidIdleTimeout`, holding its memory.
+#[test]
+fn an_idle_process_exits_on_its_own_after_the_binary_is_replaced() {
+    let dir = TempDir::new("replace-idle");
+    let exe = dir.join("mysite.fcgi");
+    std::fs::copy(example("echo"), &exe).unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[("FCGI_THREADS", "2")]);
+    let pid = app.pid();
+    assert_eq!(pid_of(&app), u64::from(pid));
+    let tmp = dir.join("mysite.fcgi.new");
+    std::fs::copy(example("echo"), &tmp).unwrap();
+    std::fs::rename(&tmp, &exe).unwrap();
+    // No request from here on: noticed within 1 s, then its stagger delay (0, 2 or 4 s).
+    let delay = Duration::from_secs(u64::from(pid % 3) * 2);
+    let st = app
+        .wait_exit(delay + Duration::from_secs(4))
+        .expect("an idle process exits after its binary is replaced");
+    assert_eq!(st.code(), Some(0), "{}", app.stderr());
     assert!(
         app.stderr().contains("was replaced or removed on disk"),
         "{}",
