@@ -104,24 +104,38 @@ fn prefork_under_web_server(
 }
 
 /// Replaces this process with the program file it was started by, the listening socket
-/// on fd 0 as the web server gave it, the same arguments and environment. Returns only
-/// on failure.
+/// on fd 0 as the web server gave it, the same arguments and environment, and no
+/// blocked signals. Returns only on failure.
 fn run_in_place(listener: &Listener) -> std::io::Error {
-    use std::os::unix::process::CommandExt;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
     let Some(exe) = sys::invoked_exe() else {
         return std::io::Error::other("the program's path is unknown");
     };
-    let socket = match listener.try_clone() {
-        Ok(l) => std::os::fd::OwnedFd::from(l),
-        Err(e) => return e,
+    let c = |s: &std::ffi::OsStr| CString::new(s.as_bytes());
+    let (Ok(path), Ok(args)) = (
+        c(exe.as_os_str()),
+        std::env::args_os()
+            .map(|a| c(&a))
+            .collect::<Result<Vec<_>, _>>(),
+    ) else {
+        return std::io::Error::other("a NUL byte in the program's path or arguments");
     };
-    let mut args = std::env::args_os();
-    let mut cmd = std::process::Command::new(exe);
-    if let Some(arg0) = args.next() {
-        cmd.arg0(arg0);
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: dup2 onto fd 0 (which drops its close-on-exec flag); an emptied signal
+    // mask; execv with NUL-terminated strings and a null-terminated argv that outlive
+    // the call. The process is single-threaded here (the prefork parent).
+    unsafe {
+        if libc::dup2(listener.as_raw_fd(), 0) < 0 {
+            return std::io::Error::last_os_error();
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execv(path.as_ptr(), argv.as_ptr());
     }
-    cmd.args(args).stdin(std::process::Stdio::from(socket));
-    cmd.exec()
+    std::io::Error::last_os_error()
 }
 
 /// A server of our own: `--socket`, `--listen`, `--http`, or the socket systemd passed.

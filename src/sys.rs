@@ -350,12 +350,6 @@ impl AsRawFd for Listener {
     }
 }
 
-impl From<Listener> for OwnedFd {
-    fn from(l: Listener) -> OwnedFd {
-        l.fd
-    }
-}
-
 /// What `wait` saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wake {
