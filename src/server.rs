@@ -313,6 +313,11 @@ pub(crate) fn serve(
         }
         if sys::shutdown_signal().is_some() {
             if let Some(h) = &pool.opts.handover {
+                // The new server asks on the listener whether we are draining. With
+                // every worker busy (long requests, long polls) nobody would answer
+                // within its second, and the restart would be refused as beside a live
+                // server: one more worker for the window answers it.
+                let _ = grow_to(&pool, pool.cfg.max_conns + 1);
                 h();
             }
         }
@@ -504,8 +509,13 @@ fn first_byte_is_fastcgi(pool: &Pool, sock: &sys::Socket) -> bool {
 /// cannot be started is logged; the error is returned for the caller that has no
 /// worker otherwise.
 fn grow(pool: &Arc<Pool>) -> std::io::Result<()> {
+    grow_to(pool, pool.cfg.max_conns)
+}
+
+/// [`grow`] with a cap of `cap` threads.
+fn grow_to(pool: &Arc<Pool>, cap: usize) -> std::io::Result<()> {
     let n = pool.threads.fetch_add(1, Ordering::AcqRel);
-    if n >= pool.cfg.max_conns {
+    if n >= cap {
         pool.threads.fetch_sub(1, Ordering::AcqRel);
         return Ok(());
     }

@@ -1532,6 +1532,55 @@ fn workdir_holds_relative_socket_and_pidfile() {
 
 // ---- restart: a new server takes the socket over from a stopping one ----
 
+/// A restart while every worker is busy with a long request (a long poll, say): the
+/// new server's question (are you draining?) is answered all the same, by a worker
+/// added for the handover, so the new server takes over instead of refusing to start
+/// as beside a live server; the long requests finish on the old one.
+#[test]
+fn restart_with_every_worker_busy_is_taken_over() {
+    let dir = TempDir::new("sa-restart-busy");
+    let sock = dir.join("app.sock");
+    let args = ["--socket", sock.to_str().unwrap(), "--threads", "2"];
+    let env = [("FCGI_RESTART_GRACE", "3")];
+    let mut a = Srv::start(&args, &env);
+    wait_unix_serving(&mut a, &sock);
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let mut s = unix_conn(&sock).unwrap();
+            s.write_all(&request(1, false, &get("/sleep", "ms=4000"), b""))
+                .unwrap();
+            std::thread::spawn(move || fcgi_read(&mut s, 1))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    a.signal(libc::SIGTERM);
+    let mut b = Srv::start(&args, &env);
+    assert!(
+        b.logs_within(T, "listening on"),
+        "the restart was refused: {}",
+        b.stderr()
+    );
+    assert!(b.alive(), "{}", b.stderr());
+    assert!(wait_until(T, || unix_get(&sock, "/b", "")
+        .is_ok_and(|v| pid_in(&v) == b.pid())));
+    for r in busy {
+        let r = r.join().unwrap().expect("the long request completes");
+        assert!(
+            r.stdout.starts_with(b"Status: 200"),
+            "{}",
+            String::from_utf8_lossy(&r.stdout)
+        );
+    }
+    assert_eq!(
+        a.wait_exit(T).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        a.stderr()
+    );
+    b.signal(libc::SIGTERM);
+    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
 #[test]
 fn restart_hands_the_socket_over_without_a_failed_request() {
     let dir = TempDir::new("sa-restart");
