@@ -93,7 +93,7 @@ fn prefork_under_web_server(
         }
         r
     };
-    standalone::prefork(processes, &worker, &|| {}, &stop)?;
+    standalone::prefork(processes, &worker, None, &stop)?;
     if was_replaced.get() && sys::shutdown_signal().is_none() {
         let e = run_in_place(&worker.listener);
         log::error!(
@@ -231,11 +231,7 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
         standalone::prefork(
             processes,
             &worker,
-            &|| {
-                if let Some(h) = &handover {
-                    h();
-                }
-            },
+            handover.as_deref().map(|h| h as &dyn Fn()),
             &|| false,
         )
     } else {

@@ -462,13 +462,13 @@ pub(crate) trait Worker {
 }
 
 /// Keeps `n` worker processes alive until a shutdown is requested (or `stop` says so,
-/// asked every 100 ms); then runs `handover` (the restart window, while workers still
-/// serve), stops the workers with SIGTERM and waits for them. A worker that exits
-/// (max-requests, crash) is replaced.
+/// asked every 100 ms); then runs `handover` if there is one (the restart window,
+/// while workers still serve), stops the workers with SIGTERM and waits for them. A
+/// worker that exits (max-requests, crash) is replaced.
 pub(crate) fn prefork(
     n: usize,
     worker: &dyn Worker,
-    handover: &dyn Fn(),
+    handover: Option<&dyn Fn()>,
     stop: &dyn Fn() -> bool,
 ) -> Result<(), Error> {
     let mut children: Vec<libc::pid_t> = Vec::new();
@@ -619,7 +619,16 @@ pub(crate) fn prefork(
         );
     }
     sys::tell_workers_stopping();
-    handover();
+    if let Some(h) = handover {
+        // The new server asks on the socket whether we are draining. With every worker
+        // busy (long requests, long polls) nobody would answer within its second, and
+        // the restart would be refused as beside a live server: one more worker for
+        // the window answers it (it says it is draining, as the others do).
+        if let Err(e) = spawn(&mut children) {
+            log::debug!("{e}; the restart window has the workers there are");
+        }
+        h();
+    }
     for &pid in &children {
         // SAFETY: signalling our own children.
         unsafe { libc::kill(pid, libc::SIGTERM) };

@@ -1538,9 +1538,19 @@ fn workdir_holds_relative_socket_and_pidfile() {
 /// as beside a live server; the long requests finish on the old one.
 #[test]
 fn restart_with_every_worker_busy_is_taken_over() {
+    restart_with_every_worker_busy("--threads");
+}
+
+/// The same with two worker processes (prefork).
+#[test]
+fn prefork_restart_with_every_worker_busy_is_taken_over() {
+    restart_with_every_worker_busy("--processes");
+}
+
+fn restart_with_every_worker_busy(workers: &str) {
     let dir = TempDir::new("sa-restart-busy");
     let sock = dir.join("app.sock");
-    let args = ["--socket", sock.to_str().unwrap(), "--threads", "2"];
+    let args = ["--socket", sock.to_str().unwrap(), workers, "2"];
     let env = [("FCGI_RESTART_GRACE", "3")];
     let mut a = Srv::start(&args, &env);
     wait_unix_serving(&mut a, &sock);
@@ -1561,8 +1571,23 @@ fn restart_with_every_worker_busy_is_taken_over() {
         b.stderr()
     );
     assert!(b.alive(), "{}", b.stderr());
-    assert!(wait_until(T, || unix_get(&sock, "/b", "")
-        .is_ok_and(|v| pid_in(&v) == b.pid())));
+    // Served by B: B itself (threads) or one of its workers (prefork).
+    let parent_of = |pid: u32| {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|st| {
+                st.rsplit(')')
+                    .next()?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
+            })
+    };
+    assert!(wait_until(T, || unix_get(&sock, "/b", "").is_ok_and(|v| {
+        let p = pid_in(&v);
+        p == b.pid() || parent_of(p) == Some(b.pid())
+    })));
     for r in busy {
         let r = r.join().unwrap().expect("the long request completes");
         assert!(
