@@ -584,7 +584,6 @@ fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
     Ok(Some(text))
 }
 
-/// `NAME=value` lines; returns the first bad line as the error.
 /// A setting from the environment (`env`) over the settings file. Set but empty in the
 /// environment counts as not set (as everywhere in the settings), so it leaves the
 /// file's value in force; except FORCE_SCRIPT_NAME, where empty means the site root.
@@ -599,6 +598,7 @@ fn setting(name: &str, env: Option<String>, file_vars: &[(String, String)]) -> O
         })
 }
 
+/// `NAME=value` lines; returns the first bad line as the error.
 fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for line in text.lines() {
