@@ -439,9 +439,7 @@ fn an_idle_process_exits_on_its_own_after_the_binary_is_replaced() {
     let mut app = FcgiApp::start_exe(&exe, &[("FCGI_THREADS", "2")]);
     let pid = app.pid();
     assert_eq!(pid_of(&app), u64::from(pid));
-    let tmp = dir.join("mysite.fcgi.new");
-    std::fs::copy(example("echo"), &tmp).unwrap();
-    std::fs::rename(&tmp, &exe).unwrap();
+    upload(&example("echo"), &exe);
     // No request from here on: noticed within 1 s, then its stagger delay (0, 2 or 4 s).
     let delay = Duration::from_secs(u64::from(pid % 3) * 2);
     let st = app
@@ -602,9 +600,7 @@ fn processes_under_a_web_server_run_a_replaced_binary_in_place() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    let tmp = dir.join("mysite.fcgi.new");
-    std::fs::copy(example("hello"), &tmp).unwrap();
-    std::fs::rename(&tmp, &exe).unwrap();
+    upload(&example("hello"), &exe);
     let t0 = Instant::now();
     while !client.is_finished() && t0.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(50));

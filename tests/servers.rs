@@ -983,14 +983,9 @@ fn lighttpd_bin_path() {
     );
 }
 
-/// lighttpd `bin-path` with one process that exits at FCGI_MAX_REQUESTS: lighttpd
-/// answers 503 while it restarts it. With FCGI_PROCESSES (as php-cgi's
-/// PHP_FCGI_CHILDREN) that process keeps the socket and replaces its workers, so
-/// lighttpd never sees the backend go: every request under concurrent load is a 200.
-#[test]
-fn lighttpd_bin_path_with_processes_and_max_requests_never_503s() {
-    let dir = TempDir::new("lighttpd-prefork");
-    let exe = example("echo");
+/// lighttpd with `exe` at /app as one `bin-path` process (`max-procs` 1) and `env`
+/// (lighttpd's `"NAME" => "value"` pairs) in its environment.
+fn lighttpd_one_process(dir: &TempDir, exe: &Path, env: &str) -> Web {
     let run = dir.join("run");
     fs::create_dir_all(&run).unwrap();
     let site = format!(
@@ -1000,13 +995,27 @@ fastcgi.server += ( \"/app\" => ((
     \"socket\" => \"{}/app.sock\",
     \"max-procs\" => 1,
     \"check-local\" => \"disable\",
-    \"bin-environment\" => ( \"FCGI_PROCESSES\" => \"2\", \"FCGI_MAX_REQUESTS\" => \"5\" ),
+    \"bin-environment\" => ( {env} ),
 )) )
 ",
         exe.display(),
         run.display()
     );
-    let web = lighttpd(&dir, &site);
+    lighttpd(dir, &site)
+}
+
+/// lighttpd `bin-path` with one process that exits at FCGI_MAX_REQUESTS: lighttpd
+/// answers 503 while it restarts it. With FCGI_PROCESSES (as php-cgi's
+/// PHP_FCGI_CHILDREN) that process keeps the socket and replaces its workers, so
+/// lighttpd never sees the backend go: every request under concurrent load is a 200.
+#[test]
+fn lighttpd_bin_path_with_processes_and_max_requests_never_503s() {
+    let dir = TempDir::new("lighttpd-prefork");
+    let web = lighttpd_one_process(
+        &dir,
+        &example("echo"),
+        "\"FCGI_PROCESSES\" => \"2\", \"FCGI_MAX_REQUESTS\" => \"5\"",
+    );
     let port = web.port;
     let clients: Vec<_> = (0..4)
         .map(|_| {
@@ -1039,24 +1048,9 @@ fastcgi.server += ( \"/app\" => ((
 #[test]
 fn lighttpd_bin_path_with_processes_takes_a_new_upload_without_a_failed_request() {
     let dir = TempDir::new("lighttpd-upload");
-    let run = dir.join("run");
-    fs::create_dir_all(&run).unwrap();
     let exe = dir.join("mysite.fcgi");
     fs::copy(example("echo"), &exe).unwrap();
-    let site = format!(
-        "server.modules += ( \"mod_fastcgi\" )
-fastcgi.server += ( \"/app\" => ((
-    \"bin-path\" => \"{}\",
-    \"socket\" => \"{}/app.sock\",
-    \"max-procs\" => 1,
-    \"check-local\" => \"disable\",
-    \"bin-environment\" => ( \"FCGI_PROCESSES\" => \"2\" ),
-)) )
-",
-        exe.display(),
-        run.display()
-    );
-    let web = lighttpd(&dir, &site);
+    let web = lighttpd_one_process(&dir, &exe, "\"FCGI_PROCESSES\" => \"2\"");
     let port = web.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..3)
@@ -1074,9 +1068,7 @@ fastcgi.server += ( \"/app\" => ((
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let tmp = dir.join("mysite.fcgi.new");
-    fs::copy(example("hello"), &tmp).unwrap();
-    fs::rename(&tmp, &exe).unwrap();
+    upload(&example("hello"), &exe);
     // Noticed within 2 s (a look, then a look that finds it unchanged), then taken over.
     let new_answers = wait_until(Duration::from_secs(10), || {
         http_request(port, "GET", "/app/x", &[], Body::None)

@@ -389,6 +389,15 @@ pub fn read_all(s: &mut UnixStream, timeout: Duration) -> Vec<u8> {
     v
 }
 
+/// A new upload of `from` to `exe`, as FTP clients and rsync do it: written beside
+/// under another name (with `from`'s mode), then renamed over.
+pub fn upload(from: &Path, exe: &Path) {
+    let mut tmp = exe.as_os_str().to_owned();
+    tmp.push(".new");
+    fs::copy(from, &tmp).unwrap();
+    fs::rename(&tmp, exe).unwrap();
+}
+
 // ---- an app process with a listening socket on fd 0, as mod_fcgid starts it ----
 
 pub struct FcgiApp {
