@@ -28,6 +28,7 @@
 """
 
 import json
+import math
 import os
 import socket
 import struct
@@ -306,6 +307,26 @@ def ratio(a, b, nd=2):
     return f"{a / b:.{nd}f}×"
 
 
+def median_interval(v, level=0.95):
+    """A distribution-free confidence interval for the median of what `v` samples: the
+    order statistics x(k), x(n+1-k) with the largest k for which
+    P(Binomial(n, 1/2) < k) <= (1 - level) / 2. Returns (low, high, the level it has),
+    or None when n is too small for any k >= 1 to qualify."""
+    v = sorted(v)
+    n = len(v)
+    tail, k, best = 0.0, 0, None
+    while k < n // 2 + 1:
+        # tail = P(Binomial(n, 1/2) < k + 1) after adding the k term.
+        tail += math.comb(n, k) / 2 ** n
+        if tail > (1 - level) / 2:
+            break
+        k += 1
+        best = k
+    if best is None:
+        return None
+    return v[best - 1], v[n - best], 1 - 2 * sum(math.comb(n, i) for i in range(best)) / 2 ** n
+
+
 def by_rounds(rows, kind, keys, summarize):
     """Rows of `kind` grouped by `keys` (first-seen order), each with `r` = summarize(the
     rounds' results), or None when no round produced one."""
@@ -489,6 +510,44 @@ def report(args):
             w(f"| {d} | {', '.join(f'{x:.2f}' for x in q)} | {median(q):.2f}× | "
               f"{', '.join(f'{x:.2f}' for x in p99)} | {median(p99):.2f}× |" if p99 else
               f"| {d} | {', '.join(f'{x:.2f}' for x in q)} | {median(q):.2f}× | | |")
+        w("")
+
+    # The paired rounds of 8 threads against 8 libfcgi processes (section 1b).
+    paired = []
+    for keep, d in ((False, "new connections"), (True, "keep-conn")):
+        by = {}
+        for r in rows:
+            if r["kind"] == "fcgi-pair" and r["keep"] == keep and r.get("r"):
+                by.setdefault(r["round"], {})[r["server"]] = r["r"]
+        rounds = [x for _, x in sorted(by.items()) if SHIM8 in x and LIB8 in x]
+        if rounds:
+            paired.append((d, rounds))
+    if paired:
+        w("### 8 threads vs 8 libfcgi processes, paired rounds\n")
+        w("The pair that decides the throughput target at 8 connections, run again on its own: "
+          "each round runs the two back to back (fcgi-shim first in odd rounds, libfcgi in even "
+          "ones), and the ratio is taken in each round. The interval is the distribution-free "
+          "confidence interval of the median ratio (order statistics of the rounds' ratios, "
+          "binomial coverage, level given); an interval that holds 1.00 means the two are not "
+          "told apart by this run.\n")
+        w("| c=8 | rounds | req/s ratio, median [interval] | rounds fcgi-shim ahead | p99 ratio, median [interval] | "
+          "server CPU per request ratio, median | fcgi-shim / libfcgi req/s, medians |")
+        w("|---|---:|---|---:|---|---:|---|")
+        for d, rounds in paired:
+            def rr(k):
+                return [x[SHIM8][k] / x[LIB8][k] for x in rounds
+                        if x[SHIM8].get(k) and x[LIB8].get(k)]
+            def show(v):
+                if not v:
+                    return "n/a"
+                ci = median_interval(v)
+                inner = f" [{ci[0]:.2f}, {ci[1]:.2f}] ({ci[2] * 100:.0f} %)" if ci else ""
+                return f"{median(v):.2f}×{inner}"
+            q = rr("rps")
+            cpu = rr("server_cpu_us")
+            w(f"| {d} | {len(rounds)} | {show(q)} | {sum(1 for x in q if x > 1)} of {len(q)} | {show(rr('p99_us'))} | "
+              f"{f'{median(cpu):.2f}×' if cpu else 'n/a'} | "
+              f"{fmt(median([x[SHIM8]['rps'] for x in rounds]))} / {fmt(median([x[LIB8]['rps'] for x in rounds]))} |")
         w("")
 
     # ---- 2. CGI ----

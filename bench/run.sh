@@ -16,10 +16,11 @@
 #   5. 1 GiB up and down through the echo example, and its peak RSS
 #   6. stripped binary sizes, system calls per request (strace -c)
 # and writes target/bench/results.md (raw data: target/bench/raw.jsonl, logs:
-# target/bench/logs/). About 17 minutes on 2 cores with the builds cached, 21 with them.
+# target/bench/logs/). About 20 minutes on 2 cores with the builds cached, 24 with them.
 #
 # Settings (environment): BENCH_SECS (seconds per load run, default 3), BENCH_ROUNDS
-# (rounds of the FastCGI runs, default 5), BENCH_CGI_RUNS
+# (rounds of the FastCGI runs, default 5), BENCH_PAIR_ROUNDS (more rounds of 8 threads
+# against 8 libfcgi processes, default 10), BENCH_CGI_RUNS
 # (default 200, in 5 interleaved rounds), BENCH_SYSCALL_REQS (default 2000), BENCH_NOTE
 # (a line printed at the top of the results), BENCH_ONLY (the sections to run, default
 # "1 2 3 4 5 6"), BENCH_FCGID_CONF (extra mod_fcgid directives), BENCH_SKIP_INSTALL=1.
@@ -34,6 +35,7 @@ RAW=$B/raw.jsonl
 HELPER=$ROOT/bench/helper.py
 SECS=${BENCH_SECS:-3}
 ROUNDS=${BENCH_ROUNDS:-5}
+PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-10}
 CGI_RUNS=${BENCH_CGI_RUNS:-200}
 SYS_REQS=${BENCH_SYSCALL_REQS:-2000}
 ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6} "
@@ -152,7 +154,7 @@ fi
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 OS=$(. /etc/os-release && echo "$PRETTY_NAME")
 VERSIONS="$(rustc --version | cut -d' ' -f1-2); $(go version | cut -d' ' -f3); $(php-cgi -v 2>/dev/null | sed -n 1p | cut -d' ' -f1-2); libfcgi $(dpkg-query -W -f '${Version}' libfcgi-dev 2>/dev/null || echo '?'); flup $("$B/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("flup"))'); $(/usr/sbin/apache2 -v 2>/dev/null | sed -n 1p | cut -d: -f2 | sed 's/^ *//'); mod_fcgid $(dpkg-query -W -f '${Version}' libapache2-mod-fcgid 2>/dev/null || echo '?'); $({ wrk --version 2>&1 || true; } | head -1 | cut -d' ' -f1-2)"
-SETTINGS="BENCH_SECS=$SECS (plus 1 s warm-up per FastCGI run), BENCH_ROUNDS=$ROUNDS, BENCH_CGI_RUNS=$CGI_RUNS, BENCH_SYSCALL_REQS=$SYS_REQS, sections: $(echo $ONLY)"
+SETTINGS="BENCH_SECS=$SECS (plus 1 s warm-up per FastCGI run), BENCH_ROUNDS=$ROUNDS, BENCH_PAIR_ROUNDS=$PAIR_ROUNDS, BENCH_CGI_RUNS=$CGI_RUNS, BENCH_SYSCALL_REQS=$SYS_REQS, sections: $(echo $ONLY)"
 jl "{\"kind\":\"meta\",\"command\":\"bash bench/run.sh\",\"settings\":$(jstr "$SETTINGS"),\"note\":$(jstr "$NOTE"),\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"),\"nproc\":$(nproc),\"cpu\":$(jstr "$CPU"),\"kernel\":$(jstr "$(uname -r)"),\"os\":$(jstr "$OS"),\"load\":$(jstr "$LOAD_START"),\"load_end\":\"@LOAD_END@\",\"versions\":$(jstr "$VERSIONS")}"
 
 # ---- the FastCGI servers ----
@@ -267,7 +269,7 @@ status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 # ---- 1. FastCGI throughput ----
 
 C8=(shim shim8 shim8p libfcgi libfcgi8 go php php8 flup)
-fcgi_run() { # KEY C KEEP(0|1) ROUND
+fcgi_run() { # KEY C KEEP(0|1) ROUND [KIND]
     server "$1"
     local args=(-c "$2" -d "$SECS" --warmup 1 --path "$SRV_PATH" --json) out keep=false
     if [ "$3" = 1 ]; then
@@ -280,7 +282,7 @@ fcgi_run() { # KEY C KEEP(0|1) ROUND
         out=null
         note "FastCGI run failed: $SRV_NAME, c=$2, keep-conn $keep (see target/bench/logs/fcgi-bench.log)"
     fi
-    jl "{\"kind\":\"fcgi\",\"server\":$(jstr "$SRV_NAME"),\"c\":$2,\"keep\":$keep,\"round\":$4,\"r\":$out}"
+    jl "{\"kind\":\"${5:-fcgi}\",\"server\":$(jstr "$SRV_NAME"),\"c\":$2,\"keep\":$keep,\"round\":$4,\"r\":$out}"
 }
 if want 1; then
     # Rounds take every server in turn, so a burst of load elsewhere (or a noisy
@@ -294,6 +296,19 @@ if want 1; then
                 for k in "${keys[@]}"; do
                     fcgi_run "$k" "$c" "$keep" "$round"
                 done
+            done
+        done
+    done
+    # The closest pair, 8 threads against 8 libfcgi processes, has been level within
+    # the rounds' spread: more rounds of just those two, back to back and in turns
+    # (the first every other round), give its ratio a confidence interval.
+    say "1b. 8 threads vs 8 libfcgi processes, paired: $PAIR_ROUNDS rounds x keep-conn off, on; ${SECS}s each"
+    for round in $(seq "$PAIR_ROUNDS"); do
+        for keep in 0 1; do
+            order=(shim8 libfcgi8)
+            [ $((round % 2)) = 0 ] && order=(libfcgi8 shim8)
+            for k in "${order[@]}"; do
+                fcgi_run "$k" 8 "$keep" "$round" fcgi-pair
             done
         done
     done
