@@ -1294,6 +1294,7 @@ impl<T: Transport> Conn<T> {
         // 100, with one client and with eight; BENCHMARKS.md). A poll and a read
         // are one system call fewer than a read, a poll and a read.
         let mut wait = true;
+        let mut in_linger_set = false;
         // The listener this close gives way to (one-worker pool, request read to its
         // end), or -1.
         let listener = if stdin_done {
@@ -1317,7 +1318,9 @@ impl<T: Transport> Conn<T> {
                 }
                 start.get_or_insert_with(std::time::Instant::now);
                 let woke = match self.t.raw_fd() {
-                    Some(fd) if listener >= 0 => sys::wait_readable_or_backlog(fd, left),
+                    Some(fd) if listener >= 0 => {
+                        sys::wait_readable_or_backlog(fd, left, &mut in_linger_set)
+                    }
                     _ => self.t.wait(false, Some(left), limit == LINGER),
                 };
                 match woke {

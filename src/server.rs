@@ -356,10 +356,11 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
         sys::ACCEPT.raise();
         Err(e)
     };
-    // One worker: a lingering close must give way to a queued connection, which
-    // nobody else would take. With several, the others take it, as several libfcgi
-    // processes on one socket do; polling the listener from every lingering worker
-    // would wake them all for each new connection.
+    // One worker: a lingering close must give way to a queued connection, which no
+    // other thread of ours would take (other processes on the socket might: the wait
+    // wakes one sleeping process per connection, see `wait_readable_or_backlog`).
+    // With several threads the others take it, and watching the listener from every
+    // lingering thread would wake them all for each new connection.
     if pool.cfg.max_conns == 1 {
         sys::set_thread_listener(pool.listener.as_raw_fd());
     }

@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -756,18 +756,151 @@ pub fn thread_listener() -> RawFd {
     LISTENER.get()
 }
 
+/// This thread's epoll set for the waits of its lingering closes, made at the first
+/// one: the listener with `EPOLLEXCLUSIVE`, the stop flag's pipe, and the lingering
+/// connection while it waits. -1: not made yet; -2: it could not be made, and the
+/// waits poll instead. Closed when the thread ends.
+struct LingerSet(Cell<RawFd>);
+
+impl Drop for LingerSet {
+    fn drop(&mut self) {
+        let fd = self.0.get();
+        if fd >= 0 {
+            // SAFETY: the set is this thread's own descriptor, closed once.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+thread_local! {
+    static LINGER_SET: LingerSet = const { LingerSet(Cell::new(-1)) };
+}
+
+/// The tags of the linger set's entries.
+const LINGER_LISTENER: u64 = 0;
+const LINGER_STOP: u64 = 1;
+const LINGER_CONN: u64 = 2;
+
+/// The calling thread's linger set, made on first use, or None where it cannot be
+/// (no listener, no stop pipe, out of descriptors).
+fn linger_set() -> Option<RawFd> {
+    LINGER_SET.with(|set| {
+        match set.0.get() {
+            -2 => return None,
+            -1 => {}
+            ep => return Some(ep),
+        }
+        let made = (|| {
+            let listener = LISTENER.get();
+            let stop = DRAIN.rd.load(Ordering::Acquire);
+            if listener < 0 || stop < 0 {
+                return None;
+            }
+            // SAFETY: epoll_create1 returns a new fd or -1.
+            let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }).ok()?;
+            // SAFETY: ep is the fresh fd made above; owned here until stored.
+            let owned = unsafe { OwnedFd::from_raw_fd(ep) };
+            for (fd, events, tag) in [
+                (
+                    listener,
+                    libc::EPOLLIN | libc::EPOLLEXCLUSIVE,
+                    LINGER_LISTENER,
+                ),
+                (stop, libc::EPOLLIN, LINGER_STOP),
+            ] {
+                let mut ev = libc::epoll_event {
+                    events: events as u32,
+                    u64: tag,
+                };
+                // SAFETY: epoll_ctl reads one epoll_event.
+                cvt(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }).ok()?;
+            }
+            Some(owned.into_raw_fd())
+        })();
+        if made.is_none() {
+            log::debug!("lingering closes poll the listener: no epoll set for them");
+        }
+        set.0.set(made.unwrap_or(-2));
+        made
+    })
+}
+
 /// Waits until `fd` is readable (`Ready`), a connection is queued on this thread's
-/// listener or a shutdown is requested (`Stop`), or `timeout` passes.
-pub fn wait_readable_or_backlog(fd: RawFd, timeout: Duration) -> io::Result<Wake> {
+/// listener or a shutdown is requested (`Stop`), or `timeout` passes. `in_set` starts
+/// false for each lingering connection and is kept across its waits.
+///
+/// The wait is an `epoll_wait` on a set that holds the listener with `EPOLLEXCLUSIVE`,
+/// as the wait for a connection does: a new connection wakes one sleeping process,
+/// whichever it is, rather than every lingering one. With several one-thread
+/// processes on one socket (`spawn-fcgi -F`, `FCGI_PROCESSES`) a `poll` of the
+/// listener woke each of them for every new connection. The connection is in the set
+/// with `EPOLLONESHOT`: it is re-armed for each wait and, once closed, can wake a later
+/// wait once at most should another process still hold it open.
+pub fn wait_readable_or_backlog(
+    fd: RawFd,
+    timeout: Duration,
+    in_set: &mut bool,
+) -> io::Result<Wake> {
     // The stop flag's pipe too: a signal may be handled on another thread, which
     // leaves this poll asleep, so the pipe is what wakes it.
-    wait_for(
-        fd,
-        libc::POLLIN,
-        Some(timeout),
-        Watch::Drain,
-        LISTENER.get(),
-    )
+    let poll = |t| wait_for(fd, libc::POLLIN, Some(t), Watch::Drain, LISTENER.get());
+    // A look first, which costs no more than the sleeping wait would have: the close
+    // has often come by now, or (with one process under load) a connection is
+    // queued, and then the set is not needed.
+    match poll(Duration::ZERO)? {
+        Wake::TimedOut => {}
+        woke => return Ok(woke),
+    }
+    let Some(ep) = linger_set() else {
+        return poll(timeout);
+    };
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
+        u64: LINGER_CONN,
+    };
+    let op = if *in_set {
+        libc::EPOLL_CTL_MOD
+    } else {
+        libc::EPOLL_CTL_ADD
+    };
+    // SAFETY: epoll_ctl reads one epoll_event.
+    let mut r = unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) };
+    if r < 0
+        && op == libc::EPOLL_CTL_ADD
+        && io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST)
+    {
+        // SAFETY: as above.
+        r = unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, &mut ev) };
+    }
+    cvt(r)?;
+    *in_set = true;
+    let start = Instant::now();
+    let mut first = true;
+    loop {
+        if DRAIN.is_raised() {
+            return Ok(Wake::Stop);
+        }
+        let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 3];
+        let ms = poll_ms(left_of(timeout, start, &mut first));
+        // SAFETY: evs has room for the 3 events asked for.
+        let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 3, ms) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let evs = &evs[..n as usize];
+        if evs.iter().any(|e| e.u64 == LINGER_CONN) {
+            return Ok(Wake::Ready);
+        }
+        if !evs.is_empty() {
+            return Ok(Wake::Stop);
+        }
+        // epoll's timeout is rounded up to whole milliseconds, as poll's.
+        return Ok(Wake::TimedOut);
+    }
 }
 
 // ---- stopping: a flag plus a self-pipe that stays readable once raised ----

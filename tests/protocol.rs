@@ -2,6 +2,8 @@
 // built examples, started with a listening socket on fd 0 as mod_fcgid starts them.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
@@ -186,6 +188,84 @@ fn with_several_workers_the_linger_leaves_new_connections_to_the_others() {
         "the linger held the shutdown for {:?}",
         t0.elapsed()
     );
+}
+
+/// Several one-thread processes on one socket (`spawn-fcgi -F`, `FCGI_PROCESSES`): a
+/// new connection wakes one sleeping process at most, not every lingering one. A
+/// lingering close in a one-thread process watches the listener (no other thread of
+/// its own would take a queued connection); it does so through an epoll set holding
+/// the listener with `EPOLLEXCLUSIVE`, as the wait for a connection does. With `poll`,
+/// every lingering process woke for each new connection.
+#[test]
+fn a_new_connection_does_not_wake_every_lingering_process() {
+    let mut app = FcgiApp::start("echo", &[("FCGI_PROCESSES", "8")]);
+    let one = || {
+        let mut s = app.connect();
+        s.write_all(&request(1, false, &get("/pid", ""), b""))
+            .unwrap();
+        let r = read_reply(&mut s, 1, T);
+        assert_eq!(r.status(), 200, "{r:?}");
+        let pid = r.json()["pid"].as_u64().unwrap() as u32;
+        // Until its lingering close sleeps (or, for a connection not held, until the
+        // worker waits for connections again).
+        std::thread::sleep(Duration::from_millis(50));
+        (s, pid)
+    };
+    // Still lingering: the app has half-closed, not closed (no hang-up), and the
+    // look wakes nobody.
+    let lingering = |s: &UnixStream| {
+        let mut p = libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut p, 1, 0) };
+        p.revents & libc::POLLHUP == 0
+    };
+    // Every thread's sleeps that ended in a wake-up.
+    let wakes = |pid: u32| -> u64 {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|t| {
+                let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+                st.lines()
+                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                    .unwrap()
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    // Connections held open after their responses until two workers or more linger
+    // (a lingering close waits 2 s at most, within which the rest runs). A lingering
+    // worker woken by a new connection gives way to it (one does, whichever comes
+    // first among the sleeping), so a hold may take the place of another.
+    let mut held: Vec<(UnixStream, u32)> = Vec::new();
+    while held.iter().filter(|(s, _)| lingering(s)).count() < 3 && held.len() < 8 {
+        held.push(one());
+    }
+    let now: Vec<u32> = held
+        .iter()
+        .filter(|(s, _)| lingering(s))
+        .map(|&(_, pid)| pid)
+        .collect();
+    assert!(now.len() >= 2, "lingering: {now:?} of {held:?}");
+    let before: Vec<u64> = now.iter().map(|&p| wakes(p)).collect();
+    let (_, served_by) = one();
+    let woke: Vec<u32> = now
+        .iter()
+        .zip(&before)
+        .filter(|&(&p, &b)| wakes(p) > b)
+        .map(|(&p, _)| p)
+        .collect();
+    assert!(
+        woke.len() <= 1,
+        "one new connection (served by {served_by}) woke the lingering workers {woke:?} of {now:?}"
+    );
+    app.signal(libc::SIGTERM);
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
 
 #[test]
