@@ -758,22 +758,38 @@ pub fn thread_listener() -> RawFd {
 
 /// This thread's epoll set for the waits of its lingering closes, made at the first
 /// one: the listener with `EPOLLEXCLUSIVE`, the stop flag's pipe, and the lingering
-/// connection while it waits. -1: not made yet; -2: it could not be made, and the
-/// waits poll instead. Closed when the thread ends.
-struct LingerSet(Cell<RawFd>);
+/// connection while it waits. `ep` -1: not made yet; -2: it could not be made, and the
+/// waits poll instead. `listener`: the one it was made for (a thread that serves
+/// another listener later gets a new set). Closed when the thread ends.
+struct LingerSet {
+    ep: Cell<RawFd>,
+    listener: Cell<RawFd>,
+}
 
-impl Drop for LingerSet {
-    fn drop(&mut self) {
-        let fd = self.0.get();
+impl LingerSet {
+    fn close(&self) {
+        let fd = self.ep.replace(-1);
         if fd >= 0 {
-            // SAFETY: the set is this thread's own descriptor, closed once.
+            // SAFETY: the set is this thread's own descriptor, closed once (replaced
+            // by -1 above).
             unsafe { libc::close(fd) };
         }
     }
 }
 
+impl Drop for LingerSet {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
 thread_local! {
-    static LINGER_SET: LingerSet = const { LingerSet(Cell::new(-1)) };
+    static LINGER_SET: LingerSet = const {
+        LingerSet {
+            ep: Cell::new(-1),
+            listener: Cell::new(-1),
+        }
+    };
 }
 
 /// The tags of the linger set's entries.
@@ -785,13 +801,18 @@ const LINGER_CONN: u64 = 2;
 /// (no listener, no stop pipe, out of descriptors).
 fn linger_set() -> Option<RawFd> {
     LINGER_SET.with(|set| {
-        match set.0.get() {
-            -2 => return None,
-            -1 => {}
-            ep => return Some(ep),
+        let listener = LISTENER.get();
+        if set.listener.get() == listener {
+            match set.ep.get() {
+                -2 => return None,
+                -1 => {}
+                ep => return Some(ep),
+            }
+        } else {
+            set.close();
+            set.listener.set(listener);
         }
         let made = (|| {
-            let listener = LISTENER.get();
             let stop = DRAIN.rd.load(Ordering::Acquire);
             if listener < 0 || stop < 0 {
                 return None;
@@ -820,7 +841,7 @@ fn linger_set() -> Option<RawFd> {
         if made.is_none() {
             log::debug!("lingering closes poll the listener: no epoll set for them");
         }
-        set.0.set(made.unwrap_or(-2));
+        set.ep.set(made.unwrap_or(-2));
         made
     })
 }
@@ -1302,6 +1323,48 @@ mod tests {
         b.missed();
         assert!(b.skip());
         assert!(!b.skip(), "after a find, a miss starts at 1 again");
+    }
+
+    /// The linger set watches the listener the thread serves now: a thread that
+    /// serves another listener later gets a set for that one.
+    #[test]
+    fn the_linger_set_follows_the_thread_listener() {
+        std::thread::spawn(|| {
+            if DRAIN.rd.load(Ordering::Acquire) < 0 {
+                DRAIN.reset().unwrap();
+            }
+            let dir = std::env::temp_dir().join(format!("fcgi-shim-linger-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (pa, pb) = (dir.join("a.sock"), dir.join("b.sock"));
+            let _ = std::fs::remove_file(&pa);
+            let _ = std::fs::remove_file(&pb);
+            let (a, b) = (
+                UnixListener::bind(&pa).unwrap(),
+                UnixListener::bind(&pb).unwrap(),
+            );
+            let ready = |ep: RawFd| {
+                let mut evs = [libc::epoll_event { events: 0, u64: 9 }; 2];
+                // SAFETY: evs has room for the 2 events asked for.
+                let n = unsafe { libc::epoll_wait(ep, evs.as_mut_ptr(), 2, 0) };
+                evs[..n.max(0) as usize]
+                    .iter()
+                    .map(|e| e.u64)
+                    .collect::<Vec<_>>()
+            };
+            set_thread_listener(a.as_raw_fd());
+            let ep = linger_set().expect("a linger set");
+            assert_eq!(linger_set(), Some(ep), "made once per listener");
+            let _c = UnixStream::connect(&pa).unwrap();
+            assert_eq!(ready(ep), [LINGER_LISTENER]);
+            set_thread_listener(b.as_raw_fd());
+            let ep = linger_set().expect("a linger set");
+            assert_eq!(ready(ep), Vec::<u64>::new(), "the new set watches a");
+            let _d = UnixStream::connect(&pb).unwrap();
+            assert_eq!(ready(ep), [LINGER_LISTENER]);
+            let _ = std::fs::remove_dir_all(&dir);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
