@@ -415,8 +415,9 @@ def report(args):
       "is threaded. At concurrency 8 the single-process servers are also run the way they "
       "serve concurrent connections: fcgi-shim with FCGI_THREADS=8, libfcgi as 8 processes "
       "sharing the socket (`bench/helper.py prefork 8`, what `spawn-fcgi -F 8` does), php-cgi "
-      "with PHP_FCGI_CHILDREN=8. php-cgi is asked for /hello.php (see the notes), the others "
-      "for /.\n")
+      "with PHP_FCGI_CHILDREN=8; fcgi-shim also as 8 such processes and with its own 8 worker "
+      "processes (FCGI_PROCESSES=8, which know of each other). php-cgi is asked for /hello.php "
+      "(see the notes), the others for /.\n")
     w("**Concurrency 8 with keep-conn on, against a server that serves one connection at a "
       "time** (fcgi-shim with 1 thread, libfcgi and php-cgi as one process): the server keeps "
       "serving the first connection, and the other 7 clients wait in the listen backlog until "
@@ -483,6 +484,7 @@ def report(args):
 
     LIB, LIB8 = "libfcgi C", "libfcgi C, 8 processes"
     SHIM8P, NOSPIN = "fcgi-shim hello, 8 processes", "fcgi-shim hello, FCGI_SPIN_MICROS=0"
+    SHIM8W = "fcgi-shim hello, FCGI_PROCESSES=8"
     pairs = [(SHIM, LIB, 1, False, "1 thread vs 1 process, c=1, new connections"),
              (SHIM, LIB, 1, True, "1 thread vs 1 process, c=1, keep-conn"),
              (SHIM, LIB, 8, False, "1 thread vs 1 process, c=8, new connections"),
@@ -491,6 +493,8 @@ def report(args):
              (SHIM8, LIB8, 8, True, "8 threads vs 8 processes, c=8, keep-conn"),
              (SHIM8P, LIB8, 8, False, "8 processes vs 8 processes, c=8, new connections"),
              (SHIM8P, LIB8, 8, True, "8 processes vs 8 processes, c=8, keep-conn"),
+             (SHIM8W, LIB8, 8, False, "FCGI_PROCESSES=8 vs 8 processes, c=8, new connections"),
+             (SHIM8W, LIB8, 8, True, "FCGI_PROCESSES=8 vs 8 processes, c=8, keep-conn"),
              (NOSPIN, LIB, 1, False, "FCGI_SPIN_MICROS=0 (1 thread) vs 1 process, c=1, new connections"),
              (NOSPIN, LIB, 1, True, "FCGI_SPIN_MICROS=0 (1 thread) vs 1 process, c=1, keep-conn"),
              (SHIM, NOSPIN, 1, False, "spin (default) vs FCGI_SPIN_MICROS=0, c=1, new connections"),

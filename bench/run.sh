@@ -194,6 +194,13 @@ server() {
         SRV_ENV=(FCGI_THREADS=1)
         SRV_ARGV=(python3 "$HELPER" prefork 8 "$BIN/hello")
         ;;
+    shim8w)
+        # fcgi-shim's own 8 worker processes (FCGI_PROCESSES, as php-cgi's
+        # PHP_FCGI_CHILDREN): they know of each other, unlike the 8 above.
+        SRV_NAME="fcgi-shim hello, FCGI_PROCESSES=8"
+        SRV_ENV=(FCGI_THREADS=1 FCGI_PROCESSES=8)
+        SRV_ARGV=("$BIN/hello")
+        ;;
     libfcgi)
         SRV_NAME="libfcgi C"
         SRV_ARGV=("$BIN/hello-libfcgi")
@@ -268,7 +275,7 @@ status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
 # ---- 1. FastCGI throughput ----
 
-C8=(shim shim8 shim8p libfcgi libfcgi8 go php php8 flup)
+C8=(shim shim8 shim8p shim8w libfcgi libfcgi8 go php php8 flup)
 fcgi_run() { # KEY C KEEP(0|1) ROUND [KIND]
     server "$1"
     local args=(-c "$2" -d "$SECS" --warmup 1 --path "$SRV_PATH" --json) out keep=false

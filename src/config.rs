@@ -45,6 +45,9 @@ pub(crate) struct Config {
     /// What FCGI_MAX_CONNS and FCGI_MAX_REQS answer, when more than `max_conns`
     /// (prefork: all workers together).
     pub advertised_conns: Option<usize>,
+    /// Other worker processes of ours accept on the same listener (prefork): a
+    /// lingering close leaves queued connections to them, as a thread of a pool does.
+    pub sibling_workers: bool,
     pub max_requests: Option<u64>,
     pub map: MapSettings,
     pub watch_binary: bool,
@@ -99,6 +102,7 @@ impl Default for Config {
             idle_timeout: None,
             max_conns: 1,
             advertised_conns: None,
+            sibling_workers: false,
             max_requests: None,
             map: MapSettings::default(),
             watch_binary: true,

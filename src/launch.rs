@@ -72,6 +72,7 @@ fn prefork_under_web_server(
     };
     cfg.watch_binary = false;
     cfg.advertised_conns = Some(cfg.max_conns * processes);
+    cfg.sibling_workers = processes > 1;
     let worker = PreforkWorker {
         listener,
         app,
@@ -220,6 +221,7 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
     let processes = sa.processes.unwrap_or(1);
     let result = if processes > 1 {
         cfg.advertised_conns = Some(cfg.max_conns * processes);
+        cfg.sibling_workers = true;
         let cfg = Arc::new(cfg);
         let worker = PreforkWorker {
             listener,

@@ -359,9 +359,10 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
     // One worker: a lingering close must give way to a queued connection, which no
     // other thread of ours would take (other processes on the socket might: the wait
     // wakes one sleeping process per connection, see `wait_readable_or_backlog`).
-    // With several threads the others take it, and watching the listener from every
-    // lingering thread would wake them all for each new connection.
-    if pool.cfg.max_conns == 1 {
+    // With several threads, or several worker processes of our own, the others take
+    // it: giving way there only cut lingering closes short, and cost one-thread
+    // processes under load a third of their p99 (BENCHMARKS.md).
+    if pool.cfg.max_conns == 1 && !pool.cfg.sibling_workers {
         sys::set_thread_listener(pool.listener.as_raw_fd());
     }
     let waiter = match sys::AcceptWait::new(pool.listener.as_raw_fd(), accept_watch(pool)) {

@@ -190,70 +190,116 @@ fn with_several_workers_the_linger_leaves_new_connections_to_the_others() {
     );
 }
 
-/// Several one-thread processes on one socket (`spawn-fcgi -F`, `FCGI_PROCESSES`): a
-/// new connection wakes one sleeping process at most, not every lingering one. A
-/// lingering close in a one-thread process watches the listener (no other thread of
-/// its own would take a queued connection); it does so through an epoll set holding
-/// the listener with `EPOLLEXCLUSIVE`, as the wait for a connection does. With `poll`,
-/// every lingering process woke for each new connection.
+/// `n` copies of example `name` with one listening socket as their stdin, as
+/// `spawn-fcgi -F n` starts them: each a process of its own that knows of no other.
+struct Copies {
+    children: Vec<std::process::Child>,
+    sock: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl Copies {
+    fn start(name: &str, n: usize) -> Copies {
+        let dir = TempDir::new("copies");
+        let sock = dir.join("app.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let children = (0..n)
+            .map(|_| {
+                let fd = std::os::fd::OwnedFd::from(listener.try_clone().unwrap());
+                let mut cmd = std::process::Command::new(example(name));
+                cmd.stdin(std::process::Stdio::from(fd))
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .env_remove("GATEWAY_INTERFACE");
+                contain(&mut cmd);
+                spawn_retrying(&mut cmd)
+            })
+            .collect();
+        Copies {
+            children,
+            sock,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Copies {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One request for `/pid` on a new connection to `sock`; the connection and the pid
+/// of the process that served it. Then a pause, until that process's lingering close
+/// sleeps (or, for a connection not held, until it waits for connections again).
+fn pid_request(sock: &std::path::Path) -> (UnixStream, u32) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.write_all(&request(1, false, &get("/pid", ""), b""))
+        .unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200, "{r:?}");
+    let pid = r.json()["pid"].as_u64().unwrap() as u32;
+    std::thread::sleep(Duration::from_millis(50));
+    (s, pid)
+}
+
+/// Still lingering: the app has half-closed, not closed (no hang-up); the look wakes
+/// nobody.
+fn still_lingering(s: &UnixStream) -> bool {
+    let mut p = libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    unsafe { libc::poll(&mut p, 1, 0) };
+    p.revents & libc::POLLHUP == 0
+}
+
+/// A process's sleeps that ended in a wake-up, over all its threads.
+fn wakes(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|t| {
+            let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
+            st.lines()
+                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+                .unwrap()
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum()
+}
+
+/// Several one-thread processes on one socket that know nothing of each other
+/// (`spawn-fcgi -F`): a new connection wakes one sleeping process at most, not every
+/// lingering one. Each, alone as far as it knows, watches the listener while it
+/// lingers, through an epoll set holding the listener with `EPOLLEXCLUSIVE`, as the
+/// wait for a connection does. With `poll`, every lingering process woke for each new
+/// connection.
 #[test]
 fn a_new_connection_does_not_wake_every_lingering_process() {
-    let mut app = FcgiApp::start("echo", &[("FCGI_PROCESSES", "8")]);
-    let one = || {
-        let mut s = app.connect();
-        s.write_all(&request(1, false, &get("/pid", ""), b""))
-            .unwrap();
-        let r = read_reply(&mut s, 1, T);
-        assert_eq!(r.status(), 200, "{r:?}");
-        let pid = r.json()["pid"].as_u64().unwrap() as u32;
-        // Until its lingering close sleeps (or, for a connection not held, until the
-        // worker waits for connections again).
-        std::thread::sleep(Duration::from_millis(50));
-        (s, pid)
-    };
-    // Still lingering: the app has half-closed, not closed (no hang-up), and the
-    // look wakes nobody.
-    let lingering = |s: &UnixStream| {
-        let mut p = libc::pollfd {
-            fd: s.as_raw_fd(),
-            events: 0,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, no wait.
-        unsafe { libc::poll(&mut p, 1, 0) };
-        p.revents & libc::POLLHUP == 0
-    };
-    // Every thread's sleeps that ended in a wake-up.
-    let wakes = |pid: u32| -> u64 {
-        std::fs::read_dir(format!("/proc/{pid}/task"))
-            .unwrap()
-            .map(|t| {
-                let st = std::fs::read_to_string(t.unwrap().path().join("status")).unwrap();
-                st.lines()
-                    .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                    .unwrap()
-                    .trim()
-                    .parse::<u64>()
-                    .unwrap()
-            })
-            .sum()
-    };
-    // Connections held open after their responses until two workers or more linger
+    let app = Copies::start("echo", 8);
+    // Connections held open after their responses until two processes or more linger
     // (a lingering close waits 2 s at most, within which the rest runs). A lingering
-    // worker woken by a new connection gives way to it (one does, whichever comes
+    // process woken by a new connection gives way to it (one does, whichever comes
     // first among the sleeping), so a hold may take the place of another.
     let mut held: Vec<(UnixStream, u32)> = Vec::new();
-    while held.iter().filter(|(s, _)| lingering(s)).count() < 3 && held.len() < 8 {
-        held.push(one());
+    while held.iter().filter(|(s, _)| still_lingering(s)).count() < 3 && held.len() < 8 {
+        held.push(pid_request(&app.sock));
     }
     let now: Vec<u32> = held
         .iter()
-        .filter(|(s, _)| lingering(s))
+        .filter(|(s, _)| still_lingering(s))
         .map(|&(_, pid)| pid)
         .collect();
     assert!(now.len() >= 2, "lingering: {now:?} of {held:?}");
     let before: Vec<u64> = now.iter().map(|&p| wakes(p)).collect();
-    let (_, served_by) = one();
+    let (_, served_by) = pid_request(&app.sock);
     let woke: Vec<u32> = now
         .iter()
         .zip(&before)
@@ -262,8 +308,31 @@ fn a_new_connection_does_not_wake_every_lingering_process() {
         .collect();
     assert!(
         woke.len() <= 1,
-        "one new connection (served by {served_by}) woke the lingering workers {woke:?} of {now:?}"
+        "one new connection (served by {served_by}) woke the lingering processes {woke:?} of {now:?}"
     );
+}
+
+/// `FCGI_PROCESSES` workers know of each other: like the threads of one process, a
+/// lingering one leaves new connections to the others and keeps waiting for the web
+/// server's close, woken by nothing else.
+#[test]
+fn processes_linger_on_while_their_siblings_take_new_connections() {
+    let mut app = FcgiApp::start("echo", &[("FCGI_PROCESSES", "4")]);
+    let held: Vec<(UnixStream, u32)> = (0..3).map(|_| pid_request(&app.sock)).collect();
+    let pids: std::collections::BTreeSet<u32> = held.iter().map(|&(_, p)| p).collect();
+    assert_eq!(pids.len(), 3, "a lingering worker gave way: {held:?}");
+    let before: Vec<u64> = held.iter().map(|&(_, p)| wakes(p)).collect();
+    for _ in 0..10 {
+        let (_, pid) = pid_request(&app.sock);
+        assert!(!pids.contains(&pid), "{pid} was lingering");
+    }
+    for ((s, pid), b) in held.iter().zip(before) {
+        assert_eq!(wakes(*pid), b, "lingering worker {pid} woke");
+        assert!(
+            still_lingering(s),
+            "worker {pid} closed its lingering connection"
+        );
+    }
     app.signal(libc::SIGTERM);
     assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
