@@ -17,6 +17,10 @@
 # servers/restart.sh (the app's own --socket --processes N) which replaces workers.
 # So the copies do not exit when a new binary is uploaded (that would take the site
 # down until someone ran this again): FCGI_WATCH_BINARY=0 below; restart instead.
+# Or start one copy (-F 1) with FCGI_PROCESSES=N in its environment: the app keeps
+# the socket and N workers of its own, replaces one that exits, runs a new upload in
+# place, and its workers leave queued connections to each other where separate
+# copies each give way to one themselves (lower p99 under load, BENCHMARKS.md).
 
 APP="{APP}"
 ROOT="{ROOT}"
