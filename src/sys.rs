@@ -853,8 +853,9 @@ fn linger_set() -> Option<RawFd> {
 /// The wait is an `epoll_wait` on a set that holds the listener with `EPOLLEXCLUSIVE`,
 /// as the wait for a connection does: a new connection wakes one sleeping process,
 /// whichever it is, rather than every lingering one. With several one-thread
-/// processes on one socket (`spawn-fcgi -F`, `FCGI_PROCESSES`) a `poll` of the
-/// listener woke each of them for every new connection. The connection is in the set
+/// processes on one socket that know nothing of each other (`spawn-fcgi -F`; workers
+/// of `FCGI_PROCESSES` do not watch at all) a `poll` of the listener woke each of them
+/// for every new connection. The connection is in the set
 /// with `EPOLLONESHOT`: it is re-armed for each wait and, once closed, can wake a later
 /// wait once at most should another process still hold it open.
 pub fn wait_readable_or_backlog(

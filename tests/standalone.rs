@@ -1596,14 +1596,7 @@ fn restart_with_every_worker_busy(workers: &str) {
             String::from_utf8_lossy(&r.stdout)
         );
     }
-    assert_eq!(
-        a.wait_exit(T).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        a.stderr()
-    );
-    b.signal(libc::SIGTERM);
-    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+    old_exited_then_stop_new(&mut a, &mut b);
 }
 
 #[test]
@@ -2508,14 +2501,7 @@ fn prefork_restart_is_taken_over_at_once() {
         t0.elapsed()
     );
     assert!(b.alive(), "{}", b.stderr());
-    assert_eq!(
-        a.wait_exit(T).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        a.stderr()
-    );
-    b.signal(libc::SIGTERM);
-    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+    old_exited_then_stop_new(&mut a, &mut b);
 }
 
 /// A restart started twice at once (a restart script run twice, or by two people):
@@ -2637,9 +2623,7 @@ fn web_server_addrs_still_answer_the_restart_probe_from_this_machine() {
         "the restart did not take over: {}",
         b.stderr()
     );
-    assert_eq!(a.wait_exit(T).and_then(|s| s.code()), Some(0));
-    b.signal(libc::SIGTERM);
-    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+    old_exited_then_stop_new(&mut a, &mut b);
 }
 
 /// A second server on the port of a live `--http` server is refused, as on a FastCGI
@@ -2686,9 +2670,7 @@ fn a_live_http_server_keeps_its_port() {
         a.stderr(),
         b.stderr()
     );
-    assert_eq!(a.wait_exit(T).and_then(|s| s.code()), Some(0));
-    b.signal(libc::SIGTERM);
-    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+    old_exited_then_stop_new(&mut a, &mut b);
 }
 
 /// The HTTP server's request rules from RFC 9110/9112 that clients and proxies rely
@@ -2804,4 +2786,17 @@ fn http_request_rules() {
     assert!(r.contains("Connection: keep-alive"), "{r}");
     srv.signal(libc::SIGTERM);
     assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
+/// After a takeover: the old server `a` has exited 0; the new one, `b`, then stops
+/// with 0 on SIGTERM.
+fn old_exited_then_stop_new(a: &mut Srv, b: &mut Srv) {
+    assert_eq!(
+        a.wait_exit(T).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        a.stderr()
+    );
+    b.signal(libc::SIGTERM);
+    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
