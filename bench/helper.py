@@ -19,6 +19,9 @@
   helper.py perf-syscalls PERF_STAT_CSV REQUESTS
       The same from `perf stat -x,` counts of raw_syscalls:sys_enter (every call)
       and syscalls:sys_enter_NAME tracepoints (the rest is counted as `other`).
+  helper.py fcgid-prespawn URL N SESSION EXE
+      Has mod_fcgid start N processes of the app at URL (EXE, in the session of the
+      Apache whose pid is SESSION) before it is measured; prints how many it has.
   helper.py wrk < WRK_OUTPUT
       Parses `wrk --latency` output into JSON (req/s, p50/p99 in ms, errors).
   helper.py json-str < TEXT
@@ -79,6 +82,78 @@ def prefork(args):
         if pid in kids:
             kids.remove(pid)
 
+
+
+def app_procs(session, exe):
+    """Pids of the processes of `session` running `exe` (mod_fcgid's apps, in the
+    session of the Apache that started them)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                sid = int(f.read().rsplit(")", 1)[1].split()[3])
+            if sid == session and os.readlink(f"/proc/{d}/exe") == exe:
+                found.append(int(d))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+def fcgid_prespawn(args):
+    """Makes mod_fcgid start N processes of one app before it is measured.
+
+    mod_fcgid starts another process of an app only when a request has found every
+    process busy, slept a whole second (fcgid_bridge.c) and still found none free;
+    with fast requests that rarely happens, so under `wrk -c8` it settles at however
+    many processes its start-up happened to leave (5 to 8 in these runs), and a request
+    that finds them all busy waits a second: that second was every app's p99 here. So
+    each process the app has is stopped (SIGSTOP) and given a request, which keeps it
+    busy; one more request then finds none free and has mod_fcgid start another. At N
+    processes all are continued and the held requests answered. Prints the count."""
+    import signal
+    import urllib.request
+
+    url, n, session, exe = args[0], int(args[1]), int(args[2]), args[3]
+    held = []
+
+    def get():
+        try:
+            urllib.request.urlopen(url, timeout=60).read()
+        except OSError as e:
+            print(f"fcgid-prespawn: {url}: {e}", file=sys.stderr)
+
+    def send():
+        t = threading.Thread(target=get)
+        t.start()
+        held.append(t)
+
+    deadline = time.monotonic() + 60
+    holding = set()
+    try:
+        while time.monotonic() < deadline:
+            have = app_procs(session, exe)
+            if len(have) >= n:
+                break
+            fresh = [pid for pid in have if pid not in holding]
+            for pid in fresh:
+                os.kill(pid, signal.SIGSTOP)
+            # Each idle (now stopped) process takes one request and holds it...
+            for _ in fresh:
+                send()
+            holding.update(fresh)
+            time.sleep(0.3)
+            # ...so this one finds none free: after its second, a new process.
+            send()
+            while time.monotonic() < deadline and len(app_procs(session, exe)) <= len(have):
+                time.sleep(0.05)
+    finally:
+        for pid in app_procs(session, exe):
+            os.kill(pid, signal.SIGCONT)
+    for t in held:
+        t.join()
+    print(len(app_procs(session, exe)))
 
 # ---- FastCGI echo-body client ----
 
@@ -760,6 +835,7 @@ def main():
     {
         "spawn": spawn,
         "prefork": prefork,
+        "fcgid-prespawn": fcgid_prespawn,
         "echo-body": echo_body,
         "syscalls": syscalls,
         "perf-syscalls": perf_syscalls,

@@ -377,7 +377,7 @@ done
 # ---- 4. Apache + mod_fcgid ----
 
 apache_run() {
-    local ap port conf apid k dir url out procs exe name
+    local ap port conf apid k dir url out procs exe name started
     ap=$(mktemp -d /tmp/fcgi-shim-bench-apache.XXXXXX)
     chmod 755 "$ap"
     mkdir -p "$ap/run" "$ap/logs" "$ap/fcgid"
@@ -441,7 +441,7 @@ EOF
     setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C \
         /usr/sbin/apache2 -f "$conf" -DFOREGROUND </dev/null >"$ap/logs/stdout.log" 2>&1 &
     apid=$!
-    jl "{\"kind\":\"apache-meta\",\"desc\":$(jstr "Apache $(/usr/sbin/apache2 -v | sed -n 1p | cut -d/ -f2 | cut -d' ' -f1), event MPM, one directory per app with an .htaccess (AddHandler fcgid-script .fcgi; php: AddHandler fcgid-script .php + FcgidWrapper /usr/bin/php-cgi .php), the binaries as hello.fcgi, mod_fcgid defaults (FcgidMaxProcessesPerClass 100: mod_fcgid starts more processes of an app while all are busy, and gives each process one request at a time, so Go's concurrency does not come into play). Per app: \`wrk -t2 -c8 -d3s\` to warm up (lets mod_fcgid start its processes), then \`wrk -t2 -c8 -d${SECS}s --latency http://127.0.0.1:PORT/APP/hello.fcgi\`. wrk, Apache and the apps share the 2 CPUs. 'app processes': how many mod_fcgid had started by the end.")}"
+    jl "{\"kind\":\"apache-meta\",\"desc\":$(jstr "Apache $(/usr/sbin/apache2 -v | sed -n 1p | cut -d/ -f2 | cut -d' ' -f1), event MPM, one directory per app with an .htaccess (AddHandler fcgid-script .fcgi; php: AddHandler fcgid-script .php + FcgidWrapper /usr/bin/php-cgi .php), the binaries as hello.fcgi, mod_fcgid defaults (FcgidMaxProcessesPerClass 100: mod_fcgid starts more processes of an app while all are busy, and gives each process one request at a time, so Go's concurrency does not come into play). Per app: mod_fcgid is first made to start 8 processes, one per wrk connection (bench/helper.py fcgid-prespawn: left to itself it settles at 5 to 8 under this load, and a request that finds every process busy sleeps a whole second in mod_fcgid, which was every app's p99), then \`wrk -t2 -c8 -d3s\` to warm up, then \`wrk -t2 -c8 -d${SECS}s --latency http://127.0.0.1:PORT/APP/hello.fcgi\`. wrk, Apache and the apps share the 2 CPUs. 'app processes': how many mod_fcgid had running at the end.")}"
     local ok=0 i
     for i in $(seq 100); do
         if python3 -c "import urllib.request,sys; sys.exit(0 if b'Hello' in urllib.request.urlopen('http://127.0.0.1:$port/shim/hello.fcgi', timeout=10).read() else 1)" 2>/dev/null; then
@@ -465,18 +465,20 @@ EOF
                 note "Apache: $name at $url did not answer Hello; skipped (see target/bench/logs/apache-error.log)"
                 continue
             fi
+            exe=$ap/public_html/$k/hello.fcgi
+            [ "$k" = php ] && exe=$(readlink -f /usr/bin/php-cgi)
+            # One process per wrk connection before measuring (see fcgid_prespawn).
+            started=$(timeout 90 python3 "$HELPER" fcgid-prespawn "$url" 8 "$apid" "$exe" 2>>"$LOGS/apache.log") || started='?'
             timeout 60 wrk -t2 -c8 -d3s "$url" >/dev/null 2>&1 || true
             if out=$(timeout $((SECS + 60)) wrk -t2 -c8 -d"${SECS}s" --latency "$url" 2>&1); then
                 printf '%s\n' "$out" >"$LOGS/wrk-$k.txt"
                 out=$(printf '%s\n' "$out" | python3 "$HELPER" wrk)
                 procs=0
-                exe=$ap/public_html/$k/hello.fcgi
-                [ "$k" = php ] && exe=$(readlink -f /usr/bin/php-cgi)
                 for d in /proc/[0-9]*; do
                     [ "$(sed 's/.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f4)" = "$apid" ] || continue
                     [ "$(readlink "$d/exe" 2>/dev/null)" = "$exe" ] && procs=$((procs + 1))
                 done
-                say "   Apache $name: $out, $procs processes"
+                say "   Apache $name: $out, $procs processes ($started before the warm-up)"
                 jl "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(kind="apache", server=sys.argv[2], procs=int(sys.argv[3])); print(json.dumps(d))' "$out" "$name" "$procs")"
             else
                 note "Apache: wrk failed for $name"
