@@ -23,7 +23,8 @@ fcgi-shim: tools for FastCGI apps
 
 TARGET: --socket PATH | --tcp HOST:PORT | --spawn PROGRAM [ARG...] --
   (--spawn starts PROGRAM with a listening Unix socket on fd 0, as mod_fcgid,
-  lighttpd and spawn-fcgi do, and stops it afterwards)
+  lighttpd and spawn-fcgi do, and stops it afterwards, with every process it
+  started: a wrapper such as `sh -c`, `strace -f` or `perf stat` may come first)
 
 bench options:
   -c, --concurrency N   connections at once (default 1)
@@ -302,15 +303,44 @@ impl Spawned {
 }
 
 impl Drop for Spawned {
+    /// Stops the program and every process it started: a wrapper that does not `exec`
+    /// (a shell script, `strace`, `perf stat`) would otherwise leave the app running,
+    /// on the socket and with its binary busy. The tree is read before the first
+    /// signal, while the app is still the wrapper's child and can be told apart.
     fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let root = self.child.id();
+        let others: Vec<u32> = process_tree(root)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|&p| p != root)
+            .collect();
+        for &pid in std::iter::once(&root).chain(&others) {
+            // SAFETY: kill(2) on a process of the tree we started.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        }
+        let gone = |pid: u32| {
+            // SAFETY: signal 0 only checks that the process exists.
+            let exists = unsafe { libc::kill(pid as i32, 0) } == 0;
+            !exists
+                || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+        };
         let deadline = Instant::now() + Duration::from_secs(3);
+        let mut reaped = false;
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            reaped = reaped || matches!(self.child.try_wait(), Ok(Some(_)));
+            if reaped && others.iter().all(|&p| gone(p)) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(10));
+        }
+        for &pid in &others {
+            if !gone(pid) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -881,10 +911,10 @@ fn bench(o: Opts) -> Result<()> {
     Ok(())
 }
 
-/// CPU time (ns, user + system) of process `root`, every thread of it and of every
-/// process descended from it (a prefork parent's children), from
-/// `/proc/PID/task/TID/schedstat`.
-fn tree_cpu_ns(root: u32) -> Option<u64> {
+/// Process `root` and every process descended from it (a prefork parent's children, a
+/// wrapper's program), from the parent of each process in `/proc`; `None` when `root`
+/// is gone.
+fn process_tree(root: u32) -> Option<Vec<u32>> {
     let mut children: std::collections::HashMap<u32, Vec<u32>> = Default::default();
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -902,10 +932,24 @@ fn tree_cpu_ns(root: u32) -> Option<u64> {
             children.entry(ppid).or_default().push(pid);
         }
     }
-    let mut total = 0u64;
+    if !children.values().flatten().any(|&p| p == root) {
+        return None;
+    }
+    let mut tree = Vec::new();
     let mut todo = vec![root];
-    let mut seen_root = false;
     while let Some(pid) = todo.pop() {
+        tree.push(pid);
+        todo.extend(children.get(&pid).into_iter().flatten());
+    }
+    Some(tree)
+}
+
+/// CPU time (ns, user + system) of process `root`, every thread of it and of every
+/// process descended from it, from `/proc/PID/task/TID/schedstat`.
+fn tree_cpu_ns(root: u32) -> Option<u64> {
+    let mut total = 0u64;
+    let mut seen_root = false;
+    for pid in process_tree(root)? {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
             continue;
         };
@@ -919,7 +963,6 @@ fn tree_cpu_ns(root: u32) -> Option<u64> {
                 total += ns;
             }
         }
-        todo.extend(children.get(&pid).into_iter().flatten());
     }
     seen_root.then_some(total)
 }

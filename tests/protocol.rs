@@ -936,6 +936,46 @@ fn the_bench_tool_sends_exactly_n_requests() {
     );
 }
 
+/// `--spawn` stopped the program it started, not what that program started: behind a
+/// wrapper that does not `exec` (a shell script, `strace`, `perf stat`) the app ran on
+/// after the tool had exited, on its socket and with its binary busy. Now the tool
+/// stops the whole tree before it exits.
+#[test]
+fn the_tools_stop_the_app_a_wrapper_started() {
+    use std::process::{Command, Stdio};
+    let echo = example("echo");
+    // Not `tool`: an app left running would hold its standard error open, and reading
+    // that to its end would wait for the app instead of failing.
+    let dir = TempDir::new("spawn-tree");
+    let log = std::fs::File::create(dir.join("tool.log")).unwrap();
+    // `; true`: the shell cannot exec the app, it forks it and waits.
+    let out = Command::new(env!("CARGO_BIN_EXE_fcgi-shim"))
+        .args(["request", "--spawn", "/bin/sh", "-c", "\"$0\"; true"])
+        .arg(&echo)
+        .args(["--", "--path", "/who"])
+        .stdin(Stdio::null())
+        .stderr(log)
+        .output()
+        .unwrap();
+    let pid = tool_json(&out)["pid"].as_u64().unwrap();
+    let running = || {
+        // Gone, or a zombie left for whoever reaps orphans here.
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().chars().next()? != 'Z'))
+            .unwrap_or(false)
+    };
+    let t0 = Instant::now();
+    while running() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if running() {
+        // SAFETY: kill(2) on the app this test started, so it does not outlive the test.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        panic!("the app ({pid}) was still running after the tool had exited");
+    }
+}
+
 /// `--header Content-Type=...` became HTTP_CONTENT_TYPE, which no web server sends, and
 /// the tool's own CONTENT_TYPE stayed: the two headers map to CONTENT_TYPE and
 /// CONTENT_LENGTH, as a web server maps them.
