@@ -83,7 +83,6 @@ def prefork(args):
             kids.remove(pid)
 
 
-
 def app_procs(session, exe):
     """Pids of the processes of `session` running `exe` (mod_fcgid's apps, in the
     session of the Apache that started them)."""
@@ -154,6 +153,7 @@ def fcgid_prespawn(args):
     for t in held:
         t.join()
     print(len(app_procs(session, exe)))
+
 
 # ---- FastCGI echo-body client ----
 
