@@ -19,6 +19,8 @@
   helper.py perf-syscalls PERF_STAT_CSV REQUESTS
       The same from `perf stat -x,` counts of raw_syscalls:sys_enter (every call)
       and syscalls:sys_enter_NAME tracepoints (the rest is counted as `other`).
+  helper.py app-procs SESSION EXE
+      How many processes of SESSION run EXE (mod_fcgid's processes of one app).
   helper.py fcgid-prespawn URL N SESSION EXE
       Has mod_fcgid start N processes of the app at URL (EXE, in the session of the
       Apache whose pid is SESSION) before it is measured; prints how many it has.
@@ -98,6 +100,10 @@ def app_procs(session, exe):
         except (OSError, ValueError, IndexError):
             pass
     return found
+
+
+def count_app_procs(args):
+    print(len(app_procs(int(args[0]), args[1])))
 
 
 def fcgid_prespawn(args):
@@ -835,6 +841,7 @@ def main():
     {
         "spawn": spawn,
         "prefork": prefork,
+        "app-procs": count_app_procs,
         "fcgid-prespawn": fcgid_prespawn,
         "echo-body": echo_body,
         "syscalls": syscalls,

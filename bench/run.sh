@@ -377,7 +377,7 @@ done
 # ---- 4. Apache + mod_fcgid ----
 
 apache_run() {
-    local ap port conf apid k dir url out procs exe name started
+    local ap port conf apid k url out procs exe name started
     ap=$(mktemp -d /tmp/fcgi-shim-bench-apache.XXXXXX)
     chmod 755 "$ap"
     mkdir -p "$ap/run" "$ap/logs" "$ap/fcgid"
@@ -473,11 +473,7 @@ EOF
             if out=$(timeout $((SECS + 60)) wrk -t2 -c8 -d"${SECS}s" --latency "$url" 2>&1); then
                 printf '%s\n' "$out" >"$LOGS/wrk-$k.txt"
                 out=$(printf '%s\n' "$out" | python3 "$HELPER" wrk)
-                procs=0
-                for d in /proc/[0-9]*; do
-                    [ "$(sed 's/.*) //' "$d/stat" 2>/dev/null | cut -d' ' -f4)" = "$apid" ] || continue
-                    [ "$(readlink "$d/exe" 2>/dev/null)" = "$exe" ] && procs=$((procs + 1))
-                done
+                procs=$(python3 "$HELPER" app-procs "$apid" "$exe")
                 say "   Apache $name: $out, $procs processes ($started before the warm-up)"
                 jl "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(kind="apache", server=sys.argv[2], procs=int(sys.argv[3])); print(json.dumps(d))' "$out" "$name" "$procs")"
             else
