@@ -8,7 +8,7 @@
 
 use std::io::{self, IoSlice, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
@@ -866,15 +866,19 @@ impl<T: Transport> Conn<T> {
         let wbuf = std::mem::take(&mut self.wbuf);
         let mut pos = 0;
         let mut drop_body = true;
+        let mut stalled = None;
         let r = loop {
             if pos == wbuf.len() {
                 break Ok(());
             }
             match self.t.write(&wbuf[pos..]) {
                 Ok(0) => break Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
-                Ok(n) => pos += n,
+                Ok(n) => {
+                    pos += n;
+                    stalled = None;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = self.wait_to_write(&mut drop_body) {
+                    if let Err(e) = self.wait_to_write(&mut drop_body, &mut stalled) {
                         break Err(e);
                     }
                 }
@@ -896,22 +900,42 @@ impl<T: Transport> Conn<T> {
     /// the socket's buffer would wait for a web server that waits for us (until
     /// FcgidIOTimeout, then a 500). `drop_body` turns false, for the rest of this
     /// write, once there is nothing more to drop that way.
-    fn wait_to_write(&mut self, drop_body: &mut bool) -> Result<(), ConnError> {
+    ///
+    /// The write timeout counts from `stalled`, when the socket last took nothing
+    /// (the caller sets it back to `None` when a write goes through): body bytes
+    /// coming in wake the wait without any of the response going out, and must not
+    /// start the timeout over, or a web server that sends its request a byte at a
+    /// time while it reads none of the response would hold the worker for as long as
+    /// the body lasts.
+    fn wait_to_write(
+        &mut self,
+        drop_body: &mut bool,
+        stalled: &mut Option<Instant>,
+    ) -> Result<(), ConnError> {
+        const WHAT: &str = "the web server to read the response";
         *drop_body = *drop_body
             && !self.peer_closed
             && self
                 .active
                 .as_ref()
                 .is_some_and(|a| !a.body_attached && !a.stdin_done && !a.aborted);
+        let timeout = match self.cfg.write_timeout {
+            Some(t) => {
+                let left = t.saturating_sub(stalled.get_or_insert_with(Instant::now).elapsed());
+                if left.is_zero() {
+                    return Err(ConnError::TimedOut(WHAT));
+                }
+                Some(left)
+            }
+            None => None,
+        };
         let woke = if *drop_body {
-            self.t.wait_out_or_in(self.cfg.write_timeout)
+            self.t.wait_out_or_in(timeout)
         } else {
-            self.t.wait(true, self.cfg.write_timeout, false)
+            self.t.wait(true, timeout, false)
         };
         match woke {
-            Ok(Wake::TimedOut) => {
-                return Err(ConnError::TimedOut("the web server to read the response"));
-            }
+            Ok(Wake::TimedOut) => return Err(ConnError::TimedOut(WHAT)),
             Ok(_) => {}
             Err(e) => return Err(ConnError::Io(e)),
         }
@@ -960,6 +984,7 @@ impl<T: Transport> Conn<T> {
         // Out of `self` while it goes out, as in `flush_out`.
         let wbuf = std::mem::take(&mut self.wbuf);
         let mut drop_body = true;
+        let mut stalled = None;
         while chunks.peek().is_some() {
             let batch: Vec<&[u8]> = chunks.by_ref().take(BATCH).collect();
             let heads: Vec<[u8; 8]> = batch
@@ -987,9 +1012,12 @@ impl<T: Transport> Conn<T> {
                 }
                 match self.t.write_vectored(slices) {
                     Ok(0) => break Err(ConnError::Io(io::ErrorKind::WriteZero.into())),
-                    Ok(n) => IoSlice::advance_slices(&mut slices, n),
+                    Ok(n) => {
+                        IoSlice::advance_slices(&mut slices, n);
+                        stalled = None;
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if let Err(e) = self.wait_to_write(&mut drop_body) {
+                        if let Err(e) = self.wait_to_write(&mut drop_body, &mut stalled) {
                             break Err(e);
                         }
                     }

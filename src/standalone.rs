@@ -197,6 +197,9 @@ impl Builder {
         let mut port: Option<String> = None;
         let mut maxchildren: Option<String> = None;
         let mut threaded = false;
+        // A listener named on this command line (`--socket`, `--listen`, `--http`,
+        // `socket=`): Django's runfcgi took `socket=` over `host=`/`port=`.
+        let mut listener_named = false;
         let mut i = 0;
         while i < args.len() {
             let a = &args[i];
@@ -216,6 +219,7 @@ impl Builder {
                     i += 1;
                     v
                 };
+                listener_named |= matches!(name, "socket" | "listen" | "http");
                 self.apply_option(name, a, value.as_deref())?;
             } else if a == "-h" {
                 self.sa.help = true;
@@ -241,7 +245,10 @@ impl Builder {
                         log::debug!("ignoring runfcgi option {k}={v}");
                     }
                     "socket" | "protocol" | "pidfile" | "daemonize" | "workdir" | "umask"
-                    | "outlog" | "errlog" => self.apply_option(k, k, Some(v))?,
+                    | "outlog" | "errlog" => {
+                        listener_named |= k == "socket";
+                        self.apply_option(k, k, Some(v))?;
+                    }
                     _ => return Err(Error::setting("argument", a, "an option listed in --help")),
                 }
             } else {
@@ -252,15 +259,18 @@ impl Builder {
             let name = if threaded { "threads" } else { "processes" };
             self.apply_option(name, "maxchildren", Some(&n))?;
         }
-        match (host, port) {
+        let addr = match (host, port) {
             // An IPv6 host (`host=::1`) in brackets, as a socket address writes it.
-            (Some(h), Some(p)) if h.contains(':') && !h.starts_with('[') => {
-                self.sa.listen = Some(format!("[{h}]:{p}"));
-            }
-            (Some(h), Some(p)) => self.sa.listen = Some(format!("{h}:{p}")),
-            (None, Some(p)) => self.sa.listen = Some(p),
+            (Some(h), Some(p)) if h.contains(':') && !h.starts_with('[') => format!("[{h}]:{p}"),
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (None, Some(p)) => p,
             (Some(h), None) => return Err(Error::setting("host", h, "host= with port=")),
-            (None, None) => {}
+            (None, None) => return Ok(()),
+        };
+        // Like `--listen`: it replaces a listener from the environment or the settings
+        // file (an `FCGI_SOCKET`), but not one named on this command line.
+        if !listener_named {
+            self.apply_option("listen", "port", Some(&addr))?;
         }
         Ok(())
     }
@@ -674,6 +684,20 @@ mod tests {
                 Some("127.0.0.1:8000"),
             ),
             (&[][..], Some("/from/env.sock"), None, None),
+            // flup's spelling replaces it too.
+            (
+                &["host=127.0.0.1", "port=9001"][..],
+                None,
+                Some("127.0.0.1:9001"),
+                None,
+            ),
+            // As in Django's runfcgi, `socket=` is taken over `host=`/`port=`.
+            (
+                &["port=9001", "socket=/from/args.sock"][..],
+                Some("/from/args.sock"),
+                None,
+                None,
+            ),
         ] {
             let mut b = Builder::new();
             b.apply_standalone_env(&env).unwrap();

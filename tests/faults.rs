@@ -255,6 +255,64 @@ fn a_web_server_that_stops_reading_meets_the_write_timeout() {
     drop(stalled);
 }
 
+/// The same, with a web server that keeps sending the request's body a few bytes at a
+/// time while it reads none of the response (nginx with request buffering off, in
+/// front of a client that trickles its upload and does not read). The app answered
+/// without the body, so what comes is read and dropped; the write timeout still runs
+/// from the moment the response stopped going out. It used to start over with every
+/// piece of body that came in, and the worker stayed stuck for as long as the body
+/// lasted.
+#[test]
+fn a_trickled_body_does_not_hold_off_the_write_timeout() {
+    let app = FcgiApp::start(
+        "echo",
+        &[("FCGI_THREADS", "1"), ("FCGI_WRITE_TIMEOUT", "2")],
+    );
+    let mut stalled = app.connect();
+    let mut vars = cgi_vars("POST", "/stream", "chunks=100&size=65536");
+    vars.push(("CONTENT_LENGTH", "1000000".into()));
+    let mut params = Vec::new();
+    for (k, v) in &vars {
+        pair(&mut params, k.as_bytes(), v.as_bytes());
+    }
+    let mut head = begin(1, RESPONDER, false);
+    head.extend(stream(PARAMS, 1, &params, 65535));
+    stalled.write_all(&head).unwrap();
+    // 8 body bytes every 200 ms for 12 s, or until the app has closed the connection.
+    let trickle = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(12) {
+            if stalled.write_all(&rec(STDIN, 1, b"xxxxxxxx")).is_err() {
+                return Some(t0.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    let r = app.roundtrip(request(1, false, &get("/next", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+    let waited = t0.elapsed();
+    assert!(
+        waited < Duration::from_secs(6),
+        "waited {waited:?}\n{}",
+        app.stderr()
+    );
+    assert!(
+        app.stderr()
+            .contains("timed out waiting for the web server to read the response"),
+        "{}",
+        app.stderr()
+    );
+    // The stalled connection was closed: the trickle's writes began to fail.
+    let closed = trickle.join().unwrap();
+    assert!(
+        closed.is_some_and(|t| t < Duration::from_secs(7)),
+        "{closed:?}"
+    );
+}
+
 /// Out of file descriptors while the pool grows (each worker has an epoll descriptor
 /// besides its connection): the process serves on with the workers it has, and serves
 /// everyone once connections close. It used to stop altogether.
