@@ -106,6 +106,43 @@ def count_app_procs(args):
     print(len(app_procs(int(args[0]), args[1])))
 
 
+def task_cpu_ns(pid):
+    """On-CPU time of every thread of `pid` (schedstat, ns); 0 once it is gone."""
+    total = 0
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/schedstat") as f:
+                total += int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return total
+
+
+def session_cpu(args):
+    """CPU time so far of the processes of session SESSION that run EXE (an app of
+    mod_fcgid's) and of the rest of the session (Apache's processes, mod_fcgid's
+    process manager), as JSON: taken before and after a wrk run, their differences
+    divided by the requests are each side's CPU per request."""
+    session, exe = int(args[0]), args[1]
+    apps = set(app_procs(session, exe))
+    app_ns = other_ns = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                sid = int(f.read().rsplit(")", 1)[1].split()[3])
+        except (OSError, ValueError, IndexError):
+            continue
+        if sid != session:
+            continue
+        if int(d) in apps:
+            app_ns += task_cpu_ns(d)
+        else:
+            other_ns += task_cpu_ns(d)
+    print(json.dumps({"procs": len(apps), "app_ns": app_ns, "other_ns": other_ns}))
+
+
 def fcgid_prespawn(args):
     """Makes mod_fcgid start N processes of one app before it is measured.
 
@@ -687,13 +724,40 @@ def report(args):
         w("## 4. End to end: Apache 2.4 + mod_fcgid, `wrk` on loopback\n")
         am = next((r for r in rows if r["kind"] == "apache-meta"), {})
         w(am.get("desc", "") + "\n")
-        shim_ap = next((r for r in ap if r["server"] == SHIM), None)
-        w("| app | req/s | p50 ms | p99 ms | non-2xx / errors | app processes | fcgi-shim ÷ this (req/s) |")
-        w("|---|---:|---:|---:|---:|---:|---:|")
-        for r in ap:
-            w(f"| {r['server']} | {fmt(r.get('rps'), 0)} | {fmt(r.get('p50_ms'), 2)} | {fmt(r.get('p99_ms'), 2)} | "
-              f"{fmt(r.get('errors'))} | {fmt(r.get('procs'))} | "
-              f"{'' if r['server'] == SHIM else ratio(val(shim_ap, 'rps'), r.get('rps'))} |")
+        # One row per app: the median of its rounds (a run before rounds has one each).
+        servers = list(dict.fromkeys(r["server"] for r in ap))
+        by_server = {sv: [r for r in ap if r["server"] == sv] for sv in servers}
+
+        def med(sv, key):
+            v = [r[key] for r in by_server[sv] if r.get(key) is not None]
+            return median(v) if v else None
+
+        def round_ratios(sv):
+            # fcgi-shim ÷ this app, round by round (rounds both have).
+            shim = {r.get("round", 1): r.get("rps") for r in by_server.get(SHIM, [])}
+            out = []
+            for r in by_server[sv]:
+                a, b = shim.get(r.get("round", 1)), r.get("rps")
+                if a and b:
+                    out.append(a / b)
+            return out
+
+        def ap_cpu(sv):
+            app, apache = med(sv, "app_cpu_us"), med(sv, "apache_cpu_us")
+            return "n/a" if app is None else f"{app:.1f} ({fmt(apache, 1)})"
+
+        w("| app | req/s | p50 ms | p99 ms | non-2xx / errors | app processes | CPU µs / request: app (Apache) "
+          "| rounds' req/s | rounds' p99 ms | fcgi-shim ÷ this (req/s) | round by round | median |")
+        w("|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|")
+        for sv in servers:
+            rs = by_server[sv]
+            rr = [] if sv == SHIM else round_ratios(sv)
+            w(f"| {sv} | {fmt(med(sv, 'rps'), 0)} | {fmt(med(sv, 'p50_ms'), 2)} | {fmt(med(sv, 'p99_ms'), 2)} | "
+              f"{fmt(sum(r.get('errors') or 0 for r in rs))} | {fmt(rs[-1].get('procs'))} | "
+              f"{ap_cpu(sv)} | "
+              f"{', '.join(fmt(r.get('rps'), 0) for r in rs)} | {', '.join(fmt(r.get('p99_ms'), 2) for r in rs)} | "
+              f"{'' if sv == SHIM else ratio(med(SHIM, 'rps') if SHIM in by_server else None, med(sv, 'rps'))} | "
+              f"{', '.join(f'{x:.2f}' for x in rr)} | {f'{median(rr):.2f}×' if rr else ''} |")
         w("")
 
     # ---- 5. 1 GiB ----
@@ -842,6 +906,7 @@ def main():
         "spawn": spawn,
         "prefork": prefork,
         "app-procs": count_app_procs,
+        "session-cpu": session_cpu,
         "fcgid-prespawn": fcgid_prespawn,
         "echo-body": echo_body,
         "syscalls": syscalls,

@@ -16,11 +16,12 @@
 #   5. 1 GiB up and down through the echo example, and its peak RSS
 #   6. stripped binary sizes, system calls per request (strace -c)
 # and writes target/bench/results.md (raw data: target/bench/raw.jsonl, logs:
-# target/bench/logs/). About 20 minutes on 2 cores with the builds cached, 24 with them.
+# target/bench/logs/). About 21 minutes on 2 cores with the builds cached, 25 without.
 #
 # Settings (environment): BENCH_SECS (seconds per load run, default 3), BENCH_ROUNDS
 # (rounds of the FastCGI runs, default 5), BENCH_PAIR_ROUNDS (more rounds of 8 threads
-# against 8 libfcgi processes, default 10), BENCH_CGI_RUNS
+# against 8 libfcgi processes, default 10), BENCH_APACHE_ROUNDS (rounds of section 4,
+# default 3), BENCH_CGI_RUNS
 # (default 200, in 5 interleaved rounds), BENCH_SYSCALL_REQS (default 2000), BENCH_NOTE
 # (a line printed at the top of the results), BENCH_ONLY (the sections to run, default
 # "1 2 3 4 5 6"), BENCH_FCGID_CONF (extra mod_fcgid directives), BENCH_SKIP_INSTALL=1.
@@ -36,6 +37,7 @@ HELPER=$ROOT/bench/helper.py
 SECS=${BENCH_SECS:-3}
 ROUNDS=${BENCH_ROUNDS:-5}
 PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-10}
+APACHE_ROUNDS=${BENCH_APACHE_ROUNDS:-3}
 CGI_RUNS=${BENCH_CGI_RUNS:-200}
 SYS_REQS=${BENCH_SYSCALL_REQS:-2000}
 ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6} "
@@ -154,7 +156,7 @@ fi
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 OS=$(. /etc/os-release && echo "$PRETTY_NAME")
 VERSIONS="$(rustc --version | cut -d' ' -f1-2); $(go version | cut -d' ' -f3); $(php-cgi -v 2>/dev/null | sed -n 1p | cut -d' ' -f1-2); libfcgi $(dpkg-query -W -f '${Version}' libfcgi-dev 2>/dev/null || echo '?'); flup $("$B/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("flup"))'); $(/usr/sbin/apache2 -v 2>/dev/null | sed -n 1p | cut -d: -f2 | sed 's/^ *//'); mod_fcgid $(dpkg-query -W -f '${Version}' libapache2-mod-fcgid 2>/dev/null || echo '?'); $({ wrk --version 2>&1 || true; } | head -1 | cut -d' ' -f1-2)"
-SETTINGS="BENCH_SECS=$SECS (plus 1 s warm-up per FastCGI run), BENCH_ROUNDS=$ROUNDS, BENCH_PAIR_ROUNDS=$PAIR_ROUNDS, BENCH_CGI_RUNS=$CGI_RUNS, BENCH_SYSCALL_REQS=$SYS_REQS, sections: $(echo $ONLY)"
+SETTINGS="BENCH_SECS=$SECS (plus 1 s warm-up per FastCGI run), BENCH_ROUNDS=$ROUNDS, BENCH_PAIR_ROUNDS=$PAIR_ROUNDS, BENCH_APACHE_ROUNDS=$APACHE_ROUNDS, BENCH_CGI_RUNS=$CGI_RUNS, BENCH_SYSCALL_REQS=$SYS_REQS, sections: $(echo $ONLY)"
 jl "{\"kind\":\"meta\",\"command\":\"bash bench/run.sh\",\"settings\":$(jstr "$SETTINGS"),\"note\":$(jstr "$NOTE"),\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"),\"nproc\":$(nproc),\"cpu\":$(jstr "$CPU"),\"kernel\":$(jstr "$(uname -r)"),\"os\":$(jstr "$OS"),\"load\":$(jstr "$LOAD_START"),\"load_end\":\"@LOAD_END@\",\"versions\":$(jstr "$VERSIONS")}"
 
 # ---- the FastCGI servers ----
@@ -376,6 +378,22 @@ done
 
 # ---- 4. Apache + mod_fcgid ----
 
+# Sets name, url and exe (the program mod_fcgid runs) of section 4's app $1.
+ap_app() {
+    case $1 in
+    shim) name="fcgi-shim hello" ;;
+    libfcgi) name="libfcgi C" ;;
+    go) name="Go net/http/fcgi" ;;
+    php) name="php-cgi (FcgidWrapper)" ;;
+    esac
+    url=http://127.0.0.1:$port/$1/hello.fcgi
+    exe=$ap/public_html/$1/hello.fcgi
+    if [ "$1" = php ]; then
+        url=http://127.0.0.1:$port/php/hello.php
+        exe=$(readlink -f /usr/bin/php-cgi)
+    fi
+}
+
 apache_run() {
     local ap port conf apid k url out procs exe name started
     ap=$(mktemp -d /tmp/fcgi-shim-bench-apache.XXXXXX)
@@ -441,7 +459,7 @@ EOF
     setsid env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C \
         /usr/sbin/apache2 -f "$conf" -DFOREGROUND </dev/null >"$ap/logs/stdout.log" 2>&1 &
     apid=$!
-    jl "{\"kind\":\"apache-meta\",\"desc\":$(jstr "Apache $(/usr/sbin/apache2 -v | sed -n 1p | cut -d/ -f2 | cut -d' ' -f1), event MPM, one directory per app with an .htaccess (AddHandler fcgid-script .fcgi; php: AddHandler fcgid-script .php + FcgidWrapper /usr/bin/php-cgi .php), the binaries as hello.fcgi, mod_fcgid defaults (FcgidMaxProcessesPerClass 100: mod_fcgid starts more processes of an app while all are busy, and gives each process one request at a time, so Go's concurrency does not come into play). Per app: mod_fcgid is first made to start 8 processes, one per wrk connection (bench/helper.py fcgid-prespawn: left to itself it settles at 5 to 8 under this load, and a request that finds every process busy sleeps a whole second in mod_fcgid, which was every app's p99), then \`wrk -t2 -c8 -d3s\` to warm up, then \`wrk -t2 -c8 -d${SECS}s --latency http://127.0.0.1:PORT/APP/hello.fcgi\`. wrk, Apache and the apps share the 2 CPUs. 'app processes': how many mod_fcgid had running at the end.")}"
+    jl "{\"kind\":\"apache-meta\",\"desc\":$(jstr "Apache $(/usr/sbin/apache2 -v | sed -n 1p | cut -d/ -f2 | cut -d' ' -f1), event MPM, one directory per app with an .htaccess (AddHandler fcgid-script .fcgi; php: AddHandler fcgid-script .php + FcgidWrapper /usr/bin/php-cgi .php), the binaries as hello.fcgi, mod_fcgid defaults (FcgidMaxProcessesPerClass 100: mod_fcgid starts more processes of an app while all are busy, and gives each process one request at a time, so Go's concurrency does not come into play). Per app: mod_fcgid is first made to start 8 processes, one per wrk connection (bench/helper.py fcgid-prespawn: left to itself it settles at 5 to 8 under this load, and a request that finds every process busy sleeps a whole second in mod_fcgid, which was every app's p99), then \`wrk -t2 -c8 -d3s\` to warm up. Then ${APACHE_ROUNDS} rounds, each taking every app in turn (in reverse order in the even rounds), of \`wrk -t2 -c8 -d${SECS}s --latency http://127.0.0.1:PORT/APP/hello.fcgi\`; each figure is the median of the rounds, and fcgi-shim ÷ each app is also taken round by round. wrk, Apache and the apps share the 2 CPUs. 'app processes': how many mod_fcgid had running after the last round. CPU per request: on-CPU time (schedstat) over the wrk run of the app's processes, and in brackets of the rest of Apache's session (its processes and mod_fcgid's process manager), ÷ requests.")}"
     local ok=0 i
     for i in $(seq 100); do
         if python3 -c "import urllib.request,sys; sys.exit(0 if b'Hello' in urllib.request.urlopen('http://127.0.0.1:$port/shim/hello.fcgi', timeout=10).read() else 1)" 2>/dev/null; then
@@ -452,33 +470,44 @@ EOF
         sleep 0.1
     done
     if [ "$ok" = 1 ]; then
+        local apps=() round order i cpu0 cpu1
+        declare -A ap_started=()
+        # Each app is checked, given its 8 processes and warmed up once; then the rounds.
         for k in shim libfcgi go php; do
-            case $k in
-            shim) name="fcgi-shim hello" ;;
-            libfcgi) name="libfcgi C" ;;
-            go) name="Go net/http/fcgi" ;;
-            php) name="php-cgi (FcgidWrapper)" ;;
-            esac
-            url=http://127.0.0.1:$port/$k/hello.fcgi
-            [ "$k" = php ] && url=http://127.0.0.1:$port/php/hello.php
+            ap_app "$k"
             if ! python3 -c "import urllib.request,sys; sys.exit(0 if b'Hello' in urllib.request.urlopen('$url', timeout=10).read() else 1)" 2>>"$LOGS/apache.log"; then
                 note "Apache: $name at $url did not answer Hello; skipped (see target/bench/logs/apache-error.log)"
                 continue
             fi
-            exe=$ap/public_html/$k/hello.fcgi
-            [ "$k" = php ] && exe=$(readlink -f /usr/bin/php-cgi)
             # One process per wrk connection before measuring (see fcgid_prespawn).
             started=$(timeout 90 python3 "$HELPER" fcgid-prespawn "$url" 8 "$apid" "$exe" 2>>"$LOGS/apache.log") || started='?'
+            ap_started[$k]=$started
             timeout 60 wrk -t2 -c8 -d3s "$url" >/dev/null 2>&1 || true
-            if out=$(timeout $((SECS + 60)) wrk -t2 -c8 -d"${SECS}s" --latency "$url" 2>&1); then
-                printf '%s\n' "$out" >"$LOGS/wrk-$k.txt"
-                out=$(printf '%s\n' "$out" | python3 "$HELPER" wrk)
-                procs=$(python3 "$HELPER" app-procs "$apid" "$exe")
-                say "   Apache $name: $out, $procs processes ($started before the warm-up)"
-                jl "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(kind="apache", server=sys.argv[2], procs=int(sys.argv[3])); print(json.dumps(d))' "$out" "$name" "$procs")"
-            else
-                note "Apache: wrk failed for $name"
+            apps+=("$k")
+        done
+        for round in $(seq "$APACHE_ROUNDS"); do
+            order=("${apps[@]}")
+            if [ $((round % 2)) = 0 ]; then
+                order=()
+                for ((i = ${#apps[@]} - 1; i >= 0; i--)); do order+=("${apps[i]}"); done
             fi
+            for k in "${order[@]}"; do
+                ap_app "$k"
+                cpu0=$(python3 "$HELPER" session-cpu "$apid" "$exe")
+                if out=$(timeout $((SECS + 60)) wrk -t2 -c8 -d"${SECS}s" --latency "$url" 2>&1); then
+                    cpu1=$(python3 "$HELPER" session-cpu "$apid" "$exe")
+                    printf '%s\n' "$out" >"$LOGS/wrk-$k-$round.txt"
+                    out=$(printf '%s\n' "$out" | python3 "$HELPER" wrk)
+                    procs=$(python3 "$HELPER" app-procs "$apid" "$exe")
+                    # CPU per request of the app's processes and of Apache (with
+                    # mod_fcgid's process manager), over the wrk run.
+                    out=$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); a=json.loads(sys.argv[2]); b=json.loads(sys.argv[3]); n=d.get("requests") or 0; d.update(app_cpu_us=round((b["app_ns"]-a["app_ns"])/n/1000, 2) if n and a["procs"]==b["procs"] else None, apache_cpu_us=round((b["other_ns"]-a["other_ns"])/n/1000, 2) if n else None); print(json.dumps(d))' "$out" "$cpu0" "$cpu1")
+                    say "   round $round: Apache $name: $out, $procs processes (${ap_started[$k]} before the warm-up)"
+                    jl "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d.update(kind="apache", server=sys.argv[2], procs=int(sys.argv[3]), round=int(sys.argv[4])); print(json.dumps(d))' "$out" "$name" "$procs" "$round")"
+                else
+                    note "Apache: wrk failed for $name in round $round"
+                fi
+            done
         done
     else
         note "Apache did not come up; section 4 skipped (see target/bench/logs/apache-error.log)"
