@@ -1304,6 +1304,21 @@ impl<T: Transport> Conn<T> {
         if stdin_done && sys::shutdown_requested() {
             return;
         }
+        // A one-worker pool on a Unix socket, the request read to its end and nothing
+        // more sent: there the close resets nothing (only input left unread makes a
+        // Unix socket's close a reset), so there is nothing to wait for, and waiting
+        // costs a sleep and a wake-up more per request. Under mod_fcgid, which gives
+        // each process a socket of its own and closes its end only once it has passed
+        // the response on, the wait took the app's CPU per request from 32 to 43 µs
+        // (BENCHMARKS.md, "Behind Apache"). Several workers keep lingering (there
+        // closing at once cost p99), and so does TCP.
+        if stdin_done && sys::thread_listener() >= 0 && sys::thread_listener_is_unix() {
+            if let Some(fd) = self.t.raw_fd() {
+                if sys::nothing_to_read(fd) {
+                    return;
+                }
+            }
+        }
         self.t.shutdown_write();
         const LINGER: Duration = Duration::from_secs(2);
         // Stopping with the request not read to its end: the exit must not wait the

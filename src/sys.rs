@@ -742,12 +742,39 @@ thread_local! {
     /// The listening socket of this thread's one-worker pool (-1: none, or several
     /// workers), which its lingering closes watch.
     static LISTENER: Cell<RawFd> = const { Cell::new(-1) };
+    /// Whether that listener is a Unix socket.
+    static LISTENER_UNIX: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Records the listener of the calling thread's one-worker pool, for
 /// [`wait_readable_or_backlog`]: no other worker would take a connection queued there.
 pub fn set_thread_listener(fd: RawFd) {
     LISTENER.set(fd);
+    LISTENER_UNIX.set(fd >= 0 && is_unix_socket(fd));
+}
+
+/// True when the listener [`set_thread_listener`] recorded is a Unix socket.
+pub fn thread_listener_is_unix() -> bool {
+    LISTENER_UNIX.get()
+}
+
+fn is_unix_socket(fd: RawFd) -> bool {
+    // SAFETY: getsockname writes at most `len` bytes into the zeroed storage.
+    unsafe {
+        let mut addr: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        libc::getsockname(fd, (&raw mut addr).cast(), &mut len) == 0
+            && i32::from(addr.ss_family) == libc::AF_UNIX
+    }
+}
+
+/// True when nothing can be read from `fd` now, not even its end: a look that does
+/// not wait.
+pub fn nothing_to_read(fd: RawFd) -> bool {
+    matches!(
+        wait_for(fd, libc::POLLIN, Some(Duration::ZERO), Watch::Nothing, -1),
+        Ok(Wake::TimedOut)
+    )
 }
 
 /// The listener [`set_thread_listener`] recorded, which this thread's lingering

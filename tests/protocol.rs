@@ -105,12 +105,19 @@ fn whole_response_is_byte_exact_and_conn_closes_without_keep_conn() {
 
 /// With keep-conn off the app half-closes after END_REQUEST, then waits for the web
 /// server to close its side (as libfcgi does, 2 s at most), draining what it sends —
-/// but a connection queued meanwhile is served at once, not after the wait.
+/// but a connection queued meanwhile is served at once, not after the wait. On TCP:
+/// on a Unix socket a request read to its end is closed at once (the next test).
 #[test]
 fn keep_conn_off_half_closes_and_lingers_without_delaying_the_next_connection() {
-    let app = FcgiApp::start("hello", &[]);
+    let app = Copies::start("hello", 1);
+    let connect = || app.connect();
+    let roundtrip = |bytes: Vec<u8>| {
+        let mut s = connect();
+        s.write_all(&bytes).unwrap();
+        read_reply(&mut s, 1, T)
+    };
     let held_request = |path: &str| {
-        let mut s = app.connect();
+        let mut s = connect();
         s.write_all(&request(1, false, &get(path, ""), b""))
             .unwrap();
         let got = read_all(&mut s, T); // returns at the app's half-close
@@ -128,7 +135,7 @@ fn keep_conn_off_half_closes_and_lingers_without_delaying_the_next_connection() 
         .expect("the app closed instead of lingering");
 
     let t0 = Instant::now();
-    let r = app.roundtrip(request(1, false, &get("/b", ""), b""), 1);
+    let r = roundtrip(request(1, false, &get("/b", ""), b""));
     assert_eq!(r.status(), 200);
     assert!(
         t0.elapsed() < Duration::from_millis(1000),
@@ -152,6 +159,46 @@ fn keep_conn_off_half_closes_and_lingers_without_delaying_the_next_connection() 
         refuses_writes(&mut held),
         "still open 3.5 s after the response"
     );
+}
+
+/// On a Unix socket, one worker, a request read to its end and nothing more sent: the
+/// close cannot reset anything there, so the app closes at once instead of waiting for
+/// the web server's close (a sleep and a wake-up per request, under mod_fcgid about a
+/// third of the app's CPU). A request whose body was left unread still gets the
+/// lingering close, which drains it.
+#[test]
+fn on_a_unix_socket_a_request_read_to_its_end_is_closed_at_once() {
+    let app = FcgiApp::start("hello", &[]);
+    for _ in 0..3 {
+        let mut s = app.connect();
+        s.write_all(&request(1, false, &get("/a", ""), b""))
+            .unwrap();
+        let r = read_reply(&mut s, 1, T);
+        assert_eq!(r.status(), 200);
+        // Closed, not half-closed: no lingering process on the other end.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(refuses_writes(&mut s), "the app lingered");
+    }
+    // The body declared but not all sent: unread input, so the app lingers and drains.
+    let mut vars = cgi_vars("POST", "/a", "");
+    vars.push(("CONTENT_LENGTH", "100".into()));
+    let mut p = Vec::new();
+    for (k, v) in &vars {
+        pair(&mut p, k.as_bytes(), v.as_bytes());
+    }
+    let mut s = app.connect();
+    let mut head = begin(1, RESPONDER, false);
+    head.extend(stream(PARAMS, 1, &p, 65535));
+    head.extend(rec(STDIN, 1, b"0123456789"));
+    s.write_all(&head).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200);
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(&rec(STDIN, 1, b"more body"))
+        .expect("the app closed instead of lingering");
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(&rec(STDIN, 1, b"and more"))
+        .expect("the app closed instead of lingering");
 }
 
 /// With several workers a lingering one leaves queued connections to the others (as
@@ -194,15 +241,14 @@ fn with_several_workers_the_linger_leaves_new_connections_to_the_others() {
 /// `spawn-fcgi -F n` starts them: each a process of its own that knows of no other.
 struct Copies {
     children: Vec<std::process::Child>,
-    sock: std::path::PathBuf,
-    _dir: TempDir,
+    /// The listener's address: TCP on 127.0.0.1.
+    addr: std::net::SocketAddr,
 }
 
 impl Copies {
     fn start(name: &str, n: usize) -> Copies {
-        let dir = TempDir::new("copies");
-        let sock = dir.join("app.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
         let children = (0..n)
             .map(|_| {
                 let fd = std::os::fd::OwnedFd::from(listener.try_clone().unwrap());
@@ -215,11 +261,11 @@ impl Copies {
                 spawn_retrying(&mut cmd)
             })
             .collect();
-        Copies {
-            children,
-            sock,
-            _dir: dir,
-        }
+        Copies { children, addr }
+    }
+
+    fn connect(&self) -> std::net::TcpStream {
+        std::net::TcpStream::connect(self.addr).unwrap()
     }
 }
 
@@ -236,7 +282,11 @@ impl Drop for Copies {
 /// of the process that served it. Then a pause, until that process's lingering close
 /// sleeps (or, for a connection not held, until it waits for connections again).
 fn pid_request(sock: &std::path::Path) -> (UnixStream, u32) {
-    let mut s = UnixStream::connect(sock).unwrap();
+    pid_request_on(UnixStream::connect(sock).unwrap())
+}
+
+/// The same on a connection made already.
+fn pid_request_on<S: Conn>(mut s: S) -> (S, u32) {
     s.write_all(&request(1, false, &get("/pid", ""), b""))
         .unwrap();
     let r = read_reply(&mut s, 1, T);
@@ -248,7 +298,7 @@ fn pid_request(sock: &std::path::Path) -> (UnixStream, u32) {
 
 /// Still lingering: the app has half-closed, not closed (no hang-up); the look wakes
 /// nobody.
-fn still_lingering(s: &UnixStream) -> bool {
+fn still_lingering(s: &impl AsRawFd) -> bool {
     let mut p = libc::pollfd {
         fd: s.as_raw_fd(),
         events: 0,
@@ -283,14 +333,16 @@ fn wakes(pid: u32) -> u64 {
 /// connection.
 #[test]
 fn a_new_connection_does_not_wake_every_lingering_process() {
+    // On TCP: on a Unix socket a request read to its end is closed without lingering.
     let app = Copies::start("echo", 8);
+    let connect = || app.connect();
     // Connections held open after their responses until two processes or more linger
     // (a lingering close waits 2 s at most, within which the rest runs). A lingering
     // process woken by a new connection gives way to it (one does, whichever comes
     // first among the sleeping), so a hold may take the place of another.
-    let mut held: Vec<(UnixStream, u32)> = Vec::new();
+    let mut held: Vec<(std::net::TcpStream, u32)> = Vec::new();
     while held.iter().filter(|(s, _)| still_lingering(s)).count() < 3 && held.len() < 8 {
-        held.push(pid_request(&app.sock));
+        held.push(pid_request_on(connect()));
     }
     let now: Vec<u32> = held
         .iter()
@@ -299,7 +351,7 @@ fn a_new_connection_does_not_wake_every_lingering_process() {
         .collect();
     assert!(now.len() >= 2, "lingering: {now:?} of {held:?}");
     let before: Vec<u64> = now.iter().map(|&p| wakes(p)).collect();
-    let (_, served_by) = pid_request(&app.sock);
+    let (_, served_by) = pid_request_on(connect());
     let woke: Vec<u32> = now
         .iter()
         .zip(&before)

@@ -309,8 +309,26 @@ impl Reply {
 
 /// Reads records for request `id` until its END_REQUEST (or EOF), with a deadline.
 /// Reads exactly one record at a time, so bytes of a later reply stay in the socket.
-pub fn read_reply(s: &mut UnixStream, id: u16, timeout: Duration) -> Reply {
-    s.set_read_timeout(Some(timeout)).unwrap();
+/// The test's end of a connection to the app, as the web server's: a Unix socket, or
+/// TCP.
+pub trait Conn: Read + Write + std::os::fd::AsRawFd {
+    fn set_timeout(&self, t: Option<Duration>) -> std::io::Result<()>;
+}
+
+impl Conn for UnixStream {
+    fn set_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(t)
+    }
+}
+
+impl Conn for std::net::TcpStream {
+    fn set_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.set_read_timeout(t)
+    }
+}
+
+pub fn read_reply<S: Conn>(s: &mut S, id: u16, timeout: Duration) -> Reply {
+    s.set_timeout(Some(timeout)).unwrap();
     let mut reply = Reply::default();
     loop {
         let mut h = [0u8; 8];
@@ -351,7 +369,7 @@ pub fn read_reply(s: &mut UnixStream, id: u16, timeout: Duration) -> Reply {
 }
 
 /// Fills `buf`; `Ok(false)` on a clean EOF before the first byte.
-fn read_full(s: &mut UnixStream, buf: &mut [u8]) -> std::io::Result<bool> {
+fn read_full<S: Conn>(s: &mut S, buf: &mut [u8]) -> std::io::Result<bool> {
     let mut got = 0;
     while got < buf.len() {
         match s.read(&mut buf[got..]) {
@@ -366,24 +384,28 @@ fn read_full(s: &mut UnixStream, buf: &mut [u8]) -> std::io::Result<bool> {
 }
 
 /// True when the app closes the connection within `timeout` (EOF, no more bytes).
-pub fn closed_within(s: &mut UnixStream, timeout: Duration) -> bool {
-    s.set_read_timeout(Some(timeout)).unwrap();
+pub fn closed_within<S: Conn>(s: &mut S, timeout: Duration) -> bool {
+    s.set_timeout(Some(timeout)).unwrap();
     let mut b = [0u8; 64];
     matches!(s.read(&mut b), Ok(0))
         || matches!(s.read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
 }
 
 /// True when the app has closed its end: writing to it fails (the first write may
-/// still be accepted into the socket buffer, the second gets the error).
-pub fn refuses_writes(s: &mut UnixStream) -> bool {
+/// still be accepted into the socket buffer, the second gets the error; on TCP once
+/// the reset the first one drew has come back, hence the pause).
+pub fn refuses_writes<S: Conn>(s: &mut S) -> bool {
     s.write_all(&[0; 4096])
-        .and_then(|_| s.write_all(&[0; 4096]))
+        .and_then(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            s.write_all(&[0; 4096])
+        })
         .is_err()
 }
 
 /// Reads everything until the app closes the connection.
-pub fn read_all(s: &mut UnixStream, timeout: Duration) -> Vec<u8> {
-    s.set_read_timeout(Some(timeout)).unwrap();
+pub fn read_all<S: Conn>(s: &mut S, timeout: Duration) -> Vec<u8> {
+    s.set_timeout(Some(timeout)).unwrap();
     let mut v = Vec::new();
     let _ = s.read_to_end(&mut v);
     v
