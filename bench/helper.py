@@ -85,21 +85,32 @@ def prefork(args):
             kids.remove(pid)
 
 
-def app_procs(session, exe):
-    """Pids of the processes of `session` running `exe` (mod_fcgid's apps, in the
-    session of the Apache that started them)."""
+def session_pids(session):
+    """Pids of the processes of session `session` (an Apache's, with mod_fcgid's apps)."""
     found = []
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
-                sid = int(f.read().rsplit(")", 1)[1].split()[3])
-            if sid == session and os.readlink(f"/proc/{d}/exe") == exe:
-                found.append(int(d))
+                if int(f.read().rsplit(")", 1)[1].split()[3]) == session:
+                    found.append(int(d))
         except (OSError, ValueError, IndexError):
             pass
     return found
+
+
+def runs(pid, exe):
+    try:
+        return os.readlink(f"/proc/{pid}/exe") == exe
+    except OSError:
+        return False
+
+
+def app_procs(session, exe):
+    """Pids of the processes of `session` running `exe` (mod_fcgid's apps, in the
+    session of the Apache that started them)."""
+    return [p for p in session_pids(session) if runs(p, exe)]
 
 
 def count_app_procs(args):
@@ -124,23 +135,14 @@ def session_cpu(args):
     process manager), as JSON: taken before and after a wrk run, their differences
     divided by the requests are each side's CPU per request."""
     session, exe = int(args[0]), args[1]
-    apps = set(app_procs(session, exe))
-    app_ns = other_ns = 0
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                sid = int(f.read().rsplit(")", 1)[1].split()[3])
-        except (OSError, ValueError, IndexError):
-            continue
-        if sid != session:
-            continue
-        if int(d) in apps:
-            app_ns += task_cpu_ns(d)
+    apps = app_ns = other_ns = 0
+    for p in session_pids(session):
+        if runs(p, exe):
+            apps += 1
+            app_ns += task_cpu_ns(p)
         else:
-            other_ns += task_cpu_ns(d)
-    print(json.dumps({"procs": len(apps), "app_ns": app_ns, "other_ns": other_ns}))
+            other_ns += task_cpu_ns(p)
+    print(json.dumps({"procs": apps, "app_ns": app_ns, "other_ns": other_ns}))
 
 
 def fcgid_prespawn(args):

@@ -271,13 +271,7 @@ fn a_trickled_body_does_not_hold_off_the_write_timeout() {
     let mut stalled = app.connect();
     let mut vars = cgi_vars("POST", "/stream", "chunks=100&size=65536");
     vars.push(("CONTENT_LENGTH", "1000000".into()));
-    let mut params = Vec::new();
-    for (k, v) in &vars {
-        pair(&mut params, k.as_bytes(), v.as_bytes());
-    }
-    let mut head = begin(1, RESPONDER, false);
-    head.extend(stream(PARAMS, 1, &params, 65535));
-    stalled.write_all(&head).unwrap();
+    stalled.write_all(&request_head(1, false, &vars)).unwrap();
     // 8 body bytes every 200 ms for 12 s, or until the app has closed the connection.
     let trickle = std::thread::spawn(move || {
         let t0 = Instant::now();

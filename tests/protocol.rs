@@ -182,13 +182,8 @@ fn on_a_unix_socket_a_request_read_to_its_end_is_closed_at_once() {
     // The body declared but not all sent: unread input, so the app lingers and drains.
     let mut vars = cgi_vars("POST", "/a", "");
     vars.push(("CONTENT_LENGTH", "100".into()));
-    let mut p = Vec::new();
-    for (k, v) in &vars {
-        pair(&mut p, k.as_bytes(), v.as_bytes());
-    }
     let mut s = app.connect();
-    let mut head = begin(1, RESPONDER, false);
-    head.extend(stream(PARAMS, 1, &p, 65535));
+    let mut head = request_head(1, false, &vars);
     head.extend(rec(STDIN, 1, b"0123456789"));
     s.write_all(&head).unwrap();
     let r = read_reply(&mut s, 1, T);

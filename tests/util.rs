@@ -206,17 +206,26 @@ pub fn cgi_vars(method: &str, path: &str, query: &str) -> Vec<(&'static str, Str
     ]
 }
 
-/// A complete request: BEGIN, PARAMS, STDIN.
-pub fn request(id: u16, keep_conn: bool, vars: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+/// A request's head: BEGIN and the whole PARAMS stream, no STDIN yet.
+pub fn request_head(id: u16, keep_conn: bool, vars: &[(&str, String)]) -> Vec<u8> {
     let mut p = Vec::new();
     for (k, v) in vars {
         pair(&mut p, k.as_bytes(), v.as_bytes());
     }
-    if !body.is_empty() && !vars.iter().any(|(k, _)| *k == "CONTENT_LENGTH") {
-        pair(&mut p, b"CONTENT_LENGTH", body.len().to_string().as_bytes());
-    }
     let mut v = begin(id, RESPONDER, keep_conn);
     v.extend(stream(PARAMS, id, &p, 65535));
+    v
+}
+
+/// A complete request: BEGIN, PARAMS, STDIN.
+pub fn request(id: u16, keep_conn: bool, vars: &[(&str, String)], body: &[u8]) -> Vec<u8> {
+    let mut v = if !body.is_empty() && !vars.iter().any(|(k, _)| *k == "CONTENT_LENGTH") {
+        let mut vars = vars.to_vec();
+        vars.push(("CONTENT_LENGTH", body.len().to_string()));
+        request_head(id, keep_conn, &vars)
+    } else {
+        request_head(id, keep_conn, vars)
+    };
     v.extend(stream(STDIN, id, body, 65535));
     v
 }
