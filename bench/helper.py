@@ -30,6 +30,10 @@
       Prints stdin as one JSON string.
   helper.py report RAW.jsonl OUT.md
       Renders the Markdown results (figures, ratios, targets) from run.sh's raw data.
+  helper.py check-report RAW.jsonl
+      Renders RAW.jsonl (CI runs it on bench/last-run.jsonl, the raw data of the run
+      BENCHMARKS.md quotes) and fails when a section is missing or a target row has no
+      figure, so a change to the report cannot silently drop one.
 """
 
 import json
@@ -752,12 +756,12 @@ def report(args):
           "| rounds' req/s | rounds' p99 ms | fcgi-shim ÷ this (req/s) | round by round | median |")
         w("|---|---:|---:|---:|---:|---:|---:|---|---|---:|---|---:|")
         for sv in servers:
-            rs = by_server[sv]
+            app_runs = by_server[sv]
             rr = [] if sv == SHIM else round_ratios(sv)
             w(f"| {sv} | {fmt(med(sv, 'rps'), 0)} | {fmt(med(sv, 'p50_ms'), 2)} | {fmt(med(sv, 'p99_ms'), 2)} | "
-              f"{fmt(sum(r.get('errors') or 0 for r in rs))} | {fmt(rs[-1].get('procs'))} | "
+              f"{fmt(sum(r.get('errors') or 0 for r in app_runs))} | {fmt(app_runs[-1].get('procs'))} | "
               f"{ap_cpu(sv)} | "
-              f"{', '.join(fmt(r.get('rps'), 0) for r in rs)} | {', '.join(fmt(r.get('p99_ms'), 2) for r in rs)} | "
+              f"{', '.join(fmt(r.get('rps'), 0) for r in app_runs)} | {', '.join(fmt(r.get('p99_ms'), 2) for r in app_runs)} | "
               f"{'' if sv == SHIM else ratio(med(SHIM, 'rps') if SHIM in by_server else None, med(sv, 'rps'))} | "
               f"{', '.join(f'{x:.2f}' for x in rr)} | {f'{median(rr):.2f}×' if rr else ''} |")
         w("")
@@ -902,6 +906,34 @@ def report(args):
     open(out, "w").write("\n".join(L))
 
 
+def check_report(args):
+    import tempfile
+    raw = args[0]
+    with tempfile.TemporaryDirectory() as d:
+        out = os.path.join(d, "results.md")
+        report([raw, out])
+        text = open(out, encoding="utf-8").read()
+    kinds = {json.loads(line)["kind"] for line in open(raw, encoding="utf-8") if line.strip()}
+    wanted = {"fcgi": "## 1.", "cgi": "## 2.", "rss": "## 3.", "apache": "## 4.",
+              "big": "## 5.", "size": "## 6."}
+    problems = [f"section {h!r} missing (the raw data has {k!r} rows)"
+                for k, h in wanted.items() if k in kinds and h not in text]
+    targets = text.split("## Targets", 1)
+    if len(targets) < 2:
+        problems.append("no Targets section")
+    else:
+        rows = [l for l in targets[1].split("\n## ", 1)[0].splitlines()
+                if l.startswith("| ") and not l.startswith("| target")]
+        if not rows:
+            problems.append("the Targets table is empty")
+        problems += [f"target row without a figure: {l}" for l in rows if "n/a" in l]
+    for p in problems:
+        print(f"check-report: {p}", file=sys.stderr)
+    if problems:
+        sys.exit(1)
+    print(f"check-report: ok ({raw}: {len(rows)} target rows, every one with its figure)")
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -916,6 +948,7 @@ def main():
         "wrk": wrk,
         "json-str": json_str,
         "report": report,
+        "check-report": check_report,
     }[cmd](args)
 
 
