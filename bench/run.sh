@@ -20,7 +20,7 @@
 #
 # Settings (environment): BENCH_SECS (seconds per load run, default 3), BENCH_ROUNDS
 # (rounds of the FastCGI runs, default 5), BENCH_PAIR_ROUNDS (more rounds of 8 threads
-# against 8 libfcgi processes, default 10), BENCH_APACHE_ROUNDS (rounds of section 4,
+# against 8 libfcgi processes, default 30), BENCH_APACHE_ROUNDS (rounds of section 4,
 # default 3), BENCH_CGI_RUNS
 # (default 200, in 5 interleaved rounds), BENCH_SYSCALL_REQS (default 2000), BENCH_NOTE
 # (a line printed at the top of the results), BENCH_ONLY (the sections to run, default
@@ -36,7 +36,7 @@ RAW=$B/raw.jsonl
 HELPER=$ROOT/bench/helper.py
 SECS=${BENCH_SECS:-3}
 ROUNDS=${BENCH_ROUNDS:-5}
-PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-10}
+PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-30}
 APACHE_ROUNDS=${BENCH_APACHE_ROUNDS:-3}
 CGI_RUNS=${BENCH_CGI_RUNS:-200}
 SYS_REQS=${BENCH_SYSCALL_REQS:-2000}
