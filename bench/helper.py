@@ -42,6 +42,7 @@ import os
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
 
@@ -932,7 +933,6 @@ def report(args):
 
 
 def check_report(args):
-    import tempfile
     raw = args[0]
     with tempfile.TemporaryDirectory() as d:
         out = os.path.join(d, "results.md")
