@@ -349,6 +349,10 @@ pub(crate) fn serve(
     result
 }
 
+/// The longest a blocking `accept` waits before it looks at the stop flag and the
+/// program file again.
+const BLOCKING_ACCEPT_TIMEOUT: Duration = Duration::from_millis(250);
+
 fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
     // The listener is unusable: stop every worker, report once.
     let fail = |e: Error| {
@@ -365,6 +369,27 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
     if pool.cfg.max_conns == 1 && !pool.cfg.sibling_workers {
         sys::set_thread_listener(pool.listener.as_raw_fd());
     }
+    // One worker alone in its pool, on a socket no handover shares: it waits for
+    // connections in a blocking `accept`, as libfcgi does. An `epoll_wait` and a second
+    // `accept4` per connection cost it 6 us more CPU per request behind Apache +
+    // mod_fcgid, where each process waits for every request (BENCHMARKS.md). The
+    // receive timeout bounds the wait: the program-file check, and a stop signal that
+    // lands between the last look at the stop flag and the `accept` (a window of a few
+    // instructions) is seen within it.
+    let blocking = pool.cfg.max_conns == 1
+        && !pool.cfg.sibling_workers
+        && pool.opts.handover.is_none()
+        && pool
+            .listener
+            .set_blocking_accept(
+                BLOCKING_ACCEPT_TIMEOUT.min(
+                    pool.life
+                        .idle_check_interval()
+                        .unwrap_or(BLOCKING_ACCEPT_TIMEOUT),
+                ),
+            )
+            .map_err(|e| log::debug!("waiting in accept: {e}; polling instead"))
+            .is_ok();
     let waiter = match sys::AcceptWait::new(pool.listener.as_raw_fd(), accept_watch(pool)) {
         Ok(w) => w,
         // Out of descriptors (each worker has its own epoll descriptor) when the pool
@@ -378,7 +403,11 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
         Err(e) => return fail(Error::io("waiting for connections", e)),
     };
     loop {
-        let accepted = match accept_one(pool, &waiter) {
+        let accepted = match if blocking {
+            accept_blocking(pool, &waiter)
+        } else {
+            accept_one(pool, &waiter)
+        } {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
@@ -409,6 +438,10 @@ fn drain_backlog(pool: &Arc<Pool>) {
     // Bounded: under steady load a web server may go on connecting while we drain.
     let until = std::time::Instant::now() + Duration::from_secs(2);
     for _ in 0..256 {
+        // A blocking listener would wait out its timeout once the backlog is empty.
+        if sys::nothing_to_read(pool.listener.as_raw_fd()) {
+            return;
+        }
         match pool.listener.accept() {
             Ok(Accepted::Conn(sock, peer)) => serve_guarded(pool, sock, peer),
             _ => return,
@@ -550,6 +583,43 @@ fn accept_watch(pool: &Pool) -> Watch {
         Watch::Accept
     } else {
         Watch::Drain
+    }
+}
+
+/// [`accept_one`] for a worker whose listener blocks in `accept`: a look that does not
+/// wait, the spin when nothing is queued, then `accept` until a connection comes, a
+/// shutdown is requested, or the receive timeout (the program-file check) passes.
+fn accept_blocking(
+    pool: &Pool,
+    waiter: &sys::AcceptWait,
+) -> Result<Option<(sys::Socket, Option<std::net::SocketAddr>)>, Error> {
+    let fd = pool.listener.as_raw_fd();
+    let mut backoff_logged = false;
+    let mut first = true;
+    loop {
+        if pool.life.exhausted() || waiter.stopped() {
+            return Ok(None);
+        }
+        if std::mem::take(&mut first) && sys::nothing_to_read(fd) {
+            // Not queued yet: the next one may be on its way (the same client again).
+            sys::spin(&[(fd, libc::POLLIN)], 0);
+            continue;
+        }
+        match pool.listener.accept_or_stop() {
+            Ok(Accepted::Conn(s, addr)) => return Ok(Some((s, addr))),
+            // Timed out, interrupted, or a connection aborted before it was taken.
+            Ok(Accepted::Nothing) => pool.life.check_binary(),
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                    if !backoff_logged {
+                        log::warn!("accept: {e}; retrying");
+                        backoff_logged = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                _ => return Err(Error::io("accepting connections", e)),
+            },
+        }
     }
 }
 

@@ -305,6 +305,45 @@ impl Listener {
         })
     }
 
+    /// Makes `accept` wait for a connection, for at most `timeout` (`SO_RCVTIMEO`,
+    /// which Linux's `accept` honours; with it set, a signal handler never restarts an
+    /// interrupted `accept`, which returns `EINTR`). `O_NONBLOCK` belongs to the open
+    /// file description, so processes sharing the socket (`spawn-fcgi -F` copies) wait
+    /// the same way; `accept` wakes one waiter per connection.
+    pub fn set_blocking_accept(&self, timeout: Duration) -> io::Result<()> {
+        let fd = self.fd.as_raw_fd();
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: fcntl and setsockopt on a descriptor we hold; tv is fully initialised
+        // and sized as passed.
+        unsafe {
+            cvt(libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            ))?;
+            let fl = cvt(libc::fcntl(fd, libc::F_GETFL))?;
+            cvt(libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK))?;
+        }
+        Ok(())
+    }
+
+    /// A blocking [`accept`](Self::accept) (see [`set_blocking_accept`]) that a
+    /// shutdown request interrupts: the thread is registered as an idle one, which
+    /// [`request_shutdown`] and the signal handlers signal. A request that lands just
+    /// before the `accept` starts is seen at the receive timeout.
+    pub fn accept_or_stop(&self) -> io::Result<Accepted> {
+        let _slot = IdleSlot::take();
+        if DRAIN.is_raised() {
+            return Ok(Accepted::Nothing);
+        }
+        self.accept()
+    }
+
     pub fn accept(&self) -> io::Result<Accepted> {
         // SAFETY: accept4 writes at most len bytes of address into addr.
         unsafe {

@@ -1553,3 +1553,46 @@ fn stray_records_for_the_active_request_are_ignored() {
     assert_eq!(j["body_len"], 4);
     assert_eq!(r.end, Some((0, 0)));
 }
+
+/// The system call a process is blocked in (`/proc/PID/syscall`, first field).
+fn blocked_in(pid: u32) -> Option<i64> {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall"))
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A one-worker process waits for its next connection in one blocking `accept4`, as
+/// libfcgi waits in `accept`, not in `epoll_wait` followed by a second `accept4` (6 µs
+/// more CPU per request behind Apache + mod_fcgid, BENCHMARKS.md); a stop signal
+/// there ends the wait at once, and the program file is still looked at.
+#[test]
+fn an_idle_single_worker_waits_in_accept_and_stops_at_once() {
+    const ACCEPT4: i64 = libc::SYS_accept4;
+    for sig in [libc::SIGTERM, libc::SIGUSR1] {
+        let mut app = FcgiApp::start("echo", &[]);
+        let (s, pid) = pid_request(&app.sock);
+        drop(s);
+        assert!(
+            wait_until(T, || blocked_in(pid) == Some(ACCEPT4)),
+            "the idle worker waits in system call {:?}, not accept4 ({ACCEPT4})",
+            blocked_in(pid)
+        );
+        // Still serving after its wait began.
+        let (s, again) = pid_request(&app.sock);
+        drop(s);
+        assert_eq!(again, pid);
+        assert!(wait_until(T, || blocked_in(pid) == Some(ACCEPT4)));
+        let t0 = Instant::now();
+        app.signal(sig);
+        let st = app.wait_exit(T).expect("exited");
+        assert_eq!(st.code(), Some(0), "signal {sig}: {st:?}");
+        assert!(
+            t0.elapsed() < Duration::from_millis(200),
+            "signal {sig}: stopped after {:?}",
+            t0.elapsed()
+        );
+    }
+}
