@@ -608,7 +608,19 @@ fn accept_blocking(
         match pool.listener.accept_or_stop() {
             Ok(Accepted::Conn(s, addr)) => return Ok(Some((s, addr))),
             // Timed out, interrupted, or a connection aborted before it was taken.
-            Ok(Accepted::Nothing) => pool.life.check_binary(),
+            Ok(Accepted::Nothing) => {
+                pool.life.check_binary();
+                // Another process on the socket (a copy starting up, or one with several
+                // threads) may have made the listener non-blocking again, and then this
+                // accept did not wait: wait on the epoll set instead of spinning.
+                if sys::is_nonblocking(fd) {
+                    match waiter.wait(Some(BLOCKING_ACCEPT_TIMEOUT)) {
+                        Ok(Wake::Stop) => return Ok(None),
+                        Ok(_) => {}
+                        Err(e) => return Err(Error::io("waiting for connections", e)),
+                    }
+                }
+            }
             Err(e) => match e.raw_os_error() {
                 Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                     if !backoff_logged {

@@ -50,6 +50,13 @@ pub fn is_listening_socket(fd: RawFd) -> bool {
     }
 }
 
+/// True when `fd`'s open file description has `O_NONBLOCK` (false if it cannot be read).
+pub fn is_nonblocking(fd: RawFd) -> bool {
+    // SAFETY: plain fcntl on an fd we hold.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    flags >= 0 && flags & libc::O_NONBLOCK != 0
+}
+
 pub fn set_nonblocking(fd: RawFd, on: bool) -> io::Result<()> {
     // SAFETY: plain fcntl on an fd we hold.
     unsafe {

@@ -1596,3 +1596,53 @@ fn an_idle_single_worker_waits_in_accept_and_stops_at_once() {
         );
     }
 }
+
+/// CPU time (user + system, clock ticks) of a process, from `/proc/PID/stat`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command's closing parenthesis: utime and stime are the 12th
+    // and 13th.
+    let rest = &st[st.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// The blocking wait shares the listener's `O_NONBLOCK` with every process on the socket
+/// (`spawn-fcgi -F` copies, one of them starting up): when another holder makes it
+/// non-blocking again, the idle worker's `accept` stops waiting, and it must then wait
+/// another way, not spin on `EAGAIN`.
+#[test]
+fn a_listener_made_non_blocking_by_another_process_does_not_make_the_worker_spin() {
+    let dir = TempDir::new("nb");
+    let sock = dir.join("app.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let mine = listener.try_clone().unwrap();
+    let mut cmd = std::process::Command::new(example("echo"));
+    cmd.stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+        listener,
+    )))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .env_remove("GATEWAY_INTERFACE");
+    contain(&mut cmd);
+    let mut child = spawn_retrying(&mut cmd);
+    let pid = child.id();
+    let (s, _) = pid_request(&sock);
+    drop(s);
+    assert!(wait_until(T, || blocked_in(pid) == Some(libc::SYS_accept4)));
+    // What a copy starting up does to the shared open file description.
+    mine.set_nonblocking(true).unwrap();
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    // A spin on EAGAIN takes the whole second (100 ticks); waiting costs next to none.
+    assert!(
+        used <= 10,
+        "the idle worker used {used} ticks of CPU in 1 s"
+    );
+    let (s, again) = pid_request(&sock);
+    drop(s);
+    assert_eq!(again, pid, "still serving");
+    let _ = child.kill();
+    let _ = child.wait();
+}
