@@ -621,17 +621,24 @@ fn accept_blocking(
                     }
                 }
             }
-            Err(e) => match e.raw_os_error() {
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                    if !backoff_logged {
-                        log::warn!("accept: {e}; retrying");
-                        backoff_logged = true;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                _ => return Err(Error::io("accepting connections", e)),
-            },
+            Err(e) => accept_failed(e, &mut backoff_logged)?,
         }
+    }
+}
+
+/// An `accept` error: out of descriptors or memory is waited out (logged once per
+/// wait); anything else means the listener is unusable.
+fn accept_failed(e: std::io::Error, backoff_logged: &mut bool) -> Result<(), Error> {
+    match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            if !*backoff_logged {
+                log::warn!("accept: {e}; retrying");
+                *backoff_logged = true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            Ok(())
+        }
+        _ => Err(Error::io("accepting connections", e)),
     }
 }
 
@@ -673,16 +680,7 @@ fn accept_one(
         match pool.listener.accept() {
             Ok(Accepted::Conn(s, addr)) => return Ok(Some((s, addr))),
             Ok(Accepted::Nothing) => {}
-            Err(e) => match e.raw_os_error() {
-                Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                    if !backoff_logged {
-                        log::warn!("accept: {e}; retrying");
-                        backoff_logged = true;
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                _ => return Err(Error::io("accepting connections", e)),
-            },
+            Err(e) => accept_failed(e, &mut backoff_logged)?,
         }
     }
 }

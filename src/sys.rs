@@ -323,20 +323,18 @@ impl Listener {
             tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
             tv_usec: timeout.subsec_micros() as libc::suseconds_t,
         };
-        // SAFETY: fcntl and setsockopt on a descriptor we hold; tv is fully initialised
-        // and sized as passed.
-        unsafe {
-            cvt(libc::setsockopt(
+        // SAFETY: setsockopt on a descriptor we hold; tv is fully initialised and sized
+        // as passed.
+        cvt(unsafe {
+            libc::setsockopt(
                 fd,
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
                 (&raw const tv).cast(),
                 std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            ))?;
-            let fl = cvt(libc::fcntl(fd, libc::F_GETFL))?;
-            cvt(libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK))?;
-        }
-        Ok(())
+            )
+        })?;
+        set_nonblocking(fd, false)
     }
 
     /// A blocking [`accept`](Self::accept) (see [`set_blocking_accept`]) that a
