@@ -48,6 +48,17 @@ struct FileId {
     size: u64,
 }
 
+/// The identity of the file at `path` as text (for a log said once per file).
+pub(crate) fn file_key(path: &std::path::Path) -> String {
+    match file_id(path) {
+        Some(id) => format!(
+            "{}:{}:{}.{}:{}",
+            id.dev, id.ino, id.mtime, id.mtime_nsec, id.size
+        ),
+        None => "gone".to_owned(),
+    }
+}
+
 fn file_id(path: &std::path::Path) -> Option<FileId> {
     let m = fs::metadata(path).ok()?;
     Some(FileId {
@@ -114,6 +125,60 @@ pub(crate) fn binary_watch(interval: Duration) -> Option<impl Fn() -> bool> {
         seen.set(Some(now));
         settled
     })
+}
+
+/// Why the program file at `path` could not be run, as far as can be told without
+/// running it: not executable by us, or neither a script (`#!`) nor an ELF program
+/// for this machine (a build for another system, or a text file). `None`: it looks
+/// runnable. What `execv` would still refuse (a script's missing interpreter, say)
+/// is found by trying.
+pub(crate) fn cannot_run(path: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return Some("a NUL byte in its path".to_owned());
+    };
+    // SAFETY: faccessat with a NUL-terminated path; AT_EACCESS checks with the
+    // effective ids, as execve does.
+    if unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Some(if e.raw_os_error() == Some(libc::EACCES) {
+            "not executable (chmod 755 it)".to_owned()
+        } else {
+            format!("not executable: {e}")
+        });
+    }
+    // The ELF identity (class, byte order) and the machine field, or the first bytes.
+    let head = |p: &std::path::Path| -> Option<[u8; 20]> {
+        let mut h = [0u8; 20];
+        let mut f = fs::File::open(p).ok()?;
+        let mut n = 0;
+        while n < h.len() {
+            match f.read(&mut h[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(_) => return None,
+            }
+        }
+        Some(h)
+    };
+    let Some(h) = head(path) else {
+        return Some("it cannot be read".to_owned());
+    };
+    if h.starts_with(b"#!") {
+        return None;
+    }
+    if !h.starts_with(b"\x7fELF") {
+        return Some("not a program (neither ELF nor a #! script)".to_owned());
+    }
+    // Against the running program's own header: a build for another machine (an
+    // arm64 binary on x86-64) fails the same way.
+    match head(std::path::Path::new("/proc/self/exe")) {
+        Some(me) if (me[4], me[5], me[18], me[19]) != (h[4], h[5], h[18], h[19]) => {
+            Some("an ELF program for another kind of machine".to_owned())
+        }
+        _ => None,
+    }
 }
 
 /// Per-process request accounting: max-requests and the binary watch.

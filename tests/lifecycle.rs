@@ -565,8 +565,10 @@ fn processes_under_a_web_server_replace_workers_while_the_socket_stays() {
 /// Under FCGI_PROCESSES the parent watches the program file (a worker forked from
 /// the old program would never run the new one): once it is replaced, the workers
 /// finish and the new program runs in the same process, on the same socket, so no
-/// request fails and the web server sees the same pid. A file that cannot be run
-/// makes the process exit instead, for the web server to start it anew.
+/// request fails and the web server sees the same pid. A new file that cannot be run
+/// (not executable, not a program, a build for another machine) leaves the running
+/// program serving, said once in the log; one that only `exec` refuses makes the
+/// process exit, for the web server to start it anew.
 #[test]
 fn processes_under_a_web_server_run_a_replaced_binary_in_place() {
     let dir = TempDir::new("replace-prefork");
@@ -619,10 +621,76 @@ fn processes_under_a_web_server_run_a_replaced_binary_in_place() {
         "worker {worker} of the old program is still there"
     );
 
-    // A file that cannot be run: the process exits.
+    // A new file that cannot be run: the workers serve on with the program they have,
+    // and the log says why, once per file.
+    let pid = app.pid();
     let tmp = dir.join("mysite.fcgi.new");
-    std::fs::write(&tmp, "not a program\n").unwrap();
-    std::fs::rename(&tmp, &exe).unwrap();
+    let put = |bytes: &[u8], mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::rename(&tmp, &exe).unwrap();
+    };
+    let echo = std::fs::read(example("echo")).unwrap();
+    let mut other_machine = echo.clone();
+    // e_machine: AArch64 (or x86-64, on an AArch64 host).
+    let aarch64 = 183u16.to_le_bytes();
+    other_machine[18..20].copy_from_slice(if echo[18..20] == aarch64 {
+        &[62, 0]
+    } else {
+        &aarch64
+    });
+    for (bytes, mode, why) in [
+        (&b"not a program\n"[..], 0o755, "not a program"),
+        (&echo[..], 0o644, "not executable"),
+        (&other_machine[..], 0o755, "for another kind of machine"),
+    ] {
+        put(bytes, mode);
+        assert!(
+            wait_until(Duration::from_secs(8), || app.stderr().contains(why)),
+            "no log line saying {why:?}\n{}",
+            app.stderr()
+        );
+        // Still the same program, the same process, answering.
+        for _ in 0..5 {
+            let mut s = std::os::unix::net::UnixStream::connect(&app.sock).unwrap();
+            s.write_all(&request(1, false, &get("/x", ""), b""))
+                .unwrap();
+            let r = read_reply(&mut s, 1, T);
+            assert_eq!(r.status(), 200, "{r:?}\n{}", app.stderr());
+            assert!(r.head_and_body().1.starts_with(b"Hello from"), "{r:?}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        assert!(app.alive(), "{}", app.stderr());
+        assert_eq!(app.pid(), pid);
+        assert_eq!(
+            app.stderr().matches(why).count(),
+            1,
+            "said once per file: {}",
+            app.stderr()
+        );
+    }
+    // Made runnable (here: the next upload), it takes over in the same process.
+    put(&echo, 0o755);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let Ok(mut s) = std::os::unix::net::UnixStream::connect(&app.sock) else {
+                return false;
+            };
+            s.write_all(&request(1, false, &get("/x", ""), b""))
+                .unwrap();
+            let r = read_reply(&mut s, 1, T);
+            r.status() == 200 && r.head_and_body().1.starts_with(b"{")
+        }),
+        "echo did not take over\n{}",
+        app.stderr()
+    );
+    assert!(app.alive(), "{}", app.stderr());
+    assert_eq!(app.pid(), pid);
+
+    // One that looks runnable but that exec refuses (a script whose interpreter is
+    // missing): the process exits, for the web server to start it anew.
+    put(b"#!/nonexistent/interpreter\n", 0o755);
     let st = app
         .wait_exit(Duration::from_secs(8))
         .expect("exited when the new file could not be run");
