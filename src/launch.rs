@@ -84,28 +84,16 @@ fn prefork_under_web_server(
         drain: Drain::Never,
     };
     let was_replaced = std::cell::Cell::new(false);
-    // The last file found unrunnable (its identity and why), so that is said once.
-    let refused: std::cell::RefCell<Option<String>> = std::cell::RefCell::new(None);
+    let refused = server::Unrunnable::default();
     let stop = || {
         if !replaced.as_ref().is_some_and(|f| f()) {
             return false;
         }
         // A new file that cannot be run (uploaded without its execute bit, a build for
         // another system): the workers serve on with the program they have, as a web
-        // server keeps its workers when a reload fails, and it is looked at again at
-        // each check, so a `chmod` or the next upload takes over.
-        if let Some(exe) = sys::invoked_exe() {
-            if let Some(why) = server::cannot_run(exe) {
-                let key = format!("{} {why}", server::file_key(exe));
-                if refused.borrow().as_deref() != Some(key.as_str()) {
-                    log::error!(
-                        "{} was replaced on disk, but the new file cannot be run: {why}; serving on with the program already running",
-                        exe.display()
-                    );
-                    *refused.borrow_mut() = Some(key);
-                }
-                return false;
-            }
+        // server keeps its workers when a reload fails.
+        if sys::invoked_exe().is_some_and(|exe| refused.refuse(exe)) {
+            return false;
         }
         log::info!(
             "the program file was replaced on disk; the workers finish what they have, then the new program takes over"

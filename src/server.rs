@@ -49,7 +49,7 @@ struct FileId {
 }
 
 /// The identity of the file at `path` as text (for a log said once per file).
-pub(crate) fn file_key(path: &std::path::Path) -> String {
+fn file_key(path: &std::path::Path) -> String {
     match file_id(path) {
         Some(id) => format!(
             "{}:{}:{}.{}:{}",
@@ -181,6 +181,31 @@ pub(crate) fn cannot_run(path: &std::path::Path) -> Option<String> {
     }
 }
 
+/// Says, once per file, why a replaced program file cannot be run.
+#[derive(Default)]
+pub(crate) struct Unrunnable(std::sync::Mutex<Option<String>>);
+
+impl Unrunnable {
+    /// True when the file at `path` cannot be run ([`cannot_run`]), with an error
+    /// logged the first time for this file and reason. Looked at again at every
+    /// check, so a `chmod` or the next upload ends the refusal.
+    pub(crate) fn refuse(&self, path: &std::path::Path) -> bool {
+        let Some(why) = cannot_run(path) else {
+            return false;
+        };
+        let key = format!("{} {why}", file_key(path));
+        let mut said = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if said.as_deref() != Some(key.as_str()) {
+            log::error!(
+                "{} was replaced on disk, but the new file cannot be run: {why}; serving on with the program already running",
+                path.display()
+            );
+            *said = Some(key);
+        }
+        true
+    }
+}
+
 /// Per-process request accounting: max-requests and the binary watch.
 pub(crate) struct Lifecycle {
     served: AtomicU64,
@@ -189,6 +214,8 @@ pub(crate) struct Lifecycle {
     /// When the binary was found replaced: the time to exit, in [`sys::coarse_ms`]
     /// (0: not replaced).
     exit_at_ms: AtomicU64,
+    /// A replaced file found unrunnable, said once.
+    refused: Unrunnable,
 }
 
 /// How long after noticing its binary replaced a process exits: 0, 2 or 4 s by its
@@ -211,6 +238,7 @@ impl Lifecycle {
                 None
             },
             exit_at_ms: AtomicU64::new(0),
+            refused: Unrunnable::default(),
         }
     }
 
@@ -254,6 +282,13 @@ impl Lifecycle {
                     sys::request_shutdown();
                 }
             } else if w.replaced() {
+                // A new file that cannot be run: the process serves on. Under lighttpd
+                // `bin-path` the server would fail to start the new file and answer 503
+                // until it is fixed; mod_fcgid sends nothing more to the old process,
+                // which goes at its idle timeout.
+                if self.refused.refuse(&w.path) {
+                    return;
+                }
                 let delay = replaced_exit_delay_ms();
                 log::info!(
                     "{} was replaced or removed on disk; exiting {} so the web server starts the new one",

@@ -428,6 +428,45 @@ fn exits_after_the_binary_is_replaced_on_disk() {
     );
 }
 
+/// A new upload that cannot be run (here: without its execute bit) does not end the
+/// process: under lighttpd `bin-path` the server could not start the new file and
+/// would answer 503. The process serves on, says why once, and exits as usual once the
+/// file is made runnable.
+#[test]
+fn a_replaced_binary_that_cannot_be_run_leaves_the_process_serving() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("replace-unrunnable");
+    let exe = dir.join("mysite.fcgi");
+    std::fs::copy(example("echo"), &exe).unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let pid = pid_of(&app);
+    let tmp = dir.join("mysite.fcgi.new");
+    std::fs::copy(example("echo"), &tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&tmp, &exe).unwrap();
+    // Past the check and the longest stagger (4 s): still this process, answering.
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(6) {
+        assert_eq!(pid_of(&app), pid, "{}", app.stderr());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(app.alive(), "{}", app.stderr());
+    let why = "cannot be run: not executable (chmod 755 it)";
+    assert_eq!(app.stderr().matches(why).count(), 1, "{}", app.stderr());
+    assert!(!app.stderr().contains("exiting"), "{}", app.stderr());
+    // Made runnable: the process goes, 0, 2 or 4 s later by its pid.
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let st = app
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited once the new file could be run");
+    assert_eq!(st.code(), Some(0), "{}", app.stderr());
+    assert!(
+        app.stderr().contains("was replaced or removed on disk"),
+        "{}",
+        app.stderr()
+    );
+}
+
 /// An idle process notices a new upload too, without a request to look after: under
 /// mod_fcgid, which sends the requests to processes of the new file from then on, the
 /// old one would otherwise idle until `FcgidIdleTimeout`, holding its memory.
