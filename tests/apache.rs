@@ -454,8 +454,7 @@ fn fcgid_rewrite_with_escaped_backreferences_routes_encoded_characters() {
     let dir = a.dir.path().join("public_html/enc");
     fs::create_dir_all(&dir).unwrap();
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
-    let exe = dir.join("mysite.fcgi");
-    fs::copy(example("echo"), &exe).unwrap();
+    let exe = echo_site(&dir);
     fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
     let ht = dir.join(".htaccess");
     fs::write(&ht, shipped.replace("[QSA,L]", "[B=?%#,QSA,L]")).unwrap();

@@ -381,8 +381,7 @@ fn a_switched_symlink_counts_as_a_new_upload() {
 #[test]
 fn exits_after_the_binary_is_replaced_on_disk() {
     let dir = TempDir::new("replace");
-    let exe = dir.join("mysite.fcgi");
-    std::fs::copy(example("echo"), &exe).unwrap();
+    let exe = echo_site(&dir);
     let mut app = FcgiApp::start_exe(&exe, &[]);
     let pid = pid_of(&app);
     // Still the same file: the process keeps serving past the check interval.
@@ -436,8 +435,7 @@ fn exits_after_the_binary_is_replaced_on_disk() {
 fn a_replaced_binary_that_cannot_be_run_leaves_the_process_serving() {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("replace-unrunnable");
-    let exe = dir.join("mysite.fcgi");
-    std::fs::copy(example("echo"), &exe).unwrap();
+    let exe = echo_site(&dir);
     let mut app = FcgiApp::start_exe(&exe, &[]);
     let pid = pid_of(&app);
     let tmp = dir.join("mysite.fcgi.new");
@@ -473,8 +471,7 @@ fn a_replaced_binary_that_cannot_be_run_leaves_the_process_serving() {
 #[test]
 fn an_idle_process_exits_on_its_own_after_the_binary_is_replaced() {
     let dir = TempDir::new("replace-idle");
-    let exe = dir.join("mysite.fcgi");
-    std::fs::copy(example("echo"), &exe).unwrap();
+    let exe = echo_site(&dir);
     let mut app = FcgiApp::start_exe(&exe, &[("FCGI_THREADS", "2")]);
     let pid = app.pid();
     assert_eq!(pid_of(&app), u64::from(pid));
@@ -611,8 +608,7 @@ fn processes_under_a_web_server_replace_workers_while_the_socket_stays() {
 #[test]
 fn processes_under_a_web_server_run_a_replaced_binary_in_place() {
     let dir = TempDir::new("replace-prefork");
-    let exe = dir.join("mysite.fcgi");
-    std::fs::copy(example("echo"), &exe).unwrap();
+    let exe = echo_site(&dir);
     let mut app = FcgiApp::start_exe(&exe, &[("FCGI_PROCESSES", "2")]);
     let worker = pid_of(&app);
     assert_ne!(worker, app.pid() as u64);

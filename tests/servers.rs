@@ -1048,8 +1048,7 @@ fn lighttpd_bin_path_with_processes_and_max_requests_never_503s() {
 #[test]
 fn lighttpd_bin_path_with_processes_takes_a_new_upload_without_a_failed_request() {
     let dir = TempDir::new("lighttpd-upload");
-    let exe = dir.join("mysite.fcgi");
-    fs::copy(example("echo"), &exe).unwrap();
+    let exe = echo_site(&dir);
     let web = lighttpd_one_process(&dir, &exe, "\"FCGI_PROCESSES\" => \"2\"");
     let port = web.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

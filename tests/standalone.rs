@@ -1702,8 +1702,7 @@ fn stopping_server_answers_what_it_accepts_in_the_restart_window() {
 #[test]
 fn settings_file_beside_the_binary() {
     let dir = TempDir::new("sa-envfile");
-    let exe = dir.join("mysite.fcgi");
-    fs::copy(example("echo"), &exe).unwrap();
+    let exe = echo_site(&dir);
     let envf = dir.join("mysite.fcgi.env");
     fs::write(&envf, "# settings for mysite\n\nFCGI_MAX_REQUESTS=2\n").unwrap();
 

@@ -68,6 +68,12 @@ static TMP_SEQ: AtomicUsize = AtomicUsize::new(0);
 /// removed on drop.
 pub struct TempDir(pub PathBuf);
 
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
@@ -422,6 +428,13 @@ pub fn read_all<S: Conn>(s: &mut S, timeout: Duration) -> Vec<u8> {
 
 /// A new upload of `from` to `exe`, as FTP clients and rsync do it: written beside
 /// under another name (with `from`'s mode), then renamed over.
+/// The echo example copied into `dir` as `mysite.fcgi`, as a user uploads it.
+pub fn echo_site(dir: impl AsRef<Path>) -> PathBuf {
+    let exe = dir.as_ref().join("mysite.fcgi");
+    fs::copy(example("echo"), &exe).unwrap();
+    exe
+}
+
 pub fn upload(from: &Path, exe: &Path) {
     let mut tmp = exe.as_os_str().to_owned();
     tmp.push(".new");
