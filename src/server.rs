@@ -131,7 +131,7 @@ pub(crate) fn binary_watch(interval: Duration) -> Option<impl Fn() -> bool> {
 /// running it: not executable by us, or neither a script (`#!`) nor an ELF program
 /// for this machine (a build for another system, or a text file). `None`: it looks
 /// runnable. What `execv` would still refuse (a script's missing interpreter, say)
-/// is found by trying.
+/// is found by trying, and so is a file that is gone.
 pub(crate) fn cannot_run(path: &std::path::Path) -> Option<String> {
     use std::io::Read;
     use std::os::unix::ffi::OsStrExt;
@@ -142,6 +142,11 @@ pub(crate) fn cannot_run(path: &std::path::Path) -> Option<String> {
     // effective ids, as execve does.
     if unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) } != 0 {
         let e = std::io::Error::last_os_error();
+        // Removed (or a link to nothing): the program is gone, not refused; the
+        // process goes as for any replacement.
+        if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) {
+            return None;
+        }
         return Some(if e.raw_os_error() == Some(libc::EACCES) {
             "not executable (chmod 755 it)".to_owned()
         } else {

@@ -465,6 +465,27 @@ fn a_replaced_binary_that_cannot_be_run_leaves_the_process_serving() {
     );
 }
 
+/// A program file removed (not replaced by one that cannot be run): the site is being
+/// taken down, and the process goes as after any upload.
+#[test]
+fn a_removed_binary_ends_the_process() {
+    let dir = TempDir::new("remove");
+    let exe = echo_site(&dir);
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let _ = pid_of(&app);
+    std::fs::remove_file(&exe).unwrap();
+    let st = app
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited after the program file was removed");
+    assert_eq!(st.code(), Some(0), "{}", app.stderr());
+    assert!(
+        app.stderr().contains("was replaced or removed on disk"),
+        "{}",
+        app.stderr()
+    );
+    assert!(!app.stderr().contains("cannot be run"), "{}", app.stderr());
+}
+
 /// An idle process notices a new upload too, without a request to look after: under
 /// mod_fcgid, which sends the requests to processes of the new file from then on, the
 /// old one would otherwise idle until `FcgidIdleTimeout`, holding its memory.
