@@ -454,14 +454,10 @@ fn a_replaced_binary_that_cannot_be_run_leaves_the_process_serving() {
     assert!(!app.stderr().contains("exiting"), "{}", app.stderr());
     // Made runnable: the process goes, 0, 2 or 4 s later by its pid.
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let st = app
-        .wait_exit(Duration::from_secs(10))
-        .expect("exited once the new file could be run");
-    assert_eq!(st.code(), Some(0), "{}", app.stderr());
-    assert!(
-        app.stderr().contains("was replaced or removed on disk"),
-        "{}",
-        app.stderr()
+    exits_as_replaced(
+        &mut app,
+        Duration::from_secs(10),
+        "exited once the new file could be run",
     );
 }
 
@@ -474,14 +470,10 @@ fn a_removed_binary_ends_the_process() {
     let mut app = FcgiApp::start_exe(&exe, &[]);
     let _ = pid_of(&app);
     std::fs::remove_file(&exe).unwrap();
-    let st = app
-        .wait_exit(Duration::from_secs(10))
-        .expect("exited after the program file was removed");
-    assert_eq!(st.code(), Some(0), "{}", app.stderr());
-    assert!(
-        app.stderr().contains("was replaced or removed on disk"),
-        "{}",
-        app.stderr()
+    exits_as_replaced(
+        &mut app,
+        Duration::from_secs(10),
+        "exited after the program file was removed",
     );
     assert!(!app.stderr().contains("cannot be run"), "{}", app.stderr());
 }
@@ -499,14 +491,10 @@ fn an_idle_process_exits_on_its_own_after_the_binary_is_replaced() {
     upload(&example("echo"), &exe);
     // No request from here on: noticed within 1 s, then its stagger delay (0, 2 or 4 s).
     let delay = Duration::from_secs(u64::from(pid % 3) * 2);
-    let st = app
-        .wait_exit(delay + Duration::from_secs(4))
-        .expect("an idle process exits after its binary is replaced");
-    assert_eq!(st.code(), Some(0), "{}", app.stderr());
-    assert!(
-        app.stderr().contains("was replaced or removed on disk"),
-        "{}",
-        app.stderr()
+    exits_as_replaced(
+        &mut app,
+        delay + Duration::from_secs(4),
+        "an idle process exits after its binary is replaced",
     );
 }
 
@@ -753,6 +741,17 @@ fn processes_under_a_web_server_run_a_replaced_binary_in_place() {
     assert_eq!(st.code(), Some(0), "{}", app.stderr());
     assert!(
         app.stderr().contains("could not start the new program"),
+        "{}",
+        app.stderr()
+    );
+}
+
+/// The app exits 0 within `within`, saying its program file was replaced or removed.
+fn exits_as_replaced(app: &mut FcgiApp, within: Duration, what: &str) {
+    let st = app.wait_exit(within).expect(what);
+    assert_eq!(st.code(), Some(0), "{}", app.stderr());
+    assert!(
+        app.stderr().contains("was replaced or removed on disk"),
         "{}",
         app.stderr()
     );
