@@ -48,17 +48,6 @@ struct FileId {
     size: u64,
 }
 
-/// The identity of the file at `path` as text (for a log said once per file).
-fn file_key(path: &std::path::Path) -> String {
-    match file_id(path) {
-        Some(id) => format!(
-            "{}:{}:{}.{}:{}",
-            id.dev, id.ino, id.mtime, id.mtime_nsec, id.size
-        ),
-        None => "gone".to_owned(),
-    }
-}
-
 fn file_id(path: &std::path::Path) -> Option<FileId> {
     let m = fs::metadata(path).ok()?;
     Some(FileId {
@@ -188,7 +177,7 @@ pub(crate) fn cannot_run(path: &std::path::Path) -> Option<String> {
 
 /// Says, once per file, why a replaced program file cannot be run.
 #[derive(Default)]
-pub(crate) struct Unrunnable(std::sync::Mutex<Option<String>>);
+pub(crate) struct Unrunnable(std::sync::Mutex<Option<(Option<FileId>, String)>>);
 
 impl Unrunnable {
     /// True when the file at `path` cannot be run ([`cannot_run`]), with an error
@@ -198,12 +187,13 @@ impl Unrunnable {
         let Some(why) = cannot_run(path) else {
             return false;
         };
-        let key = format!("{} {why}", file_key(path));
+        let key = (file_id(path), why);
         let mut said = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if said.as_deref() != Some(key.as_str()) {
+        if said.as_ref() != Some(&key) {
             log::error!(
-                "{} was replaced on disk, but the new file cannot be run: {why}; serving on with the program already running",
-                path.display()
+                "{} was replaced on disk, but the new file cannot be run: {}; serving on with the program already running",
+                path.display(),
+                key.1
             );
             *said = Some(key);
         }
