@@ -385,8 +385,10 @@ impl Builder {
     }
 
     /// Applies the settings file beside the program (`mysite.fcgi.env`), then the
-    /// environment, over the builder's values.
-    pub(crate) fn apply_env(&mut self) -> Result<(), Error> {
+    /// environment, over the builder's values. Returns a warning for each name in the
+    /// file that is not a setting (a typo would otherwise pass unseen), to be logged
+    /// once the logger is set up.
+    pub(crate) fn apply_env(&mut self) -> Result<Vec<String>, Error> {
         let file = match crate::sys::invoked_exe().map(|p| {
             let mut s = p.as_os_str().to_owned();
             s.push(".env");
@@ -405,7 +407,13 @@ impl Builder {
             })?,
             None => Vec::new(),
         };
-        self.apply_vars(|name: &str| setting(name, std::env::var(name).ok(), &file_vars))
+        self.apply_vars(|name: &str| setting(name, std::env::var(name).ok(), &file_vars))?;
+        Ok(match &file {
+            Some((p, _)) => unknown_names(&file_vars)
+                .map(|w| format!("{}: {w}", p.display()))
+                .collect(),
+            None => Vec::new(),
+        })
     }
 
     pub(crate) fn apply_vars(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
@@ -423,7 +431,21 @@ impl Builder {
             c.max_requests = (n > 0).then_some(n);
         }
         if let Some(v) = forced {
-            c.map.force_script_name = Some(v.trim().to_owned());
+            let path = v.trim();
+            // A path as the client sees it; a URL, a query or a stray quote would end
+            // up in every link the app makes.
+            if !(path.is_empty() || path.starts_with('/'))
+                || path
+                    .chars()
+                    .any(|ch| ch.is_control() || matches!(ch, '?' | '#' | '"' | '\''))
+            {
+                return Err(Error::setting(
+                    "FORCE_SCRIPT_NAME",
+                    v,
+                    "the path the app is mounted at, starting with / (empty for the site root)",
+                ));
+            }
+            c.map.force_script_name = Some(path.to_owned());
         }
         if let Some(v) = get("FCGI_THREADS") {
             let n: usize = parse("FCGI_THREADS", &v, "a whole number from 1 to 1024")?;
@@ -511,12 +533,28 @@ impl Builder {
             c.map.trust_forwarded = parse_bool("FCGI_TRUST_FORWARDED", &v)?;
         }
         if let Some(v) = get("FCGI_ALLOWED_HOSTS") {
-            c.allowed_hosts = Some(
-                v.split(',')
-                    .map(|h| h.trim().to_ascii_lowercase())
-                    .filter(|h| !h.is_empty())
-                    .collect(),
-            );
+            let hosts: Vec<String> = v
+                .split(',')
+                .map(|h| h.trim().to_ascii_lowercase())
+                .filter(|h| !h.is_empty())
+                .collect();
+            // Host names only: the first is put into URLs when a request's host is
+            // not allowed, so `https://...` or a comment would be copied there.
+            let host_like = |h: &str| {
+                h == "*"
+                    || h.bytes().all(|b| {
+                        b.is_ascii_alphanumeric()
+                            || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+                    })
+            };
+            if !hosts.iter().all(|h| host_like(h)) {
+                return Err(Error::setting(
+                    "FCGI_ALLOWED_HOSTS",
+                    v,
+                    "host names separated by commas (.example.com for a domain and its subdomains, * for any)",
+                ));
+            }
+            c.allowed_hosts = Some(hosts);
         }
         if let Some(v) = get("FCGI_WEB_SERVER_ADDRS") {
             c.web_server_addrs = Some(crate::listen::parse_addrs(&v)?);
@@ -557,9 +595,6 @@ impl Builder {
 fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
     use std::io::Read;
     use std::os::unix::fs::MetadataExt;
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return Ok(None);
-    };
     let refuse = |why: String| {
         Err(Error::setting(
             path.display().to_string(),
@@ -567,7 +602,20 @@ fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
             "a file owned by the program's user (or root) and writable by nobody else (chmod 644)",
         ))
     };
-    let io = |e: std::io::Error| Error::io("reading the settings file", e);
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // There, but not for us (mode 600 for another user, say): its settings would
+        // silently not apply.
+        Err(e) => return refuse(format!("cannot be read: {e}")),
+    };
+    let io = |e: std::io::Error| {
+        Error::setting(
+            path.display().to_string(),
+            format!("cannot be read: {e}"),
+            "a UTF-8 text file of NAME=value lines",
+        )
+    };
     let meta = f.metadata().map_err(io)?;
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
@@ -602,6 +650,78 @@ fn setting(name: &str, env: Option<String>, file_vars: &[(String, String)]) -> O
         })
 }
 
+/// Every name the settings file can hold (what `apply_vars` and the standalone
+/// options read; `every_name_read_is_known` checks the list against them).
+const SETTINGS: &[&str] = &[
+    "FCGI_MAX_REQUESTS",
+    "PHP_FCGI_MAX_REQUESTS",
+    "FORCE_SCRIPT_NAME",
+    "FCGI_THREADS",
+    "FCGI_MAX_PARAMS_BYTES",
+    "FCGI_MAX_PARAMS",
+    "FCGI_READ_TIMEOUT",
+    "FCGI_WRITE_TIMEOUT",
+    "FCGI_IDLE_TIMEOUT",
+    "FCGI_WATCH_BINARY",
+    "FCGI_LOG",
+    "FCGI_LOG_TARGET",
+    "FCGI_FORCE_CGI",
+    "FCGI_TRUST_FORWARDED",
+    "FCGI_ALLOWED_HOSTS",
+    "FCGI_WEB_SERVER_ADDRS",
+    "FCGI_SPIN_MICROS",
+    "FCGI_RESTART_GRACE",
+    "FCGI_SOCKET",
+    "FCGI_LISTEN",
+    "FCGI_HTTP",
+    "FCGI_PROTOCOL",
+    "FCGI_PROCESSES",
+    "FCGI_PIDFILE",
+    "FCGI_DAEMONIZE",
+    "FCGI_WORKDIR",
+    "FCGI_UMASK",
+    "FCGI_OUTLOG",
+    "FCGI_ERRLOG",
+];
+
+/// A warning for each name in the file that is not a setting, with the setting it
+/// is likely a typo of.
+fn unknown_names(file_vars: &[(String, String)]) -> impl Iterator<Item = String> + '_ {
+    file_vars
+        .iter()
+        .map(|(k, _)| k)
+        .filter(|k| !SETTINGS.contains(&k.as_str()))
+        .map(|k| {
+            let near = SETTINGS
+                .iter()
+                .find(|s| edit_distance(&k.to_ascii_uppercase(), s) <= 2);
+            match near {
+                Some(s) => format!("{k} is not a setting, ignored (did you mean {s}?)"),
+                None => format!(
+                    "{k} is not a setting, ignored (the file holds fcgi-shim's settings only)"
+                ),
+            }
+        })
+}
+
+/// Levenshtein distance, for names of a few dozen bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &x) in a.as_bytes().iter().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &y) in b.iter().enumerate() {
+            let next = (diag + usize::from(x != y))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 /// `NAME=value` lines; returns the first bad line as the error.
 fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
@@ -619,11 +739,24 @@ fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
             return Err(line.to_owned());
         }
         let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-            .unwrap_or(v);
+        let v = match v.chars().next() {
+            // A quoted value ends at its closing quote; only a comment may follow.
+            Some(q @ ('"' | '\'')) => {
+                let Some((inner, rest)) = v[1..].split_once(q) else {
+                    return Err(line.to_owned());
+                };
+                let rest = rest.trim_start();
+                if !(rest.is_empty() || rest.starts_with('#')) {
+                    return Err(line.to_owned());
+                }
+                inner
+            }
+            // Unquoted, a `#` after a space or tab starts a comment (as dotenv reads it).
+            _ => v
+                .char_indices()
+                .find(|&(i, ch)| ch == '#' && i > 0 && v[..i].ends_with([' ', '\t']))
+                .map_or(v, |(i, _)| v[..i].trim_end()),
+        };
         out.push((k.to_owned(), v.to_owned()));
     }
     Ok(out)
@@ -678,6 +811,120 @@ mod tests {
         let c = with(&[("FCGI_READ_TIMEOUT", "2.5"), ("FCGI_IDLE_TIMEOUT", "0")]).unwrap();
         assert_eq!(c.read_timeout, Some(Duration::from_millis(2500)));
         assert_eq!(c.idle_timeout, None);
+    }
+
+    #[test]
+    fn every_name_read_is_known() {
+        let asked = std::cell::RefCell::new(Vec::new());
+        let mut b = Builder::new();
+        b.apply_vars(|n| {
+            asked.borrow_mut().push(n.to_owned());
+            None
+        })
+        .unwrap();
+        let asked = asked.into_inner();
+        assert!(asked.len() >= 25, "{asked:?}");
+        for n in &asked {
+            assert!(
+                SETTINGS.contains(&n.as_str()),
+                "{n} is read but not in SETTINGS"
+            );
+        }
+        for n in SETTINGS {
+            assert!(
+                asked.iter().any(|a| a == n),
+                "{n} is in SETTINGS but never read"
+            );
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_settings_are_named_with_the_likely_one() {
+        let file = parse_env_file(
+            "FCGI_ALLOWED_HOST=a.example\nfcgi_threads=4\nDATABASE_URL=x\nFCGI_LOG=info\n",
+        )
+        .unwrap();
+        let w: Vec<String> = unknown_names(&file).collect();
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].starts_with("FCGI_ALLOWED_HOST ")
+                && w[0].contains("did you mean FCGI_ALLOWED_HOSTS?"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("did you mean FCGI_THREADS?"), "{w:?}");
+        assert!(
+            w[2].starts_with("DATABASE_URL ") && !w[2].contains("did you mean"),
+            "{w:?}"
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+    }
+
+    #[test]
+    fn comments_after_a_value_and_quotes() {
+        let file = parse_env_file(concat!(
+            "FCGI_ALLOWED_HOSTS=good.example # only this\n",
+            "FORCE_SCRIPT_NAME=\"/my blog\"   # quoted, then a comment\n",
+            "FCGI_LOG='info'\n",
+            "A=/x#y\n",
+            "B=\t/z\t#\tc\n",
+        ))
+        .unwrap();
+        let v: Vec<(&str, &str)> = file.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            v,
+            [
+                ("FCGI_ALLOWED_HOSTS", "good.example"),
+                ("FORCE_SCRIPT_NAME", "/my blog"),
+                ("FCGI_LOG", "info"),
+                ("A", "/x#y"),
+                ("B", "/z"),
+            ]
+        );
+        for bad in ["A=\"/unclosed\n", "A='x' y\n", "A=\"x\"y\n"] {
+            assert!(parse_env_file(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn force_script_name_and_allowed_hosts_are_checked() {
+        for good in ["", "/", "/blog", "/my blog/x"] {
+            assert!(with(&[("FORCE_SCRIPT_NAME", good)]).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "blog",
+            "https://example.com/blog",
+            "/a?b",
+            "/a#b",
+            "\"/q",
+            "/a\u{7f}",
+        ] {
+            assert!(
+                matches!(
+                    with(&[("FORCE_SCRIPT_NAME", bad)]),
+                    Err(Error::Setting { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        let c = with(&[(
+            "FCGI_ALLOWED_HOSTS",
+            "Good.example, .example.org,[::1]:8000,*",
+        )])
+        .unwrap();
+        assert_eq!(
+            c.allowed_hosts.unwrap(),
+            ["good.example", ".example.org", "[::1]:8000", "*"]
+        );
+        for bad in ["https://good.example", "good.example # c", "a/b", "a@b"] {
+            assert!(
+                matches!(
+                    with(&[("FCGI_ALLOWED_HOSTS", bad)]),
+                    Err(Error::Setting { .. })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -162,6 +162,7 @@ impl Context {
 
     /// The raw `QUERY_STRING` ("" when absent), or the request's own query where the
     /// server's lost it (a `%23` cut by mod_rewrite; see [`crate::mount::MountSource`]).
+    /// Bytes that are not UTF-8 come percent-encoded, as in the request's URI.
     pub fn query_string(&self) -> &str {
         match &self.0.mount.query {
             Some(q) => std::str::from_utf8(q).unwrap_or(""),
@@ -298,13 +299,15 @@ fn fallback_authority(
     allowed: Option<&[String]>,
 ) -> String {
     // An IPv6 address (the --http server's own, say) is written in brackets in a URL.
-    let name = server_name.filter(|n| is_valid_authority(n)).map(|n| {
-        if n.contains(':') && !n.starts_with('[') {
-            format!("[{n}]")
-        } else {
-            n.to_owned()
-        }
-    });
+    let name = server_name
+        .filter(|n| is_valid_authority(n) || n.parse::<std::net::Ipv6Addr>().is_ok())
+        .map(|n| {
+            if n.contains(':') && !n.starts_with('[') {
+                format!("[{n}]")
+            } else {
+                n.to_owned()
+            }
+        });
     let Some(name) = name.filter(|n| allowed.is_none_or(|a| host_in(a, n))) else {
         return allowed
             .and_then(|a| a.iter().find(|h| *h != "*" && h.len() > 1))
@@ -319,11 +322,27 @@ fn fallback_authority(
     }
 }
 
+/// A host a URL can hold (a name, an IPv4 address, or an IPv6 address in brackets),
+/// then maybe a port from 1 to 65535 (RFC 3986 3.2.2 and 3.2.3).
 fn is_valid_authority(h: &str) -> bool {
-    !h.is_empty()
-        && h.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_')
+    let (host, port) = match h.rfind(':') {
+        Some(i) if !h[i..].contains(']') => (&h[..i], Some(&h[i + 1..])),
+        _ => (h, None),
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+        None => is_host_name(host),
+    };
+    host_ok
+        && port.is_none_or(|p| {
+            p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0)
         })
+}
+
+fn is_host_name(h: &str) -> bool {
+    !h.is_empty()
+        && h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
 impl fmt::Debug for Context {
@@ -400,7 +419,42 @@ impl RequestExt for http::request::Parts {
 
 #[cfg(test)]
 mod tests {
-    use super::{fallback_authority, host_in};
+    use super::{fallback_authority, host_in, is_valid_authority};
+
+    #[test]
+    fn a_host_is_a_name_or_address_then_maybe_a_port() {
+        for h in [
+            "example.com",
+            "example.com:8080",
+            "a_b.example",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:8000",
+            "[2001:db8::7]:65535",
+        ] {
+            assert!(is_valid_authority(h), "{h}");
+        }
+        for h in [
+            "",
+            "a:abc",
+            "a:80:90",
+            "a:99999",
+            "a:0",
+            "a:",
+            "a:+80",
+            ":80",
+            "[::1",
+            "::1]",
+            "[::1]x",
+            "[zz::1]",
+            "[]:80",
+            "a b",
+            "a@b",
+            "evil.com/x",
+        ] {
+            assert!(!is_valid_authority(h), "{h}");
+        }
+    }
 
     /// When the request's host is not allowed, `SERVER_NAME` is used only if it is
     /// allowed too: Apache with `UseCanonicalName Off` copies the client's Host there.

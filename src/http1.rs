@@ -11,7 +11,7 @@ use http::StatusCode;
 use crate::body::Body;
 use crate::config::Config;
 use crate::context::Mode;
-use crate::mount::percent_decode;
+use crate::mount::{normalize, percent_decode};
 use crate::record::Role;
 use crate::request;
 use crate::response::{self, Outcome, Sink};
@@ -134,6 +134,20 @@ fn trim_ows(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
+/// Whether a `..` segment of `path` goes above the root (`/a/../..`).
+fn climbs_above_root(path: &[u8]) -> bool {
+    let mut depth = 0usize;
+    for seg in path.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." if depth == 0 => return true,
+            b".." => depth -= 1,
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 /// RFC 9110 `tchar`: what a header name may hold.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -247,13 +261,30 @@ fn read_head(
         Some(i) => (&origin[..i], &origin[i + 1..]),
         None => (origin, &b""[..]),
     };
+    // RFC 9112 3.2: a request target has no fragment.
+    if origin.contains(&b'#') {
+        return Err(HeadError::Bad(
+            StatusCode::BAD_REQUEST,
+            "a fragment (#) in the request target".into(),
+        ));
+    }
+    // The path the app sees, as Apache and nginx hand it over: decoded, then its dot
+    // segments resolved (`%2e%2e` too), and 400 for one that climbs above the root.
+    let decoded = percent_decode(path);
+    if climbs_above_root(&decoded) {
+        return Err(HeadError::Bad(
+            StatusCode::BAD_REQUEST,
+            "the path climbs above the root (..)".into(),
+        ));
+    }
+    let path_info = normalize(&decoded);
     let mut vars = Vars::new();
     vars.push(b"GATEWAY_INTERFACE", b"CGI/1.1");
     vars.push(b"SERVER_SOFTWARE", b"fcgi-shim development server");
     vars.push(b"REQUEST_METHOD", method);
     vars.push(b"REQUEST_URI", target);
     vars.push(b"SCRIPT_NAME", b"");
-    vars.push(b"PATH_INFO", &percent_decode(path));
+    vars.push(b"PATH_INFO", &path_info);
     vars.push(b"QUERY_STRING", query);
     vars.push(b"SERVER_PROTOCOL", version);
     if let Some(p) = peer {
@@ -272,7 +303,10 @@ fn read_head(
     let mut expect_continue = false;
     let mut has_host = false;
     let mut te_on_http10 = false;
-    let mut name = Vec::with_capacity(32);
+    // Header fields by their variable names, a field sent on several lines joined into
+    // one value (RFC 9110 5.3), as Apache and nginx give it to CGI and FastCGI apps.
+    let mut fields: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut lines = 0;
     loop {
         let line = read_line(r, 16 * 1024).map_err(|e| match e.kind() {
             io::ErrorKind::UnexpectedEof => HeadError::Closed,
@@ -283,7 +317,8 @@ fn read_head(
             break;
         }
         total += line.len();
-        if total > max || vars.len() >= cfg.limits.max_params {
+        lines += 1;
+        if total > max || vars.len() + lines > cfg.limits.max_params {
             return Err(HeadError::Bad(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "request head over the limits".into(),
@@ -421,7 +456,7 @@ fn read_head(
             }
             _ => {}
         }
-        name.clear();
+        let mut name = Vec::with_capacity(5 + n.len());
         name.extend_from_slice(b"HTTP_");
         name.extend(n.iter().map(|&b| {
             if b == b'-' {
@@ -430,7 +465,18 @@ fn read_head(
                 b.to_ascii_uppercase()
             }
         }));
-        vars.push(&name, v);
+        match fields.iter_mut().find(|(f, _)| *f == name) {
+            Some((_, joined)) => {
+                // Cookie pairs are joined with "; " (RFC 6265 5.4), list fields with ", ".
+                let sep: &[u8] = if name == b"HTTP_COOKIE" { b"; " } else { b", " };
+                joined.extend_from_slice(sep);
+                joined.extend_from_slice(v);
+            }
+            None => fields.push((name, v.to_vec())),
+        }
+    }
+    for (n, v) in &fields {
+        vars.push(n, v);
     }
     // RFC 9112 3.2.2: with an absolute-form target, its authority is the host, not
     // the Host header (the last HTTP_HOST is the one read).
@@ -763,7 +809,25 @@ pub(crate) fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::absolute_form_path;
+    use super::{absolute_form_path, climbs_above_root};
+
+    #[test]
+    fn paths_that_climb_above_the_root() {
+        for p in [&b"/.."[..], b"/a/../..", b"/../a", b"/a/./../../b", b".."] {
+            assert!(climbs_above_root(p), "{p:?}");
+        }
+        for p in [
+            &b"/"[..],
+            b"/a/..",
+            b"/a/b/../..",
+            b"/a/./b/..",
+            b"//a/..",
+            b"/..a",
+            b"/a..b/",
+        ] {
+            assert!(!climbs_above_root(p), "{p:?}");
+        }
+    }
 
     #[test]
     fn absolute_form_targets_keep_path_and_query() {

@@ -152,9 +152,12 @@ impl Builder {
         let env = if self.read_env {
             self.apply_env()
         } else {
-            Ok(())
+            Ok(Vec::new())
         };
         logger::init(self.cfg.log_level, self.cfg.log_target);
+        for warning in env.as_deref().unwrap_or_default() {
+            log::warn!("{warning}");
+        }
         if let Err(e) = env {
             if std::env::var_os("GATEWAY_INTERFACE").is_some() {
                 // Under CGI a proper 500 beats "End of script output before headers".

@@ -17,7 +17,8 @@ pub struct Mount {
     /// Which rule produced `script_name`.
     pub source: MountSource,
     /// The query, when the server's `QUERY_STRING` lost it (see
-    /// [`MountSource::CutByRewrite`]); `None` when `QUERY_STRING` is right.
+    /// [`MountSource::CutByRewrite`]) or is not UTF-8 (then percent-encoded, as in the
+    /// request's URI); `None` when `QUERY_STRING` is right as it is.
     pub query: Option<Vec<u8>>,
 }
 

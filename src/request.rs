@@ -124,6 +124,15 @@ pub(crate) fn build(
         Some(q) => &q[..],
         None => vars.get("QUERY_STRING").unwrap_or_default(),
     };
+    // A query that is not UTF-8 (a Latin-1 form sent with GET) is kept percent-encoded,
+    // as the URI holds it, so `Context::query_string` does not lose it.
+    if std::str::from_utf8(query).is_err() {
+        mount.query = Some(escape_query(query));
+    }
+    let query = match &mount.query {
+        Some(q) => &q[..],
+        None => vars.get("QUERY_STRING").unwrap_or_default(),
+    };
     let uri = app_uri(&mount.path_info, query)?;
     let headers = headers(&vars);
 
@@ -180,6 +189,19 @@ pub(crate) fn app_uri(path: &[u8], query: &[u8]) -> Result<Uri, Rejection> {
     }
     debug_assert_eq!(s.len(), len);
     Uri::try_from(s).map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, format!("bad path: {e}")))
+}
+
+/// `query` with what a URL query cannot hold as it is percent-encoded (`%` kept).
+fn escape_query(query: &[u8]) -> Vec<u8> {
+    let mut s = String::with_capacity(query.len() * 3);
+    for &b in query {
+        if is_query_char(b) {
+            s.push(b as char);
+        } else {
+            push_escape(&mut s, b);
+        }
+    }
+    s.into_bytes()
 }
 
 /// Appends a decoded path, percent-encoding what a URL path cannot hold as it is.

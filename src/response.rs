@@ -388,8 +388,11 @@ pub(crate) fn encode_head(
         if authorized && !name.as_str().starts_with("variable-") {
             continue;
         }
-        if status == StatusCode::NO_CONTENT && name == http::header::CONTENT_LENGTH {
-            // RFC 9110 8.6: never on a 204 (axum sets one from the body it drops).
+        if (status == StatusCode::NO_CONTENT || status == StatusCode::RESET_CONTENT)
+            && name == http::header::CONTENT_LENGTH
+        {
+            // RFC 9110 8.6: never on a 204 (axum sets one from the body it drops); a
+            // 205 gets `Content-Length: 0` below.
             continue;
         }
         if name.as_str() == "status" {
@@ -417,6 +420,10 @@ pub(crate) fn encode_head(
         }
     }
     let bodyless = has_no_body(status);
+    if status == StatusCode::RESET_CONTENT && !authorized {
+        // RFC 9110 15.3.6: no content, and a length of 0 says so.
+        out.extend_from_slice(b"Content-Length: 0\r\n");
+    }
     if let Some(len) = body_len {
         if !authorized && !bodyless && app_length.is_none() && !app_te {
             out.extend_from_slice(b"Content-Length: ");
@@ -529,9 +536,12 @@ impl Write for Declared<'_> {
     }
 }
 
-/// 204 and 304 have no body (web servers drop what follows the head).
+/// 204, 205 and 304 have no body (web servers drop what follows the head of a 204
+/// or 304; RFC 9110 15.3.6 forbids one on a 205).
 fn has_no_body(status: StatusCode) -> bool {
-    status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+    status == StatusCode::NO_CONTENT
+        || status == StatusCode::RESET_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 /// Whether the body follows the head: not for HEAD, not after 204 or 304, and not
@@ -1020,6 +1030,12 @@ mod tests {
             head(copy(&r), Some(3), Role::Responder).unwrap(),
             "Status: 204 No Content\r\n\r\n"
         );
+        // A 205 has no content, and says so (RFC 9110 15.3.6).
+        *r.status_mut() = StatusCode::RESET_CONTENT;
+        assert_eq!(
+            head(copy(&r), Some(3), Role::Responder).unwrap(),
+            "Status: 205 Reset Content\r\nContent-Length: 0\r\n\r\n"
+        );
         // A 304 may carry the length of what a 200 would have sent.
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         assert_eq!(
@@ -1029,8 +1045,8 @@ mod tests {
     }
 
     #[test]
-    fn no_body_after_204_or_304() {
-        for code in [204, 304] {
+    fn no_body_after_204_205_or_304() {
+        for code in [204, 205, 304] {
             let mut r = Response::new("not sent".to_owned());
             *r.status_mut() = StatusCode::from_u16(code).unwrap();
             let mut sink = VecSink(Vec::new());
@@ -1040,9 +1056,11 @@ mod tests {
             );
             let out = String::from_utf8(sink.0).unwrap();
             assert!(out.ends_with("\r\n\r\n"), "{code}: {out:?}");
-            assert!(
-                !out.contains("not sent") && !out.contains("Content-Length"),
-                "{out:?}"
+            assert!(!out.contains("not sent"), "{out:?}");
+            assert_eq!(
+                out.contains("Content-Length"),
+                code == 205,
+                "{code}: {out:?}"
             );
         }
     }

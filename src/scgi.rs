@@ -58,23 +58,32 @@ pub(crate) fn read_head(r: &mut impl BufRead, cfg: &Config) -> Result<Vars, Head
             "netstring does not end with ','".into(),
         ));
     }
-    if !buf.is_empty() && buf.last() != Some(&0) {
-        return Err(HeadError::Malformed("headers do not end with NUL".into()));
-    }
+    // NUL-terminated strings, names and values in turn.
+    let Some((&0, strings)) = buf.split_last() else {
+        return Err(HeadError::Malformed(if buf.is_empty() {
+            "no headers".into()
+        } else {
+            "headers do not end with NUL".into()
+        }));
+    };
     let mut vars = Vars::new();
-    let mut fields = buf.split(|&b| b == 0);
+    let mut fields = strings.split(|&b| b == 0);
     let mut first = true;
     while let Some(name) = fields.next() {
-        if name.is_empty() && fields.clone().next().is_none() {
-            break; // the split after the final NUL
-        }
         let Some(value) = fields.next() else {
             return Err(HeadError::Malformed("a header name without a value".into()));
         };
+        if name.is_empty() {
+            return Err(HeadError::Malformed("an empty header name".into()));
+        }
         if first && name != b"CONTENT_LENGTH" {
             return Err(HeadError::Malformed(
                 "CONTENT_LENGTH is not the first header".into(),
             ));
+        }
+        if !first && name == b"CONTENT_LENGTH" {
+            // The body is framed by the first; a second could only disagree.
+            return Err(HeadError::Malformed("CONTENT_LENGTH given twice".into()));
         }
         first = false;
         if vars.len() == cfg.limits.max_params {
@@ -200,6 +209,21 @@ mod tests {
             Err(HeadError::Malformed(_))
         ));
         assert!(matches!(head(b"3:A\x00B,"), Err(HeadError::Malformed(_))));
+        // A name without its value, an empty name, CONTENT_LENGTH twice.
+        assert!(matches!(
+            head(b"26:CONTENT_LENGTH\x000\x00SCGI\x001\x00X\x00,"),
+            Err(HeadError::Malformed(m)) if m.contains("without a value")
+        ));
+        assert!(matches!(
+            head(b"27:CONTENT_LENGTH\x000\x00\x00v\x00SCGI\x001\x00,"),
+            Err(HeadError::Malformed(m)) if m.contains("empty header name")
+        ));
+        assert!(matches!(
+            head(b"34:CONTENT_LENGTH\x005\x00CONTENT_LENGTH\x000\x00,"),
+            Err(HeadError::Malformed(m)) if m.contains("twice")
+        ));
+        assert!(matches!(head(b"0:,"), Err(HeadError::Malformed(m)) if m == "no headers"));
+        assert!(matches!(head(b"1:\x00,"), Err(HeadError::Malformed(_))));
         assert!(matches!(
             head(b"99999999999:"),
             Err(HeadError::Malformed(_))

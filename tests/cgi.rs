@@ -190,8 +190,31 @@ fn cookies_redirect_status_and_panic() {
         "{head}"
     );
 
+    // A Host that is no host and port is not put into a URL: SERVER_NAME is.
+    for bad in [
+        "example.com:abc",
+        "example.com:80:90",
+        "example.com:99999",
+        "[::1",
+    ] {
+        let mut vars = base("GET", "/redirect", "", "/blog/redirect");
+        vars.retain(|(k, _)| *k != "REDIRECT_URL" && *k != "HTTP_HOST");
+        vars.push(("REDIRECT_URL", "/blog/redirect"));
+        vars.push(("HTTP_HOST", bad));
+        let (head, _, _) = cgi(&vars, b"");
+        assert!(
+            head.contains("location: http://example.com/blog/landed\r\n"),
+            "{bad}: {head}"
+        );
+    }
+
     let (head, _, _) = cgi(&base("GET", "/status/404", "", "/blog/status/404"), b"");
     assert!(head.starts_with("Status: 404 Not Found\r\n"), "{head}");
+    // RFC 9110 15.3.6: a 205 has no content, whatever the app wrote.
+    let (head, body, _) = cgi(&base("GET", "/status/205", "", "/blog/status/205"), b"");
+    assert!(head.starts_with("Status: 205 Reset Content\r\n"), "{head}");
+    assert!(head.contains("Content-Length: 0\r\n"), "{head}");
+    assert!(body.is_empty(), "{:?}", String::from_utf8_lossy(&body));
 
     let (head, body, out) = cgi(&base("GET", "/panic", "", "/blog/panic"), b"");
     assert!(
@@ -208,6 +231,30 @@ fn cookies_redirect_status_and_panic() {
     assert_eq!(err.lines().count(), 1, "one log line: {err}");
     // The URL as the client sent it (REQUEST_URI), as in the web server's access log.
     assert!(err.contains("panicked on GET /blog/panic:"), "{err}");
+}
+
+/// A query that is not UTF-8 (a Latin-1 form sent with GET) reaches the app
+/// percent-encoded, in the URI and in `Context::query_string` alike.
+#[test]
+fn a_query_that_is_not_utf8_is_kept_percent_encoded() {
+    use std::os::unix::ffi::OsStrExt;
+    let mut cmd = Command::new(example("echo"));
+    cmd.env_clear();
+    for (k, v) in base("GET", "/x", "", "/blog/x") {
+        if k != "QUERY_STRING" {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env(
+        "QUERY_STRING",
+        std::ffi::OsStr::from_bytes(b"name=caf\xe9&b=1"),
+    );
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pos = text.find("\r\n\r\n").unwrap_or_else(|| panic!("{text}"));
+    let v = json(text[pos + 4..].as_bytes());
+    assert_eq!(v["query"], "name=caf%E9&b=1", "{v}");
+    assert_eq!(v["uri"], "/x?name=caf%E9&b=1", "{v}");
 }
 
 #[test]

@@ -954,6 +954,13 @@ fn lighttpd_bin_path() {
     );
 
     let sub = check_mount(web.port, "/app", "fastcgi");
+    // The bare prefix is the app's root (FORCE_SCRIPT_NAME in the snippet).
+    let j = http_request(web.port, "GET", "/app", &[], Body::None).echo();
+    assert_eq!(
+        (&j["script_name"], &j["path_info"], &j["uri"]),
+        (&json!("/app"), &json!(""), &json!("/")),
+        "{j}"
+    );
     let top = check_mount(web.port, "", "fastcgi");
     let all = apps();
     assert!(pids(&sub).is_subset(&all), "{:?} {all:?}", pids(&sub));

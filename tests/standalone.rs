@@ -1759,6 +1759,38 @@ fn settings_file_beside_the_binary() {
     assert_eq!(one(&app), 200);
     assert_eq!(one(&app), 200);
     assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+
+    // A comment after a value is not part of it, and a name that is not a setting (a
+    // typo of one) is logged with the setting meant, not passed over in silence.
+    fs::write(&envf, "FCGI_MAX_REQUESTS=2   # two\nFCGI_MAX_REQUEST=1\n").unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    assert_eq!(one(&app), 200);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(app.alive(), "FCGI_MAX_REQUEST (a typo) must not act");
+    assert_eq!(one(&app), 200);
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+    let err = app.stderr();
+    assert!(
+        err.contains(
+            "FCGI_MAX_REQUEST is not a setting, ignored (did you mean FCGI_MAX_REQUESTS?)"
+        ),
+        "{err}"
+    );
+
+    // A settings file that is there but cannot be read is an error naming it, not
+    // settings that silently do not apply.
+    fs::remove_file(&envf).unwrap();
+    fs::create_dir(&envf).unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let st = app
+        .wait_exit(T)
+        .expect("exits on an unreadable settings file");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(
+        err.contains(envf.to_str().unwrap()) && err.contains("cannot be read"),
+        "{err}"
+    );
 }
 
 // ---- systemd socket activation ----
@@ -2770,6 +2802,50 @@ fn http_request_rules() {
     assert!(r.starts_with("HTTP/1.1 200") && r.contains("hello"), "{r}");
     assert!(r.contains("Connection: close"), "{r}");
     assert!(!r.contains("/second"), "{r}");
+
+    // A field sent on several lines reaches the app as one value (RFC 9110 5.3),
+    // cookies joined with "; " (RFC 6265 5.4), as Apache and nginx pass them on.
+    let r = text(&exchange(
+        b"GET /h HTTP/1.1\r\nHost: h\r\nCookie: session=abc\r\nAccept: text/html\r\nCookie: theme=dark\r\nAccept: application/json\r\nConnection: close\r\n\r\n",
+    ));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("\"cookie\":\"session=abc; theme=dark\""), "{r}");
+    assert!(
+        r.contains("\"accept\":\"text/html, application/json\""),
+        "{r}"
+    );
+    // Dot segments are resolved before the app sees the path (`%2e%2e` too), and a
+    // path above the root or a fragment is refused, as Apache and nginx do.
+    for (target, path) in [
+        ("/static/../secret", "/secret"),
+        ("/a/%2e%2e/b", "/b"),
+        ("/a/./b//c/", "/a/b/c/"),
+        ("/a/..", "/"),
+    ] {
+        let r = text(&exchange(
+            format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(),
+        ));
+        assert!(r.starts_with("HTTP/1.1 200"), "{target}: {r}");
+        assert!(
+            r.contains(&format!("\"path_info\":\"{path}\"")),
+            "{target}: {r}"
+        );
+    }
+    for target in ["/../etc/passwd", "/a/%2E%2E/%2e%2e/x", "/x#frag"] {
+        let r = text(&exchange(
+            format!("GET {target} HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").as_bytes(),
+        ));
+        assert!(r.starts_with("HTTP/1.1 400"), "{target}: {r}");
+    }
+    // A 205 is framed as empty, whatever the app wrote.
+    let r = text(&exchange(
+        b"GET /status/205 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    ));
+    assert!(r.starts_with("HTTP/1.1 205"), "{r}");
+    assert!(
+        r.contains("Content-Length: 0\r\n") && r.ends_with("\r\n\r\n"),
+        "{r}"
+    );
 
     let r = text(&exchange(
         b"GET /h HTTP/1.1\r\nHost: h\r\nX_Forwarded_For: 6.6.6.6\r\nConnection: close\r\n\r\n",
