@@ -425,7 +425,16 @@ fn tcp_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
 pub(crate) fn systemd_listener() -> Option<Listener> {
     let pid: u32 = std::env::var("LISTEN_PID").ok()?.trim().parse().ok()?;
     let fds: u32 = std::env::var("LISTEN_FDS").ok()?.trim().parse().ok()?;
-    if pid != std::process::id() || fds < 1 || !sys::is_listening_socket(3) {
+    if pid != std::process::id() || fds < 1 {
+        return None;
+    }
+    if !sys::is_listening_socket(3) {
+        // Said before the usual "not started by a web server": a socket unit with
+        // `Accept=yes` passes a connection, not a listener.
+        log::error!(
+            "LISTEN_FDS is set for this process, but fd 3 is not a listening socket \
+             (a socket unit needs Accept=no)"
+        );
         return None;
     }
     // SAFETY: at start-up, before any thread of ours exists.

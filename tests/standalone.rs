@@ -1797,7 +1797,7 @@ fn settings_file_beside_the_binary() {
 
 /// Runs echo through `/bin/sh` with `listener` as fd 3 and `LISTEN_FDS=1`, with
 /// `LISTEN_PID` set to the app's pid (or to `pid_override`).
-fn socket_activated(listener: &UnixListener, pid_override: Option<&str>, log: &Path) -> Child {
+fn socket_activated(listener: &impl AsRawFd, pid_override: Option<&str>, log: &Path) -> Child {
     let script = match pid_override {
         None => "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\"".to_owned(),
         Some(p) => format!("export LISTEN_PID={p} LISTEN_FDS=1; exec \"$0\""),
@@ -1879,6 +1879,29 @@ fn systemd_socket_activation_serves_on_fd_3() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(st.code(), Some(2));
+
+    // A connection as fd 3 (a socket unit with Accept=yes): exit 2, and the log says
+    // what is wrong with fd 3 rather than only "not started by a web server".
+    let (conn, _peer) = UnixStream::pair().unwrap();
+    let log3 = dir.join("err3.log");
+    let mut child = socket_activated(&conn, None, &log3);
+    let st = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline + T {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("did not exit with a connection as fd 3");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(st.code(), Some(2));
+    let err = fs::read_to_string(&log3).unwrap_or_default();
+    assert!(
+        err.contains("fd 3 is not a listening socket (a socket unit needs Accept=no)"),
+        "{err}"
+    );
 }
 
 // ---- --http ----
