@@ -207,6 +207,9 @@ enum Step {
 const RBUF: usize = 16 * 1024;
 /// Coalesced output is sent once this much is buffered.
 const FLUSH_AT: usize = 32 * 1024;
+/// An unread body one look at the socket may read and drop while it keeps coming
+/// (16 MiB: about 10 ms of copying, so a write of the app's is never held long).
+const DISCARD_PER_LOOK: usize = 16 << 20;
 /// App writes at least this large skip the coalescing buffer (no copy).
 const DIRECT: usize = 16 * 1024;
 
@@ -1138,84 +1141,97 @@ impl<T: Transport> Conn<T> {
             return Check::Stuck;
         }
         let mut state = Check::Stuck;
-        if self.rend < self.rbuf.len() || self.rpos > 0 {
-            self.compact_rbuf();
-            state = match self.t.read(&mut self.rbuf[self.rend..]) {
-                Ok(0) => {
-                    self.peer_closed = true;
-                    self.fail(&ConnError::Closed);
-                    return Check::Gone;
-                }
-                Ok(n) => {
-                    self.rend += n;
-                    Check::Progress
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Check::Drained,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => Check::Progress,
-                Err(e) => {
-                    self.fail(&ConnError::Io(e));
-                    return Check::Gone;
-                }
-            };
-        }
-        loop {
-            // Discard stdin the app can no longer read.
-            if let Some(cur) = self.cur {
-                if cur.record_type == RecordType::Stdin && !body_attached {
-                    let n = cur.left.min(self.avail());
-                    self.rpos += n;
-                    self.consume(n);
-                    if self.cur.is_some() {
-                        return state;
+        // How much of a body the app left unread one look may drop while more keeps
+        // coming (see the discarding below); the rest waits for the next look.
+        let mut discard_budget = DISCARD_PER_LOOK;
+        'look: loop {
+            if self.rend < self.rbuf.len() || self.rpos > 0 {
+                self.compact_rbuf();
+                state = match self.t.read(&mut self.rbuf[self.rend..]) {
+                    Ok(0) => {
+                        self.peer_closed = true;
+                        self.fail(&ConnError::Closed);
+                        return Check::Gone;
                     }
-                } else {
+                    Ok(n) => {
+                        self.rend += n;
+                        Check::Progress
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Check::Drained,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Check::Progress,
+                    Err(e) => {
+                        self.fail(&ConnError::Io(e));
+                        return Check::Gone;
+                    }
+                };
+            }
+            loop {
+                // Discard stdin the app can no longer read.
+                if let Some(cur) = self.cur {
+                    if cur.record_type == RecordType::Stdin && !body_attached {
+                        let n = cur.left.min(self.avail());
+                        self.rpos += n;
+                        self.consume(n);
+                        if self.cur.is_some() {
+                            // All that was read is dropped and more of the body is due:
+                            // read on while it comes, so an abort or the next request
+                            // behind a large unread body is seen now, and the web server's
+                            // upload is not held to one buffer per look.
+                            if state == Check::Progress && discard_budget > n {
+                                discard_budget -= n;
+                                continue 'look;
+                            }
+                            return state;
+                        }
+                    } else {
+                        return Check::Stuck;
+                    }
+                }
+                let need = self.pad_left + HEADER_LEN;
+                if self.avail() < need {
+                    return state;
+                }
+                let at = self.rpos + self.pad_left;
+                let mut hb = [0u8; HEADER_LEN];
+                hb.copy_from_slice(&self.rbuf[at..at + HEADER_LEN]);
+                let h = Header::parse(&hb);
+                let is_active = self.active.as_ref().is_some_and(|a| a.id == h.request_id);
+                // FCGI_STDIN for the active request after its end is a stray record,
+                // handled whole like any other; before it, its content is the app's body.
+                let body_open = is_active && self.active.as_ref().is_some_and(|a| !a.stdin_done);
+                if h.record_type == RecordType::Stdin
+                    && body_open
+                    && body_attached
+                    && h.content_length > 0
+                {
+                    // The app's body comes next: nothing behind it can be seen until it
+                    // is read. (The empty record that ends the body is taken here: the
+                    // body reads its end from the request's state, and an abort or a
+                    // close behind it is then seen, as for a GET whose handler never
+                    // reads the body.)
                     return Check::Stuck;
                 }
-            }
-            let need = self.pad_left + HEADER_LEN;
-            if self.avail() < need {
-                return state;
-            }
-            let at = self.rpos + self.pad_left;
-            let mut hb = [0u8; HEADER_LEN];
-            hb.copy_from_slice(&self.rbuf[at..at + HEADER_LEN]);
-            let h = Header::parse(&hb);
-            let is_active = self.active.as_ref().is_some_and(|a| a.id == h.request_id);
-            // FCGI_STDIN for the active request after its end is a stray record,
-            // handled whole like any other; before it, its content is the app's body.
-            let body_open = is_active && self.active.as_ref().is_some_and(|a| !a.stdin_done);
-            if h.record_type == RecordType::Stdin
-                && body_open
-                && body_attached
-                && h.content_length > 0
-            {
-                // The app's body comes next: nothing behind it can be seen until it
-                // is read. (The empty record that ends the body is taken here: the
-                // body reads its end from the request's state, and an abort or a
-                // close behind it is then seen, as for a GET whose handler never
-                // reads the body.)
-                return Check::Stuck;
-            }
-            let whole = need
-                + if h.record_type == RecordType::Stdin && body_open {
-                    0
-                } else {
-                    h.body_len()
-                };
-            // A record that fits the buffer is handled once it is all there, so this
-            // look never blocks. One that cannot fit (a web server's record of up to
-            // 64 KiB for another request, say) would hide what follows it for good:
-            // the web server is in the middle of sending it, so it is read (or skipped)
-            // to its end now, within the read timeout.
-            if self.avail() < whole && whole <= self.rbuf.len() {
-                return state;
-            }
-            if let Err(e) = self.step(false) {
-                self.fail(&e);
-                return Check::Gone;
-            }
-            if self.gone() {
-                return Check::Gone;
+                let whole = need
+                    + if h.record_type == RecordType::Stdin && body_open {
+                        0
+                    } else {
+                        h.body_len()
+                    };
+                // A record that fits the buffer is handled once it is all there, so this
+                // look never blocks. One that cannot fit (a web server's record of up to
+                // 64 KiB for another request, say) would hide what follows it for good:
+                // the web server is in the middle of sending it, so it is read (or skipped)
+                // to its end now, within the read timeout.
+                if self.avail() < whole && whole <= self.rbuf.len() {
+                    return state;
+                }
+                if let Err(e) = self.step(false) {
+                    self.fail(&e);
+                    return Check::Gone;
+                }
+                if self.gone() {
+                    return Check::Gone;
+                }
             }
         }
     }
