@@ -237,6 +237,11 @@ pub(crate) struct Conn<T: Transport> {
     /// Set on the first I/O or protocol error; the connection is then unusable.
     failure: Option<String>,
     peer_closed: bool,
+    /// The web server shut its sending side after the whole request (see
+    /// `check_incoming`).
+    peer_half_closed: bool,
+    /// A look at the socket read its end (see `check_incoming`).
+    read_ended: bool,
     /// Shutting down: serve a request only if it has already arrived.
     draining: bool,
     /// The next idle read follows a response: poll before reading.
@@ -290,6 +295,8 @@ impl<T: Transport> Conn<T> {
             seq: 0,
             failure: None,
             peer_closed: false,
+            peer_half_closed: false,
+            read_ended: false,
             draining: false,
             poll_first: false,
             served_any: false,
@@ -1133,8 +1140,34 @@ impl<T: Transport> Conn<T> {
     /// records up to the next FCGI_STDIN the app may still read: notices an ABORT_REQUEST
     /// (or a closed connection) while a response streams out or an async app waits.
     fn check_incoming(&mut self) -> Check {
+        let check = self.look_at_incoming();
+        if !std::mem::take(&mut self.read_ended) {
+            return check;
+        }
+        // The web server's side has ended. When the whole request is here and it only
+        // shut its sending side, it still reads the answer, which goes out whole (as
+        // libfcgi, which never looks, sends it); otherwise it is gone.
+        if check != Check::Gone
+            && self.active.as_ref().is_some_and(|a| a.stdin_done)
+            && self.t.raw_fd().is_some_and(sys::only_half_closed)
+        {
+            log::debug!("the web server shut its sending side after the request; answering on");
+            self.peer_half_closed = true;
+            return Check::HalfClosed;
+        }
+        self.peer_closed = true;
+        if check != Check::Gone {
+            self.fail(&ConnError::Closed);
+        }
+        Check::Gone
+    }
+
+    fn look_at_incoming(&mut self) -> Check {
         if self.gone() || self.peer_closed {
             return Check::Gone;
+        }
+        if self.peer_half_closed {
+            return Check::HalfClosed;
         }
         let body_attached = self.active.as_ref().is_some_and(|a| a.body_attached);
         if self.cur.is_some() && body_attached {
@@ -1148,10 +1181,12 @@ impl<T: Transport> Conn<T> {
             if self.rend < self.rbuf.len() || self.rpos > 0 {
                 self.compact_rbuf();
                 state = match self.t.read(&mut self.rbuf[self.rend..]) {
+                    // The end of what the web server sends: what was read before it
+                    // (the end of the body, an abort) is handled first, below, then
+                    // `check_incoming` tells a close from a half-close.
                     Ok(0) => {
-                        self.peer_closed = true;
-                        self.fail(&ConnError::Closed);
-                        return Check::Gone;
+                        self.read_ended = true;
+                        Check::Drained
                     }
                     Ok(n) => {
                         self.rend += n;

@@ -214,6 +214,10 @@ pub(crate) enum Check {
     Progress,
     /// What is next is the request body, for the app to read: stop watching.
     Stuck,
+    /// The peer shut its sending side after the whole request (`shutdown(SHUT_WR)` on
+    /// a Unix socket, where a close shows as a hang-up too) and can still read the
+    /// answer: nothing more to watch; a failed write says whether it went away.
+    HalfClosed,
 }
 
 /// A buffered byte stream as a [`Sink`] (stdout under CGI, the socket under SCGI):

@@ -802,6 +802,24 @@ pub fn thread_listener_is_unix() -> bool {
     LISTENER_UNIX.get()
 }
 
+/// Whether the peer of a Unix stream socket whose read side has ended only shut its
+/// sending side (`shutdown(SHUT_WR)`) and can still read. A peer that closed shows as
+/// a hang-up as well; on TCP a close and a half-close look the same (a FIN) until a
+/// write fails, so there the answer is always no.
+pub fn only_half_closed(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN | libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one pollfd we own; a zero timeout does not wait.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r == 1
+        && p.revents & libc::POLLRDHUP != 0
+        && p.revents & (libc::POLLHUP | libc::POLLERR) == 0
+        && is_unix_socket(fd)
+}
+
 fn is_unix_socket(fd: RawFd) -> bool {
     // SAFETY: getsockname writes at most `len` bytes into the zeroed storage.
     unsafe {
@@ -1349,6 +1367,7 @@ pub fn peek_check(fd: RawFd) -> crate::response::Check {
         )
     };
     match n {
+        0 if only_half_closed(fd) => Check::HalfClosed,
         0 => Check::Gone,
         n if n > 0 => Check::Stuck,
         _ => match io::Error::last_os_error().kind() {

@@ -263,6 +263,8 @@ async fn peer_gone(out: &RefCell<&mut dyn Sink>) {
         let check = out.borrow_mut().check();
         match check {
             Check::Gone => return,
+            // Only a failed write can tell now.
+            Check::HalfClosed => return std::future::pending().await,
             Check::Drained => guard.clear_ready(),
             Check::Progress => {}
             // The app's body is next in the stream: nothing behind it can be read

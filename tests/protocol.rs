@@ -658,6 +658,54 @@ fn an_abort_behind_a_large_unread_body_is_seen_at_once() {
     assert_eq!(read_reply(&mut s, 2, T).status(), 200);
 }
 
+/// A web server that shuts its sending side once the whole request is sent (on a
+/// Unix socket, where that shows apart from a close) gets the whole answer, as
+/// libfcgi gives it: a 2 MB stream written over 200 ms, then END_REQUEST. (Before,
+/// the end of its side was taken for a close: 100,044 bytes and no END_REQUEST.)
+#[test]
+fn a_web_server_that_half_closes_after_the_request_gets_the_whole_answer() {
+    let app = FcgiApp::start("echo", &[]);
+    for keep_conn in [false, true] {
+        let mut s = app.connect();
+        s.write_all(&request(
+            1,
+            keep_conn,
+            &get("/stream", "chunks=20&size=100000&delay_ms=10"),
+            b"",
+        ))
+        .unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let r = read_reply(&mut s, 1, T);
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.head_and_body().1.len(),
+            2_000_000,
+            "keep_conn {keep_conn}"
+        );
+        assert_eq!(r.end, Some((0, 0)), "keep_conn {keep_conn}");
+    }
+    // A close, not a half-close, still stops the stream (the app's next write fails).
+    let mut s = app.connect();
+    s.write_all(&request(
+        1,
+        false,
+        &get("/stream", "chunks=1000&size=1000&delay_ms=10"),
+        b"",
+    ))
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(s);
+    // Seen by the look at the socket (a hang-up) or by the write that follows.
+    assert!(
+        wait_until(T, || app.stderr().contains("closing the connection")
+            || app.stderr().contains("closed by the web server")),
+        "{}",
+        app.stderr()
+    );
+    let r = app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
+    assert_eq!(r.status(), 200);
+}
+
 fn abort_mid_download(before_abort: Vec<u8>) {
     let app = FcgiApp::start("echo", &[]);
     let mut s = app.connect();

@@ -190,6 +190,22 @@ fn disconnect_cancels_the_service_future() {
     );
 }
 
+/// A web server that half-closes after the whole request (Unix socket) does not
+/// cancel the service: the answer comes whole. A close does (above).
+#[test]
+fn a_half_close_after_the_request_does_not_cancel_the_service() {
+    let app = FcgiApp::start("axum", &[]);
+    let mut s = app.connect();
+    s.write_all(&request(1, false, &blog("GET", "/slow", "ms=500"), b""))
+        .unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200, "{}", app.stderr());
+    assert_eq!(body_text(&r), "finished\n");
+    assert_eq!(r.end, Some((0, 0)));
+    assert!(!app.stderr().contains("cancelled"), "{}", app.stderr());
+}
+
 #[test]
 fn panic_is_500_and_the_process_lives() {
     let mut app = FcgiApp::start("axum", &[]);
