@@ -120,19 +120,16 @@ pub(crate) fn build(
             }
         }
     }
-    let query = match &mount.query {
+    let mut query = match &mount.query {
         Some(q) => &q[..],
         None => vars.get("QUERY_STRING").unwrap_or_default(),
     };
     // A query that is not UTF-8 (a Latin-1 form sent with GET) is kept percent-encoded,
     // as the URI holds it, so `Context::query_string` does not lose it.
-    if std::str::from_utf8(query).is_err() {
+    if !query.is_ascii() && std::str::from_utf8(query).is_err() {
         mount.query = Some(escape_query(query));
+        query = mount.query.as_deref().unwrap_or_default();
     }
-    let query = match &mount.query {
-        Some(q) => &q[..],
-        None => vars.get("QUERY_STRING").unwrap_or_default(),
-    };
     let uri = app_uri(&mount.path_info, query)?;
     let headers = headers(&vars);
 

@@ -424,12 +424,10 @@ pub(crate) fn encode_head(
         }
     }
     let bodyless = has_no_body(status);
-    if status == StatusCode::RESET_CONTENT && !authorized {
-        // RFC 9110 15.3.6: no content, and a length of 0 says so.
-        out.extend_from_slice(b"Content-Length: 0\r\n");
-    }
-    if let Some(len) = body_len {
-        if !authorized && !bodyless && app_length.is_none() && !app_te {
+    // RFC 9110 15.3.6: a 205 has no content, and a length of 0 says so.
+    let reset = status == StatusCode::RESET_CONTENT;
+    if let Some(len) = if reset { Some(0) } else { body_len } {
+        if !authorized && !app_te && (reset || (!bodyless && app_length.is_none())) {
             out.extend_from_slice(b"Content-Length: ");
             push_decimal(out, len);
             out.extend_from_slice(b"\r\n");
