@@ -59,6 +59,9 @@ pub(crate) struct Config {
     pub web_server_addrs: Option<Vec<std::net::IpAddr>>,
     /// How long a stopping standalone server keeps its socket open for a new one.
     pub restart_grace: Duration,
+    /// `FCGI_STOP_TIMEOUT`: how long a stop waits for the requests in flight before
+    /// the process exits without them; `None`: for as long as they take.
+    pub stop_timeout: Option<Duration>,
     /// `FCGI_ALLOWED_HOSTS`: the host names absolute URLs may be built with.
     pub allowed_hosts: Option<Vec<String>>,
     /// `FCGI_SPIN_MICROS`: how long a thread that has just answered looks for more
@@ -85,6 +88,8 @@ const MAX_PARAMS_BYTES_CEILING: usize = 1 << 30;
 /// or the web server's close, comes 20-40 µs after a response when the web server
 /// is not busy elsewhere (BENCHMARKS.md).
 pub(crate) const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+/// `FCGI_STOP_TIMEOUT` unless set.
+const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest spin `FCGI_SPIN_MICROS` may ask for.
 const SPIN_CEILING_MICROS: u64 = 10_000;
 /// The longest time a setting in seconds may give: a year.
@@ -112,6 +117,7 @@ impl Default for Config {
             force_cgi: false,
             web_server_addrs: None,
             restart_grace: Duration::from_secs(2),
+            stop_timeout: Some(DEFAULT_STOP_TIMEOUT),
             allowed_hosts: None,
             spin: DEFAULT_SPIN,
         }
@@ -354,6 +360,16 @@ impl Builder {
         self
     }
 
+    /// How long a stop (a signal, max-requests, a replaced program file) waits for the
+    /// requests in flight before the process exits without them, with an error in the
+    /// log (default 30 s, after a standalone server's restart window); `None`: for as
+    /// long as they take. A handler that never returns would otherwise keep a stopped
+    /// process, and its socket, for good.
+    pub fn stop_timeout(mut self, t: Option<Duration>) -> Builder {
+        self.cfg.stop_timeout = t;
+        self
+    }
+
     /// How long a thread that has just answered looks for the next request (or the
     /// web server's close, or the next connection) before it sleeps (default 50 µs;
     /// zero: never). Only while it is the only thread at work, and less often after
@@ -489,6 +505,7 @@ impl Builder {
             ("FCGI_READ_TIMEOUT", &mut c.read_timeout),
             ("FCGI_WRITE_TIMEOUT", &mut c.write_timeout),
             ("FCGI_IDLE_TIMEOUT", &mut c.idle_timeout),
+            ("FCGI_STOP_TIMEOUT", &mut c.stop_timeout),
         ] {
             if let Some(v) = get(name) {
                 let secs: f64 = parse(name, &v, "seconds (0 for no limit)")?;
@@ -662,6 +679,7 @@ const SETTINGS: &[&str] = &[
     "FCGI_READ_TIMEOUT",
     "FCGI_WRITE_TIMEOUT",
     "FCGI_IDLE_TIMEOUT",
+    "FCGI_STOP_TIMEOUT",
     "FCGI_WATCH_BINARY",
     "FCGI_LOG",
     "FCGI_LOG_TARGET",

@@ -53,10 +53,11 @@ pub(crate) fn run(
 /// exits makes lighttpd answer 503 until it has restarted it. The parent watches the
 /// program file instead of the workers (a worker forked from the old program would
 /// never run the new one): once it has been replaced (and stayed the same for a look,
-/// so an upload has ended), the workers finish what they have and the process runs
-/// the new program in its place (`exec`, same pid, same socket: connections made
-/// meanwhile wait in the listen backlog); should that fail, it exits for the web
-/// server to start the program anew.
+/// so an upload has ended), the idle workers stop and the process runs the new
+/// program in its place (`exec`, same pid, same socket: connections made meanwhile
+/// wait in the listen backlog), while a worker still in a request finishes it beside
+/// the new program's workers; should the `exec` fail, it exits for the web server to
+/// start the program anew.
 fn prefork_under_web_server(
     mut cfg: crate::config::Config,
     processes: usize,
@@ -141,6 +142,8 @@ fn run_in_place(listener: &Listener) -> std::io::Error {
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // The stop's clock was started for the old program; an alarm outlives exec.
+        libc::alarm(0);
         libc::execv(path.as_ptr(), argv.as_ptr());
     }
     std::io::Error::last_os_error()

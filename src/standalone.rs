@@ -483,6 +483,8 @@ pub(crate) fn prefork(
 ) -> Result<(), Error> {
     let mut children: Vec<libc::pid_t> = Vec::new();
     let mut recent_deaths: Vec<Instant> = Vec::new();
+    // Each worker keeps its own stop clock (reset after the fork, below).
+    sys::extend_stop_deadline(2);
     if let Err(e) = sys::share_stopping_with_workers() {
         // Restarts then wait out the handover window; nothing else changes.
         log::warn!("could not share the stop flag with the workers: {e}");
@@ -558,6 +560,8 @@ pub(crate) fn prefork(
     // host's process limit) is retried every second, while the others serve on.
     let mut next_spawn = Instant::now();
     let mut fork_failing = false;
+    // Stopping for the new program (see below), not for good.
+    let mut replacing = false;
     loop {
         // Reap.
         loop {
@@ -566,6 +570,12 @@ pub(crate) fn prefork(
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid <= 0 {
                 break;
+            }
+            if !children.contains(&pid) {
+                // A worker of the program this one replaced, done with the request it
+                // was finishing.
+                log::debug!("worker {pid} of the previous program has ended");
+                continue;
             }
             children.retain(|&c| c != pid);
             if sys::shutdown_requested() {
@@ -599,6 +609,7 @@ pub(crate) fn prefork(
         }
         if stop() {
             sys::request_shutdown();
+            replacing = true;
             break;
         }
         while children.len() < n && Instant::now() >= next_spawn {
@@ -642,6 +653,29 @@ pub(crate) fn prefork(
     for &pid in &children {
         // SAFETY: signalling our own children.
         unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    if replacing {
+        // The idle workers end at once. One still in a request (a long poll, a slow
+        // report) finishes it beside the new program, which starts its own workers
+        // now rather than after the longest request in flight: no one would accept
+        // meanwhile. It stays our child, through the `exec`, and the new program
+        // reaps it.
+        let until = Instant::now() + Duration::from_millis(500);
+        while !children.is_empty() && Instant::now() < until {
+            children.retain(|&pid| {
+                let mut status = 0;
+                // SAFETY: non-blocking wait for our own child.
+                unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 }
+            });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !children.is_empty() {
+            log::info!(
+                "{} worker(s) still finishing a request; the new program starts beside them",
+                children.len()
+            );
+        }
+        return Ok(());
     }
     for pid in children {
         let mut status = 0;

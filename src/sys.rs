@@ -4,7 +4,7 @@ use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -1227,8 +1227,106 @@ pub fn shutdown_signal() -> Option<libc::c_int> {
 
 /// Asks every worker to exit after its request in flight.
 pub fn request_shutdown() {
+    arm_stop_deadline();
     DRAIN.raise();
     wake_idle_readers();
+}
+
+/// Seconds a stop may take before the process exits without its requests in flight
+/// (0: no limit), and whether that clock is running.
+static STOP_DEADLINE_SECS: AtomicU32 = AtomicU32::new(0);
+/// What a worker process starts from (see `extend_stop_deadline`).
+static STOP_DEADLINE_BASE: AtomicU32 = AtomicU32::new(0);
+static STOP_DEADLINE_ARMED: AtomicBool = AtomicBool::new(false);
+/// The line said when the deadline passes, made before any signal can come: the
+/// handler may only `write` it.
+static STOP_DEADLINE_LINE: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+
+/// Sets how long a stop may take (`FCGI_STOP_TIMEOUT`, plus a standalone server's
+/// restart window, during which it still accepts) and installs the handler that ends
+/// the process when it is over.
+pub fn set_stop_deadline(
+    timeout: Option<Duration>,
+    window: Duration,
+    program: &str,
+) -> io::Result<()> {
+    let Some(t) = timeout else {
+        return Ok(());
+    };
+    let secs = (t + window)
+        .as_secs_f64()
+        .ceil()
+        .clamp(1.0, f64::from(u32::MAX)) as u32;
+    let _ = STOP_DEADLINE_LINE.set((
+        format!("{program}[").into_bytes(),
+        format!(
+            "]: ERROR: requests still running {}s after the stop began (FCGI_STOP_TIMEOUT); exiting without them\n",
+            t.as_secs_f64().ceil()
+        )
+        .into_bytes(),
+    ));
+    STOP_DEADLINE_SECS.store(secs, Ordering::Relaxed);
+    STOP_DEADLINE_BASE.store(secs, Ordering::Relaxed);
+    // SAFETY: installing a handler that only does async-signal-safe work.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_stop_deadline as *const () as usize;
+        sa.sa_flags = 0;
+        libc::sigemptyset(&mut sa.sa_mask);
+        cvt(libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
+/// Starts the stop's clock, once (async-signal-safe: an atomic swap and `alarm`).
+fn arm_stop_deadline() {
+    let secs = STOP_DEADLINE_SECS.load(Ordering::Relaxed);
+    if secs > 0 && !STOP_DEADLINE_ARMED.swap(true, Ordering::Relaxed) {
+        // SAFETY: alarm is async-signal-safe.
+        unsafe { libc::alarm(secs) };
+    }
+}
+
+extern "C" fn on_stop_deadline(_sig: libc::c_int) {
+    // SAFETY: only async-signal-safe calls: getpid, write, _exit; the line was made
+    // before the handler was installed and is never changed.
+    unsafe {
+        if let Some((head, tail)) = STOP_DEADLINE_LINE.get() {
+            let mut pid = [0u8; 12];
+            let mut i = pid.len();
+            let mut n = libc::getpid() as u32;
+            loop {
+                i -= 1;
+                pid[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            for part in [&head[..], &pid[i..], &tail[..]] {
+                libc::write(2, part.as_ptr().cast(), part.len());
+            }
+        }
+        libc::_exit(1);
+    }
+}
+
+/// For a prefork parent, whose workers each have their own clock: a little longer,
+/// so they say what was cut short and the parent then ends as usual.
+pub fn extend_stop_deadline(secs: u32) {
+    let cur = STOP_DEADLINE_SECS.load(Ordering::Relaxed);
+    if cur > 0 {
+        STOP_DEADLINE_SECS.store(cur.saturating_add(secs), Ordering::Relaxed);
+    }
+}
+
+/// In a child after fork: its own stop clock (an alarm is not inherited).
+fn reset_stop_deadline_after_fork() {
+    STOP_DEADLINE_ARMED.store(false, Ordering::Relaxed);
+    STOP_DEADLINE_SECS.store(
+        STOP_DEADLINE_BASE.load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
 }
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -1241,6 +1339,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
             libc::_exit(130);
         }
         SHUTDOWN_SIGNAL.store(sig, Ordering::Relaxed);
+        arm_stop_deadline();
         DRAIN.raise();
         wake_idle_readers();
         *libc::__errno_location() = errno;
@@ -1296,6 +1395,7 @@ pub fn install_shutdown_handlers() -> io::Result<()> {
 /// reach the child through the shared pipes.
 pub fn reset_after_fork() -> io::Result<()> {
     SHUTDOWN_SIGNAL.store(0, Ordering::Relaxed);
+    reset_stop_deadline_after_fork();
     for s in &IDLE_THREADS {
         s.store(0, Ordering::Relaxed);
     }

@@ -78,6 +78,60 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
     assert_eq!(st.code(), Some(0));
 }
 
+/// A handler that does not return does not keep a stopped process for good: after
+/// FCGI_STOP_TIMEOUT (plus the 2 s restart window) the process exits 1 with an error
+/// that says so. With FCGI_PROCESSES, the worker in the request goes the same way and
+/// the parent after it, leaving no process behind. (Before: still running 12 s after
+/// the signal, with nothing in the log.)
+#[test]
+fn a_stop_waits_for_a_stuck_request_only_until_the_stop_timeout() {
+    for processes in ["1", "2"] {
+        let mut app = FcgiApp::start(
+            "echo",
+            &[("FCGI_STOP_TIMEOUT", "1"), ("FCGI_PROCESSES", processes)],
+        );
+        let worker = pid_of(&app) as u32;
+        let mut s = app.connect();
+        s.write_all(&request(1, false, &get("/sleep", "ms=60000"), b""))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        app.signal(libc::SIGTERM);
+        let st = app
+            .wait_exit(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("{processes}: still running 10 s after SIGTERM"));
+        let took = t0.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(8),
+            "{processes}: exited after {took:?}"
+        );
+        let err = app.stderr();
+        assert!(
+            err.contains(
+                "requests still running 1s after the stop began (FCGI_STOP_TIMEOUT); exiting without them"
+            ),
+            "{processes}: {err}"
+        );
+        if processes == "1" {
+            assert_eq!(st.code(), Some(1), "{err}");
+        }
+        assert!(
+            wait_until(T, || proc_state(worker).is_none_or(|c| c == 'Z')),
+            "{processes}: the worker {worker} is still there"
+        );
+    }
+    // FCGI_STOP_TIMEOUT=0: for as long as the request takes.
+    let mut app = FcgiApp::start("echo", &[("FCGI_STOP_TIMEOUT", "0")]);
+    let mut s = app.connect();
+    s.write_all(&request(1, false, &get("/sleep", "ms=4500"), b""))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    app.signal(libc::SIGTERM);
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 200, "{}", app.stderr());
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+}
+
 /// A SIGINT while already stopping for another reason (SIGTERM here; max-requests or a
 /// replaced binary alike) is a first Ctrl-C, not a second one: the request in flight
 /// still completes and the exit is 0. Only a second SIGINT exits at once.
@@ -614,6 +668,55 @@ fn processes_under_a_web_server_replace_workers_while_the_socket_stays() {
 /// (not executable, not a program, a build for another machine) leaves the running
 /// program serving, said once in the log; one that only `exec` refuses makes the
 /// process exit, for the web server to start it anew.
+/// With FCGI_PROCESSES, a new upload while a worker is in a long request: the new
+/// program starts its workers at once, beside the old worker, which finishes its
+/// request (200) and is then reaped. (Before: nobody accepted until the long request
+/// ended, so every request waited for it: 13 s under lighttpd for a 15 s one.)
+#[test]
+fn processes_replaced_while_a_worker_is_in_a_long_request_keep_answering() {
+    let dir = TempDir::new("replace-prefork-busy");
+    let exe = echo_site(&dir);
+    let mut app = FcgiApp::start_exe(&exe, &[("FCGI_PROCESSES", "2")]);
+    let sock = app.sock.clone();
+    let long = std::thread::spawn(move || {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(&request(1, false, &get("/sleep", "ms=8000"), b""))
+            .unwrap();
+        let r = read_reply(&mut s, 1, Duration::from_secs(30));
+        (r.status(), r.json()["pid"].as_u64())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    upload(&example("hello"), &exe);
+    let t0 = Instant::now();
+    // The new program answers (hello) well before the long request ends.
+    let mut hello_after = None;
+    while t0.elapsed() < Duration::from_secs(6) {
+        let r = app.roundtrip(request(1, false, &get("/x", ""), b""), 1);
+        assert_eq!(r.status(), 200);
+        if r.head_and_body().1.starts_with(b"Hello from") {
+            hello_after = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hello_after = hello_after.unwrap_or_else(|| {
+        panic!(
+            "no answer from the new program within 6 s\n{}",
+            app.stderr()
+        )
+    });
+    assert!(hello_after < Duration::from_secs(4), "{hello_after:?}");
+    let (status, old_pid) = long.join().unwrap();
+    assert_eq!(status, 200, "the long request finishes\n{}", app.stderr());
+    assert!(app.alive(), "{}", app.stderr());
+    let old_pid = old_pid.expect("pid") as u32;
+    assert!(
+        wait_until(T, || proc_state(old_pid).is_none()),
+        "the old worker {old_pid} is not reaped: {:?}",
+        proc_state(old_pid)
+    );
+}
+
 #[test]
 fn processes_under_a_web_server_run_a_replaced_binary_in_place() {
     let dir = TempDir::new("replace-prefork");
