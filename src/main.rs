@@ -41,9 +41,15 @@ bench options:
   --body-file PATH      POST the contents of PATH as the body (- : standard input,
                         read once); the same body with every request
   --json                one JSON object on stdout
+  --timeout SECS        how long a read or write may wait for the app (default 30);
+                        longer is an error
+  An error is a request that got no END_REQUEST (a connection refused or closed,
+  the timeout), a protocol status other than 0, or a status of 400 or more. With no
+  request answered at all, bench says so and exits 1.
 request options: --path, --query, --method, --body-size, --body-file, --param,
-  --header NAME=VALUE (as HTTP_NAME; Content-Type and Content-Length become
-  CONTENT_TYPE and CONTENT_LENGTH, as a web server sends them)
+  --timeout, --header NAME=VALUE (as HTTP_NAME; Content-Type and Content-Length
+  become CONTENT_TYPE and CONTENT_LENGTH, as a web server sends them). The response
+  is printed as it arrives; one cut short (no END_REQUEST) exits 1 after what came.
 A body is sent as FCGI_STDIN with CONTENT_LENGTH set to its length and CONTENT_TYPE
 application/octet-stream unless --header Content-Type says otherwise; the method is
 POST unless --method says otherwise. --header Content-Length must match the body
@@ -109,6 +115,8 @@ struct Opts {
     help: bool,
     env: Vec<(String, String)>,
     json: bool,
+    /// How long a read or write may wait for the app (`--timeout`).
+    timeout: Duration,
 }
 
 impl Opts {
@@ -117,6 +125,7 @@ impl Opts {
             concurrency: 1,
             duration: Duration::from_secs(5),
             warmup: Duration::from_secs(1),
+            timeout: Duration::from_secs(30),
             path: "/".into(),
             ..Opts::default()
         };
@@ -144,6 +153,7 @@ impl Opts {
                 "-d" | "--duration" => o.duration = secs(it.next(), "--duration")?,
                 "-n" | "--requests" => o.requests = Some(it.next().context("-n N")?.parse()?),
                 "--warmup" => o.warmup = secs(it.next(), "--warmup")?,
+                "--timeout" => o.timeout = secs(it.next(), "--timeout")?,
                 "--path" => o.path = it.next().context("--path PATH")?,
                 "--query" => o.query = it.next().context("--query Q")?,
                 "--method" => o.method = Some(it.next().context("--method M")?),
@@ -174,6 +184,9 @@ impl Opts {
         }
         if o.concurrency == 0 {
             bail!("--concurrency must be at least 1");
+        }
+        if o.timeout.is_zero() {
+            bail!("--timeout must be above 0");
         }
         o.body = match (body_size, body_file) {
             (Some(_), Some(_)) => bail!("give --body-size or --body-file, not both"),
@@ -352,12 +365,21 @@ enum Conn {
 }
 
 impl Conn {
-    fn open(t: &Target) -> std::io::Result<Conn> {
+    /// Connects; a read or write that waits longer than `timeout` fails, so an app
+    /// that never answers cannot hold the tool for good.
+    fn open(t: &Target, timeout: Duration) -> std::io::Result<Conn> {
         Ok(match t {
-            Target::Unix(p) => Conn::Unix(UnixStream::connect(p)?),
+            Target::Unix(p) => {
+                let s = UnixStream::connect(p)?;
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))?;
+                Conn::Unix(s)
+            }
             Target::Tcp(a) => {
                 let s = std::net::TcpStream::connect(a)?;
                 s.set_nodelay(true)?;
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))?;
                 Conn::Tcp(s)
             }
         })
@@ -598,11 +620,11 @@ fn exchange(
     c: &mut Conn,
     req: &[u8],
     big_body: Option<Body>,
-    collect: &mut Vec<u8>,
+    out: Option<&mut dyn Write>,
 ) -> Result<Resp> {
     if big_body.is_none() && req.len() <= 64 * 1024 {
         c.write_all(req)?;
-        return read_response(c, collect);
+        return read_response(c, out);
     }
     let mut w = c.try_clone()?;
     let req = req.to_vec();
@@ -613,7 +635,7 @@ fn exchange(
         }
         Ok(())
     });
-    let r = read_response(c, collect);
+    let r = read_response(c, out);
     let wr = writer
         .join()
         .map_err(|_| anyhow!("writer thread panicked"))?;
@@ -632,9 +654,9 @@ struct Resp {
     proto_status: u8,
 }
 
-/// Reads records until END_REQUEST for id 1. `keep` collects STDOUT when non-empty
-/// capacity is wanted (for `request`); the bench discards it.
-fn read_response(c: &mut Conn, collect: &mut Vec<u8>) -> Result<Resp> {
+/// Reads records until END_REQUEST for id 1. STDOUT goes to `out` as it comes (for
+/// `request`); the bench has none and counts it.
+fn read_response(c: &mut Conn, out: Option<&mut dyn Write>) -> Result<Resp> {
     // One read buffer per thread, kept between requests: a new zeroed 64 KiB for each
     // request cost the load generator a 64 KiB memset (or fresh pages) every time,
     // CPU the server under test then did not get.
@@ -645,7 +667,7 @@ fn read_response(c: &mut Conn, collect: &mut Vec<u8>) -> Result<Resp> {
     if buf.len() < 64 * 1024 {
         buf.resize(64 * 1024, 0);
     }
-    let r = read_records(c, collect, &mut buf);
+    let r = read_records(c, out, &mut buf);
     // One grown for a record larger than 64 KiB (at most 8 + 65,535 + 255 bytes) is
     // kept too; anything else would be a bug above, not worth keeping.
     if buf.len() <= 128 * 1024 {
@@ -654,7 +676,21 @@ fn read_response(c: &mut Conn, collect: &mut Vec<u8>) -> Result<Resp> {
     r
 }
 
-fn read_records(c: &mut Conn, collect: &mut Vec<u8>, buf: &mut Vec<u8>) -> Result<Resp> {
+/// Whether a response head is a success: no `Status:` line (200), or a status below
+/// 400 (a redirect, a 204 or a 304 is an answer too).
+fn status_ok(head: &[u8]) -> bool {
+    let Some(rest) = head.strip_prefix(b"Status:") else {
+        return true;
+    };
+    let code = rest
+        .trim_ascii_start()
+        .get(..3)
+        .and_then(|d| std::str::from_utf8(d).ok());
+    code.and_then(|d| d.parse::<u16>().ok())
+        .is_some_and(|c| (100..400).contains(&c))
+}
+
+fn read_records(c: &mut Conn, mut out: Option<&mut dyn Write>, buf: &mut Vec<u8>) -> Result<Resp> {
     let mut have = 0usize;
     let mut resp = Resp::default();
     let mut first = true;
@@ -676,13 +712,13 @@ fn read_records(c: &mut Conn, collect: &mut Vec<u8>, buf: &mut Vec<u8>) -> Resul
             match h.record_type {
                 RecordType::Stdout => {
                     if first && !content.is_empty() {
-                        resp.status_ok =
-                            content.starts_with(b"Status: 200") || !content.starts_with(b"Status:");
+                        resp.status_ok = status_ok(content);
                         first = false;
                     }
                     resp.stdout_len += content.len() as u64;
-                    if collect.capacity() > 0 {
-                        collect.extend_from_slice(content);
+                    if let Some(w) = out.as_mut() {
+                        w.write_all(content)?;
+                        w.flush()?;
                     }
                 }
                 RecordType::Stderr => resp.stderr.extend_from_slice(content),
@@ -701,11 +737,41 @@ fn read_records(c: &mut Conn, collect: &mut Vec<u8>, buf: &mut Vec<u8>) -> Resul
         }
         buf.copy_within(pos..have, 0);
         have -= pos;
-        let n = c.read(&mut buf[have..])?;
+        let n = match c.read(&mut buf[have..]) {
+            Ok(0) => 0,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                bail!(
+                    "no answer within the timeout (--timeout){}",
+                    app_said(&resp.stderr)
+                )
+            }
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
-            bail!("connection closed before END_REQUEST");
+            bail!(
+                "connection closed before END_REQUEST{}",
+                app_said(&resp.stderr)
+            );
         }
         have += n;
+    }
+}
+
+/// The app's FCGI_STDERR, for an error message: what it said before things went wrong.
+fn app_said(stderr: &[u8]) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; the app's FCGI_STDERR: {}",
+            String::from_utf8_lossy(stderr).trim_end()
+        )
     }
 }
 
@@ -713,11 +779,13 @@ fn read_records(c: &mut Conn, collect: &mut Vec<u8>, buf: &mut Vec<u8>) -> Resul
 
 fn request(o: Opts) -> Result<()> {
     let (target, _spawned) = resolve(&o)?;
-    let mut c = Conn::open(&target)?;
+    let mut c = Conn::open(&target, o.timeout)?;
     let big = (o.body.len() > INLINE_BODY).then(|| o.body.clone());
-    let mut out = Vec::with_capacity(64 * 1024);
-    let r = exchange(&mut c, &build_request(&o, false)?, big, &mut out)?;
-    std::io::stdout().write_all(&out)?;
+    // The response as it comes: a stream shows as it streams, and what arrived
+    // before a cut is there to see (the error then says so).
+    let mut stdout = std::io::stdout().lock();
+    let r = exchange(&mut c, &build_request(&o, false)?, big, Some(&mut stdout))
+        .context("the response is incomplete (what arrived is above)")?;
     if !r.stderr.is_empty() {
         eprint!("{}", String::from_utf8_lossy(&r.stderr));
     }
@@ -761,6 +829,7 @@ fn bench(o: Opts) -> Result<()> {
         );
         let limit = o.requests;
         let keep = o.keep_conn;
+        let timeout = o.timeout;
         let big = big.clone();
         handles.push(std::thread::spawn(move || {
             let mut st = Stats {
@@ -770,24 +839,21 @@ fn bench(o: Opts) -> Result<()> {
                 per_conn: Vec::new(),
             };
             let mut conn: Option<Conn> = None;
-            let mut sink = Vec::new();
             barrier.wait();
             while !stop.load(Ordering::Relaxed) {
                 // A request belongs to the measurement if it starts in it; with -n,
                 // each takes one of the N places first, so exactly N are sent.
                 let counted = measuring.load(Ordering::Relaxed);
-                if !counted {
-                    warm.fetch_add(1, Ordering::Relaxed);
-                } else if limit.is_some_and(|l| started.fetch_add(1, Ordering::Relaxed) >= l) {
+                if counted && limit.is_some_and(|l| started.fetch_add(1, Ordering::Relaxed) >= l) {
                     break;
                 }
                 let t0 = Instant::now();
                 let r = (|| -> Result<Resp> {
                     if conn.is_none() {
-                        conn = Some(Conn::open(&target)?);
+                        conn = Some(Conn::open(&target, timeout)?);
                     }
                     let c = conn.as_mut().context("connection")?;
-                    exchange(c, &req, big.clone(), &mut sink)
+                    exchange(c, &req, big.clone(), None)
                 })();
                 let took = t0.elapsed();
                 if !keep {
@@ -799,9 +865,16 @@ fn bench(o: Opts) -> Result<()> {
                             st.latencies
                                 .push(took.as_micros().min(u32::MAX as u128) as u32);
                             st.bytes += resp.stdout_len;
+                        } else {
+                            warm.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    _ => {
+                    r => {
+                        if conn.is_none() || r.is_err() {
+                            // No connection, or none that answers: not a loop of
+                            // failures as fast as the CPU goes.
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
                         conn = None;
                         if counted {
                             st.errors += 1;
@@ -901,9 +974,23 @@ fn bench(o: Opts) -> Result<()> {
             all.errors,
             all.bytes as f64 / secs / 1048576.0,
             rss.map_or(String::new(), |r| format!(
-                ", RSS {} KiB (peak {} KiB), CPU per request {server_cpu:.1} µs (load generator {client_cpu:.1} µs)",
-                r.0, r.1
+                ", RSS {} KiB (peak {} KiB){}",
+                r.0,
+                r.1,
+                if n > 0 {
+                    format!(
+                        ", CPU per request {server_cpu:.1} µs (load generator {client_cpu:.1} µs)"
+                    )
+                } else {
+                    String::new()
+                }
             )),
+        );
+    }
+    if n == 0 && all.errors > 0 {
+        bail!(
+            "no request was answered ({} errors; `fcgi-shim request` with the same options shows why)",
+            all.errors
         );
     }
     Ok(())

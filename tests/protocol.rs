@@ -1070,6 +1070,104 @@ fn the_bench_tool_sends_exactly_n_requests() {
     );
 }
 
+/// The tool on answers that are not plain successes. `request`: a response cut short
+/// prints what arrived (it used to print nothing) and exits 1 naming the cut; an app
+/// that does not answer ends it at `--timeout` (it used to wait for good). `bench`: a
+/// redirect is an answer, not an error (only `Status: 200` used to count); with no
+/// request answered at all (a wrong socket) it exits 1 (it used to exit 0), and the
+/// failed connects are not reported as warm-up requests (90,000 of them were).
+#[test]
+fn the_tool_reports_cut_slow_and_failed_answers() {
+    let echo = example("echo");
+    let out = tool(
+        args![
+            "request",
+            "--spawn",
+            echo,
+            "--",
+            "--path",
+            "/stream",
+            "--query",
+            "chunks=4&size=5&fail_after=2"
+        ],
+        b"",
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.starts_with("Status: 200") && stdout.contains("aaaaabbbbb"),
+        "{stdout:?}"
+    );
+    assert!(
+        stderr.contains("the response is incomplete (what arrived is above)")
+            && stderr.contains("connection closed before END_REQUEST"),
+        "{stderr}"
+    );
+
+    let t0 = Instant::now();
+    let out = tool(
+        args![
+            "request",
+            "--spawn",
+            echo,
+            "--",
+            "--path",
+            "/sleep",
+            "--query",
+            "ms=20000",
+            "--timeout",
+            "1"
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no answer within the timeout"), "{stderr}");
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+
+    let app = FcgiApp::start("echo", &[]);
+    let out = tool(
+        args![
+            "bench",
+            "--socket",
+            app.sock,
+            "--path",
+            "/redirect",
+            "-n",
+            "5",
+            "--warmup",
+            "0",
+            "--json"
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(
+        (j["requests"].as_u64(), j["errors"].as_u64()),
+        (Some(5), Some(0)),
+        "{j}"
+    );
+
+    let missing = app.sock.with_extension("missing");
+    let out = tool(
+        args![
+            "bench", "--socket", missing, "-n", "3", "--warmup", "0.2", "--json"
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no request was answered (3 errors"),
+        "{stderr}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"warmup_requests\":0,"), "{text}");
+}
+
 /// `--spawn` stopped the program it started, not what that program started: behind a
 /// wrapper that does not `exec` (a shell script, `strace`, `perf stat`) the app ran on
 /// after the tool had exited, on its socket and with its binary busy. Now the tool
