@@ -31,6 +31,10 @@ pub struct Body {
     src: Source,
     declared: Option<u64>,
     remaining: Option<u64>,
+    /// For a body of no declared length, the bytes it may still have (`FCGI_MAX_BODY`).
+    cap: Option<u64>,
+    /// It went past `cap`: every read fails.
+    over: bool,
 }
 
 impl Body {
@@ -40,6 +44,8 @@ impl Body {
             src: Source::Empty,
             declared: Some(0),
             remaining: Some(0),
+            cap: None,
+            over: false,
         }
     }
 
@@ -50,6 +56,8 @@ impl Body {
             src: Source::Reader(Box::new(reader)),
             declared: len,
             remaining: len,
+            cap: None,
+            over: false,
         }
     }
 
@@ -58,6 +66,15 @@ impl Body {
             src: Source::Conn(src, seq),
             declared: len,
             remaining: len,
+            cap: None,
+            over: false,
+        }
+    }
+
+    /// Limits a body of no declared length to `max` bytes: a read past them fails.
+    pub(crate) fn cap(&mut self, max: u64) {
+        if self.declared.is_none() {
+            self.cap = Some(max);
         }
     }
 
@@ -80,12 +97,35 @@ impl Read for Body {
         if buf.is_empty() {
             return Ok(0);
         }
+        if self.over {
+            return Err(over_limit());
+        }
         let want = match self.remaining {
             Some(0) => return Ok(0),
             Some(r) => buf.len().min(usize::try_from(r).unwrap_or(usize::MAX)),
-            None => buf.len(),
+            // One byte past the cap is asked for, to tell a body that ends there from
+            // one that goes on.
+            None => match self.cap {
+                Some(c) => buf
+                    .len()
+                    .min(usize::try_from(c.saturating_add(1)).unwrap_or(usize::MAX)),
+                None => buf.len(),
+            },
         };
         let n = self.read_source(&mut buf[..want])?;
+        if let Some(c) = &mut self.cap {
+            if n as u64 > *c {
+                // What is within the limit is given; the next read fails.
+                let within = *c as usize;
+                *c = 0;
+                self.over = true;
+                if within > 0 {
+                    return Ok(within);
+                }
+                return Err(over_limit());
+            }
+            *c -= n as u64;
+        }
         if let Some(r) = &mut self.remaining {
             if n == 0 {
                 let got = self.declared.unwrap_or(0) - *r;
@@ -101,6 +141,13 @@ impl Read for Body {
         }
         Ok(n)
     }
+}
+
+fn over_limit() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the request body is over FCGI_MAX_BODY",
+    )
 }
 
 impl Drop for Body {
@@ -175,6 +222,31 @@ mod tests {
         let e = b.read_to_end(&mut v).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         assert_eq!(v, b"abc");
+    }
+
+    /// FCGI_MAX_BODY on a body of no declared length: what is within the limit is
+    /// read, then an error; a body that ends at the limit is whole.
+    #[test]
+    fn a_capped_body_fails_past_its_limit() {
+        for (len, ok) in [(9usize, true), (10, true), (11, false), (100_000, false)] {
+            let mut b = Body::from_reader(io::Cursor::new(vec![b'x'; len]), None);
+            b.cap(10);
+            let mut v = Vec::new();
+            let r = b.read_to_end(&mut v);
+            assert_eq!(r.is_ok(), ok, "{len}: {r:?}");
+            assert_eq!(v.len(), len.min(10), "{len}");
+            if let Err(e) = r {
+                assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                // And it stays failed.
+                assert!(b.read(&mut [0u8; 4]).is_err());
+            }
+        }
+        // A declared length is checked before the app runs, not capped here.
+        let mut b = Body::from_reader(io::Cursor::new(vec![b'x'; 20]), Some(20));
+        b.cap(10);
+        let mut v = Vec::new();
+        b.read_to_end(&mut v).unwrap();
+        assert_eq!(v.len(), 20);
     }
 
     #[test]

@@ -360,6 +360,15 @@ impl Builder {
         self
     }
 
+    /// The largest request body the app is given (`None`, the default: no limit but the
+    /// web server's). A larger declared length is answered 413 before the app runs, as
+    /// Flask's `MAX_CONTENT_LENGTH`; reading a body of no declared length (chunked)
+    /// past it fails.
+    pub fn max_body(mut self, bytes: Option<u64>) -> Builder {
+        self.cfg.map.max_body = bytes;
+        self
+    }
+
     /// How long a stop (a signal, max-requests, a replaced program file) waits for the
     /// requests in flight before the process exits without them, with an error in the
     /// log (default 30 s, after a standalone server's restart window); `None`: for as
@@ -488,6 +497,10 @@ impl Builder {
                 ));
             }
             c.limits.max_params_bytes = n;
+        }
+        if let Some(v) = get("FCGI_MAX_BODY") {
+            let n: u64 = parse("FCGI_MAX_BODY", &v, "a number of bytes (0 for no limit)")?;
+            c.map.max_body = (n > 0).then_some(n);
         }
         if let Some(v) = get("FCGI_MAX_PARAMS") {
             let n: usize = parse("FCGI_MAX_PARAMS", &v, "a whole number above 0")?;
@@ -676,6 +689,7 @@ const SETTINGS: &[&str] = &[
     "FCGI_THREADS",
     "FCGI_MAX_PARAMS_BYTES",
     "FCGI_MAX_PARAMS",
+    "FCGI_MAX_BODY",
     "FCGI_READ_TIMEOUT",
     "FCGI_WRITE_TIMEOUT",
     "FCGI_IDLE_TIMEOUT",

@@ -159,6 +159,7 @@ pub fn cgi_request(block: &[u8], forced: Option<&str>) {
         force_script_name: forced.map(str::to_owned),
         exe_name: Some("mysite.fcgi".into()),
         trust_forwarded: forced.is_some_and(|f| f.len() % 2 == 1),
+        max_body: None,
     };
     let _ = request::content_length(&vars);
     if let Ok(req) = request::build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings) {

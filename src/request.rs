@@ -19,6 +19,8 @@ pub(crate) struct MapSettings {
     pub exe_name: Option<String>,
     /// Believe `X-Forwarded-For/-Proto/-Host/-Prefix` (a proxy we control sets them).
     pub trust_forwarded: bool,
+    /// `FCGI_MAX_BODY`: the largest request body the app is given.
+    pub max_body: Option<u64>,
 }
 
 /// A request that cannot be built; answered with `status` and logged with `reason`.
@@ -72,7 +74,7 @@ pub(crate) fn content_length(vars: &Vars) -> Result<DeclaredLength, Rejection> {
 /// extension with the mount prefix and every raw variable.
 pub(crate) fn build(
     vars: Vars,
-    body: Body,
+    mut body: Body,
     mode: Mode,
     role: Role,
     settings: &MapSettings,
@@ -93,6 +95,21 @@ pub(crate) fn build(
             ));
         }
     };
+    if let Some(max) = settings.max_body {
+        match body.content_length() {
+            // Refused before the app runs, as Flask's MAX_CONTENT_LENGTH does; the
+            // body is then dropped unread.
+            Some(len) if len > max => {
+                return Err(Rejection::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("a request body of {len} bytes is over FCGI_MAX_BODY ({max})"),
+                ));
+            }
+            Some(_) => {}
+            // A body of no declared length (chunked): reading past the limit fails.
+            None => body.cap(max),
+        }
+    }
     let version = match vars.get("SERVER_PROTOCOL") {
         Some(b"HTTP/1.0") => Version::HTTP_10,
         Some(b"HTTP/0.9") => Version::HTTP_09,
@@ -339,6 +356,7 @@ mod tests {
             force_script_name: None,
             exe_name: Some("mysite.fcgi".into()),
             trust_forwarded: false,
+            max_body: None,
         }
     }
 

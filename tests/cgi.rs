@@ -138,6 +138,44 @@ fn chunked_body_without_length_reads_to_eof() {
     assert_eq!(json(&body)["body_len"], 12);
 }
 
+/// FCGI_MAX_BODY: a declared length over it is answered 413 before the app runs; a
+/// body of no declared length (chunked) fails the app's read past it.
+#[test]
+fn a_body_over_the_max_body_setting_is_refused() {
+    let mut vars = base("POST", "/x", "", "/blog/x");
+    vars.push(("FCGI_MAX_BODY", "10"));
+    let mut over = vars.clone();
+    over.push(("CONTENT_LENGTH", "12"));
+    let (head, body, out) = cgi(&over, b"twelve bytes");
+    assert!(
+        head.starts_with("Status: 413 Payload Too Large\r\n"),
+        "{head}"
+    );
+    assert_eq!(body, b"413 Payload Too Large\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("a request body of 12 bytes is over FCGI_MAX_BODY (10)"),
+        "{err}"
+    );
+    let mut within = vars.clone();
+    within.push(("CONTENT_LENGTH", "10"));
+    let (_, body, _) = cgi(&within, b"ten bytes!");
+    assert_eq!(json(&body)["body_len"], 10);
+    let mut chunked = vars.clone();
+    chunked.push(("HTTP_TRANSFER_ENCODING", "chunked"));
+    let (head, body, _) = cgi(&chunked, b"chunked body");
+    assert!(head.starts_with("Status: 400"), "{head}");
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("over FCGI_MAX_BODY")),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (_, body, _) = cgi(&chunked, b"chunked!");
+    assert_eq!(json(&body)["body_len"], 8);
+}
+
 #[test]
 fn short_body_is_reported_not_truncated_silently() {
     let mut vars = base("POST", "/x", "", "/blog/x");

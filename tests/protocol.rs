@@ -740,6 +740,28 @@ fn abort_mid_download(before_abort: Vec<u8>) {
     assert!(r.stdout.len() < 50_000);
 }
 
+/// FCGI_MAX_BODY over FastCGI: a larger CONTENT_LENGTH gets 413 without the app (its
+/// body is dropped unread), and the kept-alive connection serves the next request.
+#[test]
+fn a_body_over_the_max_body_setting_gets_413_and_the_connection_lives() {
+    let app = FcgiApp::start("echo", &[("FCGI_MAX_BODY", "1000")]);
+    let mut s = app.connect();
+    let post = |id: u16, len: usize| {
+        let mut vars = get("/upload", "");
+        vars[1].1 = "POST".into();
+        vars.push(("CONTENT_LENGTH", len.to_string()));
+        request(id, true, &vars, &vec![b'b'; len])
+    };
+    s.write_all(&post(1, 200_000)).unwrap();
+    let r = read_reply(&mut s, 1, T);
+    assert_eq!(r.status(), 413, "{}", app.stderr());
+    assert_eq!(r.end, Some((0, 0)));
+    s.write_all(&post(2, 1000)).unwrap();
+    let r = read_reply(&mut s, 2, T);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json()["body_len"], 1000);
+}
+
 #[test]
 fn second_begin_on_busy_connection_gets_cant_mpx_conn() {
     let app = FcgiApp::start("echo", &[]);
