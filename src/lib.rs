@@ -214,7 +214,7 @@ impl Builder {
             }
             std::process::exit(0);
         }
-        sys::set_stop_deadline(self.cfg.stop_timeout, self.cfg.restart_grace, &program)
+        sys::set_stop_deadline(self.cfg.stop_timeout, &program)
             .map_err(|e| Error::io("installing signal handlers", e))?;
         launch::run(self, app, fd0, &program, owns_process)
     }

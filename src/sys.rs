@@ -1242,21 +1242,14 @@ static STOP_DEADLINE_ARMED: AtomicBool = AtomicBool::new(false);
 /// handler may only `write` it.
 static STOP_DEADLINE_LINE: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
 
-/// Sets how long a stop may take (`FCGI_STOP_TIMEOUT`, plus a standalone server's
-/// restart window, during which it still accepts) and installs the handler that ends
-/// the process when it is over.
-pub fn set_stop_deadline(
-    timeout: Option<Duration>,
-    window: Duration,
-    program: &str,
-) -> io::Result<()> {
+/// Sets how long a stop may take (`FCGI_STOP_TIMEOUT`; a standalone server adds its
+/// restart window with `extend_stop_deadline`) and installs the handler that ends the
+/// process when it is over.
+pub fn set_stop_deadline(timeout: Option<Duration>, program: &str) -> io::Result<()> {
     let Some(t) = timeout else {
         return Ok(());
     };
-    let secs = (t + window)
-        .as_secs_f64()
-        .ceil()
-        .clamp(1.0, f64::from(u32::MAX)) as u32;
+    let secs = t.as_secs_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
     let _ = STOP_DEADLINE_LINE.set((
         format!("{program}[").into_bytes(),
         format!(
@@ -1311,8 +1304,10 @@ extern "C" fn on_stop_deadline(_sig: libc::c_int) {
     }
 }
 
-/// For a prefork parent, whose workers each have their own clock: a little longer,
-/// so they say what was cut short and the parent then ends as usual.
+/// More time for this process's stop, not for the worker processes it forks: a
+/// standalone server's restart window (it still accepts then), and a prefork parent's
+/// margin, so its workers, each with its own clock, say what was cut short and the
+/// parent then ends as usual.
 pub fn extend_stop_deadline(secs: u32) {
     let cur = STOP_DEADLINE_SECS.load(Ordering::Relaxed);
     if cur > 0 {
@@ -1423,7 +1418,14 @@ pub fn invoked_exe() -> Option<&'static std::path::Path> {
     INVOKED
         .get_or_init(|| {
             let exe = current_exe()?;
-            let arg0 = std::path::PathBuf::from(std::env::args_os().next()?);
+            let mut arg0 = std::path::PathBuf::from(std::env::args_os().next()?);
+            // Started by hand as `./mysite.fcgi` (a web server gives the absolute
+            // path); a bare name was looked up in PATH, and is not a path here.
+            if arg0.is_relative() && arg0.components().count() > 1 {
+                if let Ok(cwd) = std::env::current_dir() {
+                    arg0 = cwd.join(arg0);
+                }
+            }
             let is_link = arg0.is_absolute()
                 && std::fs::symlink_metadata(&arg0).is_ok_and(|m| m.file_type().is_symlink());
             if is_link && std::fs::canonicalize(&arg0).is_ok_and(|t| t == exe) {

@@ -352,6 +352,39 @@ fn socket_serves_fastcgi_and_its_mode_follows_umask() {
     }
 }
 
+/// A standalone server's stop deadline starts after its restart window, during which
+/// it still accepts: FCGI_STOP_TIMEOUT=1 with a 2 s window ends a stuck request after
+/// about 3 s, not 1.
+#[test]
+fn a_standalone_stop_deadline_comes_after_the_restart_window() {
+    let dir = TempDir::new("sa-stop-deadline");
+    let sock = dir.join("app.sock");
+    let mut srv = Srv::start(
+        &["--socket", sock.to_str().unwrap()],
+        &[("FCGI_RESTART_GRACE", "2"), ("FCGI_STOP_TIMEOUT", "1")],
+    );
+    wait_unix_serving(&mut srv, &sock);
+    let mut c = unix_conn(&sock).unwrap();
+    c.write_all(&request(1, false, &get("/sleep", "ms=60000"), b""))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    srv.signal(libc::SIGTERM);
+    let st = srv.wait_exit(Duration::from_secs(10)).expect("exits");
+    let took = t0.elapsed();
+    assert_eq!(st.code(), Some(1));
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
+    assert!(
+        srv.stderr()
+            .contains("requests still running 1s after the stop began"),
+        "{}",
+        srv.stderr()
+    );
+}
+
 #[test]
 fn socket_replaces_a_stale_socket_file() {
     let dir = TempDir::new("sa-stale");
