@@ -211,6 +211,8 @@ pub(crate) struct Lifecycle {
     exit_at_ms: AtomicU64,
     /// A replaced file found unrunnable, said once.
     refused: Unrunnable,
+    /// A prefork worker, replaced when it exits.
+    worker: bool,
 }
 
 /// How long after noticing its binary replaced a process exits: 0, 2 or 4 s by its
@@ -234,6 +236,7 @@ impl Lifecycle {
             },
             exit_at_ms: AtomicU64::new(0),
             refused: Unrunnable::default(),
+            worker: cfg.sibling_workers,
         }
     }
 
@@ -245,7 +248,13 @@ impl Lifecycle {
         }
         if let Some(max) = self.max {
             if n >= max {
-                log::debug!("served {n} requests (max-requests {max}); exiting");
+                // A prefork worker's exit is routine (it is replaced at once); a whole
+                // server's is said, or a standalone site would vanish unexplained.
+                if self.worker {
+                    log::debug!("served {n} requests (max-requests {max}); exiting");
+                } else {
+                    log::info!("served {n} requests (FCGI_MAX_REQUESTS {max}); exiting");
+                }
                 sys::request_shutdown();
                 return;
             }

@@ -67,7 +67,9 @@ Options (also as environment variables, shown in brackets):
   --help
 flup/runfcgi spellings work too: socket=PATH host=H port=P protocol=scgi
 method=threaded|prefork maxrequests=N maxchildren=N daemonize=true|false
-pidfile=PATH workdir=DIR umask=0002 outlog=PATH errlog=PATH.
+pidfile=PATH workdir=DIR umask=0002 outlog=PATH errlog=PATH, and `help`. With
+socket= or host=/port=, runfcgi's defaults hold: method=prefork (4 processes) and
+daemonize=true, unless given.
 Stop with SIGTERM (kill $(cat PIDFILE)): requests in flight finish, the socket file and
 the pidfile are removed; a new server started at once takes the socket over.
 ";
@@ -197,6 +199,13 @@ impl Builder {
         let mut port: Option<String> = None;
         let mut maxchildren: Option<String> = None;
         let mut threaded = false;
+        // Django's runfcgi defaults, for a command line in its spelling: prefork
+        // unless `method=` says otherwise, and in the background once a socket or a
+        // port is given, unless `daemonize=false` (its restart script relies on it).
+        let mut method_given = false;
+        let mut daemonize_given = false;
+        let mut flup_socket = false;
+        let mut pool_given = false;
         // A listener named on this command line (`--socket`, `--listen`, `--http`,
         // `socket=`): Django's runfcgi took `socket=` over `host=`/`port=`.
         let mut listener_named = false;
@@ -220,8 +229,11 @@ impl Builder {
                     v
                 };
                 listener_named |= matches!(name, "socket" | "listen" | "http");
+                pool_given |= matches!(name, "threads" | "processes");
+                daemonize_given |= name == "daemonize";
                 self.apply_option(name, a, value.as_deref())?;
-            } else if a == "-h" {
+            } else if a == "-h" || a == "help" {
+                // `help`: as `manage.py runfcgi help`.
                 self.sa.help = true;
             } else if let Some((k, v)) = a.split_once('=') {
                 // flup / Django runfcgi
@@ -229,14 +241,17 @@ impl Builder {
                     "host" => host = Some(v.to_owned()),
                     "port" => port = Some(v.to_owned()),
                     // Django's runfcgi also took `thread` and `fork`.
-                    "method" => match v {
-                        "threaded" | "thread" => threaded = true,
-                        "prefork" | "fork" => {
-                            threaded = false;
-                            self.sa.processes.get_or_insert(4);
+                    "method" => {
+                        method_given = true;
+                        match v {
+                            "threaded" | "thread" => threaded = true,
+                            "prefork" | "fork" => {
+                                threaded = false;
+                                self.sa.processes.get_or_insert(4);
+                            }
+                            _ => return Err(Error::setting(k, v, "threaded or prefork")),
                         }
-                        _ => return Err(Error::setting(k, v, "threaded or prefork")),
-                    },
+                    }
                     "maxrequests" => self.apply_option("max-requests", k, Some(v))?,
                     // Processes under prefork, threads under threaded (flup's
                     // maxChildren / maxThreads), once the method is known.
@@ -247,6 +262,8 @@ impl Builder {
                     "socket" | "protocol" | "pidfile" | "daemonize" | "workdir" | "umask"
                     | "outlog" | "errlog" => {
                         listener_named |= k == "socket";
+                        flup_socket |= k == "socket";
+                        daemonize_given |= k == "daemonize";
                         self.apply_option(k, k, Some(v))?;
                     }
                     _ => return Err(Error::setting("argument", a, "an option listed in --help")),
@@ -254,6 +271,22 @@ impl Builder {
             } else {
                 return Err(Error::setting("argument", a, "an option listed in --help"));
             }
+        }
+        let flup_listener = flup_socket || host.is_some() || port.is_some();
+        if flup_socket && (host.is_some() || port.is_some()) {
+            // As Django's runfcgi: "Invalid combination of host, port, socket."
+            return Err(Error::setting(
+                "argument",
+                "socket= with host=/port=",
+                "socket= or host= with port=, not both (Django's runfcgi refuses both too)",
+            ));
+        }
+        if flup_listener && !method_given && !pool_given {
+            // runfcgi's default method.
+            self.sa.processes.get_or_insert(4);
+        }
+        if flup_listener && !daemonize_given {
+            self.sa.daemonize = true;
         }
         if let Some(n) = maxchildren {
             let name = if threaded { "threads" } else { "processes" };
@@ -725,13 +758,6 @@ mod tests {
                 Some("127.0.0.1:9001"),
                 None,
             ),
-            // As in Django's runfcgi, `socket=` is taken over `host=`/`port=`.
-            (
-                &["port=9001", "socket=/from/args.sock"][..],
-                Some("/from/args.sock"),
-                None,
-                None,
-            ),
         ] {
             let mut b = Builder::new();
             b.apply_standalone_env(&env).unwrap();
@@ -741,6 +767,17 @@ mod tests {
             assert_eq!(b.sa.http.as_deref(), http, "{args:?}");
             // The other settings from the environment stay.
             assert_eq!(b.sa.processes, Some(2), "{args:?}");
+        }
+        // Both `socket=` and `host=`/`port=`: refused, as Django's runfcgi refuses it.
+        for args in [
+            &["port=9001", "socket=/a.sock"][..],
+            &["socket=/a.sock", "host=h", "port=1"],
+        ] {
+            let mut b = Builder::new();
+            assert!(
+                b.apply_args(args.iter().map(OsString::from)).is_err(),
+                "{args:?}"
+            );
         }
     }
 
@@ -798,6 +835,19 @@ mod tests {
         assert_eq!(b.sa.processes, Some(5));
         let b = parse(&["maxchildren=2"]).unwrap();
         assert_eq!(b.sa.processes, Some(2));
+        // runfcgi's defaults once a socket or port is given: prefork, in the background.
+        let b = parse(&["socket=/s.sock", "maxrequests=1"]).unwrap();
+        assert_eq!((b.sa.processes, b.sa.daemonize), (Some(4), true));
+        let b = parse(&["host=127.0.0.1", "port=3033", "daemonize=false"]).unwrap();
+        assert_eq!((b.sa.processes, b.sa.daemonize), (Some(4), false));
+        let b = parse(&["socket=/s.sock", "method=threaded"]).unwrap();
+        assert_eq!((b.sa.processes, b.sa.daemonize), (None, true));
+        // Our own options keep theirs: threads, in the foreground.
+        let b = parse(&["--socket", "/s.sock", "maxrequests=1"]).unwrap();
+        assert_eq!((b.sa.processes, b.sa.daemonize), (None, false));
+        let b = parse(&["socket=/s.sock", "--threads", "4"]).unwrap();
+        assert_eq!(b.sa.processes, None);
+        assert!(parse(&["help"]).unwrap().sa.help);
         // An IPv6 host is bracketed (`:::9000` bound 127.0.0.1:9000).
         for (host, want) in [
             ("::", "[::]:9000"),

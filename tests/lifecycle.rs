@@ -333,6 +333,12 @@ fn max_requests_exits_cleanly_after_n() {
     let st = app.wait_exit(T).expect("exited after 3 requests");
     assert_eq!(st.code(), Some(0));
     assert!(st.signal().is_none());
+    // Said at the default level: a server that ends itself says why.
+    let log = app.stderr();
+    assert!(
+        log.contains("INFO: served 3 requests (FCGI_MAX_REQUESTS 3); exiting"),
+        "{log}"
+    );
 }
 
 /// When the app ends itself (max-requests, the binary replaced), a connection the web

@@ -2230,6 +2230,7 @@ fn runfcgi_spellings_work_end_to_end() {
     let mut srv = Srv::start(
         &[
             &format!("socket={}", sock.display()),
+            "method=threaded",
             "maxrequests=2",
             "daemonize=false",
         ],
@@ -2247,6 +2248,36 @@ fn runfcgi_spellings_work_end_to_end() {
     let st = srv.wait_exit(T).expect("exits after maxrequests=2");
     assert_eq!(st.code(), Some(0), "{}", srv.stderr());
     assert!(!sock.exists());
+
+    // The debugging command of Django's guide, as it is (runfcgi's defaults: prefork,
+    // in the background): the launcher returns once the site serves, a fresh worker
+    // answers each request, and the site stays up. (Before: threads in the
+    // foreground, and the whole server exited after the first request.)
+    let pidf = dir.join("flup.pid");
+    let cmd = echo_cmd(
+        &[
+            &format!("socket={}", sock.display()),
+            &format!("pidfile={}", pidf.display()),
+            "maxrequests=1",
+        ],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    let (st, _, err) = run_to_end(cmd, T);
+    assert_eq!(st.code(), Some(0), "launcher: {err}");
+    let pid = read_pid(&pidf).expect("pidfile");
+    let _guard = Stray(pid as i32);
+    let mut workers = BTreeSet::new();
+    for i in 0..6 {
+        let v = unix_get(&sock, "/debug", "").unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(v["served"], 1, "each worker serves one request");
+        workers.insert(pid_in(&v));
+    }
+    assert_eq!(workers.len(), 6, "{workers:?}");
+    assert!(!workers.contains(&pid), "workers answer, not the parent");
+    // SAFETY: the daemon this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    assert!(wait_until(T, || !proc_alive(pid as i32)), "still running");
+    assert!(!sock.exists() && !pidf.exists());
 }
 
 #[test]
