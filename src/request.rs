@@ -193,13 +193,7 @@ pub(crate) fn app_uri(path: &[u8], query: &[u8]) -> Result<Uri, Rejection> {
     push_path(&mut s, path);
     if !query.is_empty() {
         s.push('?');
-        for &b in query {
-            if is_query_char(b) {
-                s.push(b as char);
-            } else {
-                push_escape(&mut s, b);
-            }
-        }
+        push_query(&mut s, query);
     }
     debug_assert_eq!(s.len(), len);
     Uri::try_from(s).map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, format!("bad path: {e}")))
@@ -208,14 +202,20 @@ pub(crate) fn app_uri(path: &[u8], query: &[u8]) -> Result<Uri, Rejection> {
 /// `query` with what a URL query cannot hold as it is percent-encoded (`%` kept).
 fn escape_query(query: &[u8]) -> Vec<u8> {
     let mut s = String::with_capacity(query.len() * 3);
+    push_query(&mut s, query);
+    s.into_bytes()
+}
+
+/// Appends a query, percent-encoding what a URL query cannot hold as it is.
+#[inline]
+fn push_query(s: &mut String, query: &[u8]) {
     for &b in query {
         if is_query_char(b) {
             s.push(b as char);
         } else {
-            push_escape(&mut s, b);
+            push_escape(s, b);
         }
     }
-    s.into_bytes()
 }
 
 /// Appends a decoded path, percent-encoding what a URL path cannot hold as it is.
