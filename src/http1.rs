@@ -74,16 +74,7 @@ impl Read for BodyReader {
                 }
                 Framing::Chunked(None) => {
                     let line = read_line(&mut *r, 1024)?;
-                    // 1 to 16 hex digits, then an extension or nothing (no sign, no
-                    // spaces: a lenient reading is how requests get smuggled past a
-                    // proxy that reads the size differently).
-                    let size = line.split(|&b| b == b';').next().unwrap_or_default();
-                    let size = Some(size)
-                        .filter(|s| (1..=16).contains(&s.len()))
-                        .filter(|s| s.iter().all(u8::is_ascii_hexdigit))
-                        .and_then(|s| std::str::from_utf8(s).ok())
-                        .and_then(|s| u64::from_str_radix(s, 16).ok())
-                        .ok_or_else(|| bad("bad chunk size"))?;
+                    let size = chunk_size(&line).ok_or_else(|| bad("bad chunk size"))?;
                     if size == 0 {
                         // Trailers until an empty line (read and dropped): 64 lines at
                         // most, so a client cannot keep the request going forever.
@@ -119,6 +110,26 @@ impl Read for BodyReader {
             }
         }
     }
+}
+
+/// The size on a chunk's first line: 1 to 16 hex digits, then nothing or an extension,
+/// which may follow spaces or tabs (RFC 9112 7.1.1: `chunk-size [ BWS ";" ... ]`).
+/// Nothing else: no sign, no `0x`, no spaces without the `;`. A lenient reading is how
+/// requests get smuggled past a proxy that reads the size differently.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let (size, rest) = line.split_at(digits);
+    let ext = rest.iter().position(|&b| b != b' ' && b != b'\t');
+    let well_formed = match ext {
+        None => rest.is_empty(),
+        Some(i) => rest[i] == b';',
+    };
+    if !(1..=16).contains(&digits) || !well_formed {
+        return None;
+    }
+    std::str::from_utf8(size)
+        .ok()
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
 }
 
 /// `v` without the spaces and tabs at its ends (optional whitespace, RFC 9110 5.6.3).
@@ -809,7 +820,35 @@ pub(crate) fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::{absolute_form_path, climbs_above_root};
+    use super::{absolute_form_path, chunk_size, climbs_above_root};
+
+    #[test]
+    fn chunk_sizes_and_the_space_before_an_extension() {
+        for (line, want) in [
+            (&b"5"[..], Some(5)),
+            (b"1a;name=value", Some(26)),
+            (b"5 ;ext", Some(5)),
+            (b"5\t ;ext=\"q\"", Some(5)),
+            (b"0", Some(0)),
+            (b"ffffffffffffffff", Some(u64::MAX)),
+            (b"", None),
+            (b"5 ", None),
+            (b"5 6", None),
+            (b" 5", None),
+            (b"+5", None),
+            (b"0x5", None),
+            (b"5 x", None),
+            (b";ext", None),
+            (b"10000000000000000", None),
+        ] {
+            assert_eq!(
+                chunk_size(line),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
 
     #[test]
     fn paths_that_climb_above_the_root() {

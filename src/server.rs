@@ -96,6 +96,15 @@ impl ExeWatch {
         }
         file_id(&self.path) != Some(self.id)
     }
+
+    /// What happened to the file, for the log line.
+    fn change(&self) -> &'static str {
+        match file_id(&self.path) {
+            None => "was removed",
+            Some(now) if (now.dev, now.ino) != (self.id.dev, self.id.ino) => "was replaced",
+            Some(_) => "changed on disk (written in place or touched)",
+        }
+    }
 }
 
 /// For a prefork parent under a web server, which serves no requests: true once the
@@ -295,8 +304,9 @@ impl Lifecycle {
                 }
                 let delay = replaced_exit_delay_ms();
                 log::info!(
-                    "{} was replaced or removed on disk; exiting {} so the web server starts the new one",
+                    "{} {}; exiting {} so the web server starts the new one",
                     w.path.display(),
+                    w.change(),
                     if delay == 0 {
                         "now".to_owned()
                     } else {

@@ -482,7 +482,7 @@ fn exits_after_the_binary_is_replaced_on_disk() {
         uploaded.elapsed()
     );
     assert!(
-        app.stderr().contains("was replaced or removed on disk"),
+        app.stderr().contains("mysite.fcgi was replaced; exiting"),
         "{}",
         app.stderr()
     );
@@ -519,6 +519,7 @@ fn a_replaced_binary_that_cannot_be_run_leaves_the_process_serving() {
         &mut app,
         Duration::from_secs(10),
         "exited once the new file could be run",
+        "was replaced",
     );
 }
 
@@ -535,6 +536,7 @@ fn a_removed_binary_ends_the_process() {
         &mut app,
         Duration::from_secs(10),
         "exited after the program file was removed",
+        "was removed",
     );
     assert!(!app.stderr().contains("cannot be run"), "{}", app.stderr());
 }
@@ -556,6 +558,30 @@ fn an_idle_process_exits_on_its_own_after_the_binary_is_replaced() {
         &mut app,
         delay + Duration::from_secs(4),
         "an idle process exits after its binary is replaced",
+        "was replaced",
+    );
+}
+
+/// `touch mysite.fcgi`, the reload habit of Passenger and mod_wsgi users: the process
+/// goes as after an upload, and the log says what it saw.
+#[test]
+fn a_touched_binary_ends_the_process_as_an_upload_does() {
+    let dir = TempDir::new("touch");
+    let exe = echo_site(&dir);
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let pid = pid_of(&app);
+    let later = std::time::SystemTime::now() + Duration::from_secs(5);
+    // Opened to read: the program running from it cannot be opened to write (ETXTBSY).
+    std::fs::File::open(&exe)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let delay = Duration::from_secs((pid % 3) * 2);
+    exits_as_replaced(
+        &mut app,
+        delay + Duration::from_secs(4),
+        "exited after the program file was touched",
+        "changed on disk (written in place or touched)",
     );
 }
 
@@ -856,12 +882,13 @@ fn processes_under_a_web_server_run_a_replaced_binary_in_place() {
     );
 }
 
-/// The app exits 0 within `within`, saying its program file was replaced or removed.
-fn exits_as_replaced(app: &mut FcgiApp, within: Duration, what: &str) {
+/// The app exits 0 within `within`, saying what happened to its program file.
+fn exits_as_replaced(app: &mut FcgiApp, within: Duration, what: &str, said: &str) {
     let st = app.wait_exit(within).expect(what);
     assert_eq!(st.code(), Some(0), "{}", app.stderr());
     assert!(
-        app.stderr().contains("was replaced or removed on disk"),
+        app.stderr()
+            .contains(&format!("mysite.fcgi {said}; exiting")),
         "{}",
         app.stderr()
     );

@@ -2080,13 +2080,15 @@ fn http_dev_server() {
     assert_eq!(v["body_sha256"], sha256_hex(&body));
     assert_eq!(v["served"], 2, "the second request on one connection: {v}");
 
-    // POST chunked.
+    // POST chunked, one size line with an extension after a space (RFC 9112 7.1.1).
     s.write_all(b"POST /chunked HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
         .unwrap();
     let mut sent = Vec::new();
     for (i, size) in [1usize, 4096, 70_000, 13].into_iter().enumerate() {
         let chunk = noise(size, i as u64);
-        s.write_all(format!("{size:x}\r\n").as_bytes()).unwrap();
+        let ext = if i == 1 { " ;name=value" } else { "" };
+        s.write_all(format!("{size:x}{ext}\r\n").as_bytes())
+            .unwrap();
         s.write_all(&chunk).unwrap();
         s.write_all(b"\r\n").unwrap();
         sent.extend(chunk);
