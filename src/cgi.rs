@@ -63,6 +63,7 @@ pub(crate) fn serve_one(app: &dyn App, cfg: &Config) {
         let len = match len {
             DeclaredLength::Exact(n) => Some(n),
             DeclaredLength::Absent if chunked(&vars) => None,
+            DeclaredLength::Unknown => None,
             DeclaredLength::Absent => Some(0),
         };
         let body = match len {

@@ -1622,7 +1622,7 @@ where
                     Ok(len) => {
                         let len = match len {
                             DeclaredLength::Exact(n) => Some(n),
-                            DeclaredLength::Absent => None,
+                            DeclaredLength::Absent | DeclaredLength::Unknown => None,
                         };
                         let body = if role == Role::Authorizer {
                             Body::empty()

@@ -46,12 +46,17 @@ pub(crate) enum DeclaredLength {
     Exact(u64),
     /// Absent or empty: no body under CGI, "until the stream ends" under FastCGI/SCGI.
     Absent,
+    /// `-1`: a body of unknown length, to the end of the stream. Caddy's fastcgi
+    /// transport (2.6 to 2.8) sends it for a chunked request and then streams the body
+    /// in FCGI_STDIN (Go's `ContentLength` of -1 passed on as it is).
+    Unknown,
 }
 
-/// Reads `CONTENT_LENGTH`; anything but decimal digits is a bad request.
+/// Reads `CONTENT_LENGTH`; anything but decimal digits (or `-1`) is a bad request.
 pub(crate) fn content_length(vars: &Vars) -> Result<DeclaredLength, Rejection> {
     match vars.get("CONTENT_LENGTH") {
         None | Some(b"") => Ok(DeclaredLength::Absent),
+        Some(b"-1") => Ok(DeclaredLength::Unknown),
         Some(v) => std::str::from_utf8(v)
             .ok()
             .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
@@ -551,7 +556,10 @@ mod tests {
         assert_eq!(content_length(&Vars::new()), Ok(DeclaredLength::Absent));
         assert_eq!(content_length(&v("")), Ok(DeclaredLength::Absent));
         assert_eq!(content_length(&v("42")), Ok(DeclaredLength::Exact(42)));
-        assert!(content_length(&v("-1")).is_err());
+        assert_eq!(content_length(&v("-1")), Ok(DeclaredLength::Unknown));
+        assert!(content_length(&v("-2")).is_err());
+        assert!(content_length(&v("-01")).is_err());
+        assert!(content_length(&v("-")).is_err());
         assert!(content_length(&v("4 2")).is_err());
         assert!(content_length(&v("99999999999999999999999")).is_err());
     }

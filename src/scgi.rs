@@ -156,6 +156,13 @@ pub(crate) fn serve(io: SockIo, app: &dyn App, cfg: &Config) {
         let len = match len {
             DeclaredLength::Exact(n) => n,
             DeclaredLength::Absent => 0,
+            // The body is framed by the length alone: "to the end" cannot end.
+            DeclaredLength::Unknown => {
+                return Err(request::Rejection::new(
+                    StatusCode::LENGTH_REQUIRED,
+                    "SCGI CONTENT_LENGTH -1: the body has no end",
+                ));
+            }
         };
         check_client_length(&vars, len)?;
         let body = if len == 0 {

@@ -136,6 +136,11 @@ fn chunked_body_without_length_reads_to_eof() {
     vars.push(("HTTP_TRANSFER_ENCODING", "chunked"));
     let (_, body, _) = cgi(&vars, b"chunked body");
     assert_eq!(json(&body)["body_len"], 12);
+    // `CONTENT_LENGTH=-1` (a Go server's unknown length) reads to the end too.
+    let mut vars = base("POST", "/x", "", "/blog/x");
+    vars.push(("CONTENT_LENGTH", "-1"));
+    let (_, body, _) = cgi(&vars, b"unknown length");
+    assert_eq!(json(&body)["body_len"], 14);
 }
 
 /// FCGI_MAX_BODY: a declared length over it is answered 413 before the app runs; a

@@ -438,6 +438,30 @@ fn params_split_anywhere_and_odd_padding_accepted() {
     assert_eq!(j["body_sha256"], sha256_hex(body));
 }
 
+/// Caddy's fastcgi transport (2.6 to 2.8) sends a chunked request as `CONTENT_LENGTH=-1`
+/// and the body in FCGI_STDIN: the body is the whole stream, as with no length at all.
+/// Any other negative or malformed length is still a bad request (`servers::caddy_*`
+/// sends it through the real Caddy).
+#[test]
+fn content_length_minus_one_is_a_body_to_the_end_of_stdin() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    let body = noise(200_000, 7);
+    let mut vars = cgi_vars("POST", "/chunked", "");
+    vars.push(("CONTENT_LENGTH", "-1".into()));
+    s.write_all(&request(1, true, &vars, &body)).unwrap();
+    let j = read_reply(&mut s, 1, T).json();
+    assert_eq!(j["body_len"], body.len());
+    assert_eq!(j["body_sha256"], sha256_hex(&body));
+    for bad in ["-2", "-01", "- 1"] {
+        let mut vars = cgi_vars("POST", "/chunked", "");
+        vars.push(("CONTENT_LENGTH", bad.into()));
+        s.write_all(&request(2, true, &vars, b"abc")).unwrap();
+        let r = read_reply(&mut s, 2, T);
+        assert_eq!(r.status(), 400, "CONTENT_LENGTH {bad:?}");
+    }
+}
+
 #[test]
 fn four_byte_lengths_in_names_and_values() {
     let app = FcgiApp::start("echo", &[]);

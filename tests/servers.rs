@@ -1,6 +1,7 @@
 // The set-ups in servers/, run for real: each snippet file is read, its placeholders
 // filled in, and the web server it configures (nginx, lighttpd, spawn-fcgi + nginx,
-// Apache mod_proxy_fcgi/mod_proxy_scgi, the restart script, systemd socket activation)
+// Apache mod_proxy_fcgi/mod_proxy_scgi, Caddy, the restart script, systemd socket
+// activation)
 // is started on 127.0.0.1 in front of the echo example, then spoken to over HTTP.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -23,6 +24,7 @@ const NGINX: &str = "/usr/sbin/nginx";
 const LIGHTTPD: &str = "/usr/sbin/lighttpd";
 const SPAWN_FCGI: &str = "/usr/bin/spawn-fcgi";
 const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
+const CADDY: &str = "/usr/bin/caddy";
 const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
 
 // ---- the snippets ----
@@ -72,7 +74,7 @@ fn need(program: &str) {
     assert!(
         Path::new(program).exists(),
         "{program} is not installed (apt-get install nginx-light lighttpd spawn-fcgi \
-         apache2 systemd)"
+         apache2 systemd caddy)"
     );
 }
 
@@ -1196,6 +1198,142 @@ fn spawn_fcgi_two_processes_behind_nginx() {
 }
 
 // ---- Apache ----
+
+// ---- Caddy ----
+
+/// Caddy 2 with `site` (a site block, given the port), its admin endpoint off (it
+/// would take port 2019, which a distribution's own Caddy may hold) and its state in
+/// `dir`.
+fn caddy(dir: &TempDir, site: &dyn Fn(u16) -> String) -> Web {
+    need(CADDY);
+    let root = dir.join("caddy");
+    fs::create_dir_all(root.join("logs")).unwrap();
+    start_web("caddy", &mut |port| {
+        let conf = format!("{{\n\tadmin off\n}}\n\n{}", site(port));
+        fs::write(root.join("Caddyfile"), conf).unwrap();
+        let mut cmd = Command::new(CADDY);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(root.join("Caddyfile"))
+            .arg("--adapter")
+            .arg("caddyfile")
+            .env("HOME", &root)
+            .env("XDG_DATA_HOME", &root)
+            .env("XDG_CONFIG_HOME", &root);
+        spawn_group("caddy", &mut cmd, &root.join("logs/stdout.log"))
+    })
+}
+
+/// GETs `target` and returns (when `first` first appeared in what came, the whole
+/// answer as sent, when it ended), timed from the request.
+fn timed_get(port: u16, target: &str, first: &[u8]) -> (Option<Duration>, Vec<u8>, Duration) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let t0 = Instant::now();
+    s.write_all(
+        format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    let (mut all, mut seen, mut buf) = (Vec::new(), None, [0u8; 4096]);
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            return (seen, all, t0.elapsed());
+        }
+        all.extend_from_slice(&buf[..n]);
+        if seen.is_none() && all.windows(first.len()).any(|w| w == first) {
+            seen = Some(t0.elapsed());
+        }
+    }
+}
+
+/// Caddy's `reverse_proxy` with the fastcgi transport (`servers/caddy-fastcgi.Caddyfile`)
+/// to the app on a Unix socket or TCP, at /app/ and at the root: the mount both ways,
+/// redirects with the port, no `Status:` line left among the client's headers, a
+/// chunked upload (Caddy 2.6 sends `CONTENT_LENGTH=-1`), and a stream that reaches the
+/// client as it is written.
+fn caddy_fastcgi(tcp: bool) {
+    let dir = TempDir::new("caddy-fcgi");
+    let app = App::start(&dir, tcp, &[]);
+    let backend = match &app.listen {
+        Listen::Socket(p) => format!("unix/{}", p.display()),
+        Listen::Tcp(port) => format!("127.0.0.1:{port}"),
+    };
+    let web = caddy(&dir, &|port| {
+        snippet(
+            "caddy-fastcgi.Caddyfile",
+            &[
+                ("{SITE}", &format!("http://127.0.0.1:{port}")),
+                ("{BACKEND}", &backend),
+            ],
+        )
+    });
+    let mut answers = check_mount(web.port, "/app", "fastcgi");
+    answers.extend(check_mount(web.port, "", "fastcgi"));
+    assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+
+    let r = http_request(web.port, "GET", "/app/redirect", &[], Body::None);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://127.0.0.1:{}/app/landed", web.port).as_str()),
+        "{r:?}"
+    );
+    for target in ["/app/posts/1", "/posts/1", "/app/status/404"] {
+        let r = http_request(web.port, "GET", target, &[], Body::None);
+        assert!(r.header("status").is_none(), "GET {target}: {r:?}");
+    }
+    assert_eq!(
+        http_request(web.port, "GET", "/app/status/404", &[], Body::None).status,
+        404
+    );
+    let r = http_request(web.port, "GET", "/app", &[], Body::None);
+    assert_eq!(
+        (r.status, r.header("location")),
+        (302, Some("/app/")),
+        "{r:?}"
+    );
+
+    for prefix in ["/app", ""] {
+        let data = noise(300 * 1024, 21);
+        let t = format!("{prefix}/upload?chunked=1");
+        let j = http_request(web.port, "POST", &t, &[], Body::Chunked(&data)).echo();
+        assert_eq!(
+            (&j["body_len"], j["body_sha256"].as_str()),
+            (&json!(data.len()), Some(sha256_hex(&data).as_str())),
+            "POST {t} chunked: {j}"
+        );
+        assert_eq!(j["script_name"], prefix, "{j}");
+    }
+
+    // Two chunks 3 s apart: the first reaches the client long before the second is
+    // written (without `flush_interval -1`, Caddy sent both at the end).
+    for prefix in ["/app", ""] {
+        let t = format!("{prefix}/stream?chunks=2&size=5&delay_ms=3000");
+        let (first, all, total) = timed_get(web.port, &t, b"aaaaa");
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.contains("bbbbb"), "GET {t}: {text}");
+        assert!(total >= Duration::from_millis(2900), "GET {t}: {total:?}");
+        let first = first.expect("the first chunk");
+        assert!(
+            first < Duration::from_millis(2000),
+            "GET {t}: the first chunk came after {first:?}, with the rest ({total:?})"
+        );
+    }
+    drop(web);
+    drop(app);
+}
+
+#[test]
+fn caddy_fastcgi_unix_socket() {
+    caddy_fastcgi(false);
+}
+
+#[test]
+fn caddy_fastcgi_tcp() {
+    caddy_fastcgi(true);
+}
 
 /// Apache `ProxyPass "/app/" "fcgi://127.0.0.1:PORT/"` to a `--listen` server.
 #[test]
