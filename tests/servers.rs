@@ -1347,6 +1347,16 @@ fn apache_proxy_fcgi() {
     );
     let answers = check_mount(web.port, "/app", "fastcgi");
     assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+    // A chunked upload: Apache passes it on as it comes, with no CONTENT_LENGTH (small
+    // ones it reads whole first and gives a length); the body is all of FCGI_STDIN.
+    let data = noise(300 * 1024, 5);
+    let j = http_request(web.port, "POST", "/app/upload", &[], Body::Chunked(&data)).echo();
+    assert_eq!(
+        (&j["body_len"], j["body_sha256"].as_str()),
+        (&json!(data.len()), Some(sha256_hex(&data).as_str())),
+        "{j}"
+    );
+    assert!(j["vars"].get("CONTENT_LENGTH").is_none(), "{j}");
     drop(web);
 }
 
