@@ -1,6 +1,6 @@
 // The set-ups in servers/, run for real: each snippet file is read, its placeholders
 // filled in, and the web server it configures (nginx, lighttpd, spawn-fcgi + nginx,
-// Apache mod_proxy_fcgi/mod_proxy_scgi, Caddy, the restart script, systemd socket
+// Apache mod_proxy_fcgi/mod_proxy_scgi, Caddy, H2O, the restart script, systemd socket
 // activation)
 // is started on 127.0.0.1 in front of the echo example, then spoken to over HTTP.
 
@@ -25,6 +25,7 @@ const LIGHTTPD: &str = "/usr/sbin/lighttpd";
 const SPAWN_FCGI: &str = "/usr/bin/spawn-fcgi";
 const SOCKET_ACTIVATE: &str = "/usr/bin/systemd-socket-activate";
 const CADDY: &str = "/usr/bin/caddy";
+const H2O: &str = "/usr/bin/h2o";
 const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
 
 // ---- the snippets ----
@@ -74,7 +75,7 @@ fn need(program: &str) {
     assert!(
         Path::new(program).exists(),
         "{program} is not installed (apt-get install nginx-light lighttpd spawn-fcgi \
-         apache2 systemd caddy)"
+         apache2 systemd caddy h2o)"
     );
 }
 
@@ -1333,6 +1334,106 @@ fn caddy_fastcgi_unix_socket() {
 #[test]
 fn caddy_fastcgi_tcp() {
     caddy_fastcgi(true);
+}
+
+// ---- H2O ----
+
+/// H2O with one host on a free port whose `paths:` are `paths` (a snippet, indented
+/// here under the host).
+fn h2o(dir: &TempDir, paths: &str) -> Web {
+    need(H2O);
+    let root = dir.join("h2o");
+    fs::create_dir_all(&root).unwrap();
+    let paths: String = paths.lines().map(|l| format!("    {l}\n")).collect();
+    start_web("h2o", &mut |port| {
+        let r = root.display();
+        // As root H2O wants to be told which user to run as.
+        let user = if is_root() { "user: root\n" } else { "" };
+        let conf = format!(
+            "{user}error-log: {r}/error.log
+access-log: {r}/access.log
+pid-file: {r}/h2o.pid
+num-threads: 1
+hosts:
+  \"127.0.0.1:{port}\":
+    listen:
+      host: 127.0.0.1
+      port: {port}
+{paths}"
+        );
+        fs::write(root.join("h2o.conf"), conf).unwrap();
+        let mut cmd = Command::new(H2O);
+        cmd.arg("-c").arg(root.join("h2o.conf"));
+        let mut g = spawn_group("h2o", &mut cmd, &root.join("stdout.log"));
+        g.logs.push(root.join("error.log"));
+        g
+    })
+}
+
+/// H2O's `fastcgi.spawn` (`servers/h2o-fastcgi.conf`): H2O starts the app with a
+/// listening socket on fd 0 and never starts it again. The mount at /app (told by
+/// `FORCE_SCRIPT_NAME`: H2O sends the whole path as PATH_INFO) and at the root; then a
+/// new upload of the file, after which the new program answers and no request fails on
+/// the way (the snippet's `FCGI_PROCESSES`: without it the app exits, and H2O answers
+/// 503 until it is restarted).
+#[test]
+fn h2o_fastcgi_spawn() {
+    let dir = TempDir::new("h2o");
+    let exe = dir.join("mysite.fcgi");
+    fs::copy(example("echo"), &exe).unwrap();
+    let web = h2o(
+        &dir,
+        &snippet("h2o-fastcgi.conf", &[("{APP}", &exe.display().to_string())]),
+    );
+    check_mount(web.port, "/app", "fastcgi");
+    check_mount(web.port, "", "fastcgi");
+    let r = http_request(web.port, "GET", "/app/redirect", &[], Body::None);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://127.0.0.1:{}/app/landed", web.port).as_str()),
+        "{r:?}"
+    );
+
+    upload(&example("hello"), &exe);
+    let uploaded = Instant::now();
+    let mut answers = 0;
+    loop {
+        let r = try_http_request(
+            web.port,
+            "GET",
+            "/app/posts/1",
+            &[],
+            Body::None,
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "request {answers} after the upload: {e}\n{}",
+                web.group.logs()
+            )
+        });
+        assert_eq!(
+            r.status,
+            200,
+            "request {answers} after the upload: {r:?}\n{}",
+            web.group.logs()
+        );
+        answers += 1;
+        if r.text() == "Hello from /app/posts/1\n" {
+            break;
+        }
+        assert!(
+            uploaded.elapsed() < Duration::from_secs(15),
+            "the new program did not take over within 15 s\n{}",
+            web.group.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        http_request(web.port, "GET", "/posts/2", &[], Body::None).text(),
+        "Hello from /posts/2\n"
+    );
+    drop(web);
 }
 
 /// Apache `ProxyPass "/app/" "fcgi://127.0.0.1:PORT/"` to a `--listen` server.
