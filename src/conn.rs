@@ -57,6 +57,15 @@ pub(crate) trait Transport: Send {
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
+    /// Makes `idle_read` return `TimedOut` every `every` without a byte; false if not
+    /// supported.
+    fn set_idle_check(&mut self, _every: Duration) -> bool {
+        false
+    }
+    /// A second descriptor of the connection, to park it.
+    fn duplicate(&self) -> Option<std::os::fd::OwnedFd> {
+        None
+    }
 }
 
 impl Transport for sys::Socket {
@@ -96,6 +105,12 @@ impl Transport for sys::Socket {
     fn idle_read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         sys::Socket::idle_read(self, buf)
     }
+    fn set_idle_check(&mut self, every: Duration) -> bool {
+        sys::Socket::set_idle_check(self, every).is_ok()
+    }
+    fn duplicate(&self) -> Option<std::os::fd::OwnedFd> {
+        sys::Socket::duplicate(self).ok()
+    }
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         Some(self.as_raw_fd())
@@ -119,6 +134,9 @@ pub(crate) enum ConnError {
     TimedOut(&'static str),
     /// A socket error (the web server went away mid-request, ...).
     Io(io::Error),
+    /// Idle between requests while every thread is taken and another connection
+    /// waits: the connection goes to the pool's [`Parking`] lot.
+    Park,
 }
 
 impl std::fmt::Display for ConnError {
@@ -127,6 +145,7 @@ impl std::fmt::Display for ConnError {
             ConnError::Closed => f.write_str("connection closed by the web server"),
             ConnError::Shutdown => f.write_str("shutting down"),
             ConnError::Done => f.write_str("request rejected, connection closed"),
+            ConnError::Park => f.write_str("parked while idle"),
             ConnError::Protocol(m) => write!(f, "malformed FastCGI input: {m}"),
             ConnError::Truncated(m) => write!(f, "the web server closed the connection {m}"),
             ConnError::TimedOut(what) => write!(f, "timed out waiting for {what}"),
@@ -204,6 +223,23 @@ enum Step {
     Aborted,
 }
 
+/// Where an idle kept-alive connection can wait without a thread (the pool's lot).
+pub(crate) trait Parking: Send + Sync {
+    /// Another connection (a new one, or a parked one with a request) waits for a
+    /// thread, and none is free.
+    fn pressure(&self) -> bool;
+    /// Connections are parked already and every thread is taken: a connection that
+    /// goes idle parks at once (atomic loads only: asked after every response).
+    fn crowded(&self) -> bool;
+    /// Takes a kept-alive connection with nothing unread; gives it back when it
+    /// cannot.
+    fn park(&self, fd: std::os::fd::OwnedFd) -> Result<(), std::os::fd::OwnedFd>;
+}
+
+/// How often an idle kept-alive connection that could be parked looks whether another
+/// connection waits for its thread.
+const PARK_CHECK: Duration = Duration::from_millis(250);
+
 const RBUF: usize = 16 * 1024;
 /// Coalesced output is sent once this much is buffered.
 const FLUSH_AT: usize = 32 * 1024;
@@ -259,6 +295,10 @@ pub(crate) struct Conn<T: Transport> {
     /// since whoever can reach that port could set every CGI variable with it.
     /// `Some(why)`: the refusal, logged with any request.
     management_only: Option<String>,
+    /// Where this connection may wait while idle, without its thread.
+    parking: Option<Arc<dyn Parking>>,
+    /// The idle read's periodic wake-up (`PARK_CHECK`) is set on the socket.
+    idle_check_set: bool,
 }
 
 impl<T: Transport> Drop for Conn<T> {
@@ -303,7 +343,28 @@ impl<T: Transport> Conn<T> {
             head_pending: true,
             head_deadline: None,
             management_only: None,
+            parking: None,
+            idle_check_set: false,
         }
+    }
+
+    /// True when this connection, idle between requests with nothing unread, should
+    /// give its thread to another connection that waits.
+    fn may_park(&self) -> bool {
+        self.parking
+            .as_ref()
+            .is_some_and(|p| self.parkable() && p.pressure())
+    }
+
+    /// Idle between requests with nothing unread, nothing failed, not stopping.
+    fn parkable(&self) -> bool {
+        self.served_any
+            && !self.draining
+            && self.active.is_none()
+            && self.cur.is_none()
+            && self.rpos == self.rend
+            && self.failure.is_none()
+            && !self.peer_closed
     }
 
     /// Moves what is buffered and unread to the front of the read buffer.
@@ -334,6 +395,9 @@ impl<T: Transport> Conn<T> {
     /// probe arrives this way). Only a kept-alive connection idles.
     fn wait_readable(&mut self, idle: bool) -> Result<(), ConnError> {
         let idle = idle && self.served_any;
+        if idle && !self.draining && self.parking.is_some() {
+            return self.wait_idle_or_park();
+        }
         // Once the process is stopping, a request head still on its way gets a short
         // grace instead of the whole read timeout: a web server sends a head at once,
         // a stalled one must not hold the exit (mod_fcgid kills 3 s after SIGTERM).
@@ -385,6 +449,33 @@ impl<T: Transport> Conn<T> {
         }
     }
 
+    /// [`wait_readable`](Self::wait_readable) for an idle kept-alive connection that may
+    /// be parked: the wait is cut into `PARK_CHECK` slices, and between them the
+    /// connection is parked if another waits for its thread.
+    fn wait_idle_or_park(&mut self) -> Result<(), ConnError> {
+        let deadline = self.cfg.idle_timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            let slice = match deadline {
+                Some(d) => d
+                    .saturating_duration_since(std::time::Instant::now())
+                    .min(PARK_CHECK),
+                None => PARK_CHECK,
+            };
+            match self.t.wait(false, Some(slice), true)? {
+                Wake::Ready => return Ok(()),
+                Wake::Stop => return Err(ConnError::Shutdown),
+                Wake::TimedOut => {
+                    if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                        return Err(ConnError::Closed);
+                    }
+                    if self.may_park() {
+                        return Err(ConnError::Park);
+                    }
+                }
+            }
+        }
+    }
+
     /// Shortens the deadline of a request head still arriving to the grace it gets
     /// once the process is stopping.
     fn cap_head_deadline(&mut self) {
@@ -402,6 +493,15 @@ impl<T: Transport> Conn<T> {
             self.rpos = 0;
         }
         if idle && std::mem::take(&mut self.poll_first) {
+            // Right after a response, with connections parked and every thread taken:
+            // the others are served sooner if this one waits in the lot at once.
+            if self
+                .parking
+                .as_ref()
+                .is_some_and(|p| p.crowded() && self.parkable())
+            {
+                return Err(ConnError::Park);
+            }
             if !self.draining && self.served_any {
                 if let Some(fd) = self.t.raw_fd() {
                     // Found or not, the wait below decides: it returns at once if so.
@@ -412,17 +512,41 @@ impl<T: Transport> Conn<T> {
             // idle timeout, block in one recv (one system call, as libfcgi does);
             // otherwise poll first instead of a read that would only say EAGAIN.
             if self.cfg.idle_timeout.is_none() && !self.draining && self.served_any {
-                match self.t.idle_read(&mut self.rbuf[self.rend..]) {
-                    Ok(Some(n)) => {
-                        self.rend += n;
-                        if n == 0 {
-                            self.peer_closed = true;
+                if self.parking.is_some() && !self.idle_check_set {
+                    // Set once per connection; without it the read below would block
+                    // until this connection's next request, whoever waits meanwhile.
+                    self.idle_check_set = self.t.set_idle_check(PARK_CHECK);
+                }
+                loop {
+                    match self.t.idle_read(&mut self.rbuf[self.rend..]) {
+                        Ok(Some(n)) => {
+                            self.rend += n;
+                            if n == 0 {
+                                self.peer_closed = true;
+                            }
+                            return Ok(n);
                         }
-                        return Ok(n);
+                        Ok(None) => return Err(ConnError::Shutdown),
+                        // The periodic wake-up: give the thread away if another
+                        // connection waits for it, else read on.
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut && self.idle_check_set => {
+                            if self.may_park() {
+                                return Err(ConnError::Park);
+                            }
+                        }
+                        // No blocking read here (or a receive timeout the socket took
+                        // from its listener): wait the usual way.
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            self.wait_readable(idle)?;
+                            break;
+                        }
+                        Err(e) => return Err(ConnError::Io(e)),
                     }
-                    Ok(None) => return Err(ConnError::Shutdown),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait_readable(idle)?,
-                    Err(e) => return Err(ConnError::Io(e)),
                 }
             } else {
                 self.wait_readable(idle)?;
@@ -1564,12 +1688,22 @@ pub(crate) fn serve<T, A>(
     app: &A,
     cfg: &Arc<Config>,
     after_request: &mut dyn FnMut(),
+    parking: Option<Arc<dyn Parking>>,
+    resumed: bool,
 ) -> ConnStats
 where
     T: Transport + 'static,
     A: App + ?Sized,
 {
-    let conn = Arc::new(Mutex::new(Conn::new(t, cfg.clone())));
+    let mut c = Conn::new(t, cfg.clone());
+    c.parking = parking;
+    if resumed {
+        // A kept-alive connection taken back from the lot: between requests, and
+        // woken because it has something to read (the next request, or its end).
+        c.served_any = true;
+        c.head_pending = false;
+    }
+    let conn = Arc::new(Mutex::new(c));
     let mut stats = ConnStats::default();
     loop {
         let waited = lock(&conn).wait_request();
@@ -1581,6 +1715,19 @@ where
         } = match waited {
             Ok(r) => r,
             Err(ConnError::Closed | ConnError::Shutdown) => break,
+            Err(ConnError::Park) => {
+                let c = lock(&conn);
+                // Parked: the duplicate keeps the connection open after this handle's
+                // close below.
+                if let Some((p, fd)) = c.parking.clone().zip(c.t.duplicate()) {
+                    if p.park(fd).is_ok() {
+                        break;
+                    }
+                }
+                // Not parked (the lot is full): this thread keeps it, and waits the
+                // usual way (not the look after a response, which would park again).
+                continue;
+            }
             // Answered without the app (UNKNOWN_ROLE, or aborted before its params
             // were complete) with keep-conn off: the web server may still be sending
             // what it had for that request, so close as after a response, not under it

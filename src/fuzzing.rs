@@ -130,7 +130,7 @@ pub fn connection(input: &[u8], chunk: usize, threads: usize) -> Vec<u8> {
     cfg.limits.max_params = 64;
     let cfg = Arc::new(cfg);
     let app: Arc<dyn App> = Arc::new(SyncApp(app));
-    conn::serve(t, &*app, &cfg, &mut || {});
+    conn::serve(t, &*app, &cfg, &mut || {}, None, false);
     let out = output.lock().unwrap_or_else(|p| p.into_inner());
     out.clone()
 }

@@ -384,6 +384,48 @@ struct Pool {
     idle: AtomicUsize,
     threads: AtomicUsize,
     handles: Mutex<Vec<JoinHandle<Result<(), Error>>>>,
+    /// Kept-alive FastCGI connections idle while every thread is taken (with more
+    /// than one thread: one alone has no other connection to give way to).
+    lot: Option<sys::ParkLot>,
+}
+
+/// The most connections one process parks (each is a descriptor and an epoll entry);
+/// past it, an idle connection keeps its thread, as it did before there was a lot.
+const PARK_MAX: usize = 1024;
+
+impl conn::Parking for Pool {
+    fn pressure(&self) -> bool {
+        let Some(lot) = &self.lot else {
+            return false;
+        };
+        // A free worker takes whatever waits, and one more can still be started.
+        if self.idle.load(Ordering::Acquire) > 0
+            || self.threads.load(Ordering::Acquire) < self.cfg.max_conns
+        {
+            return false;
+        }
+        lot.has_ready() || !sys::nothing_to_read(self.listener.as_raw_fd())
+    }
+
+    fn crowded(&self) -> bool {
+        self.lot.as_ref().is_some_and(|lot| !lot.is_empty())
+            && self.idle.load(Ordering::Acquire) == 0
+            && self.threads.load(Ordering::Acquire) >= self.cfg.max_conns
+    }
+
+    fn park(&self, fd: std::os::fd::OwnedFd) -> Result<(), std::os::fd::OwnedFd> {
+        match &self.lot {
+            Some(lot) => lot.park(fd),
+            None => Err(fd),
+        }
+    }
+}
+
+/// What a worker got to serve.
+enum Work {
+    New(sys::Socket, Option<std::net::SocketAddr>),
+    /// A parked kept-alive connection with something to read.
+    Parked(sys::Socket),
 }
 
 /// Serves `listener` until a shutdown is requested (signal, max-requests, binary
@@ -410,7 +452,19 @@ pub(crate) fn serve(
         idle: AtomicUsize::new(0),
         threads: AtomicUsize::new(0),
         handles: Mutex::new(Vec::new()),
+        lot: None,
     });
+    let pool = {
+        let mut pool = pool;
+        if let Some(p) = Arc::get_mut(&mut pool) {
+            if p.cfg.max_conns > 1 && p.opts.protocol == Protocol::FastCgi {
+                p.lot = sys::ParkLot::new(PARK_MAX)
+                    .map_err(|e| log::debug!("no lot for idle connections: {e}"))
+                    .ok();
+            }
+        }
+        pool
+    };
     let mut result = Ok(());
     if coordinated {
         // This thread only coordinates: without a worker nothing would be served,
@@ -452,6 +506,18 @@ pub(crate) fn serve(
     // Connections made while the last workers finished are served, not reset.
     if coordinated && pool.opts.drain_backlog == Drain::Always {
         drain_backlog(&pool);
+    }
+    // Parked connections are idle ones: closed at the stop, as those a thread holds,
+    // after a request that has already arrived on one is served (as on those).
+    if let Some(lot) = &pool.lot {
+        let until = std::time::Instant::now() + Duration::from_secs(2);
+        while std::time::Instant::now() < until {
+            match lot.claim() {
+                Some(sock) => resume_guarded(&pool, sock),
+                None => break,
+            }
+        }
+        lot.close_all();
     }
     match sys::shutdown_signal() {
         Some(sig) => log::debug!(
@@ -504,7 +570,11 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
             )
             .map_err(|e| log::debug!("waiting in accept: {e}; polling instead"))
             .is_ok();
-    let waiter = match sys::AcceptWait::new(pool.listener.as_raw_fd(), accept_watch(pool)) {
+    let waiter = match sys::AcceptWait::new(
+        pool.listener.as_raw_fd(),
+        accept_watch(pool),
+        pool.lot.as_ref().map(sys::ParkLot::as_raw_fd),
+    ) {
         Ok(w) => w,
         // Out of descriptors (each worker has its own epoll descriptor) when the pool
         // grows: the workers there are serve on, as when a thread cannot be started.
@@ -525,7 +595,7 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
             Ok(a) => a,
             Err(e) => return fail(e),
         };
-        let Some((sock, peer)) = accepted else {
+        let Some(work) = accepted else {
             let drain = match pool.opts.drain_backlog {
                 Drain::Never => false,
                 Drain::Always => true,
@@ -541,7 +611,10 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
             // Logged there; the workers there serve on.
             let _ = grow(pool);
         }
-        serve_guarded(pool, sock, peer);
+        match work {
+            Work::New(sock, peer) => serve_guarded(pool, sock, peer),
+            Work::Parked(sock) => resume_guarded(pool, sock),
+        }
         pool.idle.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -575,6 +648,26 @@ fn serve_guarded(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::Soc
     }
 }
 
+/// A parked connection taken back ([`serve_guarded`] for it: its address was checked
+/// when it was accepted, and only FastCGI connections are parked).
+fn resume_guarded(pool: &Arc<Pool>, sock: sys::Socket) {
+    let parking: Arc<dyn conn::Parking> = pool.clone();
+    let run = || {
+        let _open = sys::OpenConn::new();
+        conn::serve(
+            sock,
+            &*pool.app,
+            &pool.cfg,
+            &mut || pool.life.after_request(),
+            Some(parking),
+            true,
+        );
+    };
+    if let Err(msg) = crate::response::guarded(run) {
+        log::error!("panic while serving a connection: {msg}; the connection was closed");
+    }
+}
+
 /// One accepted connection: the address filter, then the protocol.
 fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::SocketAddr>) {
     let _open = sys::OpenConn::new();
@@ -601,7 +694,11 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
     let after = &mut || pool.life.after_request();
     match pool.opts.protocol {
         Protocol::FastCgi => {
-            conn::serve(sock, &*pool.app, cfg, after);
+            let parking = pool
+                .lot
+                .is_some()
+                .then(|| pool.clone() as Arc<dyn conn::Parking>);
+            conn::serve(sock, &*pool.app, cfg, after, parking, false);
         }
         Protocol::Scgi => {
             // A FastCGI record (version byte 1) on an SCGI socket is a new server
@@ -703,10 +800,7 @@ fn accept_watch(pool: &Pool) -> Watch {
 /// [`accept_one`] for a worker whose listener blocks in `accept`: a look that does not
 /// wait, the spin when nothing is queued, then `accept` until a connection comes, a
 /// shutdown is requested, or the receive timeout (the program-file check) passes.
-fn accept_blocking(
-    pool: &Pool,
-    waiter: &sys::AcceptWait,
-) -> Result<Option<(sys::Socket, Option<std::net::SocketAddr>)>, Error> {
+fn accept_blocking(pool: &Pool, waiter: &sys::AcceptWait) -> Result<Option<Work>, Error> {
     let fd = pool.listener.as_raw_fd();
     let mut backoff_logged = false;
     let mut first = true;
@@ -720,7 +814,7 @@ fn accept_blocking(
             continue;
         }
         match pool.listener.accept_or_stop() {
-            Ok(Accepted::Conn(s, addr)) => return Ok(Some((s, addr))),
+            Ok(Accepted::Conn(s, addr)) => return Ok(Some(Work::New(s, addr))),
             // Timed out, interrupted, or a connection aborted before it was taken.
             Ok(Accepted::Nothing) => {
                 pool.life.check_binary();
@@ -756,10 +850,7 @@ fn accept_failed(e: std::io::Error, backoff_logged: &mut bool) -> Result<(), Err
     }
 }
 
-fn accept_one(
-    pool: &Pool,
-    waiter: &sys::AcceptWait,
-) -> Result<Option<(sys::Socket, Option<std::net::SocketAddr>)>, Error> {
+fn accept_one(pool: &Pool, waiter: &sys::AcceptWait) -> Result<Option<Work>, Error> {
     let mut backoff_logged = false;
     // Under load a connection is usually queued already: try before polling.
     if pool.life.exhausted() {
@@ -767,8 +858,11 @@ fn accept_one(
     }
     let mut spun = false;
     if !waiter.stopped() {
+        if let Some(s) = claim_parked(pool) {
+            return Ok(Some(Work::Parked(s)));
+        }
         if let Ok(Accepted::Conn(s, addr)) = pool.listener.accept() {
-            return Ok(Some((s, addr)));
+            return Ok(Some(Work::New(s, addr)));
         }
         // Not queued yet: the next one may be on its way (the same client again).
         spun = sys::spin(&[(pool.listener.as_raw_fd(), libc::POLLIN)], 0);
@@ -777,11 +871,12 @@ fn accept_one(
         // A spin that found a connection is as good as the wait, unless accepting
         // stopped meanwhile.
         if !std::mem::take(&mut spun) || waiter.stopped() {
-            match waiter.wait(pool.life.idle_check_interval()) {
+            match waiter.wait(wait_limit(pool)) {
                 Ok(Wake::Stop) => return Ok(None),
                 Ok(Wake::TimedOut) => {
                     // Idle: look at the program file; a replaced one stops accepting.
                     pool.life.check_binary();
+                    sweep_parked(pool);
                     continue;
                 }
                 Ok(_) => {}
@@ -791,10 +886,46 @@ fn accept_one(
         if pool.life.exhausted() {
             return Ok(None);
         }
+        if let Some(s) = claim_parked(pool) {
+            return Ok(Some(Work::Parked(s)));
+        }
         match pool.listener.accept() {
-            Ok(Accepted::Conn(s, addr)) => return Ok(Some((s, addr))),
+            Ok(Accepted::Conn(s, addr)) => return Ok(Some(Work::New(s, addr))),
             Ok(Accepted::Nothing) => {}
             Err(e) => accept_failed(e, &mut backoff_logged)?,
         }
+    }
+}
+
+/// A parked connection with something to read, if any (one atomic load when none is
+/// parked). Stale ones (idle past `FCGI_IDLE_TIMEOUT`) are closed first.
+fn claim_parked(pool: &Pool) -> Option<sys::Socket> {
+    let lot = pool.lot.as_ref()?;
+    if lot.is_empty() {
+        return None;
+    }
+    sweep_parked(pool);
+    lot.claim()
+}
+
+/// Closes parked connections idle past `FCGI_IDLE_TIMEOUT`.
+fn sweep_parked(pool: &Pool) {
+    if let (Some(lot), Some(idle)) = (&pool.lot, pool.cfg.idle_timeout) {
+        let n = lot.close_idle(idle);
+        if n > 0 {
+            log::debug!("closed {n} parked connections idle for FCGI_IDLE_TIMEOUT");
+        }
+    }
+}
+
+/// How long a worker waits for a connection before it looks at the program file, and
+/// at parked connections due to be closed for their idle timeout.
+fn wait_limit(pool: &Pool) -> Option<Duration> {
+    let check = pool.life.idle_check_interval();
+    match (&pool.lot, pool.cfg.idle_timeout) {
+        (Some(lot), Some(_)) if !lot.is_empty() => {
+            Some(check.map_or(Duration::from_secs(1), |c| c.min(Duration::from_secs(1))))
+        }
+        _ => check,
     }
 }

@@ -4,6 +4,7 @@ use std::cell::Cell;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -180,6 +181,11 @@ impl Socket {
             }
             if n < 0 {
                 let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    // The receive timeout (`set_idle_check`, or one the socket took
+                    // from a listener that blocks in `accept`) passed.
+                    break Err(io::ErrorKind::TimedOut.into());
+                }
                 if e.kind() != io::ErrorKind::Interrupted {
                     break Err(e);
                 }
@@ -230,6 +236,34 @@ impl Socket {
             }
             sockaddr_to_std(&addr)
         }
+    }
+
+    /// Makes [`idle_read`](Self::idle_read) return `TimedOut` after `every` without a
+    /// byte (`SO_RCVTIMEO`, which only a blocking `recv` meets: the other reads do not
+    /// wait), so an idle kept-alive connection is looked at again now and then.
+    pub fn set_idle_check(&self, every: Duration) -> io::Result<()> {
+        let tv = libc::timeval {
+            tv_sec: every.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_usec: every.subsec_micros() as libc::suseconds_t,
+        };
+        // SAFETY: setsockopt on a descriptor we hold, with a live timeval of its size.
+        cvt(unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })
+        .map(drop)
+    }
+
+    /// A second descriptor of the same connection (close-on-exec).
+    pub fn duplicate(&self) -> io::Result<OwnedFd> {
+        // SAFETY: duplicating an fd we hold; the new one is owned by the OwnedFd.
+        let fd = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// Half-closes the sending side (`shutdown(SHUT_WR)`).
@@ -539,7 +573,9 @@ pub struct AcceptWait {
 }
 
 impl AcceptWait {
-    pub fn new(listener: RawFd, watch: Watch) -> io::Result<AcceptWait> {
+    /// `parked`: a [`ParkLot`]'s descriptor, which wakes the wait too when one of its
+    /// connections has something to read.
+    pub fn new(listener: RawFd, watch: Watch, parked: Option<RawFd>) -> io::Result<AcceptWait> {
         // SAFETY: epoll_create1 returns a new fd or -1.
         let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: ep is a fresh fd that we own.
@@ -551,6 +587,11 @@ impl AcceptWait {
             cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
         };
         add(listener, (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32, 0)?;
+        if let Some(p) = parked {
+            // Not EPOLLEXCLUSIVE, which an epoll descriptor inside another refuses
+            // (EINVAL): every waiting worker wakes, and one takes the connection.
+            add(p, libc::EPOLLIN as u32, 2)?;
+        }
         if let Some(f) = flag {
             let rd = f.rd.load(Ordering::Acquire);
             if rd >= 0 {
@@ -593,6 +634,129 @@ impl AcceptWait {
                 return Ok(Wake::TimedOut);
             }
         }
+    }
+}
+
+// ---- kept-alive connections parked while idle ----
+
+/// Kept-alive connections idle between requests, held here instead of by a thread of
+/// their own when every thread is taken and another connection waits: a web server
+/// that keeps more connections open than we have threads (H2O's pool has no limit,
+/// nginx's `keepalive` is per worker process) would otherwise keep the others queued
+/// until its keep-alive timeout. Each is in an epoll set, armed once
+/// (`EPOLLONESHOT`): a thread waiting for connections wakes when one of them has
+/// something to read, and takes it back.
+pub struct ParkLot {
+    ep: OwnedFd,
+    /// The parked descriptors, and when each was parked ([`coarse_ms`]).
+    parked: Mutex<std::collections::HashMap<RawFd, (OwnedFd, u64)>>,
+    count: AtomicUsize,
+    max: usize,
+}
+
+impl ParkLot {
+    /// A lot for at most `max` connections.
+    pub fn new(max: usize) -> io::Result<ParkLot> {
+        // SAFETY: epoll_create1 returns a new fd or -1.
+        let ep = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        Ok(ParkLot {
+            // SAFETY: ep is a fresh fd that we own.
+            ep: unsafe { OwnedFd::from_raw_fd(ep) },
+            parked: Mutex::new(std::collections::HashMap::new()),
+            count: AtomicUsize::new(0),
+            max,
+        })
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        self.ep.as_raw_fd()
+    }
+
+    /// No connection is parked (one atomic load: the accept path asks on every
+    /// connection).
+    pub fn is_empty(&self) -> bool {
+        self.count.load(Ordering::Acquire) == 0
+    }
+
+    /// A parked connection has something to read (or was closed): a look that does
+    /// not wait.
+    pub fn has_ready(&self) -> bool {
+        !self.is_empty() && !nothing_to_read(self.ep.as_raw_fd())
+    }
+
+    /// Takes `fd`, a kept-alive connection with nothing unread; gives it back when the
+    /// lot is full or the descriptor cannot be watched.
+    pub fn park(&self, fd: OwnedFd) -> Result<(), OwnedFd> {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        if parked.len() >= self.max {
+            return Err(fd);
+        }
+        let raw = fd.as_raw_fd();
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
+            u64: raw as u64,
+        };
+        // SAFETY: epoll_ctl reads one epoll_event; raw is open while it is in the set.
+        let added =
+            unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, raw, &mut ev) };
+        if added != 0 {
+            return Err(fd);
+        }
+        parked.insert(raw, (fd, coarse_ms()));
+        self.count.store(parked.len(), Ordering::Release);
+        Ok(())
+    }
+
+    /// A parked connection that has something to read, taken out of the lot.
+    pub fn claim(&self) -> Option<Socket> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }; 1];
+        // SAFETY: ev has room for the one event asked for; no wait.
+        let n = unsafe { libc::epoll_wait(self.ep.as_raw_fd(), ev.as_mut_ptr(), 1, 0) };
+        if n != 1 {
+            return None;
+        }
+        let raw = ev[0].u64 as RawFd;
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        // Swept meanwhile (closed for its idle timeout): nothing to take.
+        let (fd, _) = parked.remove(&raw)?;
+        self.count.store(parked.len(), Ordering::Release);
+        // SAFETY: fd is still open; removing it from the set before handing it on.
+        unsafe {
+            libc::epoll_ctl(
+                self.ep.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                raw,
+                std::ptr::null_mut(),
+            )
+        };
+        Some(Socket::from_owned(fd))
+    }
+
+    /// Closes the connections parked for longer than `idle` (`FCGI_IDLE_TIMEOUT`);
+    /// returns how many.
+    pub fn close_idle(&self, idle: Duration) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        let now = coarse_ms();
+        let limit = u64::try_from(idle.as_millis()).unwrap_or(u64::MAX);
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        let before = parked.len();
+        // Dropping the descriptor closes it, which also takes it out of the epoll set.
+        parked.retain(|_, (_, at)| now.saturating_sub(*at) < limit);
+        self.count.store(parked.len(), Ordering::Release);
+        before - parked.len()
+    }
+
+    /// Closes every parked connection (the server is stopping: idle kept-alive
+    /// connections are closed then, as those a thread holds are).
+    pub fn close_all(&self) {
+        let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
+        parked.clear();
+        self.count.store(0, Ordering::Release);
     }
 }
 
@@ -1490,6 +1654,38 @@ pub fn is_terminal(fd: RawFd) -> bool {
 mod tests {
     use super::*;
     use std::os::unix::net::{UnixListener, UnixStream};
+
+    #[test]
+    fn the_lot_hands_back_a_connection_once_it_has_something_to_read() {
+        use std::io::{Read, Write};
+        let lot = ParkLot::new(2).unwrap();
+        assert!(lot.is_empty() && lot.claim().is_none());
+        let (ours1, mut peer1) = UnixStream::pair().unwrap();
+        let (ours2, _peer2) = UnixStream::pair().unwrap();
+        let (ours3, _peer3) = UnixStream::pair().unwrap();
+        lot.park(OwnedFd::from(ours1)).unwrap();
+        lot.park(OwnedFd::from(ours2)).unwrap();
+        // Full: the third is given back.
+        assert!(lot.park(OwnedFd::from(ours3)).is_err());
+        // Nothing to read on either yet.
+        assert!(!lot.has_ready() && lot.claim().is_none());
+        peer1.write_all(b"next").unwrap();
+        assert!(lot.has_ready());
+        let s = lot.claim().expect("the connection with a request");
+        let mut buf = [0u8; 8];
+        assert_eq!(s.read(&mut buf).unwrap(), 4);
+        // Taken once only; the other still waits.
+        assert!(lot.claim().is_none() && !lot.is_empty());
+        // Idle past a limit of 0: closed.
+        assert_eq!(lot.close_idle(Duration::ZERO), 1);
+        assert!(lot.is_empty());
+        // close_all closes what is left: the peer reads the end.
+        let (ours4, mut peer4) = UnixStream::pair().unwrap();
+        lot.park(OwnedFd::from(ours4)).unwrap();
+        lot.close_all();
+        assert!(lot.is_empty());
+        assert_eq!(peer4.read(&mut buf).unwrap(), 0);
+    }
 
     #[test]
     fn spinning_reads_the_running_tasks_and_backs_off_after_misses() {

@@ -629,6 +629,117 @@ fn threads_serve_connections_at_once_and_no_more() {
     assert_eq!(read_reply(&mut b, 1, T).status(), 200);
 }
 
+/// A web server that keeps more connections open than the app has threads (H2O's
+/// pool has no limit; nginx's `keepalive` is per worker process): a connection idle
+/// between requests gives its thread to one that waits, within about a quarter of a
+/// second, and is served again when its next request comes (`ParkLot`). Before, the
+/// waiting one waited for the web server's keep-alive timeout.
+#[test]
+fn idle_kept_connections_give_their_threads_to_waiting_ones() {
+    let mut app = FcgiApp::start("echo", &[("FCGI_THREADS", "2")]);
+    let ask = |s: &mut std::os::unix::net::UnixStream, id: u16, path: &str| {
+        let t0 = Instant::now();
+        s.write_all(&request(id, true, &get(path, ""), b""))
+            .unwrap();
+        let r = read_reply(s, id, Duration::from_secs(5));
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.json()["path_info"], path);
+        t0.elapsed()
+    };
+    // Two kept connections, each served once and then idle: both threads are theirs.
+    let mut conns = vec![app.connect(), app.connect()];
+    ask(&mut conns[0], 1, "/a");
+    ask(&mut conns[1], 1, "/b");
+    // Four more, one after another, each kept open after its answer.
+    for i in 0..4 {
+        let mut c = app.connect();
+        let took = ask(&mut c, 1, &format!("/new{i}"));
+        assert!(
+            took < Duration::from_secs(2),
+            "connection {i} waited {took:?}"
+        );
+        conns.push(c);
+    }
+    // Every one of them is still served, in turns, again and again.
+    for round in 0..3u16 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            let took = ask(c, 2 + round, &format!("/again/{i}"));
+            assert!(
+                took < Duration::from_secs(2),
+                "round {round}, connection {i}: {took:?}"
+            );
+        }
+    }
+    // Six at once on the six connections.
+    let handles: Vec<_> = conns
+        .drain(..)
+        .enumerate()
+        .map(|(i, mut c)| {
+            std::thread::spawn(move || {
+                c.write_all(&request(9, true, &get("/sleep", "ms=300"), b""))
+                    .unwrap();
+                assert_eq!(
+                    read_reply(&mut c, 9, Duration::from_secs(10)).status(),
+                    200,
+                    "{i}"
+                );
+                c
+            })
+        })
+        .collect();
+    let mut conns: Vec<std::os::unix::net::UnixStream> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+    // A stop with a request sent on every connection just before: each is answered,
+    // parked or not, then the connections close and the process exits 0.
+    // (Each takes 200 ms, so the two threads are busy at the signal and the others
+    // wait parked.)
+    for c in &mut conns {
+        c.write_all(&request(10, true, &get("/sleep", "ms=200"), b""))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    app.signal(libc::SIGTERM);
+    for (i, c) in conns.iter_mut().enumerate() {
+        assert_eq!(
+            read_reply(c, 10, T).status(),
+            200,
+            "connection {i}: {}",
+            app.stderr()
+        );
+        assert!(closed_within(c, T), "connection {i}");
+    }
+    assert_eq!(
+        app.wait_exit(T).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        app.stderr()
+    );
+}
+
+/// `FCGI_IDLE_TIMEOUT` closes parked connections too.
+#[test]
+fn parked_connections_are_closed_at_the_idle_timeout() {
+    let mut app = FcgiApp::start("echo", &[("FCGI_THREADS", "2"), ("FCGI_IDLE_TIMEOUT", "2")]);
+    let mut conns = Vec::new();
+    for i in 0..4u16 {
+        let mut c = app.connect();
+        c.write_all(&request(1, true, &get(&format!("/{i}"), ""), b""))
+            .unwrap();
+        assert_eq!(read_reply(&mut c, 1, Duration::from_secs(5)).status(), 200);
+        conns.push(c);
+    }
+    let t0 = Instant::now();
+    for (i, c) in conns.iter_mut().enumerate() {
+        assert!(closed_within(c, Duration::from_secs(6)), "connection {i}");
+    }
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(app.alive());
+}
+
 #[test]
 fn sigterm_still_serves_a_request_already_sent_on_the_kept_alive_connection() {
     let mut app = FcgiApp::start("echo", &[]);

@@ -1372,8 +1372,9 @@ hosts:
 
 /// H2O's `fastcgi.spawn` (`servers/h2o-fastcgi.conf`): H2O starts the app with a
 /// listening socket on fd 0 and never starts it again. The mount at /app (told by
-/// `FORCE_SCRIPT_NAME`: H2O sends the whole path as PATH_INFO) and at the root; then a
-/// new upload of the file, after which the new program answers and no request fails on
+/// `FORCE_SCRIPT_NAME`: H2O sends the whole path as PATH_INFO) and at the root; more
+/// requests at once than the app has threads, over H2O's kept connections; then a new
+/// upload of the file, after which the new program answers and no request fails on
 /// the way (the snippet's `FCGI_PROCESSES`: without it the app exits, and H2O answers
 /// 503 until it is restarted).
 #[test]
@@ -1393,6 +1394,38 @@ fn h2o_fastcgi_spawn() {
         Some(format!("http://127.0.0.1:{}/app/landed", web.port).as_str()),
         "{r:?}"
     );
+
+    // H2O keeps every connection it opens (the snippet's keep-alive), more than the 8
+    // the app serves at once: 16 requests at once, twice, are all answered in turn,
+    // idle connections parked while others wait (before, they waited for H2O's
+    // 10 s keep-alive timeout).
+    for round in 0..2 {
+        let t0 = Instant::now();
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let port = web.port;
+                std::thread::spawn(move || {
+                    try_http_request(
+                        port,
+                        "GET",
+                        &format!("/app/sleep?ms=300&i={i}"),
+                        &[],
+                        Body::None,
+                        Duration::from_secs(30),
+                    )
+                    .map(|r| r.status)
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), Ok(200), "round {round}");
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "round {round}: 16 requests of 0.3 s on 8 threads took {:?}",
+            t0.elapsed()
+        );
+    }
 
     upload(&example("hello"), &exe);
     let uploaded = Instant::now();
