@@ -231,6 +231,9 @@ pub(crate) trait Parking: Send + Sync {
     /// Connections are parked already and every thread is taken: a connection that
     /// goes idle parks at once (atomic loads only: asked after every response).
     fn crowded(&self) -> bool;
+    /// Every thread the pool may have is started (an atomic load): only then can a
+    /// connection wait for one.
+    fn full(&self) -> bool;
     /// Takes a kept-alive connection with nothing unread; gives it back when it
     /// cannot.
     fn park(&self, fd: std::os::fd::OwnedFd) -> Result<(), std::os::fd::OwnedFd>;
@@ -239,6 +242,20 @@ pub(crate) trait Parking: Send + Sync {
 /// How often an idle kept-alive connection that could be parked looks whether another
 /// connection waits for its thread.
 const PARK_CHECK: Duration = Duration::from_millis(250);
+/// How often a busy connection looks, after a response, whether a new connection
+/// waits for a thread, in milliseconds.
+const PRESSURE_LOOK_MS: u64 = 100;
+
+/// True at most every `PRESSURE_LOOK_MS` since `looked` (a read of the coarse clock,
+/// no system call), which it then moves on.
+fn pressure_due(looked: &mut u64) -> bool {
+    let now = sys::coarse_ms();
+    if now.saturating_sub(*looked) < PRESSURE_LOOK_MS {
+        return false;
+    }
+    *looked = now;
+    true
+}
 
 const RBUF: usize = 16 * 1024;
 /// Coalesced output is sent once this much is buffered.
@@ -299,6 +316,9 @@ pub(crate) struct Conn<T: Transport> {
     parking: Option<Arc<dyn Parking>>,
     /// The idle read's periodic wake-up (`PARK_CHECK`) is set on the socket.
     idle_check_set: bool,
+    /// When this connection last looked, after a response, whether another waits for
+    /// its thread ([`sys::coarse_ms`]).
+    pressure_looked: u64,
 }
 
 impl<T: Transport> Drop for Conn<T> {
@@ -345,6 +365,7 @@ impl<T: Transport> Conn<T> {
             management_only: None,
             parking: None,
             idle_check_set: false,
+            pressure_looked: 0,
         }
     }
 
@@ -494,13 +515,17 @@ impl<T: Transport> Conn<T> {
         }
         if idle && std::mem::take(&mut self.poll_first) {
             // Right after a response, with connections parked and every thread taken:
-            // the others are served sooner if this one waits in the lot at once.
-            if self
-                .parking
-                .as_ref()
-                .is_some_and(|p| p.crowded() && self.parkable())
-            {
-                return Err(ConnError::Park);
+            // the others are served sooner if this one waits in the lot at once. With
+            // every thread taken and none parked, a look (10 a second at most per
+            // connection) whether a new connection waits: a connection whose requests
+            // come back to back never idles, and would keep its thread for good.
+            let parkable = self.parking.is_some() && self.parkable();
+            if let (true, Some(p)) = (parkable, &self.parking) {
+                if p.crowded()
+                    || (p.full() && pressure_due(&mut self.pressure_looked) && p.pressure())
+                {
+                    return Err(ConnError::Park);
+                }
             }
             if !self.draining && self.served_any {
                 if let Some(fd) = self.t.raw_fd() {
@@ -512,9 +537,11 @@ impl<T: Transport> Conn<T> {
             // idle timeout, block in one recv (one system call, as libfcgi does);
             // otherwise poll first instead of a read that would only say EAGAIN.
             if self.cfg.idle_timeout.is_none() && !self.draining && self.served_any {
-                if self.parking.is_some() && !self.idle_check_set {
-                    // Set once per connection; without it the read below would block
-                    // until this connection's next request, whoever waits meanwhile.
+                if !self.idle_check_set && self.parking.as_ref().is_some_and(|p| p.full()) {
+                    // Set once per connection, once every thread is started (before,
+                    // a new connection gets a thread of its own); without it the read
+                    // below would block until this connection's next request, whoever
+                    // waits meanwhile.
                     self.idle_check_set = self.t.set_idle_check(PARK_CHECK);
                 }
                 loop {
@@ -1724,9 +1751,14 @@ where
                         break;
                     }
                 }
-                // Not parked (the lot is full): this thread keeps it, and waits the
-                // usual way (not the look after a response, which would park again).
-                continue;
+                // Not parked: every parked connection has a request waiting (or no
+                // descriptor is left). This one is idle and another waits for its
+                // thread: it is closed, as a web server's pool closes one it cannot
+                // keep (the web server opens a new one when it needs it).
+                log::info!(
+                    "more kept-alive connections than can wait for a thread; closing an idle one"
+                );
+                break;
             }
             // Answered without the app (UNKNOWN_ROLE, or aborted before its params
             // were complete) with keep-conn off: the web server may still be sending

@@ -413,9 +413,17 @@ impl conn::Parking for Pool {
             && self.threads.load(Ordering::Acquire) >= self.cfg.max_conns
     }
 
+    fn full(&self) -> bool {
+        self.lot.is_some() && self.threads.load(Ordering::Acquire) >= self.cfg.max_conns
+    }
+
     fn park(&self, fd: std::os::fd::OwnedFd) -> Result<(), std::os::fd::OwnedFd> {
         match &self.lot {
-            Some(lot) => lot.park(fd),
+            Some(lot) => {
+                // The idle timeout runs while every thread is busy too.
+                sweep_parked(self);
+                lot.park(fd)
+            }
             None => Err(fd),
         }
     }
@@ -508,15 +516,10 @@ pub(crate) fn serve(
         drain_backlog(&pool);
     }
     // Parked connections are idle ones: closed at the stop, as those a thread holds,
-    // after a request that has already arrived on one is served (as on those).
+    // after a request that has already arrived on one is served (as on those; each
+    // worker served such ones as it stopped, and FCGI_STOP_TIMEOUT bounds it all).
     if let Some(lot) = &pool.lot {
-        let until = std::time::Instant::now() + Duration::from_secs(2);
-        while std::time::Instant::now() < until {
-            match lot.claim() {
-                Some(sock) => resume_guarded(&pool, sock),
-                None => break,
-            }
-        }
+        serve_parked_requests(&pool, lot);
         lot.close_all();
     }
     match sys::shutdown_signal() {
@@ -596,6 +599,11 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
             Err(e) => return fail(e),
         };
         let Some(work) = accepted else {
+            // Requests already sent on parked connections are answered, by every
+            // stopping worker at once.
+            if let Some(lot) = &pool.lot {
+                serve_parked_requests(pool, lot);
+            }
             let drain = match pool.opts.drain_backlog {
                 Drain::Never => false,
                 Drain::Always => true,
@@ -645,6 +653,14 @@ fn drain_backlog(pool: &Arc<Pool>) {
 fn serve_guarded(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::SocketAddr>) {
     if let Err(msg) = crate::response::guarded(|| serve_connection(pool, sock, peer)) {
         log::error!("panic while serving a connection: {msg}; the connection was closed");
+    }
+}
+
+/// Serves the parked connections that have a request (or their end) waiting; each is
+/// served until it is idle again, which while stopping closes it.
+fn serve_parked_requests(pool: &Arc<Pool>, lot: &sys::ParkLot) {
+    while let Some(sock) = lot.claim() {
+        resume_guarded(pool, sock);
     }
 }
 
@@ -858,11 +874,13 @@ fn accept_one(pool: &Pool, waiter: &sys::AcceptWait) -> Result<Option<Work>, Err
     }
     let mut spun = false;
     if !waiter.stopped() {
-        if let Some(s) = claim_parked(pool) {
-            return Ok(Some(Work::Parked(s)));
-        }
+        // A new connection first: a parked one was served before, and may be back at
+        // once with its next request (a connection parked by the pressure look).
         if let Ok(Accepted::Conn(s, addr)) = pool.listener.accept() {
             return Ok(Some(Work::New(s, addr)));
+        }
+        if let Some(s) = claim_parked(pool) {
+            return Ok(Some(Work::Parked(s)));
         }
         // Not queued yet: the next one may be on its way (the same client again).
         spun = sys::spin(&[(pool.listener.as_raw_fd(), libc::POLLIN)], 0);
@@ -886,13 +904,13 @@ fn accept_one(pool: &Pool, waiter: &sys::AcceptWait) -> Result<Option<Work>, Err
         if pool.life.exhausted() {
             return Ok(None);
         }
-        if let Some(s) = claim_parked(pool) {
-            return Ok(Some(Work::Parked(s)));
-        }
         match pool.listener.accept() {
             Ok(Accepted::Conn(s, addr)) => return Ok(Some(Work::New(s, addr))),
             Ok(Accepted::Nothing) => {}
             Err(e) => accept_failed(e, &mut backoff_logged)?,
+        }
+        if let Some(s) = claim_parked(pool) {
+            return Ok(Some(Work::Parked(s)));
         }
     }
 }

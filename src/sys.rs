@@ -684,12 +684,24 @@ impl ParkLot {
         !self.is_empty() && !nothing_to_read(self.ep.as_raw_fd())
     }
 
-    /// Takes `fd`, a kept-alive connection with nothing unread; gives it back when the
-    /// lot is full or the descriptor cannot be watched.
+    /// Takes `fd`, a kept-alive connection with nothing unread. When the lot is full,
+    /// the connection parked longest with nothing to read is closed to make room (as a
+    /// web server's own pool drops its least recently used connection); gives `fd`
+    /// back when every parked one has a request waiting, or the descriptor cannot be
+    /// watched.
     pub fn park(&self, fd: OwnedFd) -> Result<(), OwnedFd> {
         let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
         if parked.len() >= self.max {
-            return Err(fd);
+            let oldest_idle = parked
+                .iter()
+                .filter(|(raw, _)| nothing_to_read(**raw))
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(raw, _)| *raw);
+            match oldest_idle {
+                // Dropping it closes it, which takes it out of the epoll set too.
+                Some(raw) => drop(parked.remove(&raw)),
+                None => return Err(fd),
+            }
         }
         let raw = fd.as_raw_fd();
         let mut ev = libc::epoll_event {
@@ -735,8 +747,9 @@ impl ParkLot {
         Some(Socket::from_owned(fd))
     }
 
-    /// Closes the connections parked for longer than `idle` (`FCGI_IDLE_TIMEOUT`);
-    /// returns how many.
+    /// Closes the connections parked for longer than `idle` (`FCGI_IDLE_TIMEOUT`) with
+    /// nothing to read (one whose next request has come is no longer idle: it waits for
+    /// a thread); returns how many.
     pub fn close_idle(&self, idle: Duration) -> usize {
         if self.is_empty() {
             return 0;
@@ -746,7 +759,7 @@ impl ParkLot {
         let mut parked = self.parked.lock().unwrap_or_else(|p| p.into_inner());
         let before = parked.len();
         // Dropping the descriptor closes it, which also takes it out of the epoll set.
-        parked.retain(|_, (_, at)| now.saturating_sub(*at) < limit);
+        parked.retain(|raw, (_, at)| now.saturating_sub(*at) < limit || !nothing_to_read(*raw));
         self.count.store(parked.len(), Ordering::Release);
         before - parked.len()
     }
@@ -1661,24 +1674,40 @@ mod tests {
         let lot = ParkLot::new(2).unwrap();
         assert!(lot.is_empty() && lot.claim().is_none());
         let (ours1, mut peer1) = UnixStream::pair().unwrap();
-        let (ours2, _peer2) = UnixStream::pair().unwrap();
-        let (ours3, _peer3) = UnixStream::pair().unwrap();
+        let (ours2, mut peer2) = UnixStream::pair().unwrap();
+        let (ours3, mut peer3) = UnixStream::pair().unwrap();
         lot.park(OwnedFd::from(ours1)).unwrap();
         lot.park(OwnedFd::from(ours2)).unwrap();
-        // Full: the third is given back.
-        assert!(lot.park(OwnedFd::from(ours3)).is_err());
         // Nothing to read on either yet.
         assert!(!lot.has_ready() && lot.claim().is_none());
         peer1.write_all(b"next").unwrap();
         assert!(lot.has_ready());
-        let s = lot.claim().expect("the connection with a request");
+        // Full: the one parked longest with nothing to read (the second: the first has
+        // a request) is closed to make room for the third.
+        std::thread::sleep(Duration::from_millis(20));
         let mut buf = [0u8; 8];
+        lot.park(OwnedFd::from(ours3)).unwrap();
+        assert_eq!(peer2.read(&mut buf).unwrap(), 0, "the second was closed");
+        let s = lot.claim().expect("the connection with a request");
         assert_eq!(s.read(&mut buf).unwrap(), 4);
-        // Taken once only; the other still waits.
+        // Taken once only; the third still waits.
         assert!(lot.claim().is_none() && !lot.is_empty());
-        // Idle past a limit of 0: closed.
+        // Idle past a limit of 0 with nothing to read: closed; one whose request has
+        // come stays, to be served.
+        let (ours5, mut peer5) = UnixStream::pair().unwrap();
+        lot.park(OwnedFd::from(ours5)).unwrap();
+        peer5.write_all(b"req").unwrap();
         assert_eq!(lot.close_idle(Duration::ZERO), 1);
+        assert_eq!(peer3.read(&mut buf).unwrap(), 0, "the third was closed");
+        assert!(lot.claim().is_some());
         assert!(lot.is_empty());
+        // Full of connections that all have a request waiting: refused.
+        let full = ParkLot::new(1).unwrap();
+        let (a, mut pa) = UnixStream::pair().unwrap();
+        full.park(OwnedFd::from(a)).unwrap();
+        pa.write_all(b"x").unwrap();
+        let (b, _pb) = UnixStream::pair().unwrap();
+        assert!(full.park(OwnedFd::from(b)).is_err());
         // close_all closes what is left: the peer reads the end.
         let (ours4, mut peer4) = UnixStream::pair().unwrap();
         lot.park(OwnedFd::from(ours4)).unwrap();

@@ -740,6 +740,106 @@ fn parked_connections_are_closed_at_the_idle_timeout() {
     assert!(app.alive());
 }
 
+/// ... but not one whose next request came while every thread was busy: that one is
+/// no longer idle, and waits to be served.
+#[test]
+fn a_parked_connection_with_a_request_waiting_is_not_closed_for_idling() {
+    let app = FcgiApp::start(
+        "echo",
+        &[("FCGI_THREADS", "2"), ("FCGI_IDLE_TIMEOUT", "1")],
+    );
+    let mut idle: Vec<_> = (0..4)
+        .map(|i| {
+            let mut c = app.connect();
+            c.write_all(&request(1, true, &get(&format!("/{i}"), ""), b""))
+                .unwrap();
+            assert_eq!(read_reply(&mut c, 1, Duration::from_secs(5)).status(), 200);
+            c
+        })
+        .collect();
+    // Two 3 s requests take both threads; the idle connections are parked.
+    let mut busy: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = app.connect();
+            c.write_all(&request(1, true, &get("/sleep", "ms=3000"), b""))
+                .unwrap();
+            c
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    for (i, c) in idle.iter_mut().enumerate() {
+        c.write_all(&request(2, true, &get(&format!("/late{i}"), ""), b""))
+            .unwrap();
+    }
+    // Past the idle timeout, while both threads are still busy: answered once a
+    // thread is free, not closed.
+    for (i, c) in idle.iter_mut().enumerate() {
+        let r = read_reply(c, 2, Duration::from_secs(10));
+        assert_eq!(r.status(), 200, "connection {i}");
+    }
+    for c in &mut busy {
+        assert_eq!(read_reply(c, 1, Duration::from_secs(10)).status(), 200);
+    }
+}
+
+/// A stop answers the requests already sent on parked connections however many there
+/// are (every stopping worker serves them), not only those it gets to in the first
+/// seconds.
+#[test]
+fn a_stop_answers_every_request_already_sent_on_parked_connections() {
+    let mut app = FcgiApp::start("echo", &[("FCGI_THREADS", "2")]);
+    let mut conns: Vec<_> = (0..16)
+        .map(|i| {
+            let mut c = app.connect();
+            c.write_all(&request(1, true, &get(&format!("/{i}"), ""), b""))
+                .unwrap();
+            assert_eq!(read_reply(&mut c, 1, Duration::from_secs(5)).status(), 200);
+            c
+        })
+        .collect();
+    for c in &mut conns {
+        c.write_all(&request(2, true, &get("/sleep", "ms=600"), b""))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    app.signal(libc::SIGTERM);
+    for (i, c) in conns.iter_mut().enumerate() {
+        let r = read_reply(c, 2, Duration::from_secs(20));
+        assert_eq!(r.status(), 200, "connection {i}: {}", app.stderr());
+        assert!(closed_within(c, T), "connection {i}");
+    }
+    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0), "{}", app.stderr());
+}
+
+/// Connections whose requests come back to back never idle: with more of them than
+/// threads, each still gets its turn (a busy connection looks, 10 times a second at
+/// most, whether a new one waits, and then waits parked itself).
+#[test]
+fn busy_kept_connections_beyond_the_threads_each_get_their_turn() {
+    let app = FcgiApp::start("echo", &[("FCGI_THREADS", "2")]);
+    let until = Instant::now() + Duration::from_secs(3);
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = app.connect();
+            std::thread::spawn(move || {
+                let mut answered = 0u32;
+                let mut id = 1u16;
+                while Instant::now() < until {
+                    c.write_all(&request(id, true, &get("/busy", ""), b""))
+                        .unwrap();
+                    if read_reply(&mut c, id, Duration::from_secs(10)).status() == 200 {
+                        answered += 1;
+                    }
+                    id = id % 1000 + 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let counts: Vec<u32> = clients.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(counts.iter().all(|&n| n >= 10), "answers per connection: {counts:?}");
+}
+
 #[test]
 fn sigterm_still_serves_a_request_already_sent_on_the_kept_alive_connection() {
     let mut app = FcgiApp::start("echo", &[]);
