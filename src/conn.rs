@@ -246,14 +246,23 @@ const PARK_CHECK: Duration = Duration::from_millis(250);
 /// waits for a thread, in milliseconds.
 const PRESSURE_LOOK_MS: u64 = 100;
 
-/// True at most every `PRESSURE_LOOK_MS` since `looked` (a read of the coarse clock,
-/// no system call), which it then moves on.
-fn pressure_due(looked: &mut u64) -> bool {
-    let now = sys::coarse_ms();
-    if now.saturating_sub(*looked) < PRESSURE_LOOK_MS {
+/// Responses between two reads of the clock for that look.
+const PRESSURE_LOOK_EVERY: u32 = 8;
+
+/// True at most every `PRESSURE_LOOK_MS` since `looked.0`, and only every
+/// `PRESSURE_LOOK_EVERY`th response (counted in `looked.1`): the clock (the coarse
+/// one, without a system call) is read only then.
+fn pressure_due(looked: &mut (u64, u32)) -> bool {
+    looked.1 += 1;
+    if looked.1 < PRESSURE_LOOK_EVERY {
         return false;
     }
-    *looked = now;
+    looked.1 = 0;
+    let now = sys::coarse_ms();
+    if now.saturating_sub(looked.0) < PRESSURE_LOOK_MS {
+        return false;
+    }
+    looked.0 = now;
     true
 }
 
@@ -317,8 +326,8 @@ pub(crate) struct Conn<T: Transport> {
     /// The idle read's periodic wake-up (`PARK_CHECK`) is set on the socket.
     idle_check_set: bool,
     /// When this connection last looked, after a response, whether another waits for
-    /// its thread ([`sys::coarse_ms`]).
-    pressure_looked: u64,
+    /// its thread ([`sys::coarse_ms`]), and the responses since it last read the clock.
+    pressure_looked: (u64, u32),
 }
 
 impl<T: Transport> Drop for Conn<T> {
@@ -365,7 +374,7 @@ impl<T: Transport> Conn<T> {
             management_only: None,
             parking: None,
             idle_check_set: false,
-            pressure_looked: 0,
+            pressure_looked: (0, 0),
         }
     }
 
@@ -519,10 +528,13 @@ impl<T: Transport> Conn<T> {
             // every thread taken and none parked, a look (10 a second at most per
             // connection) whether a new connection waits: a connection whose requests
             // come back to back never idles, and would keep its thread for good.
-            let parkable = self.parking.is_some() && self.parkable();
-            if let (true, Some(p)) = (parkable, &self.parking) {
-                if p.crowded()
-                    || (p.full() && pressure_due(&mut self.pressure_looked) && p.pressure())
+            // (Until every thread is started, one atomic load: nothing can wait.)
+            let full = self.parking.as_ref().is_some_and(|p| p.full());
+            if let (true, Some(p)) = (full, &self.parking) {
+                let crowded = p.crowded();
+                if (crowded || pressure_due(&mut self.pressure_looked))
+                    && self.parkable()
+                    && (crowded || p.pressure())
                 {
                     return Err(ConnError::Park);
                 }
@@ -537,7 +549,7 @@ impl<T: Transport> Conn<T> {
             // idle timeout, block in one recv (one system call, as libfcgi does);
             // otherwise poll first instead of a read that would only say EAGAIN.
             if self.cfg.idle_timeout.is_none() && !self.draining && self.served_any {
-                if !self.idle_check_set && self.parking.as_ref().is_some_and(|p| p.full()) {
+                if !self.idle_check_set && full {
                     // Set once per connection, once every thread is started (before,
                     // a new connection gets a thread of its own); without it the read
                     // below would block until this connection's next request, whoever

@@ -744,10 +744,7 @@ fn parked_connections_are_closed_at_the_idle_timeout() {
 /// no longer idle, and waits to be served.
 #[test]
 fn a_parked_connection_with_a_request_waiting_is_not_closed_for_idling() {
-    let app = FcgiApp::start(
-        "echo",
-        &[("FCGI_THREADS", "2"), ("FCGI_IDLE_TIMEOUT", "1")],
-    );
+    let app = FcgiApp::start("echo", &[("FCGI_THREADS", "2"), ("FCGI_IDLE_TIMEOUT", "1")]);
     let mut idle: Vec<_> = (0..4)
         .map(|i| {
             let mut c = app.connect();
@@ -808,7 +805,12 @@ fn a_stop_answers_every_request_already_sent_on_parked_connections() {
         assert_eq!(r.status(), 200, "connection {i}: {}", app.stderr());
         assert!(closed_within(c, T), "connection {i}");
     }
-    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0), "{}", app.stderr());
+    assert_eq!(
+        app.wait_exit(T).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        app.stderr()
+    );
 }
 
 /// Connections whose requests come back to back never idle: with more of them than
@@ -837,7 +839,10 @@ fn busy_kept_connections_beyond_the_threads_each_get_their_turn() {
         })
         .collect();
     let counts: Vec<u32> = clients.into_iter().map(|h| h.join().unwrap()).collect();
-    assert!(counts.iter().all(|&n| n >= 10), "answers per connection: {counts:?}");
+    assert!(
+        counts.iter().all(|&n| n >= 10),
+        "answers per connection: {counts:?}"
+    );
 }
 
 #[test]
