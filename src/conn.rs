@@ -57,11 +57,6 @@ pub(crate) trait Transport: Send {
     fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
         None
     }
-    /// Makes `idle_read` return `TimedOut` every `every` without a byte; false if not
-    /// supported.
-    fn set_idle_check(&mut self, _every: Duration) -> bool {
-        false
-    }
     /// A second descriptor of the connection, to park it.
     fn duplicate(&self) -> Option<std::os::fd::OwnedFd> {
         None
@@ -104,9 +99,6 @@ impl Transport for sys::Socket {
     }
     fn idle_read(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         sys::Socket::idle_read(self, buf)
-    }
-    fn set_idle_check(&mut self, every: Duration) -> bool {
-        sys::Socket::set_idle_check(self, every).is_ok()
     }
     fn duplicate(&self) -> Option<std::os::fd::OwnedFd> {
         sys::Socket::duplicate(self).ok()
@@ -239,9 +231,10 @@ pub(crate) trait Parking: Send + Sync {
     fn park(&self, fd: std::os::fd::OwnedFd) -> Result<(), std::os::fd::OwnedFd>;
 }
 
-/// How often an idle kept-alive connection that could be parked looks whether another
-/// connection waits for its thread.
-const PARK_CHECK: Duration = Duration::from_millis(250);
+/// How often an idle kept-alive connection that could be parked is made to look
+/// whether another connection waits for its thread (the pool's watch, or the slices of
+/// a polling wait).
+pub(crate) const PARK_CHECK: Duration = Duration::from_millis(250);
 /// How often a busy connection looks, after a response, whether a new connection
 /// waits for a thread, in milliseconds.
 const PRESSURE_LOOK_MS: u64 = 100;
@@ -323,8 +316,6 @@ pub(crate) struct Conn<T: Transport> {
     management_only: Option<String>,
     /// Where this connection may wait while idle, without its thread.
     parking: Option<Arc<dyn Parking>>,
-    /// The idle read's periodic wake-up (`PARK_CHECK`) is set on the socket.
-    idle_check_set: bool,
     /// When this connection last looked, after a response, whether another waits for
     /// its thread ([`sys::coarse_ms`]), and the responses since it last read the clock.
     pressure_looked: (u64, u32),
@@ -373,7 +364,6 @@ impl<T: Transport> Conn<T> {
             head_deadline: None,
             management_only: None,
             parking: None,
-            idle_check_set: false,
             pressure_looked: (0, 0),
         }
     }
@@ -549,13 +539,6 @@ impl<T: Transport> Conn<T> {
             // idle timeout, block in one recv (one system call, as libfcgi does);
             // otherwise poll first instead of a read that would only say EAGAIN.
             if self.cfg.idle_timeout.is_none() && !self.draining && self.served_any {
-                if !self.idle_check_set && full {
-                    // Set once per connection, once every thread is started (before,
-                    // a new connection gets a thread of its own); without it the read
-                    // below would block until this connection's next request, whoever
-                    // waits meanwhile.
-                    self.idle_check_set = self.t.set_idle_check(PARK_CHECK);
-                }
                 loop {
                     match self.t.idle_read(&mut self.rbuf[self.rend..]) {
                         Ok(Some(n)) => {
@@ -566,9 +549,10 @@ impl<T: Transport> Conn<T> {
                             return Ok(n);
                         }
                         Ok(None) => return Err(ConnError::Shutdown),
-                        // The periodic wake-up: give the thread away if another
-                        // connection waits for it, else read on.
-                        Err(e) if e.kind() == io::ErrorKind::TimedOut && self.idle_check_set => {
+                        // Woken by the pool's watch (a connection waits and every
+                        // thread is taken): give the thread away if this one still
+                        // can, else read on.
+                        Err(e) if e.kind() == io::ErrorKind::TimedOut && self.parking.is_some() => {
                             if self.may_park() {
                                 return Err(ConnError::Park);
                             }

@@ -387,6 +387,8 @@ struct Pool {
     /// Kept-alive FastCGI connections idle while every thread is taken (with more
     /// than one thread: one alone has no other connection to give way to).
     lot: Option<sys::ParkLot>,
+    /// The watch over the lot ([`watch_for_waiting_connections`]) is started.
+    watching: std::sync::atomic::AtomicBool,
 }
 
 /// The most connections one process parks (each is a descriptor and an epoll entry);
@@ -461,6 +463,7 @@ pub(crate) fn serve(
         threads: AtomicUsize::new(0),
         handles: Mutex::new(Vec::new()),
         lot: None,
+        watching: std::sync::atomic::AtomicBool::new(false),
     });
     let pool = {
         let mut pool = pool;
@@ -767,6 +770,52 @@ fn first_byte_is_fastcgi(pool: &Pool, sock: &sys::Socket) -> bool {
     }
 }
 
+/// Starts the watch over waiting connections, once, when the pool has a lot and every
+/// thread it may have is started (before, a connection that waits gets a new thread).
+fn start_watch(pool: &Arc<Pool>) {
+    if pool.lot.is_none() || pool.watching.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let p = pool.clone();
+    match std::thread::Builder::new()
+        .name("fcgi-watch".to_owned())
+        .spawn(move || {
+            watch_for_waiting_connections(&p);
+            Ok(())
+        }) {
+        // Joined with the workers when the server stops.
+        Ok(h) => pool
+            .handles
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(h),
+        Err(e) => log::warn!("could not start the watch over idle connections: {e}"),
+    }
+}
+
+/// Every `PARK_CHECK`, while every thread is taken: when a connection waits (a new one,
+/// or a parked one with a request), the threads blocked on idle kept-alive connections
+/// are interrupted, and those still idle give their thread up. Threads between two
+/// requests of a busy connection look for themselves (`conn`), and those idle look
+/// only when asked: a timer on each of their reads cost 5–7 % of the kept-alive
+/// throughput at 8 threads (BENCHMARKS.md). Also applies `FCGI_IDLE_TIMEOUT` to
+/// parked connections while no worker waits for connections to do it.
+fn watch_for_waiting_connections(pool: &Pool) {
+    loop {
+        match sys::wait(-1, false, Some(conn::PARK_CHECK), Watch::Drain) {
+            Ok(Wake::Stop) | Err(_) => return,
+            _ => {}
+        }
+        if sys::shutdown_requested() || sys::ACCEPT.is_raised() || pool.life.exhausted() {
+            return;
+        }
+        if conn::Parking::pressure(pool) {
+            sys::ask_idle_readers_to_park();
+        }
+        sweep_parked(pool);
+    }
+}
+
 /// Starts one more worker when every worker is busy and the cap allows. A thread that
 /// cannot be started is logged; the error is returned for the caller that has no
 /// worker otherwise.
@@ -792,6 +841,9 @@ fn grow_to(pool: &Arc<Pool>, cap: usize) -> std::io::Result<()> {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .push(h);
+            if n + 1 >= pool.cfg.max_conns {
+                start_watch(pool);
+            }
             Ok(())
         }
         Err(e) => {

@@ -165,6 +165,7 @@ impl Socket {
             return Err(io::ErrorKind::WouldBlock.into());
         };
         IDLE_FD.set(fd);
+        let asked = PARK_ASKED.load(Ordering::Acquire);
         let r = loop {
             if DRAIN.is_raised() {
                 // A request that has already arrived is still served.
@@ -182,12 +183,16 @@ impl Socket {
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::WouldBlock {
-                    // The receive timeout (`set_idle_check`, or one the socket took
-                    // from a listener that blocks in `accept`) passed.
+                    // A receive timeout the socket took from a listener that blocks in
+                    // `accept` passed.
                     break Err(io::ErrorKind::TimedOut.into());
                 }
                 if e.kind() != io::ErrorKind::Interrupted {
                     break Err(e);
+                }
+                if PARK_ASKED.load(Ordering::Acquire) != asked {
+                    // [`ask_idle_readers_to_park`]: the caller looks whether to.
+                    break Err(io::ErrorKind::TimedOut.into());
                 }
             }
             // The wake-up signal (or the end of stream it caused): look at the flag.
@@ -236,27 +241,6 @@ impl Socket {
             }
             sockaddr_to_std(&addr)
         }
-    }
-
-    /// Makes [`idle_read`](Self::idle_read) return `TimedOut` after `every` without a
-    /// byte (`SO_RCVTIMEO`, which only a blocking `recv` meets: the other reads do not
-    /// wait), so an idle kept-alive connection is looked at again now and then.
-    pub fn set_idle_check(&self, every: Duration) -> io::Result<()> {
-        let tv = libc::timeval {
-            tv_sec: every.as_secs().min(i32::MAX as u64) as libc::time_t,
-            tv_usec: every.subsec_micros() as libc::suseconds_t,
-        };
-        // SAFETY: setsockopt on a descriptor we hold, with a live timeval of its size.
-        cvt(unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const tv).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        })
-        .map(drop)
     }
 
     /// A second descriptor of the same connection (close-on-exec).
@@ -1298,6 +1282,19 @@ extern "C" fn on_wake(_: libc::c_int) {
             *libc::__errno_location() = errno;
         }
     }
+}
+
+/// Raised by [`ask_idle_readers_to_park`]; an idle read that an interruption finds
+/// changed returns `TimedOut`.
+static PARK_ASKED: AtomicU64 = AtomicU64::new(0);
+
+/// Interrupts the threads blocked on an idle kept-alive connection, so each looks
+/// whether to give its thread to a connection that waits (the pool's watch calls it,
+/// 4 times a second at most). A read the signal misses (it lands just before the
+/// `recv`) is asked again at the next look.
+pub fn ask_idle_readers_to_park() {
+    PARK_ASKED.fetch_add(1, Ordering::AcqRel);
+    wake_idle_readers();
 }
 
 /// Interrupts every idle reader. Async-signal-safe (atomic loads and pthread_kill).
