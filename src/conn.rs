@@ -519,8 +519,7 @@ impl<T: Transport> Conn<T> {
             // connection) whether a new connection waits: a connection whose requests
             // come back to back never idles, and would keep its thread for good.
             // (Until every thread is started, one atomic load: nothing can wait.)
-            let full = self.parking.as_ref().is_some_and(|p| p.full());
-            if let (true, Some(p)) = (full, &self.parking) {
+            if let Some(p) = self.parking.as_ref().filter(|p| p.full()) {
                 let crowded = p.crowded();
                 if (crowded || pressure_due(&mut self.pressure_looked))
                     && self.parkable()
@@ -1742,7 +1741,7 @@ where
                 let c = lock(&conn);
                 // Parked: the duplicate keeps the connection open after this handle's
                 // close below.
-                if let Some((p, fd)) = c.parking.clone().zip(c.t.duplicate()) {
+                if let (Some(p), Some(fd)) = (&c.parking, c.t.duplicate()) {
                     if p.park(fd).is_ok() {
                         break;
                     }

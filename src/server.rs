@@ -392,7 +392,7 @@ struct Pool {
 }
 
 /// The most connections one process parks (each is a descriptor and an epoll entry);
-/// past it, an idle connection keeps its thread, as it did before there was a lot.
+/// past it, the one parked longest with nothing to read is closed to make room.
 const PARK_MAX: usize = 1024;
 
 impl conn::Parking for Pool {
@@ -412,7 +412,7 @@ impl conn::Parking for Pool {
     fn crowded(&self) -> bool {
         self.lot.as_ref().is_some_and(|lot| !lot.is_empty())
             && self.idle.load(Ordering::Acquire) == 0
-            && self.threads.load(Ordering::Acquire) >= self.cfg.max_conns
+            && self.full()
     }
 
     fn full(&self) -> bool {
@@ -421,11 +421,7 @@ impl conn::Parking for Pool {
 
     fn park(&self, fd: std::os::fd::OwnedFd) -> Result<(), std::os::fd::OwnedFd> {
         match &self.lot {
-            Some(lot) => {
-                // The idle timeout runs while every thread is busy too.
-                sweep_parked(self);
-                lot.park(fd)
-            }
+            Some(lot) => lot.park(fd),
             None => Err(fd),
         }
     }
@@ -453,6 +449,13 @@ pub(crate) fn serve(
     sys::set_spin(cfg.spin);
     let life = Arc::new(Lifecycle::new(&cfg));
     let coordinated = opts.handover.is_some();
+    let lot = if cfg.max_conns > 1 && opts.protocol == Protocol::FastCgi {
+        sys::ParkLot::new(PARK_MAX)
+            .map_err(|e| log::debug!("no lot for idle connections: {e}"))
+            .ok()
+    } else {
+        None
+    };
     let pool = Arc::new(Pool {
         listener,
         app,
@@ -462,20 +465,9 @@ pub(crate) fn serve(
         idle: AtomicUsize::new(0),
         threads: AtomicUsize::new(0),
         handles: Mutex::new(Vec::new()),
-        lot: None,
+        lot,
         watching: std::sync::atomic::AtomicBool::new(false),
     });
-    let pool = {
-        let mut pool = pool;
-        if let Some(p) = Arc::get_mut(&mut pool) {
-            if p.cfg.max_conns > 1 && p.opts.protocol == Protocol::FastCgi {
-                p.lot = sys::ParkLot::new(PARK_MAX)
-                    .map_err(|e| log::debug!("no lot for idle connections: {e}"))
-                    .ok();
-            }
-        }
-        pool
-    };
     let mut result = Ok(());
     if coordinated {
         // This thread only coordinates: without a worker nothing would be served,
@@ -670,21 +662,29 @@ fn serve_parked_requests(pool: &Arc<Pool>, lot: &sys::ParkLot) {
 /// A parked connection taken back ([`serve_guarded`] for it: its address was checked
 /// when it was accepted, and only FastCGI connections are parked).
 fn resume_guarded(pool: &Arc<Pool>, sock: sys::Socket) {
-    let parking: Arc<dyn conn::Parking> = pool.clone();
     let run = || {
         let _open = sys::OpenConn::new();
-        conn::serve(
-            sock,
-            &*pool.app,
-            &pool.cfg,
-            &mut || pool.life.after_request(),
-            Some(parking),
-            true,
-        );
+        serve_fastcgi(pool, sock, true);
     };
     if let Err(msg) = crate::response::guarded(run) {
         log::error!("panic while serving a connection: {msg}; the connection was closed");
     }
+}
+
+/// A FastCGI connection, new or taken back from the lot (`resumed`).
+fn serve_fastcgi(pool: &Arc<Pool>, sock: sys::Socket, resumed: bool) {
+    let parking = pool
+        .lot
+        .is_some()
+        .then(|| pool.clone() as Arc<dyn conn::Parking>);
+    conn::serve(
+        sock,
+        &*pool.app,
+        &pool.cfg,
+        &mut || pool.life.after_request(),
+        parking,
+        resumed,
+    );
 }
 
 /// One accepted connection: the address filter, then the protocol.
@@ -712,13 +712,7 @@ fn serve_connection(pool: &Arc<Pool>, sock: sys::Socket, peer: Option<std::net::
     }
     let after = &mut || pool.life.after_request();
     match pool.opts.protocol {
-        Protocol::FastCgi => {
-            let parking = pool
-                .lot
-                .is_some()
-                .then(|| pool.clone() as Arc<dyn conn::Parking>);
-            conn::serve(sock, &*pool.app, cfg, after, parking, false);
-        }
+        Protocol::FastCgi => serve_fastcgi(pool, sock, false),
         Protocol::Scgi => {
             // A FastCGI record (version byte 1) on an SCGI socket is a new server
             // asking whether we are draining; SCGI starts with a digit.
@@ -799,7 +793,7 @@ fn start_watch(pool: &Arc<Pool>) {
 /// requests of a busy connection look for themselves (`conn`), and those idle look
 /// only when asked: a timer on each of their reads cost 5–7 % of the kept-alive
 /// throughput at 8 threads (BENCHMARKS.md). Also applies `FCGI_IDLE_TIMEOUT` to
-/// parked connections while no worker waits for connections to do it.
+/// parked connections.
 fn watch_for_waiting_connections(pool: &Pool) {
     loop {
         match sys::wait(-1, false, Some(conn::PARK_CHECK), Watch::Drain) {
@@ -941,12 +935,11 @@ fn accept_one(pool: &Pool, waiter: &sys::AcceptWait) -> Result<Option<Work>, Err
         // A spin that found a connection is as good as the wait, unless accepting
         // stopped meanwhile.
         if !std::mem::take(&mut spun) || waiter.stopped() {
-            match waiter.wait(wait_limit(pool)) {
+            match waiter.wait(pool.life.idle_check_interval()) {
                 Ok(Wake::Stop) => return Ok(None),
                 Ok(Wake::TimedOut) => {
                     // Idle: look at the program file; a replaced one stops accepting.
                     pool.life.check_binary();
-                    sweep_parked(pool);
                     continue;
                 }
                 Ok(_) => {}
@@ -968,34 +961,19 @@ fn accept_one(pool: &Pool, waiter: &sys::AcceptWait) -> Result<Option<Work>, Err
 }
 
 /// A parked connection with something to read, if any (one atomic load when none is
-/// parked). Stale ones (idle past `FCGI_IDLE_TIMEOUT`) are closed first.
+/// parked).
 fn claim_parked(pool: &Pool) -> Option<sys::Socket> {
-    let lot = pool.lot.as_ref()?;
-    if lot.is_empty() {
-        return None;
-    }
-    sweep_parked(pool);
-    lot.claim()
+    pool.lot.as_ref()?.claim()
 }
 
-/// Closes parked connections idle past `FCGI_IDLE_TIMEOUT`.
+/// Closes parked connections idle past `FCGI_IDLE_TIMEOUT` (the watch does it, 4 times
+/// a second: it runs whenever a connection can be parked, since parking needs every
+/// thread started).
 fn sweep_parked(pool: &Pool) {
     if let (Some(lot), Some(idle)) = (&pool.lot, pool.cfg.idle_timeout) {
         let n = lot.close_idle(idle);
         if n > 0 {
             log::debug!("closed {n} parked connections idle for FCGI_IDLE_TIMEOUT");
         }
-    }
-}
-
-/// How long a worker waits for a connection before it looks at the program file, and
-/// at parked connections due to be closed for their idle timeout.
-fn wait_limit(pool: &Pool) -> Option<Duration> {
-    let check = pool.life.idle_check_interval();
-    match (&pool.lot, pool.cfg.idle_timeout) {
-        (Some(lot), Some(_)) if !lot.is_empty() => {
-            Some(check.map_or(Duration::from_secs(1), |c| c.min(Duration::from_secs(1))))
-        }
-        _ => check,
     }
 }

@@ -245,9 +245,7 @@ impl Socket {
 
     /// A second descriptor of the same connection (close-on-exec).
     pub fn duplicate(&self) -> io::Result<OwnedFd> {
-        // SAFETY: duplicating an fd we hold; the new one is owned by the OwnedFd.
-        let fd = cvt(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) })?;
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        self.fd.try_clone()
     }
 
     /// Half-closes the sending side (`shutdown(SHUT_WR)`).

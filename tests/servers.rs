@@ -674,6 +674,16 @@ fn check_mount(port: u16, prefix: &str, mode: &str) -> Vec<Value> {
     answers
 }
 
+/// `/app/redirect` answers with an absolute URL that keeps the web server's port.
+fn redirects_keep_the_port(port: u16) {
+    let r = http_request(port, "GET", "/app/redirect", &[], Body::None);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("http://127.0.0.1:{port}/app/landed").as_str()),
+        "{r:?}"
+    );
+}
+
 fn pid_of(j: &Value) -> u32 {
     j["pid"].as_u64().expect("pid") as u32
 }
@@ -728,12 +738,7 @@ fn nginx_fastcgi(conf: &str, tcp: bool, keepalive: bool) {
     // Absolute URLs keep nginx's port: the conf's HTTP_HOST, after Debian's
     // fastcgi_params sent one without the port, is the one the app reads (the last of
     // a repeated param wins); and Host is one header, not two.
-    let r = http_request(web.port, "GET", "/app/redirect", &[], Body::None);
-    assert_eq!(
-        r.header("location"),
-        Some(format!("http://127.0.0.1:{}/app/landed", web.port).as_str()),
-        "{r:?}"
-    );
+    redirects_keep_the_port(web.port);
     let j = http_request(web.port, "GET", "/app/host", &[], Body::None).echo();
     assert_eq!(
         j["headers"]["host"],
@@ -1275,12 +1280,7 @@ fn caddy_fastcgi(tcp: bool) {
     answers.extend(check_mount(web.port, "", "fastcgi"));
     assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
 
-    let r = http_request(web.port, "GET", "/app/redirect", &[], Body::None);
-    assert_eq!(
-        r.header("location"),
-        Some(format!("http://127.0.0.1:{}/app/landed", web.port).as_str()),
-        "{r:?}"
-    );
+    redirects_keep_the_port(web.port);
     for target in ["/app/posts/1", "/posts/1", "/app/status/404"] {
         let r = http_request(web.port, "GET", target, &[], Body::None);
         assert!(r.header("status").is_none(), "GET {target}: {r:?}");
@@ -1388,12 +1388,7 @@ fn h2o_fastcgi_spawn() {
     );
     check_mount(web.port, "/app", "fastcgi");
     check_mount(web.port, "", "fastcgi");
-    let r = http_request(web.port, "GET", "/app/redirect", &[], Body::None);
-    assert_eq!(
-        r.header("location"),
-        Some(format!("http://127.0.0.1:{}/app/landed", web.port).as_str()),
-        "{r:?}"
-    );
+    redirects_keep_the_port(web.port);
 
     // H2O keeps every connection it opens (the snippet's keep-alive), more than the 8
     // the app serves at once: 16 requests at once, twice, are all answered in turn,
