@@ -1,13 +1,14 @@
-// A small real axum app run by fcgi-shim (feature `tower`): upload the binary as
+// A small real axum app run by fcgi-shim (feature `axum`): upload the binary as
 // public_html/mysite.fcgi with an .htaccess from htaccess/, exactly as the plain one.
 //
 // Routes are written once, app-relative; links and redirects get the mount prefix from
 // the request context (`Extension<fcgi_shim::Context>`), so the same binary works at
 // the site root and under /blog/.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{Form, Path, Query};
+use axum::extract::{ConnectInfo, Form, OriginalUri, Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -64,6 +65,22 @@ async fn info(Extension(ctx): Extension<Context>, uri: axum::http::Uri) -> Json<
         "remote_addr": ctx.remote_addr().map(|a| a.to_string()),
         "https": ctx.is_https(),
         "pid": std::process::id(),
+    }))
+}
+
+/// axum's own extractors for the client and the URL it asked for, as under
+/// `axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())`:
+/// fcgi-shim's feature `axum` fills them from the web server's variables. `OriginalUri`
+/// holds the mount prefix, as for a router `nest`ed under it; the routed `Uri` does not.
+async fn client(
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    OriginalUri(original): OriginalUri,
+    uri: axum::http::Uri,
+) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "client": addr.to_string(),
+        "original_uri": original.to_string(),
+        "uri": uri.to_string(),
     }))
 }
 
@@ -147,6 +164,7 @@ fn app() -> Router {
         .route("/posts/{id}", get(post_page))
         .route("/greet", post(greet))
         .route("/api/info", get(info))
+        .route("/api/client", get(client))
         .route("/go", get(go))
         .route("/stream", get(stream))
         .route("/slow", get(slow))

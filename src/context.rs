@@ -188,6 +188,46 @@ impl Context {
         self.0.vars.get_str("REMOTE_PORT")?.parse().ok()
     }
 
+    /// The client as a socket address, what axum's `ConnectInfo<SocketAddr>` holds
+    /// under its own server: [`Context::remote_addr`] with `REMOTE_PORT`, or port 0
+    /// when the address came from `X-Forwarded-For` (the port is the proxy's then)
+    /// or no port was sent.
+    #[cfg(feature = "axum")]
+    pub(crate) fn client_socket_addr(&self) -> Option<std::net::SocketAddr> {
+        use std::net::SocketAddr;
+        if let Some(ip) = self
+            .forwarded("HTTP_X_FORWARDED_FOR")
+            .and_then(|a| a.parse().ok())
+        {
+            return Some(SocketAddr::new(ip, 0));
+        }
+        let ip = self.0.vars.get_str("REMOTE_ADDR")?.parse().ok()?;
+        Some(SocketAddr::new(ip, self.remote_port().unwrap_or(0)))
+    }
+
+    /// The request's URI with the mount prefix in front, as axum's `OriginalUri`
+    /// holds it for a router nested under that prefix: `/blog/posts/1?x=1` when the
+    /// app sees `/posts/1?x=1` under `/blog/`, `/blog` for a request of the mount
+    /// point itself. `uri` is the request's (app-relative) URI.
+    #[cfg(feature = "axum")]
+    pub(crate) fn mounted_uri(&self, uri: &http::Uri) -> Option<http::Uri> {
+        let prefix = self.script_name();
+        if prefix.is_empty() {
+            return Some(uri.clone());
+        }
+        let mut s = String::with_capacity(prefix.len() + uri.path().len() + 16);
+        crate::request::push_path(&mut s, prefix.as_bytes());
+        let rest = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // The app sees `/` for the mount point itself (`/blog`, no path after it).
+        match rest.strip_prefix('/') {
+            Some(r) if self.path_info().is_empty() && (r.is_empty() || r.starts_with('?')) => {
+                s.push_str(r)
+            }
+            _ => s.push_str(rest),
+        }
+        http::Uri::try_from(s).ok()
+    }
+
     /// Whether the client connection is TLS: `HTTPS=on` (Apache, nginx, lighttpd) or
     /// `REQUEST_SCHEME=https`; with `FCGI_TRUST_FORWARDED`, `X-Forwarded-Proto` decides.
     pub fn is_https(&self) -> bool {

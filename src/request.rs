@@ -395,6 +395,81 @@ mod tests {
         assert!(ctx.vars().get("HTTP_PROXY").is_none());
     }
 
+    /// What the `axum` feature hands axum as `OriginalUri` and `ConnectInfo`.
+    #[cfg(feature = "axum")]
+    #[test]
+    fn the_mounted_uri_and_the_client_socket_address() {
+        let req_for = |script: &str, path: &str, query: &str, extra: &[(&str, &str)], trust| {
+            // As after the .htaccess rewrite: the client asked for the folder's URL.
+            let redirect_url = format!("{}{path}", script.trim_end_matches("/mysite.fcgi"));
+            let mut pairs = vec![
+                ("REQUEST_METHOD", "GET"),
+                ("SCRIPT_NAME", script),
+                ("PATH_INFO", path),
+                ("QUERY_STRING", query),
+                ("REDIRECT_URL", &redirect_url),
+            ];
+            pairs.extend_from_slice(extra);
+            let s = MapSettings {
+                trust_forwarded: trust,
+                ..settings()
+            };
+            build(
+                Vars::from_pairs(pairs),
+                Body::empty(),
+                Mode::FastCgi,
+                Role::Responder,
+                &s,
+            )
+            .unwrap()
+        };
+        for (script, path, query, want) in [
+            ("/blog/mysite.fcgi", "/posts/1", "x=1", "/blog/posts/1?x=1"),
+            ("/blog/mysite.fcgi", "/", "", "/blog/"),
+            // The mount point itself: the app sees `/`, the client asked for `/blog`.
+            ("/blog/mysite.fcgi", "", "", "/blog"),
+            ("/blog/mysite.fcgi", "", "a=b", "/blog?a=b"),
+            (
+                "/my blog/mysite.fcgi",
+                "/café",
+                "q=%20",
+                "/my%20blog/caf%C3%A9?q=%20",
+            ),
+            ("/mysite.fcgi", "/posts/1", "x=1", "/posts/1?x=1"),
+            ("/mysite.fcgi", "/", "", "/"),
+        ] {
+            let req = req_for(script, path, query, &[], false);
+            let ctx = req.context().unwrap();
+            let got = ctx.mounted_uri(req.uri()).unwrap();
+            assert_eq!(got, want, "{script} {path:?} {query:?}");
+        }
+        let addr = |extra: &[(&str, &str)], trust| {
+            let req = req_for("/mysite.fcgi", "/", "", extra, trust);
+            req.context()
+                .unwrap()
+                .client_socket_addr()
+                .map(|a| a.to_string())
+        };
+        let v4 = [("REMOTE_ADDR", "203.0.113.7"), ("REMOTE_PORT", "51234")];
+        assert_eq!(addr(&v4, false).as_deref(), Some("203.0.113.7:51234"));
+        let v6 = [("REMOTE_ADDR", "2001:db8::5"), ("REMOTE_PORT", "443")];
+        assert_eq!(addr(&v6, false).as_deref(), Some("[2001:db8::5]:443"));
+        assert_eq!(
+            addr(&[("REMOTE_ADDR", "10.0.0.1")], false).as_deref(),
+            Some("10.0.0.1:0")
+        );
+        assert_eq!(addr(&[], false), None);
+        assert_eq!(addr(&[("REMOTE_ADDR", "unix:")], false), None);
+        // Behind a trusted proxy: the last X-Forwarded-For entry, without the proxy's port.
+        let fwd = [
+            ("REMOTE_ADDR", "127.0.0.1"),
+            ("REMOTE_PORT", "40000"),
+            ("HTTP_X_FORWARDED_FOR", "198.51.100.1, 192.0.2.9"),
+        ];
+        assert_eq!(addr(&fwd, true).as_deref(), Some("192.0.2.9:0"));
+        assert_eq!(addr(&fwd, false).as_deref(), Some("127.0.0.1:40000"));
+    }
+
     #[test]
     fn url_for_encodes_the_mount_prefix() {
         for (folder, want) in [

@@ -121,6 +121,11 @@ pub enum Runtime {
 /// standalone server from the command line — exactly as [`crate::run`] does for a
 /// plain handler.
 ///
+/// Each request carries the [`crate::Context`] as an extension. With the `axum`
+/// feature it also carries axum's `ConnectInfo<SocketAddr>` (the client the web
+/// server names) and `OriginalUri` (the URI with the mount prefix), as `axum::serve`
+/// with connect info and `Router::nest` would set them.
+///
 /// ```no_run
 /// # #[cfg(feature = "tower")]
 /// # fn main() -> Result<(), fcgi_shim::Error> {
@@ -292,6 +297,28 @@ async fn catch<F: Future>(fut: F) -> Result<F::Output, String> {
     .await
 }
 
+/// What axum's own server (`axum::serve` with
+/// `into_make_service_with_connect_info::<SocketAddr>()`) and its `nest` give a handler,
+/// so extractors written for them work here unchanged: `ConnectInfo<SocketAddr>` (the
+/// client, from the web server's variables; left out when it sent no usable
+/// `REMOTE_ADDR`, which axum answers with its own 500) and `OriginalUri` (the URI with
+/// the mount prefix, as for a router nested under it).
+#[cfg(feature = "axum")]
+fn axum_extensions(req: &mut Request<RequestBody>) {
+    let Some(ctx) = req.context() else {
+        return;
+    };
+    let client = ctx.client_socket_addr();
+    let original = ctx.mounted_uri(req.uri());
+    let ext = req.extensions_mut();
+    if let Some(addr) = client {
+        ext.insert(axum::extract::ConnectInfo(addr));
+    }
+    if let Some(uri) = original {
+        ext.insert(axum::extract::OriginalUri(uri));
+    }
+}
+
 impl<S, B> App for TowerApp<S>
 where
     S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
@@ -304,7 +331,10 @@ where
         let head_only = req.method() == http::Method::HEAD;
         let role = req.context().map_or(Role::Responder, |c| c.role());
         let what = response::RequestLabel::of(&req);
-        let req = req.map(RequestBody::new);
+        #[cfg_attr(not(feature = "axum"), allow(unused_mut))]
+        let mut req = req.map(RequestBody::new);
+        #[cfg(feature = "axum")]
+        axum_extensions(&mut req);
         let mut svc = self
             .service
             .lock()

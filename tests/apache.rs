@@ -903,9 +903,9 @@ fn settings_file_beside_the_binary_is_not_served() {
     assert_eq!(a.get("/blog/posts/1").echo()["path_info"], "/posts/1");
 }
 
-/// The axum example (feature `tower`) under mod_fcgid in a subdirectory with the
+/// The axum example (feature `axum`) under mod_fcgid in a subdirectory with the
 /// htaccess/ file, and through mod_cgi.
-#[cfg(feature = "tower")]
+#[cfg(feature = "axum")]
 #[test]
 fn axum_under_fcgid_and_cgi() {
     let a = Apache::start_app("axum", None);
@@ -940,6 +940,12 @@ fn axum_under_fcgid_and_cgi() {
         assert_eq!(j["script_name"], format!("/{dir}"));
         assert_eq!(j["path"], "/api/info");
         assert_eq!(j["mode"], mode);
+        // axum's ConnectInfo and OriginalUri (feature `axum`), from what Apache sent.
+        let j: Value =
+            serde_json::from_str(&a.get(&format!("/{dir}/api/client?x=1")).text()).unwrap();
+        assert_client_is_loopback(&j);
+        assert_eq!(j["original_uri"], format!("/{dir}/api/client?x=1"));
+        assert_eq!(j["uri"], "/api/client?x=1");
         let r = a.get(&format!("/{dir}/stream?n=3&delay_ms=50"));
         assert_eq!(r.text().matches("line ").count(), 3, "{dir}: {}", r.text());
         let body = noise(200 * 1024, 3);
@@ -947,6 +953,17 @@ fn axum_under_fcgid_and_cgi() {
         let j: Value = serde_json::from_str(&r.text()).unwrap();
         assert_eq!(j["sha256"], sha256_hex(&body), "{dir}");
     }
+}
+
+/// The axum example's `/api/client` answer names a loopback client with a real port
+/// (the web server's `REMOTE_PORT`).
+#[cfg(feature = "axum")]
+pub fn assert_client_is_loopback(j: &Value) {
+    let client: std::net::SocketAddr = j["client"]
+        .as_str()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("{j}"));
+    assert!(client.ip().is_loopback() && client.port() != 0, "{j}");
 }
 
 /// Not a test: `scripts/example-site` runs this to serve the echo example through the

@@ -1811,7 +1811,7 @@ fn systemd_socket_activation() {
 /// The axum example (feature `tower`) behind nginx, on a standalone socket: routes
 /// resolve app-relative under /app/, the redirect carries the prefix, the upload
 /// streams in, the streamed response arrives whole.
-#[cfg(feature = "tower")]
+#[cfg(feature = "axum")]
 #[test]
 fn nginx_axum_standalone_socket() {
     let dir = TempDir::new("nginx-axum");
@@ -1867,6 +1867,11 @@ fn nginx_axum_standalone_socket() {
         (j["script_name"].as_str(), j["path"].as_str()),
         (Some("/app"), Some("/api/info"))
     );
+    let r = http_request(web.port, "GET", "/app/api/client?x=1", &[], Body::None);
+    let j: Value = serde_json::from_str(&r.text()).unwrap();
+    crate::apache::assert_client_is_loopback(&j);
+    assert_eq!(j["original_uri"], "/app/api/client?x=1");
+    assert_eq!(j["uri"], "/api/client?x=1");
     drop(web);
     drop(app);
 }

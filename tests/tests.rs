@@ -10,5 +10,5 @@ mod mount;
 mod protocol;
 mod servers;
 mod standalone;
-#[cfg(feature = "tower")]
+#[cfg(feature = "axum")]
 mod tower;

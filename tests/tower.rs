@@ -1,4 +1,4 @@
-// The axum example (feature `tower`) under FastCGI on fd 0 and as CGI: routes resolve
+// The axum example (feature `axum`) under FastCGI on fd 0 and as CGI: routes resolve
 // app-relative, redirects carry the mount prefix, responses stream frame by frame,
 // an abort cancels the service, a panic is a 500 and the process lives.
 
@@ -68,6 +68,71 @@ fn routes_resolve_app_relative_under_a_subdirectory() {
     // Unknown route: axum's 404.
     let r = app.roundtrip(request(1, false, &blog("GET", "/nope", ""), b""), 1);
     assert_eq!(r.status(), 404);
+}
+
+/// axum's `ConnectInfo<SocketAddr>` and `OriginalUri` work as under `axum::serve`
+/// (feature `axum`): the client from REMOTE_ADDR/REMOTE_PORT, the URI with the mount
+/// prefix. A request without a client address gets axum's own 500, and the process
+/// serves on.
+#[test]
+fn axum_connect_info_and_original_uri_come_from_the_web_server() {
+    let app = FcgiApp::start("axum", &[]);
+    let client = |vars: &[(&'static str, String)]| {
+        let r = app.roundtrip(request(1, false, vars, b""), 1);
+        assert_eq!(r.status(), 200, "{}", body_text(&r));
+        let j: serde_json::Value = serde_json::from_slice(&r.head_and_body().1).unwrap();
+        j
+    };
+    let mut vars = blog("GET", "/api/client", "x=1&y=%20");
+    vars.retain(|(k, _)| *k != "REMOTE_ADDR");
+    vars.push(("REMOTE_ADDR", "203.0.113.7".into()));
+    vars.push(("REMOTE_PORT", "51234".into()));
+    let j = client(&vars);
+    assert_eq!(j["client"], "203.0.113.7:51234");
+    assert_eq!(j["original_uri"], "/blog/api/client?x=1&y=%20");
+    assert_eq!(j["uri"], "/api/client?x=1&y=%20");
+
+    let mut vars = cgi_vars("GET", "/api/client", "");
+    vars.retain(|(k, _)| *k != "REMOTE_ADDR");
+    vars.push(("REMOTE_ADDR", "2001:db8::5".into()));
+    vars.push(("REMOTE_PORT", "443".into()));
+    let j = client(&vars);
+    assert_eq!(j["client"], "[2001:db8::5]:443");
+    assert_eq!(j["original_uri"], "/api/client");
+
+    let mut vars = cgi_vars("GET", "/api/client", "");
+    vars.retain(|(k, _)| *k != "REMOTE_ADDR");
+    let r = app.roundtrip(request(1, false, &vars, b""), 1);
+    assert_eq!(r.status(), 500);
+    assert!(body_text(&r).contains("ConnectInfo"), "{}", body_text(&r));
+    let j = client(&cgi_vars("GET", "/api/client", ""));
+    assert_eq!(j["client"], "127.0.0.1:0");
+
+    // `--http`: the TCP peer, port and all, as `axum::serve` gives it.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = Command::new(example("axum"));
+    cmd.args(["--http", &addr])
+        .env("FCGI_RESTART_GRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    contain(&mut cmd);
+    let mut srv = spawn_retrying(&mut cmd);
+    assert!(wait_until(T, || std::net::TcpStream::connect(&addr).is_ok()));
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let local = s.local_addr().unwrap();
+    s.write_all(b"GET /api/client?a=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    let body = got.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let j: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {got}"));
+    assert_eq!(j["client"], local.to_string());
+    assert_eq!(j["original_uri"], "/api/client?a=1");
+    let _ = srv.kill();
+    let _ = srv.wait();
 }
 
 #[test]

@@ -38,6 +38,9 @@ pub fn example(name: &str) -> PathBuf {
         if cfg!(feature = "tower") {
             features.push("tower");
         }
+        if cfg!(feature = "axum") {
+            features.push("axum");
+        }
         // Built with --target (target/<triple>/<profile>): build the examples for it too.
         let triple = dir
             .parent()
