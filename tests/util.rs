@@ -885,10 +885,14 @@ pub fn echo_cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
 /// Own process group, and SIGKILL when the test runner dies.
 pub fn contain(cmd: &mut Command) {
     cmd.process_group(0);
-    // SAFETY: prctl is async-signal-safe.
+    // SAFETY: prctl and signal are async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The app starts with SIGHUP as a web server leaves it, not as the test
+            // run found it: under `nohup cargo test` it would be ignored, and the app
+            // keeps an ignored SIGHUP ignored (as `nohup` users want).
+            libc::signal(libc::SIGHUP, libc::SIG_DFL);
             Ok(())
         });
     }
