@@ -336,8 +336,10 @@ impl Listener {
     pub fn set_blocking_accept(&self, timeout: Duration) -> io::Result<()> {
         let fd = self.fd.as_raw_fd();
         let tv = libc::timeval {
-            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
-            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+            // `as _`: the field types (libc's `time_t`, `suseconds_t`), whose names
+            // libc deprecates on musl.
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as _,
+            tv_usec: timeout.subsec_micros() as _,
         };
         // SAFETY: setsockopt on a descriptor we hold; tv is fully initialised and sized
         // as passed.
