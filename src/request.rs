@@ -344,9 +344,18 @@ fn headers(vars: &Vars) -> HeaderMap {
             );
             continue;
         };
-        // A repeated variable (nginx's `fastcgi_params` and then a `fastcgi_param` of
-        // the same name) is one header, the last value, as `Vars::get` reads it.
-        map.insert(n, v);
+        // A repeated request header keeps every value, in order, as hyper gives them
+        // to an app (nginx before 1.23 sends each line of a header sent on several
+        // lines as a variable of its own; `HeaderMap::get` is then the first, as under
+        // hyper). A repeated Host or CONTENT_* is the server's configuration
+        // overriding itself (nginx's `fastcgi_params` and then a `fastcgi_param` of the
+        // same name; nginx then leaves the client's own header out): the last value,
+        // as `Vars::get` reads it.
+        if n == http::header::HOST || !name.starts_with(b"HTTP_") {
+            map.insert(n, v);
+        } else {
+            map.append(n, v);
+        }
     }
     map
 }
@@ -532,8 +541,9 @@ mod tests {
     }
 
     /// nginx's `include fastcgi_params;` then a `fastcgi_param` of the same name sends
-    /// both: the last wins, in the context and as one header. A default port in the
-    /// Host is left out of absolute URLs.
+    /// both: the last wins, in the context and as one header (Host, CONTENT_*). A
+    /// request header sent twice keeps both values. A default port in the Host is left
+    /// out of absolute URLs.
     #[test]
     fn a_repeated_variable_is_its_last_value() {
         let req = build(
@@ -545,6 +555,12 @@ mod tests {
                 ("PATH_INFO", "/x"),
                 ("HTTP_HOST", "example.com:8443"),
                 ("REMOTE_ADDR", "203.0.113.7"),
+                // A header the client sent on two lines, as nginx 1.22 passes it.
+                ("HTTP_X_DUP", "a"),
+                ("HTTP_ACCEPT", "text/html"),
+                ("HTTP_X_DUP", "b"),
+                ("CONTENT_TYPE", "text/plain"),
+                ("CONTENT_TYPE", "text/html"),
             ]),
             Body::empty(),
             Mode::Cgi,
@@ -554,6 +570,11 @@ mod tests {
         .unwrap();
         let hosts: Vec<_> = req.headers().get_all("host").iter().collect();
         assert_eq!(hosts, ["example.com:8443"]);
+        let dups: Vec<_> = req.headers().get_all("x-dup").iter().collect();
+        assert_eq!(dups, ["a", "b"]);
+        assert_eq!(req.headers()["x-dup"], "a");
+        let types: Vec<_> = req.headers().get_all("content-type").iter().collect();
+        assert_eq!(types, ["text/html"]);
         let ctx = req.context().unwrap();
         assert_eq!(ctx.remote_addr(), Some([203, 0, 113, 7].into()));
         assert_eq!(ctx.url_for("/y"), "http://example.com:8443/app/y");

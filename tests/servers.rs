@@ -745,6 +745,17 @@ fn nginx_fastcgi(conf: &str, tcp: bool, keepalive: bool) {
         format!("127.0.0.1:{}", web.port),
         "{j}"
     );
+    // A header sent on two lines keeps both values (nginx 1.22, Debian 12's, passes
+    // each line as a variable of its own; 1.23 and later join them first).
+    let j = http_request(
+        web.port,
+        "GET",
+        "/app/dup",
+        &[("X-Dup", "a"), ("Accept", "text/html"), ("X-Dup", "b")],
+        Body::None,
+    )
+    .echo();
+    assert_eq!(j["headers"]["x-dup"], "a, b", "{j}");
     // A body that fails midway reaches the client as an incomplete response (no last
     // chunk), not as a complete short one: nginx sees the connection close without
     // END_REQUEST (with fastcgi_keep_conn) or reset (TCP). Over a Unix socket without
