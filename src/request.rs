@@ -304,10 +304,17 @@ fn headers(vars: &Vars) -> HeaderMap {
     // holds (rare) goes through a vector.
     let mut name_buf = [0u8; 64];
     let mut long_name = Vec::new();
+    let mut redirect_auth = None;
     for (name, range) in vars.iter_ranges() {
         let header = if let Some(h) = name.strip_prefix(b"HTTP_") {
             // Proxy is the httpoxy header; CONTENT_* come from the CGI variables below.
             if h == b"PROXY" || h == b"CONTENT_TYPE" || h == b"CONTENT_LENGTH" {
+                continue;
+            }
+            // Apache passes Authorization only through a rewrite's
+            // `[E=HTTP_AUTHORIZATION:%{HTTP:Authorization}]`, which sets it empty
+            // when the client sent none: no header then, as under any server.
+            if h == b"AUTHORIZATION" && range.is_empty() {
                 continue;
             }
             h
@@ -317,6 +324,11 @@ fn headers(vars: &Vars) -> HeaderMap {
             }
             name
         } else {
+            // The same `E=` on the rule that rewrites to the app: Apache's internal
+            // redirect renames it (Symfony and Laravel read it there too).
+            if name == b"REDIRECT_HTTP_AUTHORIZATION" && !range.is_empty() {
+                redirect_auth = Some(range);
+            }
             continue;
         };
         let lower = |b: &u8| match *b {
@@ -355,6 +367,13 @@ fn headers(vars: &Vars) -> HeaderMap {
             map.insert(n, v);
         } else {
             map.append(n, v);
+        }
+    }
+    if let Some(range) = redirect_auth {
+        if !map.contains_key(http::header::AUTHORIZATION) {
+            if let Ok(v) = HeaderValue::from_maybe_shared(vars.shared(range)) {
+                map.insert(http::header::AUTHORIZATION, v);
+            }
         }
     }
     map
@@ -538,6 +557,61 @@ mod tests {
         // Never a protocol-relative URL (another site), whatever the app passes.
         assert_eq!(bare.path_for("//evil.example/x"), "/evil.example/x");
         assert_eq!(req.path_for("//evil.example"), "/docs%231/evil.example");
+    }
+
+    /// The Authorization header as Apache rewrites pass it: `HTTP_AUTHORIZATION`, or
+    /// `REDIRECT_HTTP_AUTHORIZATION` after the rewrite to the app; an empty one (the
+    /// rewrite ran for a request without the header) is none.
+    #[test]
+    fn authorization_from_apache_rewrites() {
+        let auth = |pairs: &[(&str, &str)]| {
+            let mut all = vec![
+                ("REQUEST_METHOD", "GET"),
+                ("SCRIPT_NAME", ""),
+                ("PATH_INFO", "/"),
+            ];
+            all.extend_from_slice(pairs);
+            let req = build(
+                Vars::from_pairs(all),
+                Body::empty(),
+                Mode::Cgi,
+                Role::Responder,
+                &settings(),
+            )
+            .unwrap();
+            let v: Vec<_> = req
+                .headers()
+                .get_all("authorization")
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect();
+            v
+        };
+        assert_eq!(auth(&[("HTTP_AUTHORIZATION", "Bearer a")]), ["Bearer a"]);
+        assert_eq!(
+            auth(&[("REDIRECT_HTTP_AUTHORIZATION", "Bearer r")]),
+            ["Bearer r"]
+        );
+        assert_eq!(
+            auth(&[
+                ("REDIRECT_HTTP_AUTHORIZATION", "Bearer r"),
+                ("HTTP_AUTHORIZATION", "Bearer a")
+            ]),
+            ["Bearer a"]
+        );
+        assert_eq!(auth(&[("HTTP_AUTHORIZATION", "")]), Vec::<String>::new());
+        assert_eq!(
+            auth(&[
+                ("HTTP_AUTHORIZATION", ""),
+                ("REDIRECT_HTTP_AUTHORIZATION", "Basic x")
+            ]),
+            ["Basic x"]
+        );
+        assert_eq!(
+            auth(&[("REDIRECT_HTTP_AUTHORIZATION", "")]),
+            Vec::<String>::new()
+        );
+        assert_eq!(auth(&[]), Vec::<String>::new());
     }
 
     /// nginx's `include fastcgi_params;` then a `fastcgi_param` of the same name sends

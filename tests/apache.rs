@@ -955,6 +955,58 @@ fn axum_under_fcgid_and_cgi() {
     }
 }
 
+/// The `Authorization` header (Basic logins, Bearer tokens), which Apache keeps from
+/// CGI and FastCGI apps unless told otherwise, reaches the app through each shipped
+/// .htaccess (mod_fcgid at the root and in /blog/, mod_cgi), and a request without
+/// one has none.
+#[test]
+fn the_authorization_header_reaches_the_app() {
+    let a = Apache::start();
+    // Two rules seen in the wild: the `E=` on the rule that rewrites to the app (it
+    // arrives as REDIRECT_HTTP_AUTHORIZATION after Apache's internal redirect), and
+    // one without the `RewriteCond` (it arrives empty when the client sent none).
+    for (dir, rules) in [
+        (
+            "onrule",
+            "RewriteEngine On\nRewriteCond %{REQUEST_FILENAME} !-f\n\
+             RewriteRule ^(.*)$ mysite.fcgi/$1 [E=HTTP_AUTHORIZATION:%{HTTP:Authorization},QSA,L]\n",
+        ),
+        (
+            "nocond",
+            "RewriteEngine On\nRewriteRule ^ - [E=HTTP_AUTHORIZATION:%{HTTP:Authorization}]\n\
+             RewriteCond %{REQUEST_FILENAME} !-f\nRewriteRule ^(.*)$ mysite.fcgi/$1 [QSA,L]\n",
+        ),
+    ] {
+        let d = a.dir.path().join("public_html").join(dir);
+        fs::create_dir_all(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = d.join("mysite.fcgi");
+        fs::copy(example("echo"), &exe).unwrap();
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+        let ht = d.join(".htaccess");
+        fs::write(
+            &ht,
+            format!("Options +ExecCGI\nAddHandler fcgid-script .fcgi\n{rules}"),
+        )
+        .unwrap();
+        fs::set_permissions(&ht, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    for dir in ["", "/blog", "/cgi", "/onrule", "/nocond"] {
+        for auth in ["Bearer t0k.en", "Basic dXNlcjpwdw=="] {
+            let r = a.request(
+                "GET",
+                &format!("{dir}/api/me"),
+                &[("Authorization", auth)],
+                Body::None,
+            );
+            let j = r.echo();
+            assert_eq!(j["headers"]["authorization"], auth, "{dir}: {j}");
+        }
+        let j = a.get(&format!("{dir}/api/me")).echo();
+        assert!(j["headers"].get("authorization").is_none(), "{dir}: {j}");
+    }
+}
+
 /// The axum example's `/api/client` answer names a loopback client with a real port
 /// (the web server's `REMOTE_PORT`).
 #[cfg(feature = "axum")]
