@@ -82,6 +82,12 @@ fn main() -> Result<(), fcgi_shim::Error> {
         .route("/hold", any(hold))
         .route("/text", get(|| async { "hello" }))
         .route("/ok", get(|| async { "ok" }))
+        // What a handler answering a conditional GET builds: axum gives it the
+        // `content-length: 0` of its empty body.
+        .route(
+            "/not-modified",
+            get(|| async { axum::http::StatusCode::NOT_MODIFIED }),
+        )
         .route(
             "/sleep",
             get(|| async {

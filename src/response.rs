@@ -392,11 +392,15 @@ pub(crate) fn encode_head(
         if authorized && !name.as_str().starts_with("variable-") {
             continue;
         }
-        if (status == StatusCode::NO_CONTENT || status == StatusCode::RESET_CONTENT)
-            && name == http::header::CONTENT_LENGTH
-        {
+        if (status == StatusCode::NO_CONTENT || status == StatusCode::RESET_CONTENT) && is_length {
             // RFC 9110 8.6: never on a 204 (axum sets one from the body it drops); a
             // 205 gets `Content-Length: 0` below.
+            continue;
+        }
+        if status == StatusCode::NOT_MODIFIED && is_length && app_length == Some(0) {
+            // A 304 may carry the length a 200 would have had (RFC 9110 8.6), but the
+            // 0 axum sets from the empty body it was built with is not that length,
+            // and would tell a cache the resource is empty (hyper leaves it out too).
             continue;
         }
         if name.as_str() == "status" {
@@ -1041,8 +1045,15 @@ mod tests {
         // A 304 may carry the length of what a 200 would have sent.
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         assert_eq!(
-            head(r, Some(3), Role::Responder).unwrap(),
+            head(copy(&r), Some(3), Role::Responder).unwrap(),
             "Status: 304 Not Modified\r\ncontent-length: 3\r\n\r\n"
+        );
+        // But not the 0 of the empty body it was built with (axum sets one).
+        r.headers_mut()
+            .insert("content-length", HeaderValue::from_static("0"));
+        assert_eq!(
+            head(r, Some(0), Role::Responder).unwrap(),
+            "Status: 304 Not Modified\r\n\r\n"
         );
     }
 

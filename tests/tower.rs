@@ -394,6 +394,11 @@ fn head_gets_no_made_up_content_length() {
         "{head}"
     );
     assert!(body.is_empty());
+    // Nor on a 304 (RFC 9110 8.6: only the length a 200 would have had).
+    let r = app.roundtrip(request(1, false, &get("/not-modified", ""), b""), 1);
+    let (head, body) = r.head_and_body();
+    assert_eq!(head, "Status: 304 Not Modified\r\n");
+    assert!(body.is_empty());
 }
 
 #[test]
