@@ -152,7 +152,14 @@ pub(crate) fn build(
         mount.query = Some(escape_query(query));
         query = mount.query.as_deref().unwrap_or_default();
     }
-    let uri = app_uri(&mount.path_info, query)?;
+    let uri = match encoded_slash_path(&vars, &mount) {
+        Some(raw) => raw_app_uri(raw, query),
+        None => None,
+    };
+    let uri = match uri {
+        Some(uri) => uri,
+        None => app_uri(&mount.path_info, query)?,
+    };
     let headers = headers(&vars);
 
     let mut req = Request::new(body);
@@ -168,6 +175,68 @@ pub(crate) fn build(
         settings.trust_forwarded,
     ));
     Ok(req)
+}
+
+/// The app-relative part of the client's own `REQUEST_URI` path when it holds an
+/// encoded slash (`%2F`) and is otherwise the mount prefix and `PATH_INFO` exactly.
+/// The URI rebuilt from the decoded `PATH_INFO` would make it a real `/` and move the
+/// path's segments (`/files/a%2Fb` would route as `/files/a/b`, where axum's `Path`
+/// under hyper gets `a/b`). Apache refuses such paths by default
+/// (`AllowEncodedSlashes`); nginx and `--http` pass them. A request path the server
+/// resolved (dot segments, `//`) is not the same path, and keeps the decoded one.
+fn encoded_slash_path<'a>(vars: &'a Vars, mount: &mount::Mount) -> Option<&'a [u8]> {
+    let uri = vars.get("REQUEST_URI")?;
+    if !uri.contains(&b'%') {
+        return None;
+    }
+    let path = uri.split(|&b| b == b'?').next().unwrap_or_default();
+    let path = mount::origin_path(path);
+    let prefix = mount.script_name.as_bytes();
+    let want = |n: usize| -> Option<u8> {
+        match n.checked_sub(prefix.len()) {
+            None => prefix.get(n).copied(),
+            Some(i) => mount.path_info.get(i).copied(),
+        }
+    };
+    // Decode byte by byte against prefix + PATH_INFO; note where the prefix ends.
+    let (mut i, mut n, mut split, mut slash) = (0, 0, None, false);
+    while i < path.len() {
+        if n == prefix.len() && split.is_none() {
+            split = Some(i);
+        }
+        let (b, len) = match (path[i], path.get(i + 1), path.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) => match (mount::hex(h), mount::hex(l)) {
+                (Some(h), Some(l)) => (h << 4 | l, 3),
+                _ => (b'%', 1),
+            },
+            (b, ..) => (b, 1),
+        };
+        if want(n) != Some(b) {
+            return None;
+        }
+        slash |= len == 3 && b == b'/' && split.is_some();
+        i += len;
+        n += 1;
+    }
+    if n != prefix.len() + mount.path_info.len() || !slash {
+        return None;
+    }
+    Some(&path[split?..])
+}
+
+/// The URI of a raw app-relative path (see [`encoded_slash_path`]) and the query;
+/// `None` when the path holds bytes a URI may not (the decoded path is used then).
+fn raw_app_uri(path: &[u8], query: &[u8]) -> Option<Uri> {
+    if !path.iter().all(|&b| b == b'%' || is_path_char(b)) {
+        return None;
+    }
+    let mut s = String::with_capacity(path.len() + 1 + query.len() * 3);
+    s.extend(path.iter().map(|&b| b as char));
+    if !query.is_empty() {
+        s.push('?');
+        push_query(&mut s, query);
+    }
+    Uri::try_from(s).ok()
 }
 
 /// `path` (decoded) percent-encoded, or `/` when empty, plus `?query` when not empty.
@@ -557,6 +626,56 @@ mod tests {
         // Never a protocol-relative URL (another site), whatever the app passes.
         assert_eq!(bare.path_for("//evil.example/x"), "/evil.example/x");
         assert_eq!(req.path_for("//evil.example"), "/docs%231/evil.example");
+    }
+
+    /// An encoded slash in the client's path stays encoded in the app's URI (as under
+    /// hyper), when `REQUEST_URI` is otherwise the prefix and `PATH_INFO` exactly.
+    #[test]
+    fn an_encoded_slash_stays_encoded() {
+        let uri_of = |script: &str, path: &str, request_uri: &str, query: &str| {
+            let req = build(
+                Vars::from_pairs([
+                    ("REQUEST_METHOD", "GET"),
+                    ("SCRIPT_NAME", script),
+                    ("PATH_INFO", path),
+                    ("REQUEST_URI", request_uri),
+                    ("QUERY_STRING", query),
+                ]),
+                Body::empty(),
+                Mode::FastCgi,
+                Role::Responder,
+                &MapSettings {
+                    exe_name: None,
+                    ..settings()
+                },
+            )
+            .unwrap();
+            let ctx = req.context().unwrap();
+            assert_eq!(ctx.path_info(), path.as_bytes(), "{request_uri}");
+            req.uri().to_string()
+        };
+        // nginx at /app/ (fastcgi_split_path_info), and at the root.
+        assert_eq!(
+            uri_of("/app", "/p/a/b", "/app/p/a%2Fb?x=1", "x=1"),
+            "/p/a%2Fb?x=1"
+        );
+        assert_eq!(uri_of("", "/f/a/b/c", "/f/a%2fb%2Fc", ""), "/f/a%2fb%2Fc");
+        // Other escapes as the client wrote them, with the slash.
+        assert_eq!(
+            uri_of("/app", "/p/é/a b/", "/app/p/%c3%a9/a%20b%2F", ""),
+            "/p/%c3%a9/a%20b%2F"
+        );
+        // No encoded slash: the URI is rebuilt from PATH_INFO, as always.
+        assert_eq!(uri_of("/app", "/p/é", "/app/p/%c3%a9", ""), "/p/%C3%A9");
+        // Only in the prefix: nothing moves in the app's path.
+        assert_eq!(uri_of("/my/app", "/x", "/my%2Fapp/x", ""), "/x");
+        // A path the server resolved is not the client's: PATH_INFO's.
+        assert_eq!(uri_of("/app", "/p/a/b", "/app/x/../p/a%2Fb", ""), "/p/a/b");
+        assert_eq!(uri_of("/app", "/p/a/b", "/app/p//a%2Fb", ""), "/p/a/b");
+        // Bytes a URI may not hold raw: PATH_INFO's.
+        assert_eq!(uri_of("/app", "/a\"/b", "/app/a\"%2Fb", ""), "/a%22/b");
+        // An absolute-form target.
+        assert_eq!(uri_of("/app", "/a/b", "http://h/app/a%2Fb", ""), "/a%2Fb");
     }
 
     /// The Authorization header as Apache rewrites pass it: `HTTP_AUTHORIZATION`, or

@@ -756,6 +756,13 @@ fn nginx_fastcgi(conf: &str, tcp: bool, keepalive: bool) {
     )
     .echo();
     assert_eq!(j["headers"]["x-dup"], "a, b", "{j}");
+    // An encoded slash stays one in the app's URI (nginx sends PATH_INFO decoded).
+    let j = http_request(web.port, "GET", "/app/files/a%2Fb?x=1", &[], Body::None).echo();
+    assert_eq!(
+        (j["uri"].as_str(), j["path_info"].as_str()),
+        (Some("/files/a%2Fb?x=1"), Some("/files/a/b")),
+        "{j}"
+    );
     // A body that fails midway reaches the client as an incomplete response (no last
     // chunk), not as a complete short one: nginx sees the connection close without
     // END_REQUEST (with fastcgi_keep_conn) or reset (TCP). Over a Unix socket without

@@ -2061,6 +2061,14 @@ fn http_dev_server() {
     let pid = pid_in(&v);
     assert_eq!(pid, srv.pid());
 
+    // An encoded slash stays one in the app's URI (as under hyper); the decoded path
+    // has it as a `/`, as CGI's PATH_INFO does.
+    s.write_all(b"GET /files/a%2Fb?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let v = http_read(&mut r, false).json();
+    assert_eq!(v["uri"], "/files/a%2Fb?x=1");
+    assert_eq!(v["path_info"], "/files/a/b");
+
     // POST with Content-Length, same connection (keep-alive).
     let body = noise(200_000, 3);
     s.write_all(
@@ -2078,7 +2086,7 @@ fn http_dev_server() {
     assert_eq!(v["method"], "POST");
     assert_eq!(v["body_len"], body.len());
     assert_eq!(v["body_sha256"], sha256_hex(&body));
-    assert_eq!(v["served"], 2, "the second request on one connection: {v}");
+    assert_eq!(v["served"], 3, "the third request on one connection: {v}");
 
     // POST chunked, one size line with an extension after a space (RFC 9112 7.1.1).
     s.write_all(b"POST /chunked HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -2113,7 +2121,7 @@ fn http_dev_server() {
         "after HEAD, the next response parses: no stray body"
     );
     assert_eq!(nf.json()["path_info"], "/status/404");
-    assert_eq!(nf.json()["served"], 5, "five requests on one connection");
+    assert_eq!(nf.json()["served"], 6, "six requests on one connection");
     drop((s, r));
 
     // Expect: 100-continue.
