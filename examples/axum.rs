@@ -116,6 +116,28 @@ async fn stream(Query(a): Query<StreamArgs>) -> Response {
         .into_response()
 }
 
+/// Server-sent events: `n` events, one every `delay_ms`. fcgi-shim tells nginx not to
+/// buffer them (`X-Accel-Buffering: no`); under mod_fcgid see `FcgidOutputBufferSize`.
+async fn events(
+    Query(a): Query<StreamArgs>,
+) -> axum::response::sse::Sse<
+    impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+> {
+    let n = a.n.unwrap_or(5);
+    let delay = Duration::from_millis(a.delay_ms.unwrap_or(1000));
+    let events = futures_util::stream::unfold(0u32, move |i| async move {
+        if i == n {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(delay).await;
+        }
+        let event = axum::response::sse::Event::default().data(format!("event {i}"));
+        Some((Ok(event), i + 1))
+    });
+    axum::response::sse::Sse::new(events)
+}
+
 /// Logs when it is dropped before finishing: what happens when the web server aborts
 /// the request.
 struct CancelGuard(bool);
@@ -167,6 +189,7 @@ fn app() -> Router {
         .route("/api/client", get(client))
         .route("/go", get(go))
         .route("/stream", get(stream))
+        .route("/events", get(events))
         .route("/slow", get(slow))
         .route("/upload", post(upload))
         .route("/panic", get(boom))

@@ -365,6 +365,9 @@ pub(crate) fn encode_head(
     // (cheaper than looking them up: each look-up hashes the name).
     let mut app_length: Option<u64> = None;
     let mut app_te = false;
+    // A server-sent-events stream, and whether the app said how nginx is to buffer it.
+    let mut event_stream = false;
+    let mut accel_buffering = false;
     // Where the app's Content-Length lines start in `out`: with a Transfer-Encoding
     // they are taken out again (RFC 9112 6.1: never both).
     let mut length_lines: Vec<usize> = Vec::new();
@@ -388,6 +391,13 @@ pub(crate) fn encode_head(
             }
         } else if name == http::header::TRANSFER_ENCODING {
             app_te = true;
+        } else if name == http::header::CONTENT_TYPE {
+            event_stream = value
+                .as_bytes()
+                .get(..17)
+                .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"));
+        } else if name.as_str() == "x-accel-buffering" {
+            accel_buffering = true;
         }
         if authorized && !name.as_str().starts_with("variable-") {
             continue;
@@ -426,6 +436,12 @@ pub(crate) fn encode_head(
                 out.drain(at..at + end + 2);
             }
         }
+    }
+    if event_stream && !accel_buffering && !authorized {
+        // Server-sent events are meant to arrive as they are sent: nginx holds a
+        // FastCGI or SCGI response in its buffers unless this says otherwise (it does
+        // not pass the header on). The app's own X-Accel-Buffering wins.
+        out.extend_from_slice(b"X-Accel-Buffering: no\r\n");
     }
     let bodyless = has_no_body(status);
     // RFC 9110 15.3.6: a 205 has no content, and a length of 0 says so.
@@ -1024,6 +1040,32 @@ mod tests {
             head(r, Some(0), Role::Responder).unwrap(),
             "Status: 200 OK\r\nx-kept: 1\r\nContent-Length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn event_streams_ask_nginx_not_to_buffer() {
+        let mut r = Response::new(());
+        r.headers_mut().insert(
+            "content-type",
+            HeaderValue::from_static("Text/Event-Stream; charset=utf-8"),
+        );
+        assert_eq!(
+            head(copy(&r), None, Role::Responder).unwrap(),
+            "Status: 200 OK\r\ncontent-type: Text/Event-Stream; charset=utf-8\r\nX-Accel-Buffering: no\r\n\r\n"
+        );
+        // The app's own word stands.
+        r.headers_mut()
+            .insert("x-accel-buffering", HeaderValue::from_static("yes"));
+        assert!(
+            !head(copy(&r), None, Role::Responder)
+                .unwrap()
+                .contains("X-Accel")
+        );
+        // Anything else is left alone.
+        let mut r = Response::new(());
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("text/plain"));
+        assert!(!head(r, None, Role::Responder).unwrap().contains("X-Accel"));
     }
 
     #[test]

@@ -1885,6 +1885,15 @@ fn nginx_axum_standalone_socket() {
         (j["script_name"].as_str(), j["path"].as_str()),
         (Some("/app"), Some("/api/info"))
     );
+    // Server-sent events stream through nginx's default buffering: the app's
+    // responses of type text/event-stream carry X-Accel-Buffering: no.
+    let (first, body, total) = timed_get(web.port, "/app/events?n=2&delay_ms=1500", b"event 0");
+    let first = first.unwrap_or_else(|| panic!("{}", String::from_utf8_lossy(&body)));
+    assert!(
+        first < Duration::from_millis(1000) && total >= Duration::from_millis(1400),
+        "first event after {first:?}, the stream ended after {total:?}"
+    );
+    assert!(String::from_utf8_lossy(&body).contains("data: event 1"));
     let r = http_request(web.port, "GET", "/app/api/client?x=1", &[], Body::None);
     let j: Value = serde_json::from_str(&r.text()).unwrap();
     crate::apache::assert_client_is_loopback(&j);
