@@ -526,6 +526,36 @@ fn read_head(
     })
 }
 
+/// `t` as an HTTP date (RFC 9110 5.6.7, IMF-fixdate): `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn http_date(t: std::time::SystemTime) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // The civil date of a day count, in 400-year eras of 146,097 days that start on
+    // 1 March (so the leap day ends a year).
+    let z = days + 719_468;
+    let (era, doe) = (z / 146_097, z % 146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(month - 1) as usize],
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
 /// The response writer: turns the CGI head the app's response produces into an
 /// HTTP/1.1 status line and headers, then frames the body (Content-Length when given,
 /// else chunked on HTTP/1.1, else until close).
@@ -549,6 +579,7 @@ impl HttpSink {
         let head = std::mem::take(&mut self.head);
         let mut out = Vec::with_capacity(head.len() + 64);
         let mut has_length = false;
+        let mut has_date = false;
         let lines = head
             .split(|&b| b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
@@ -595,8 +626,18 @@ impl HttpSink {
             if name.eq_ignore_ascii_case(b"content-length") {
                 has_length = true;
             }
+            if name.eq_ignore_ascii_case(b"date") {
+                has_date = true;
+            }
             // Header bytes as the app gave them (CGI and FastCGI pass them so too).
             out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        // RFC 9110 6.6.1: a server with a clock sends the date (web servers add it
+        // to what FastCGI and CGI apps answer; here we are the web server).
+        if !has_date {
+            out.extend_from_slice(b"Date: ");
+            out.extend_from_slice(http_date(std::time::SystemTime::now()).as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         if !has_length && !self.bodyless {
@@ -820,7 +861,21 @@ pub(crate) fn serve(
 
 #[cfg(test)]
 mod tests {
-    use super::{absolute_form_path, chunk_size, climbs_above_root};
+    use super::{absolute_form_path, chunk_size, climbs_above_root, http_date};
+
+    #[test]
+    fn http_dates() {
+        use std::time::{Duration, UNIX_EPOCH};
+        for (secs, want) in [
+            (0, "Thu, 01 Jan 1970 00:00:00 GMT"),
+            (784_111_777, "Sun, 06 Nov 1994 08:49:37 GMT"),
+            (951_782_400, "Tue, 29 Feb 2000 00:00:00 GMT"),
+            (1_795_922_745, "Sun, 29 Nov 2026 03:25:45 GMT"),
+            (4_102_444_799, "Thu, 31 Dec 2099 23:59:59 GMT"),
+        ] {
+            assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(secs)), want);
+        }
+    }
 
     #[test]
     fn chunk_sizes_and_the_space_before_an_extension() {
