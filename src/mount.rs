@@ -288,7 +288,7 @@ fn proxied_path(vars: &Vars) -> Option<Vec<u8>> {
 /// servers accept and Apache passes on as `REQUEST_URI`): what follows the authority,
 /// `/` when nothing does. Any other target is returned as it is. Without this the
 /// scheme and a client-chosen host would end up in the mount prefix.
-pub(crate) fn origin_path(target: &[u8]) -> &[u8] {
+fn origin_path(target: &[u8]) -> &[u8] {
     match split_absolute(target) {
         Some((_, _, rest)) if rest.starts_with(b"/") => rest,
         Some(_) => b"/",

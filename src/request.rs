@@ -1,6 +1,8 @@
 // One pure function turns CGI variables into an `http::Request`; CGI, FastCGI and SCGI
 // all go through it.
 
+use std::ops::Range;
+
 use http::header::{HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 
@@ -152,11 +154,12 @@ pub(crate) fn build(
         mount.query = Some(escape_query(query));
         query = mount.query.as_deref().unwrap_or_default();
     }
-    let uri = match encoded_slash_path(&vars, &mount) {
-        Some(raw) => raw_app_uri(raw, query),
-        None => None,
+    // An encoded slash needs a `%` in the client's path (one look, most have none).
+    let raw = match vars.get("REQUEST_URI") {
+        Some(u) if u.contains(&b'%') => raw_uri_with_encoded_slash(&vars, &mount, query),
+        _ => None,
     };
-    let uri = match uri {
+    let uri = match raw {
         Some(uri) => uri,
         None => app_uri(&mount.path_info, query)?,
     };
@@ -190,7 +193,10 @@ fn encoded_slash_path<'a>(vars: &'a Vars, mount: &mount::Mount) -> Option<&'a [u
         return None;
     }
     let path = uri.split(|&b| b == b'?').next().unwrap_or_default();
-    let path = mount::origin_path(path);
+    // Origin form only (an absolute-form target, rare, keeps the decoded path).
+    if !path.starts_with(b"/") {
+        return None;
+    }
     let prefix = mount.script_name.as_bytes();
     let want = |n: usize| -> Option<u8> {
         match n.checked_sub(prefix.len()) {
@@ -222,6 +228,12 @@ fn encoded_slash_path<'a>(vars: &'a Vars, mount: &mount::Mount) -> Option<&'a [u
         return None;
     }
     Some(&path[split?..])
+}
+
+/// [`encoded_slash_path`] made a URI with the query (out of line: rarely needed).
+#[inline(never)]
+fn raw_uri_with_encoded_slash(vars: &Vars, mount: &mount::Mount, query: &[u8]) -> Option<Uri> {
+    raw_app_uri(encoded_slash_path(vars, mount)?, query)
 }
 
 /// The URI of a raw app-relative path (see [`encoded_slash_path`]) and the query;
@@ -373,7 +385,6 @@ fn headers(vars: &Vars) -> HeaderMap {
     // holds (rare) goes through a vector.
     let mut name_buf = [0u8; 64];
     let mut long_name = Vec::new();
-    let mut redirect_auth = None;
     for (name, range) in vars.iter_ranges() {
         let header = if let Some(h) = name.strip_prefix(b"HTTP_") {
             // Proxy is the httpoxy header; CONTENT_* come from the CGI variables below.
@@ -383,7 +394,7 @@ fn headers(vars: &Vars) -> HeaderMap {
             // Apache passes Authorization only through a rewrite's
             // `[E=HTTP_AUTHORIZATION:%{HTTP:Authorization}]`, which sets it empty
             // when the client sent none: no header then, as under any server.
-            if h == b"AUTHORIZATION" && range.is_empty() {
+            if range.is_empty() && h == b"AUTHORIZATION" {
                 continue;
             }
             h
@@ -393,11 +404,6 @@ fn headers(vars: &Vars) -> HeaderMap {
             }
             name
         } else {
-            // The same `E=` on the rule that rewrites to the app: Apache's internal
-            // redirect renames it (Symfony and Laravel read it there too).
-            if name == b"REDIRECT_HTTP_AUTHORIZATION" && !range.is_empty() {
-                redirect_auth = Some(range);
-            }
             continue;
         };
         let lower = |b: &u8| match *b {
@@ -432,20 +438,51 @@ fn headers(vars: &Vars) -> HeaderMap {
         // overriding itself (nginx's `fastcgi_params` and then a `fastcgi_param` of the
         // same name; nginx then leaves the client's own header out): the last value,
         // as `Vars::get` reads it.
-        if n == http::header::HOST || !name.starts_with(b"HTTP_") {
-            map.insert(n, v);
-        } else {
-            map.append(n, v);
+        if map.insert(n, v).is_some() && header != b"HOST" && name.starts_with(b"HTTP_") {
+            // Rare: a header passed twice. The insert kept only this value; put every
+            // value of the name back, in the order received.
+            all_values(&mut map, vars, name, lowered);
         }
     }
-    if let Some(range) = redirect_auth {
-        if !map.contains_key(http::header::AUTHORIZATION) {
+    if let Some(range) = vars.known_range("REDIRECT_HTTP_AUTHORIZATION") {
+        redirect_authorization(&mut map, vars, range);
+    }
+    map
+}
+
+/// The same `E=HTTP_AUTHORIZATION:...` on the rule that rewrites to the app: Apache's
+/// internal redirect renames it (Symfony and Laravel read it there too). Used when no
+/// `HTTP_AUTHORIZATION` came.
+#[cold]
+fn redirect_authorization(map: &mut HeaderMap, vars: &Vars, range: Range<usize>) {
+    // (Looked for among the variables, not in the map: see the note below.)
+    let sent = vars
+        .iter()
+        .any(|(n, v)| n == b"HTTP_AUTHORIZATION" && !v.is_empty());
+    if !range.is_empty() && !sent {
+        if let Ok(v) = HeaderValue::from_maybe_shared(vars.shared(range)) {
+            // (`append`, the header being absent: one more call site of `insert` or
+            // `contains_key` made LLVM stop inlining them into the request path,
+            // +260 instructions per request by callgrind.)
+            map.append(http::header::AUTHORIZATION, v);
+        }
+    }
+}
+
+/// Sets header `lowered` to every valid value of variable `name`, in order.
+#[cold]
+fn all_values(map: &mut HeaderMap, vars: &Vars, name: &[u8], lowered: &[u8]) {
+    let Ok(header) = HeaderName::from_bytes(lowered) else {
+        return;
+    };
+    map.remove(&header);
+    for (n, range) in vars.iter_ranges() {
+        if n == name {
             if let Ok(v) = HeaderValue::from_maybe_shared(vars.shared(range)) {
-                map.insert(http::header::AUTHORIZATION, v);
+                map.append(header.clone(), v);
             }
         }
     }
-    map
 }
 
 #[cfg(test)]
@@ -674,8 +711,8 @@ mod tests {
         assert_eq!(uri_of("/app", "/p/a/b", "/app/p//a%2Fb", ""), "/p/a/b");
         // Bytes a URI may not hold raw: PATH_INFO's.
         assert_eq!(uri_of("/app", "/a\"/b", "/app/a\"%2Fb", ""), "/a%22/b");
-        // An absolute-form target.
-        assert_eq!(uri_of("/app", "/a/b", "http://h/app/a%2Fb", ""), "/a%2Fb");
+        // An absolute-form target (rare) keeps the decoded path.
+        assert_eq!(uri_of("/app", "/a/b", "http://h/app/a%2Fb", ""), "/a/b");
     }
 
     /// The Authorization header as Apache rewrites pass it: `HTTP_AUTHORIZATION`, or

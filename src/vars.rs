@@ -22,7 +22,7 @@ pub struct Vars {
 }
 
 /// How many names [`known_slot`] indexes.
-const KNOWN: usize = 13;
+const KNOWN: usize = 14;
 
 /// The indexed names, in slot order (the tests check `known_slot` against it).
 #[cfg(test)]
@@ -40,6 +40,7 @@ const KNOWN_NAMES: [&str; KNOWN] = [
     "SCRIPT_NAME",
     "SCRIPT_URL",
     "SERVER_PROTOCOL",
+    "REDIRECT_HTTP_AUTHORIZATION",
 ];
 
 /// The slot of a variable that request building reads on every request. Called for
@@ -79,6 +80,7 @@ fn known_slot(name: &[u8]) -> Option<usize> {
         17 => is(name, b"FORCE_SCRIPT_NAME").then_some(1),
         22 => is(name, b"HTTP_TRANSFER_ENCODING").then_some(2),
         26 => is(name, b"REDIRECT_FORCE_SCRIPT_NAME").then_some(5),
+        27 => is(name, b"REDIRECT_HTTP_AUTHORIZATION").then_some(13),
         _ => None,
     }
 }
@@ -199,6 +201,15 @@ impl Vars {
         self.spans
             .iter()
             .map(move |&(s, ne, ve)| (&self.buf[s as usize..ne as usize], ne as usize..ve as usize))
+    }
+
+    /// Where the value of an indexed variable is in the buffer (for [`Vars::shared`]).
+    #[inline(always)]
+    pub(crate) fn known_range(&self, name: &str) -> Option<Range<usize>> {
+        let k = known_slot(name.as_bytes())?;
+        let n = self.known[k] as usize;
+        let &(_, ne, ve) = self.spans.get(n.checked_sub(1)?)?;
+        Some(ne as usize..ve as usize)
     }
 
     /// Bytes of the buffer that share it rather than copy (header values).
