@@ -385,6 +385,7 @@ fn headers(vars: &Vars) -> HeaderMap {
     // holds (rare) goes through a vector.
     let mut name_buf = [0u8; 64];
     let mut long_name = Vec::new();
+    let mut repeated: Vec<&[u8]> = Vec::new();
     for (name, range) in vars.iter_ranges() {
         let header = if let Some(h) = name.strip_prefix(b"HTTP_") {
             // Proxy is the httpoxy header; CONTENT_* come from the CGI variables below.
@@ -439,10 +440,14 @@ fn headers(vars: &Vars) -> HeaderMap {
         // same name; nginx then leaves the client's own header out): the last value,
         // as `Vars::get` reads it.
         if map.insert(n, v).is_some() && header != b"HOST" && name.starts_with(b"HTTP_") {
-            // Rare: a header passed twice. The insert kept only this value; put every
-            // value of the name back, in the order received.
-            all_values(&mut map, vars, name, lowered);
+            // Rare: a header passed twice. The insert kept only this value; every
+            // value goes back below, once for all such names (a client's thousands of
+            // repeated lines cost one more pass, not one per line).
+            repeated.push(name);
         }
+    }
+    if !repeated.is_empty() {
+        all_values(&mut map, vars, repeated);
     }
     if let Some(range) = vars.known_range("REDIRECT_HTTP_AUTHORIZATION") {
         redirect_authorization(&mut map, vars, range);
@@ -469,17 +474,39 @@ fn redirect_authorization(map: &mut HeaderMap, vars: &Vars, range: Range<usize>)
     }
 }
 
-/// Sets header `lowered` to every valid value of variable `name`, in order.
+/// Sets each header of the `HTTP_*` variables `names` to every valid value the
+/// variables of that name hold, in the order received: one pass over the variables.
 #[cold]
-fn all_values(map: &mut HeaderMap, vars: &Vars, name: &[u8], lowered: &[u8]) {
-    let Ok(header) = HeaderName::from_bytes(lowered) else {
-        return;
+fn all_values(map: &mut HeaderMap, vars: &Vars, mut names: Vec<&[u8]>) {
+    names.sort_unstable();
+    names.dedup();
+    let header = |var: &[u8]| {
+        let h: Vec<u8> = var
+            .strip_prefix(b"HTTP_")
+            .unwrap_or(var)
+            .iter()
+            .map(|&b| {
+                if b == b'_' {
+                    b'-'
+                } else {
+                    b.to_ascii_lowercase()
+                }
+            })
+            .collect();
+        HeaderName::from_bytes(&h).ok()
     };
-    map.remove(&header);
+    for &name in &names {
+        if let Some(h) = header(name) {
+            map.remove(&h);
+        }
+    }
     for (n, range) in vars.iter_ranges() {
-        if n == name {
-            if let Ok(v) = HeaderValue::from_maybe_shared(vars.shared(range)) {
-                map.append(header.clone(), v);
+        if names.binary_search(&n).is_ok() {
+            if let (Some(h), Ok(v)) = (
+                header(n),
+                HeaderValue::from_maybe_shared(vars.shared(range)),
+            ) {
+                map.append(h, v);
             }
         }
     }
@@ -805,6 +832,47 @@ mod tests {
         assert_eq!(req.headers()["x-dup"], "a");
         let types: Vec<_> = req.headers().get_all("content-type").iter().collect();
         assert_eq!(types, ["text/html"]);
+
+        // Several names repeated, interleaved; and thousands of lines of one name (a
+        // client can send that many): every value, in order, in one more pass.
+        let mut pairs = vec![("REQUEST_METHOD".to_owned(), "GET".to_owned())];
+        for (n, v) in [
+            ("A", "1"),
+            ("B", "p"),
+            ("A", "2"),
+            ("C", "x"),
+            ("B", "q"),
+            ("A", "3"),
+        ] {
+            pairs.push((format!("HTTP_X_{n}"), v.to_owned()));
+        }
+        for i in 0..4000 {
+            pairs.push(("HTTP_X_MANY".to_owned(), i.to_string()));
+        }
+        let lines = build(
+            Vars::from_pairs(pairs),
+            Body::empty(),
+            Mode::Cgi,
+            Role::Responder,
+            &settings(),
+        )
+        .unwrap();
+        let all = |n: &str| -> Vec<String> {
+            lines
+                .headers()
+                .get_all(n)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(all("x-a"), ["1", "2", "3"]);
+        assert_eq!(all("x-b"), ["p", "q"]);
+        assert_eq!(all("x-c"), ["x"]);
+        let many = all("x-many");
+        assert_eq!(
+            (many.len(), many[0].as_str(), many[3999].as_str()),
+            (4000, "0", "3999")
+        );
         let ctx = req.context().unwrap();
         assert_eq!(ctx.remote_addr(), Some([203, 0, 113, 7].into()));
         assert_eq!(ctx.url_for("/y"), "http://example.com:8443/app/y");
