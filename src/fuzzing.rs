@@ -170,6 +170,16 @@ pub fn cgi_request(block: &[u8], forced: Option<&str>) {
         let ctx = req.context().expect("context");
         let again = request::app_uri(ctx.path_info(), ctx.query_string().as_bytes());
         assert!(again.is_ok());
+        // The URI's path is the decoded path, re-encoded or (an encoded slash) as the
+        // client sent it: decoding it gives the decoded path back.
+        let decoded = crate::mount::percent_decode(req.uri().path().as_bytes());
+        let pi = ctx.path_info();
+        assert!(
+            *decoded == *pi || (decoded.first() == Some(&b'/') && decoded[1..] == *pi),
+            "uri {:?} against path_info {:?}",
+            req.uri(),
+            String::from_utf8_lossy(pi)
+        );
     }
 }
 
