@@ -1504,6 +1504,17 @@ fn apache_proxy_fcgi() {
         "{j}"
     );
     assert!(j["vars"].get("CONTENT_LENGTH").is_none(), "{j}");
+    // The Authorization header reaches the app (Apache keeps it from FastCGI
+    // backends unless told otherwise).
+    let j = http_request(
+        web.port,
+        "GET",
+        "/app/me",
+        &[("Authorization", "Bearer t0k")],
+        Body::None,
+    )
+    .echo();
+    assert_eq!(j["headers"]["authorization"], "Bearer t0k", "{j}");
     drop(web);
 }
 
@@ -1545,6 +1556,16 @@ fn apache_proxy_scgi() {
     );
     let answers = check_mount(web.port, "/scgi", "scgi");
     assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+    // The snippet's CGIPassAuth passes the Authorization header on.
+    let j = http_request(
+        web.port,
+        "GET",
+        "/scgi/me",
+        &[("Authorization", "Basic dXNlcjpwdw==")],
+        Body::None,
+    )
+    .echo();
+    assert_eq!(j["headers"]["authorization"], "Basic dXNlcjpwdw==", "{j}");
     drop(web);
 }
 
