@@ -645,6 +645,23 @@ fn check_mount(port: u16, prefix: &str, mode: &str) -> Vec<Value> {
         ));
     }
 
+    // The Authorization header reaches the app (Bearer tokens, Basic logins).
+    let t = format!("{prefix}/auth");
+    let r = http_request(
+        port,
+        "GET",
+        &t,
+        &[("Authorization", "Bearer t0k.en")],
+        Body::None,
+    );
+    if let Some(j) = c.answer(&format!("GET {t} with Authorization"), &r) {
+        if j["headers"]["authorization"] != "Bearer t0k.en" {
+            c.failures.push(format!(
+                "GET {t}: no Authorization header reached the app: {j}"
+            ));
+        }
+    }
+
     let data = noise(200 * 1024, port as u64);
     let t = format!("{prefix}/upload?n=1");
     let r = http_request(
