@@ -1004,6 +1004,19 @@ fn lighttpd_bin_path() {
         (&json!("/app"), &json!(""), &json!("/")),
         "{j}"
     );
+    // An encoded slash stays one in the app's URI (lighttpd decodes it in PATH_INFO),
+    // under the forced prefix and at the root.
+    for (target, uri) in [
+        ("/app/p/a%2Fb?x=1", "/p/a%2Fb?x=1"),
+        ("/p/a%2Fb", "/p/a%2Fb"),
+    ] {
+        let j = http_request(web.port, "GET", target, &[], Body::None).echo();
+        assert_eq!(
+            (j["uri"].as_str(), j["path_info"].as_str()),
+            (Some(uri), Some("/p/a/b")),
+            "{j}"
+        );
+    }
     let top = check_mount(web.port, "", "fastcgi");
     let all = apps();
     assert!(pids(&sub).is_subset(&all), "{:?} {all:?}", pids(&sub));
