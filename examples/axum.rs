@@ -96,18 +96,27 @@ struct StreamArgs {
 }
 
 /// `n` lines, one every `delay_ms`, each sent as soon as it is produced.
-async fn stream(Query(a): Query<StreamArgs>) -> Response {
-    let n = a.n.unwrap_or(5);
-    let delay = Duration::from_millis(a.delay_ms.unwrap_or(300));
-    let lines = futures_util::stream::unfold(0u32, move |i| async move {
+/// `n` items made by `item`, the first at once and the rest `delay` apart.
+fn paced<T>(
+    n: u32,
+    delay: Duration,
+    item: impl Fn(u32) -> T + Copy,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::unfold(0u32, move |i| async move {
         if i == n {
             return None;
         }
         if i > 0 {
             tokio::time::sleep(delay).await;
         }
-        let line = format!("line {i} at {:?}\n", std::time::SystemTime::now());
-        Some((Ok::<_, std::io::Error>(line), i + 1))
+        Some((item(i), i + 1))
+    })
+}
+
+async fn stream(Query(a): Query<StreamArgs>) -> Response {
+    let delay = Duration::from_millis(a.delay_ms.unwrap_or(300));
+    let lines = paced(a.n.unwrap_or(5), delay, |i| {
+        Ok::<_, std::io::Error>(format!("line {i} at {:?}\n", std::time::SystemTime::now()))
     });
     (
         [(header::CONTENT_TYPE, "text/plain")],
@@ -123,19 +132,10 @@ async fn events(
 ) -> axum::response::sse::Sse<
     impl futures_util::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
 > {
-    let n = a.n.unwrap_or(5);
     let delay = Duration::from_millis(a.delay_ms.unwrap_or(1000));
-    let events = futures_util::stream::unfold(0u32, move |i| async move {
-        if i == n {
-            return None;
-        }
-        if i > 0 {
-            tokio::time::sleep(delay).await;
-        }
-        let event = axum::response::sse::Event::default().data(format!("event {i}"));
-        Some((Ok(event), i + 1))
-    });
-    axum::response::sse::Sse::new(events)
+    axum::response::sse::Sse::new(paced(a.n.unwrap_or(5), delay, |i| {
+        Ok(axum::response::sse::Event::default().data(format!("event {i}")))
+    }))
 }
 
 /// Logs when it is dropped before finishing: what happens when the web server aborts

@@ -156,7 +156,7 @@ pub(crate) fn build(
     }
     // An encoded slash needs a `%` in the client's path (one look, most have none).
     let raw = match vars.get("REQUEST_URI") {
-        Some(u) if u.contains(&b'%') => raw_uri_with_encoded_slash(&vars, &mount, query),
+        Some(u) if u.contains(&b'%') => raw_uri_with_encoded_slash(u, &mount, query),
         _ => None,
     };
     let uri = match raw {
@@ -180,18 +180,14 @@ pub(crate) fn build(
     Ok(req)
 }
 
-/// The app-relative part of the client's own `REQUEST_URI` path when it holds an
+/// The app-relative part of the client's own `REQUEST_URI` (`uri`) path when it holds an
 /// encoded slash (`%2F`) and is otherwise the mount prefix and `PATH_INFO` exactly.
 /// The URI rebuilt from the decoded `PATH_INFO` would make it a real `/` and move the
 /// path's segments (`/files/a%2Fb` would route as `/files/a/b`, where axum's `Path`
 /// under hyper gets `a/b`). Apache refuses such paths by default
 /// (`AllowEncodedSlashes`); nginx and `--http` pass them. A request path the server
 /// resolved (dot segments, `//`) is not the same path, and keeps the decoded one.
-fn encoded_slash_path<'a>(vars: &'a Vars, mount: &mount::Mount) -> Option<&'a [u8]> {
-    let uri = vars.get("REQUEST_URI")?;
-    if !uri.contains(&b'%') {
-        return None;
-    }
+fn encoded_slash_path<'a>(uri: &'a [u8], mount: &mount::Mount) -> Option<&'a [u8]> {
     let path = uri.split(|&b| b == b'?').next().unwrap_or_default();
     // Origin form only (an absolute-form target, rare, keeps the decoded path).
     if !path.starts_with(b"/") {
@@ -232,8 +228,8 @@ fn encoded_slash_path<'a>(vars: &'a Vars, mount: &mount::Mount) -> Option<&'a [u
 
 /// [`encoded_slash_path`] made a URI with the query (out of line: rarely needed).
 #[inline(never)]
-fn raw_uri_with_encoded_slash(vars: &Vars, mount: &mount::Mount, query: &[u8]) -> Option<Uri> {
-    raw_app_uri(encoded_slash_path(vars, mount)?, query)
+fn raw_uri_with_encoded_slash(uri: &[u8], mount: &mount::Mount, query: &[u8]) -> Option<Uri> {
+    raw_app_uri(encoded_slash_path(uri, mount)?, query)
 }
 
 /// The URI of a raw app-relative path (see [`encoded_slash_path`]) and the query;

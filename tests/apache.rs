@@ -499,6 +499,24 @@ fn fcgid_rewrite_with_escaped_backreferences_routes_encoded_characters() {
 /// instead of the shipped one: `FallbackResource` (mod_dir) and a rewrite without
 /// `/$1`. Apache then sends no `PATH_INFO`; the app must still see its folder as the
 /// mount and the rest as the path, and links it builds must route back to it.
+/// A folder `public_html/<dir>` with the echo example as `mysite.fcgi` under
+/// mod_fcgid and an .htaccess of these rewrite `rules`.
+fn fcgid_folder(a: &Apache, dir: &str, rules: &str) {
+    let d = a.dir.path().join("public_html").join(dir);
+    fs::create_dir_all(&d).unwrap();
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = d.join("mysite.fcgi");
+    fs::copy(example("echo"), &exe).unwrap();
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let ht = d.join(".htaccess");
+    fs::write(
+        &ht,
+        format!("Options +ExecCGI\nAddHandler fcgid-script .fcgi\n{rules}"),
+    )
+    .unwrap();
+    fs::set_permissions(&ht, fs::Permissions::from_mode(0o644)).unwrap();
+}
+
 #[test]
 fn fcgid_fallback_resource_and_a_rewrite_without_the_path() {
     let a = Apache::start();
@@ -513,19 +531,7 @@ fn fcgid_fallback_resource_and_a_rewrite_without_the_path() {
             "RewriteEngine On\nRewriteCond %{REQUEST_FILENAME} !-f\nRewriteRule ^ mysite.fcgi [L]\n",
         ),
     ] {
-        let d = a.dir.path().join("public_html").join(dir);
-        fs::create_dir_all(&d).unwrap();
-        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
-        let exe = d.join("mysite.fcgi");
-        fs::copy(example("echo"), &exe).unwrap();
-        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
-        let ht = d.join(".htaccess");
-        fs::write(
-            &ht,
-            format!("Options +ExecCGI\nAddHandler fcgid-script .fcgi\n{rules}"),
-        )
-        .unwrap();
-        fs::set_permissions(&ht, fs::Permissions::from_mode(0o644)).unwrap();
+        fcgid_folder(&a, dir, rules);
 
         let j = a.get(&format!("/{dir}/posts/1?x=1")).echo();
         assert_eq!(j["mode"], "fastcgi", "{dir}: {j}");
@@ -977,19 +983,7 @@ fn the_authorization_header_reaches_the_app() {
              RewriteCond %{REQUEST_FILENAME} !-f\nRewriteRule ^(.*)$ mysite.fcgi/$1 [QSA,L]\n",
         ),
     ] {
-        let d = a.dir.path().join("public_html").join(dir);
-        fs::create_dir_all(&d).unwrap();
-        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
-        let exe = d.join("mysite.fcgi");
-        fs::copy(example("echo"), &exe).unwrap();
-        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
-        let ht = d.join(".htaccess");
-        fs::write(
-            &ht,
-            format!("Options +ExecCGI\nAddHandler fcgid-script .fcgi\n{rules}"),
-        )
-        .unwrap();
-        fs::set_permissions(&ht, fs::Permissions::from_mode(0o644)).unwrap();
+        fcgid_folder(&a, dir, rules);
     }
     for dir in ["", "/blog", "/cgi", "/onrule", "/nocond"] {
         for auth in ["Bearer t0k.en", "Basic dXNlcjpwdw=="] {
