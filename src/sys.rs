@@ -547,12 +547,23 @@ fn left_of(timeout: Duration, start: Instant, first: &mut bool) -> Duration {
     }
 }
 
-/// One worker thread's wait for a connection: its own epoll set holding the listener
-/// with `EPOLLEXCLUSIVE`, so a new connection wakes one waiting thread (or process,
-/// under prefork) rather than every one of them, as a blocking `accept` would; and the
-/// stop flag's pipe, which wakes them all.
+/// One worker thread's wait for a connection: its own epoll set, which holds the
+/// listener with `EPOLLEXCLUSIVE` while the thread sleeps in [`wait`](Self::wait), so a
+/// new connection wakes one waiting thread (or process, under prefork) rather than
+/// every one of them; and the stop flag's pipe, which wakes them all.
+///
+/// The listener is in the set only during the wait. Each set that holds it is an entry
+/// on the listener's wait queue, and each connection the web server makes runs the
+/// entries' callbacks in the web server's `connect` until one wakes a thread: with 8
+/// threads busy under load that was 8 callbacks per connection, whatever the threads
+/// were doing, about 3 % of the load generator's CPU per request at 8:8
+/// (BENCHMARKS.md). A blocking `accept` (libfcgi's wait) leaves an entry only while it
+/// sleeps; so does this. Under load a connection is usually queued and the thread
+/// accepts it without waiting, so the add and the removal are paid only by a thread
+/// that sleeps anyway.
 pub struct AcceptWait {
     ep: OwnedFd,
+    listener: RawFd,
     flag: Option<&'static Flag>,
 }
 
@@ -565,24 +576,18 @@ impl AcceptWait {
         // SAFETY: ep is a fresh fd that we own.
         let ep = unsafe { OwnedFd::from_raw_fd(ep) };
         let flag = watch.flag();
-        let add = |fd: RawFd, events: u32, tag: u64| {
-            let mut ev = libc::epoll_event { events, u64: tag };
-            // SAFETY: epoll_ctl reads one epoll_event.
-            cvt(unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) })
-        };
-        add(listener, (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32, 0)?;
         if let Some(p) = parked {
             // Not EPOLLEXCLUSIVE, which an epoll descriptor inside another refuses
             // (EINVAL): every waiting worker wakes, and one takes the connection.
-            add(p, libc::EPOLLIN as u32, 2)?;
+            epoll_add(ep.as_raw_fd(), p, libc::EPOLLIN as u32, 2)?;
         }
         if let Some(f) = flag {
             let rd = f.rd.load(Ordering::Acquire);
             if rd >= 0 {
-                add(rd, libc::EPOLLIN as u32, 1)?;
+                epoll_add(ep.as_raw_fd(), rd, libc::EPOLLIN as u32, 1)?;
             }
         }
-        Ok(AcceptWait { ep, flag })
+        Ok(AcceptWait { ep, listener, flag })
     }
 
     /// True once the watched flag is raised: accept no more.
@@ -593,6 +598,25 @@ impl AcceptWait {
     /// Waits until a connection may be queued (`Ready`), the flag is raised (`Stop`), or
     /// `timeout` has passed (`TimedOut`).
     pub fn wait(&self, timeout: Option<Duration>) -> io::Result<Wake> {
+        if self.stopped() {
+            return Ok(Wake::Stop);
+        }
+        // Added here, the listener is reported at once if a connection came since the
+        // caller's last `accept` (the add looks at it), so none is missed.
+        let ep = self.ep.as_raw_fd();
+        epoll_add(
+            ep,
+            self.listener,
+            (libc::EPOLLIN | libc::EPOLLEXCLUSIVE) as u32,
+            0,
+        )?;
+        let woke = self.sleep(timeout);
+        // SAFETY: the listener was added above; removing it takes no event argument.
+        unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_DEL, self.listener, std::ptr::null_mut()) };
+        woke
+    }
+
+    fn sleep(&self, timeout: Option<Duration>) -> io::Result<Wake> {
         let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 2];
         let ms = timeout.map_or(-1, |t| t.as_millis().clamp(1, i32::MAX as u128) as i32);
         loop {
@@ -619,6 +643,13 @@ impl AcceptWait {
             }
         }
     }
+}
+
+/// Adds `fd` to the epoll set `ep` for `events`, tagged `tag`.
+fn epoll_add(ep: RawFd, fd: RawFd, events: u32, tag: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: tag };
+    // SAFETY: epoll_ctl reads one epoll_event.
+    cvt(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }).map(drop)
 }
 
 // ---- kept-alive connections parked while idle ----

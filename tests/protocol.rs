@@ -1877,3 +1877,91 @@ fn a_listener_made_non_blocking_by_another_process_does_not_make_the_worker_spin
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// How many epoll sets of process `pid` watch the socket `target` (a `socket:[inode]`
+/// link), from `/proc/PID/fdinfo`: one `tfd:` line per descriptor a set watches.
+fn epoll_sets_watching(pid: u32, target: &std::path::Path) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    let mut sets = 0;
+    for fd in fds.flatten() {
+        let is_epoll = std::fs::read_link(fd.path())
+            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:[eventpoll]");
+        if !is_epoll {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let watches = info.lines().any(|l| {
+            l.strip_prefix("tfd:")
+                .and_then(|r| r.split_whitespace().next())
+                .is_some_and(|n| {
+                    std::fs::read_link(format!("/proc/{pid}/fd/{n}")).is_ok_and(|l| l == target)
+                })
+        });
+        sets += usize::from(watches);
+    }
+    sets
+}
+
+/// A worker thread's epoll set holds the listener only while the thread waits for a
+/// connection. Each set that holds it is an entry on the listener's wait queue, whose
+/// callback the web server's `connect` runs: with every thread busy, as under load, the
+/// web server paid one per thread on each connection (BENCHMARKS.md).
+#[test]
+fn busy_workers_leave_the_listener_alone() {
+    let dir = TempDir::new("busy");
+    let sock = dir.join("app.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let target = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+    let mut cmd = std::process::Command::new(example("echo"));
+    cmd.stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+        listener,
+    )))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .env("FCGI_THREADS", "2")
+    .env_remove("GATEWAY_INTERFACE");
+    contain(&mut cmd);
+    let mut child = spawn_retrying(&mut cmd);
+    let pid = child.id();
+    let (s, _) = pid_request(&sock);
+    drop(s);
+    assert!(
+        wait_until(T, || epoll_sets_watching(pid, &target) >= 1),
+        "an idle worker waits on the listener"
+    );
+    // Both threads busy (the pool's cap is 2).
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut s = UnixStream::connect(&sock).unwrap();
+        s.write_all(&request(1, false, &get("/sleep", "ms=1500"), b""))
+            .unwrap();
+        busy.push(s);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        epoll_sets_watching(pid, &target),
+        0,
+        "every thread is serving, and a set still watches the listener"
+    );
+    for mut s in busy {
+        assert_eq!(read_reply(&mut s, 1, T).status(), 200);
+    }
+    // Both idle again: each waits on the listener, and a new connection is served.
+    assert!(
+        wait_until(T, || epoll_sets_watching(pid, &target) == 2),
+        "{} sets watch the listener with both threads idle",
+        epoll_sets_watching(pid, &target)
+    );
+    let (s, again) = pid_request(&sock);
+    drop(s);
+    assert_eq!(again, pid);
+    let _ = child.kill();
+    let _ = child.wait();
+}
