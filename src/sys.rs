@@ -719,14 +719,9 @@ impl ParkLot {
             }
         }
         let raw = fd.as_raw_fd();
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32,
-            u64: raw as u64,
-        };
-        // SAFETY: epoll_ctl reads one epoll_event; raw is open while it is in the set.
-        let added =
-            unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_ADD, raw, &mut ev) };
-        if added != 0 {
+        // raw stays open while it is in the set (dropping it closes it, which takes it out).
+        let events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+        if epoll_add(self.ep.as_raw_fd(), raw, events, raw as u64).is_err() {
             return Err(fd);
         }
         parked.insert(raw, (fd, coarse_ms()));
@@ -1110,12 +1105,7 @@ fn linger_set() -> Option<RawFd> {
                 ),
                 (stop, libc::EPOLLIN, LINGER_STOP),
             ] {
-                let mut ev = libc::epoll_event {
-                    events: events as u32,
-                    u64: tag,
-                };
-                // SAFETY: epoll_ctl reads one epoll_event.
-                cvt(unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, &mut ev) }).ok()?;
+                epoll_add(ep, fd, events as u32, tag).ok()?;
             }
             Some(owned.into_raw_fd())
         })();
