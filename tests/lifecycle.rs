@@ -744,7 +744,10 @@ fn parked_connections_are_closed_at_the_idle_timeout() {
 /// no longer idle, and waits to be served.
 #[test]
 fn a_parked_connection_with_a_request_waiting_is_not_closed_for_idling() {
-    let app = FcgiApp::start("echo", &[("FCGI_THREADS", "2"), ("FCGI_IDLE_TIMEOUT", "1")]);
+    // The late requests go out well inside the idle timeout (the connections before the
+    // busy ones may each wait for the watch's next look, 250 ms, under a loaded suite),
+    // and are answered well past it.
+    let app = FcgiApp::start("echo", &[("FCGI_THREADS", "2"), ("FCGI_IDLE_TIMEOUT", "2")]);
     let mut idle: Vec<_> = (0..4)
         .map(|i| {
             let mut c = app.connect();
@@ -754,11 +757,11 @@ fn a_parked_connection_with_a_request_waiting_is_not_closed_for_idling() {
             c
         })
         .collect();
-    // Two 3 s requests take both threads; the idle connections are parked.
+    // Two 4 s requests take both threads; the idle connections are parked.
     let mut busy: Vec<_> = (0..2)
         .map(|_| {
             let mut c = app.connect();
-            c.write_all(&request(1, true, &get("/sleep", "ms=3000"), b""))
+            c.write_all(&request(1, true, &get("/sleep", "ms=4000"), b""))
                 .unwrap();
             c
         })
