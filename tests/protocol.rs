@@ -1838,6 +1838,23 @@ fn cpu_ticks(pid: u32) -> u64 {
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
 }
 
+/// The echo example started on a listener the test made (and so knows), `env` added.
+fn echo_on(
+    listener: std::os::unix::net::UnixListener,
+    env: &[(&str, &str)],
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(example("echo"));
+    cmd.stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
+        listener,
+    )))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .env_remove("GATEWAY_INTERFACE")
+    .envs(env.iter().copied());
+    contain(&mut cmd);
+    spawn_retrying(&mut cmd)
+}
+
 /// The blocking wait shares the listener's `O_NONBLOCK` with every process on the socket
 /// (`spawn-fcgi -F` copies, one of them starting up): when another holder makes it
 /// non-blocking again, the idle worker's `accept` stops waiting, and it must then wait
@@ -1848,15 +1865,7 @@ fn a_listener_made_non_blocking_by_another_process_does_not_make_the_worker_spin
     let sock = dir.join("app.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let mine = listener.try_clone().unwrap();
-    let mut cmd = std::process::Command::new(example("echo"));
-    cmd.stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
-        listener,
-    )))
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .env_remove("GATEWAY_INTERFACE");
-    contain(&mut cmd);
-    let mut child = spawn_retrying(&mut cmd);
+    let mut child = echo_on(listener, &[]);
     let pid = child.id();
     let (s, _) = pid_request(&sock);
     drop(s);
@@ -1918,16 +1927,7 @@ fn busy_workers_leave_the_listener_alone() {
     let sock = dir.join("app.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
     let target = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
-    let mut cmd = std::process::Command::new(example("echo"));
-    cmd.stdin(std::process::Stdio::from(std::os::fd::OwnedFd::from(
-        listener,
-    )))
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::null())
-    .env("FCGI_THREADS", "2")
-    .env_remove("GATEWAY_INTERFACE");
-    contain(&mut cmd);
-    let mut child = spawn_retrying(&mut cmd);
+    let mut child = echo_on(listener, &[("FCGI_THREADS", "2")]);
     let pid = child.id();
     let (s, _) = pid_request(&sock);
     drop(s);
