@@ -47,6 +47,63 @@ fn apache_binary() -> PathBuf {
     bin
 }
 
+/// Where Debian's suEXEC (`apache2-suexec-pristine`) runs programs: under this folder only.
+const SUEXEC_DOC_ROOT: &str = "/var/www";
+const SUEXEC: &str = "/usr/lib/apache2/suexec";
+
+/// A site's own user, as a shared host gives each customer one; created once (as a
+/// system user: suEXEC refuses uids and gids below 100, which a system user is not).
+struct SiteUser {
+    name: &'static str,
+    uid: u32,
+    gid: u32,
+}
+
+impl SiteUser {
+    fn get() -> &'static SiteUser {
+        static USER: std::sync::OnceLock<SiteUser> = std::sync::OnceLock::new();
+        USER.get_or_init(|| {
+            let name = "fcgi-shim-site";
+            assert!(
+                Path::new(SUEXEC).exists(),
+                "{SUEXEC} is missing (apt-get install apache2-suexec-pristine)"
+            );
+            // Exit status 9: the user is there already (an earlier run).
+            let st = Command::new("useradd")
+                .args(["--system", "--user-group", "--no-create-home"])
+                .args([
+                    "--home-dir",
+                    "/nonexistent",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    name,
+                ])
+                .status()
+                .expect("run useradd");
+            assert!(st.success() || st.code() == Some(9), "useradd {name}: {st}");
+            let c = std::ffi::CString::new(name).unwrap();
+            // SAFETY: a valid C string; the result is read at once.
+            let (uid, gid) = unsafe {
+                let pw = libc::getpwnam(c.as_ptr());
+                assert!(!pw.is_null(), "no user {name} after useradd");
+                ((*pw).pw_uid, (*pw).pw_gid)
+            };
+            SiteUser { name, uid, gid }
+        })
+    }
+
+    fn chown(&self, path: &Path) {
+        std::os::unix::fs::chown(path, Some(self.uid), Some(self.gid)).unwrap();
+    }
+}
+
+/// The real uid of a running process.
+fn uid_of(pid: u32) -> u32 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// A real Apache in the foreground, in its own process group, with everything (config,
 /// docroot, logs, sockets) in a temp dir:
 ///
@@ -73,11 +130,22 @@ impl Apache {
 
     /// Serves example `app` (as mysite.fcgi in each directory).
     fn start_app(app: &str, port: Option<u16>) -> Apache {
+        Apache::start_with(app, port, None)
+    }
+
+    /// The echo example through suEXEC (`SuexecUserGroup`), as shared hosts run their
+    /// customers' programs: the site (under suEXEC's docroot, `/var/www`) belongs to
+    /// `user`, and mod_fcgid and mod_cgid start the programs as that user.
+    fn start_suexec(user: &SiteUser) -> Apache {
+        Apache::start_with("echo", None, Some(user))
+    }
+
+    fn start_with(app: &str, port: Option<u16>, suexec: Option<&SiteUser>) -> Apache {
         let bin = apache_binary();
         let mut last_failure = String::new();
         // A free port can be taken by someone else before Apache binds it: retry then.
         for _ in 0..5 {
-            let mut a = Apache::spawn(&bin, app, port);
+            let mut a = Apache::spawn(&bin, app, port, suexec);
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if a.answers() {
@@ -103,8 +171,11 @@ impl Apache {
         panic!("{last_failure}");
     }
 
-    fn spawn(bin: &Path, app: &str, port: Option<u16>) -> Apache {
-        let dir = TempDir::new("apache");
+    fn spawn(bin: &Path, app: &str, port: Option<u16>, suexec: Option<&SiteUser>) -> Apache {
+        let dir = match suexec {
+            Some(_) => TempDir::new_in(Path::new(SUEXEC_DOC_ROOT), "apache"),
+            None => TempDir::new("apache"),
+        };
         let root = dir.path().to_path_buf();
         for d in [
             "run",
@@ -144,10 +215,24 @@ impl Apache {
         let robots_path = root.join("public_html/robots.txt");
         fs::write(&robots_path, &robots).unwrap();
         fs::set_permissions(&robots_path, fs::Permissions::from_mode(0o644)).unwrap();
+        if let Some(user) = suexec {
+            // suEXEC runs a program only when it and its folder belong to the user.
+            for sub in ["public_html", "public_html/blog", "public_html/cgi"] {
+                user.chown(&root.join(sub));
+                user.chown(&root.join(sub).join("mysite.fcgi"));
+            }
+        }
 
         let port = port.unwrap_or_else(free_port);
         let conf = root.join("httpd.conf");
-        fs::write(&conf, config(&root, port)).unwrap();
+        let mut text = config(&root, port);
+        if let Some(user) = suexec {
+            text += &format!(
+                "<IfModule !suexec_module>\n  LoadModule suexec_module {MODULE_DIR}/mod_suexec.so\n</IfModule>\nSuexecUserGroup {0} {0}\n# suEXEC passes a fixed list of variables: this one must not reach the app.\nFcgidInitialEnv FORCE_SCRIPT_NAME /from-initial-env\n",
+                user.name
+            );
+        }
+        fs::write(&conf, text).unwrap();
         let out = fs::File::create(root.join("logs/stdout.log")).unwrap();
         let mut cmd = Command::new(bin);
         // SAFETY: only close_range(2), async-signal-safe, between fork and exec. Other
@@ -907,6 +992,102 @@ fn settings_file_beside_the_binary_is_not_served() {
     assert!(!r.text().contains("FCGI_LOG"));
     // The app beside it still serves (and read the file without complaint).
     assert_eq!(a.get("/blog/posts/1").echo()["path_info"], "/posts/1");
+}
+
+/// Under suEXEC, as shared hosts run their customers' programs (README, "When the host
+/// answers 500"): mod_fcgid and mod_cgid start the app as the site's user; suEXEC drops
+/// `FcgidInitialEnv` while the settings file beside the binary is read; and a new
+/// upload is taken up, though suEXEC starts the program by its bare name (`argv[0]` is
+/// `mysite.fcgi`, so the binary watch goes by the program's own path).
+#[test]
+fn suexec_runs_the_site_as_its_user() {
+    if !is_root() {
+        eprintln!("skipped: suEXEC needs root (the site must belong to a user of its own)");
+        return;
+    }
+    let user = SiteUser::get();
+    let a = Apache::start_suexec(user);
+    let suexec_log = || fs::read_to_string("/var/log/apache2/suexec.log").unwrap_or_default();
+    let env = a.dir.join("public_html/mysite.fcgi.env");
+    fs::write(&env, "FORCE_SCRIPT_NAME=/site\n").unwrap();
+    fs::set_permissions(&env, fs::Permissions::from_mode(0o644)).unwrap();
+    user.chown(&env);
+
+    let r = a.get("/posts/1");
+    assert_eq!(
+        r.status,
+        200,
+        "{}\n{}\nsuexec.log:\n{}",
+        r.text(),
+        a.logs(),
+        suexec_log()
+    );
+    let j = r.echo();
+    assert_eq!(j["mode"], "fastcgi", "{j}");
+    assert_eq!(
+        j["script_name"], "/site",
+        "the settings file was not read: {j}"
+    );
+    assert_eq!(j["path_info"], "/posts/1", "{j}");
+    assert_eq!(uid_of(pid_of(&j)), user.uid, "{j}");
+
+    let j = a.get("/blog/posts/1").echo();
+    assert_eq!(
+        j["script_name"], "/blog",
+        "FcgidInitialEnv reached the app: {j}"
+    );
+    assert_eq!(j["path_info"], "/posts/1", "{j}");
+    let old = pid_of(&j);
+    assert_eq!(uid_of(old), user.uid, "{j}");
+
+    let j = a.get("/cgi/posts/1?x=1").echo();
+    assert_eq!(j["mode"], "cgi", "{j}");
+    assert_eq!(j["script_name"], "/cgi", "{j}");
+    assert_eq!(j["uri"], "/posts/1?x=1", "{j}");
+
+    // A new upload, by the site's user: mod_fcgid starts the new file (through suEXEC)
+    // for the next request, and the old process, idle from then on, notices the upload
+    // and exits by itself (its watch goes by its own path, argv[0] being a bare name).
+    let exe = a.dir.join("public_html/blog/mysite.fcgi");
+    let tmp = a.dir.join("public_html/blog/mysite.fcgi.new");
+    fs::copy(example("echo"), &tmp).unwrap();
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).unwrap();
+    user.chown(&tmp);
+    fs::rename(&tmp, &exe).unwrap();
+    let mut statuses = Vec::new();
+    let mut new = None;
+    let taken_up = wait_until(Duration::from_secs(15), || {
+        let r = a.get("/blog/x");
+        statuses.push(r.status);
+        if r.status == 200 {
+            let pid = pid_of(&r.echo());
+            if pid != old {
+                new = Some(pid);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        new.is_some()
+    });
+    assert!(
+        taken_up,
+        "the new upload never answered: {statuses:?}\n{}",
+        a.logs()
+    );
+    assert!(
+        statuses.iter().all(|&s| s == 200),
+        "{statuses:?}\n{}",
+        a.logs()
+    );
+    assert_eq!(uid_of(new.unwrap()), user.uid);
+    let gone = || !Path::new(&format!("/proc/{old}")).exists();
+    assert!(
+        wait_until(Duration::from_secs(10), || a
+            .error_log()
+            .contains("was replaced")
+            && gone()),
+        "the old process did not exit\n{}",
+        a.logs()
+    );
 }
 
 /// The axum example (feature `axum`) under mod_fcgid in a subdirectory with the

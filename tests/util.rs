@@ -79,8 +79,13 @@ impl AsRef<Path> for TempDir {
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
+        TempDir::new_in(&std::env::temp_dir(), tag)
+    }
+
+    /// A temp dir under `parent` (suEXEC runs programs only under its docroot).
+    pub fn new_in(parent: &Path, tag: &str) -> TempDir {
         let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let p = std::env::temp_dir().join(format!("fcgi-shim-{tag}-{}-{n}", std::process::id()));
+        let p = parent.join(format!("fcgi-shim-{tag}-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&p);
         fs::create_dir_all(&p).expect("create temp dir");
         fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
