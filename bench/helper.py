@@ -610,12 +610,15 @@ def report(args):
     LIB, LIB8 = "libfcgi C", "libfcgi C, 8 processes"
     SHIM8P, NOSPIN = "fcgi-shim hello, 8 processes", "fcgi-shim hello, FCGI_SPIN_MICROS=0"
     SHIM8W = "fcgi-shim hello, FCGI_PROCESSES=8"
+    SHIMM8 = "fcgi-shim hello (musl build), FCGI_THREADS=8"
     pairs = [(SHIM, LIB, 1, False, "1 thread vs 1 process, c=1, new connections"),
              (SHIM, LIB, 1, True, "1 thread vs 1 process, c=1, keep-conn"),
              (SHIM, LIB, 8, False, "1 thread vs 1 process, c=8, new connections"),
              (SHIM, LIB, 8, True, "1 thread vs 1 process, c=8, keep-conn (one connection)"),
              (SHIM8, LIB8, 8, False, "8 threads vs 8 processes, c=8, new connections"),
              (SHIM8, LIB8, 8, True, "8 threads vs 8 processes, c=8, keep-conn"),
+             (SHIMM8, LIB8, 8, False, "8 threads (musl build) vs 8 processes, c=8, new connections"),
+             (SHIMM8, LIB8, 8, True, "8 threads (musl build) vs 8 processes, c=8, keep-conn"),
              (SHIM8P, LIB8, 8, False, "8 processes vs 8 processes, c=8, new connections"),
              (SHIM8P, LIB8, 8, True, "8 processes vs 8 processes, c=8, keep-conn"),
              (SHIM8W, LIB8, 8, False, "FCGI_PROCESSES=8 vs 8 processes, c=8, new connections"),

@@ -183,6 +183,13 @@ server() {
         SRV_ENV=(FCGI_THREADS=8)
         SRV_ARGV=("$BIN/hello")
         ;;
+    shimmusl8)
+        # The musl build with 8 threads: its malloc takes one process-wide lock, which
+        # the examples' global allocator (fcgi_shim::ThreadCache) keeps them off.
+        SRV_NAME="fcgi-shim hello (musl build), FCGI_THREADS=8"
+        SRV_ENV=(FCGI_THREADS=8)
+        SRV_ARGV=("$BIN/hello-musl")
+        ;;
     shimnospin)
         # Without the spin before sleeping (FCGI_SPIN_MICROS=0): what it changes.
         SRV_NAME="fcgi-shim hello, FCGI_SPIN_MICROS=0"
@@ -278,6 +285,7 @@ status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 # ---- 1. FastCGI throughput ----
 
 C8=(shim shim8 shim8p shim8w libfcgi libfcgi8 go php php8 flup)
+[ -x "$BIN/hello-musl" ] && C8=(shim shim8 shimmusl8 shim8p shim8w libfcgi libfcgi8 go php php8 flup)
 fcgi_run() { # KEY C KEEP(0|1) ROUND [KIND]
     server "$1"
     local args=(-c "$2" -d "$SECS" --warmup 1 --path "$SRV_PATH" --json) out keep=false

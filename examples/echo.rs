@@ -252,6 +252,11 @@ fn app(req: Request<Body>) -> Response<BoxBody> {
     r
 }
 
+// Several worker threads on musl's malloc would queue on its one lock; this per-thread
+// cache in front of it keeps them apart (see `fcgi_shim::ThreadCache`).
+#[global_allocator]
+static ALLOC: fcgi_shim::ThreadCache = fcgi_shim::ThreadCache::new();
+
 fn main() -> Result<(), fcgi_shim::Error> {
     fcgi_shim::run(app)
 }

@@ -4,6 +4,11 @@
 use fcgi_shim::{Body, RequestExt};
 use http::{Request, Response};
 
+// Several worker threads on musl's malloc would queue on its one lock; this per-thread
+// cache in front of it keeps them apart (see `fcgi_shim::ThreadCache`).
+#[global_allocator]
+static ALLOC: fcgi_shim::ThreadCache = fcgi_shim::ThreadCache::new();
+
 fn hello(req: Request<Body>) -> Response<String> {
     Response::new(format!(
         "Hello from {}{}\n",

@@ -13,6 +13,11 @@ fn hello(_req: Request<Body>) -> Response<&'static str> {
         .unwrap()
 }
 
+// Several worker threads on musl's malloc would queue on its one lock; this per-thread
+// cache in front of it keeps them apart (see `fcgi_shim::ThreadCache`).
+#[global_allocator]
+static ALLOC: fcgi_shim::ThreadCache = fcgi_shim::ThreadCache::new();
+
 fn main() -> Result<(), fcgi_shim::Error> {
     fcgi_shim::run(hello)
 }

@@ -61,6 +61,7 @@ mod server;
 mod sockio;
 mod standalone;
 mod sys;
+mod thread_cache;
 #[cfg(feature = "tower")]
 pub mod tower;
 mod vars;
@@ -74,6 +75,7 @@ pub use error::Error;
 pub use record::Role;
 pub use response::{BoxBody, Handler, ReaderBody, ResponseBody, Streaming, stream};
 pub use standalone::Protocol;
+pub use thread_cache::ThreadCache;
 pub use vars::Vars;
 
 use server::{App, SyncApp};
