@@ -284,8 +284,9 @@ status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
 # ---- 1. FastCGI throughput ----
 
-C8=(shim shim8 shim8p shim8w libfcgi libfcgi8 go php php8 flup)
-[ -x "$BIN/hello-musl" ] && C8=(shim shim8 shimmusl8 shim8p shim8w libfcgi libfcgi8 go php php8 flup)
+C8=(shim shim8)
+[ -x "$BIN/hello-musl" ] && C8+=(shimmusl8)
+C8+=(shim8p shim8w libfcgi libfcgi8 go php php8 flup)
 fcgi_run() { # KEY C KEEP(0|1) ROUND [KIND]
     server "$1"
     local args=(-c "$2" -d "$SECS" --warmup 1 --path "$SRV_PATH" --json) out keep=false
