@@ -81,13 +81,7 @@ impl SiteUser {
                 .status()
                 .expect("run useradd");
             assert!(st.success() || st.code() == Some(9), "useradd {name}: {st}");
-            let c = std::ffi::CString::new(name).unwrap();
-            // SAFETY: a valid C string; the result is read at once.
-            let (uid, gid) = unsafe {
-                let pw = libc::getpwnam(c.as_ptr());
-                assert!(!pw.is_null(), "no user {name} after useradd");
-                ((*pw).pw_uid, (*pw).pw_gid)
-            };
+            let (uid, gid) = user_ids(name);
             SiteUser { name, uid, gid }
         })
     }

@@ -602,10 +602,16 @@ pub fn is_root() -> bool {
 
 /// uid and gid of www-data, the user Apache's children run as when started by root.
 pub fn www_data() -> (u32, u32) {
+    user_ids("www-data")
+}
+
+/// uid and gid of the user `name`, which must exist.
+pub fn user_ids(name: &str) -> (u32, u32) {
+    let c = std::ffi::CString::new(name).unwrap();
     // SAFETY: a valid C string; the result is read at once, before any other getpw call.
     unsafe {
-        let pw = libc::getpwnam(c"www-data".as_ptr());
-        assert!(!pw.is_null(), "no www-data user");
+        let pw = libc::getpwnam(c.as_ptr());
+        assert!(!pw.is_null(), "no user {name}");
         ((*pw).pw_uid, (*pw).pw_gid)
     }
 }
