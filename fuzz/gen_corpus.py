@@ -203,6 +203,48 @@ def scgi_seeds():
     }
 
 
+def scgi_exchange_seeds():
+    seeds = dict(scgi_seeds())
+    for path in ["/stream/abc", "/panic", "/noread", "/log"]:
+        block = [("CONTENT_LENGTH", "4"), ("SCGI", "1"), ("REQUEST_METHOD", "POST"),
+                 ("REQUEST_URI", path), ("PATH_INFO", path)]
+        raw = b"".join(n.encode() + b"\0" + v.encode() + b"\0" for n, v in block)
+        seeds["path" + path.replace("/", "_")] = str(len(raw)).encode() + b":" + raw + b",body"
+    return seeds
+
+
+def http_seeds():
+    def req(line, headers=(), body=b""):
+        h = b"".join(n + b": " + v + b"\r\n" for n, v in headers)
+        return line + b"\r\n" + h + b"\r\n" + body
+    host = (b"Host", b"localhost")
+    get = req(b"GET /hello?x=1 HTTP/1.1", [host])
+    return {
+        "get": get,
+        "pipelined": get + req(b"HEAD / HTTP/1.1", [host]) + req(b"GET /noread HTTP/1.1", [host, (b"Connection", b"close")]),
+        "post_length": req(b"POST /echo HTTP/1.1", [host, (b"Content-Length", b"5")], b"hello"),
+        "post_chunked": req(b"POST /x HTTP/1.1", [host, (b"Transfer-Encoding", b"chunked")],
+                            b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nTrailer: x\r\n\r\n"),
+        "expect": req(b"PUT /up HTTP/1.1", [host, (b"Expect", b"100-continue"), (b"Content-Length", b"3")], b"abc"),
+        "noread_body": req(b"POST /noread HTTP/1.1", [host, (b"Content-Length", b"10")], b"0123456789") + get,
+        "stream": req(b"GET /stream/abc HTTP/1.1", [host]) + get,
+        "stream_head": req(b"HEAD /stream HTTP/1.1", [host]) + get,
+        "panic": req(b"GET /panic HTTP/1.1", [host]) + get,
+        "http10": req(b"GET /a HTTP/1.0", [(b"Connection", b"keep-alive")]) + req(b"GET /stream HTTP/1.0"),
+        "absolute": req(b"GET http://localhost/abs/path?q HTTP/1.1", [host]),
+        "options": req(b"OPTIONS * HTTP/1.1", [host]),
+        "dots": req(b"GET /a/../../etc/%2e%2e/x%2Fy HTTP/1.1", [host]),
+        "both_framings": req(b"POST /x HTTP/1.1", [host, (b"Content-Length", b"3"), (b"Transfer-Encoding", b"chunked")], b"0\r\n\r\n"),
+        "two_lengths": req(b"POST /x HTTP/1.1", [host, (b"Content-Length", b"3"), (b"Content-Length", b"4")], b"abcd"),
+        "folded": b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n",
+        "bare_lf": b"GET / HTTP/1.1\nHost: a\n\n",
+        "bad_line": b"GET\r\n\r\n",
+        "http2_preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "long_header": req(b"GET / HTTP/1.1", [host, (b"X-Long", b"v" * 9000)]),
+        "fastcgi_byte": b"\x01\x01\x00\x01\x00\x08\x00\x00",
+    }
+
+
 def main():
     root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
     sets = {
@@ -211,6 +253,8 @@ def main():
         "record_pairs": {k: v[1:] for k, v in cgi_request_seeds().items()},
         "response_head": response_head_seeds(),
         "scgi": scgi_seeds(),
+        "http": http_seeds(),
+        "scgi_exchange": scgi_exchange_seeds(),
     }
     for target, seeds in sets.items():
         d = os.path.join(root, target)

@@ -11,7 +11,7 @@ cd "$(dirname "$0")"
 seconds="${SMOKE_SECONDS:-30}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(record_pairs connection cgi_request response_head scgi)
+    targets=(record_pairs connection cgi_request response_head scgi http scgi_exchange)
 fi
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
@@ -36,7 +36,8 @@ failed=()
 for t in "${targets[@]}"; do
     dict=()
     case "$t" in
-        connection | cgi_request | record_pairs | scgi) dict=(-dict=fastcgi.dict) ;;
+        connection | cgi_request | record_pairs | scgi | scgi_exchange) dict=(-dict=fastcgi.dict) ;;
+        http) dict=(-dict=http.dict) ;;
     esac
     echo "== fuzz smoke: $t for ${seconds}s"
     if ! cargo +nightly fuzz run "$t" -- -max_total_time="$seconds" -rss_limit_mb=2048 \

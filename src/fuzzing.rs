@@ -135,6 +135,64 @@ pub fn connection(input: &[u8], chunk: usize, threads: usize) -> Vec<u8> {
     out.clone()
 }
 
+/// The protocol [`exchange`] speaks.
+#[derive(Clone, Copy, Debug)]
+pub enum Wire {
+    /// The `--http` development server (`http1::serve`).
+    Http,
+    /// One SCGI request (`scgi::serve`).
+    Scgi,
+}
+
+/// One whole plain-HTTP or SCGI connection on a real socket pair: a client sends
+/// `input`, shuts its sending side and reads until the server closes. Returns what the
+/// server wrote, the fuzzing app answering (8 MiB at most is kept).
+pub fn exchange(input: &[u8], wire: Wire) -> Vec<u8> {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    quiet_panics();
+    // The app's panics and every malformed head would be a line on stderr each (the
+    // connection target catches such lines in FCGI_STDERR, and covers the logger).
+    log::set_max_level(log::LevelFilter::Off);
+    crate::sys::ignore_sigpipe();
+    let Ok((client, server)) = UnixStream::pair() else {
+        return Vec::new();
+    };
+    let Ok(sender) = client.try_clone() else {
+        return Vec::new();
+    };
+    if server.set_nonblocking(true).is_err() {
+        return Vec::new();
+    }
+    let input = input.to_vec();
+    let send = std::thread::spawn(move || {
+        let mut sender = sender;
+        let _ = sender.write_all(&input);
+        let _ = sender.shutdown(std::net::Shutdown::Write);
+    });
+    let receive = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = (&client).take(8 << 20).read_to_end(&mut out);
+        out
+    });
+    let mut cfg = Config::default();
+    cfg.limits.max_params_bytes = 4096;
+    cfg.limits.max_params = 64;
+    // Nothing here waits on the client (it has sent all there is); the bounds only
+    // turn a wait that should not happen into an error rather than a fuzzer timeout.
+    let t = Some(Duration::from_secs(2));
+    cfg.read_timeout = t;
+    cfg.write_timeout = t;
+    let io = crate::sockio::SockIo::new(crate::sys::Socket::from_owned(server.into()), t, t);
+    let app = SyncApp(app);
+    match wire {
+        Wire::Http => crate::http1::serve(io, None, None, &app, &cfg, &mut || {}),
+        Wire::Scgi => crate::scgi::serve(io, &app, &cfg),
+    }
+    let _ = send.join();
+    receive.join().unwrap_or_default()
+}
+
 /// Decodes a block of name-value pairs both ways the library does.
 pub fn pairs(block: &[u8]) -> usize {
     let mut n = 0;
