@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzz smoke test: builds the cargo-fuzz targets and runs each for ~30 s; fails on any
 # crash, timeout or OOM. Skips (exit 0, with the reason) when nightly Rust or cargo-fuzz
-# is missing. About 4-5 minutes in all, most of it the first build.
+# is missing. About 5-6 minutes in all, most of it the first build.
 #
 #   bash fuzz/smoke.sh            # every target
 #   SMOKE_SECONDS=10 bash fuzz/smoke.sh connection

@@ -186,7 +186,13 @@ pub fn exchange(input: &[u8], wire: Wire) -> Vec<u8> {
     let io = crate::sockio::SockIo::new(crate::sys::Socket::from_owned(server.into()), t, t);
     let app = SyncApp(app);
     match wire {
-        Wire::Http => crate::http1::serve(io, None, None, &app, &cfg, &mut || {}),
+        Wire::Http => {
+            // A client and a server address as on loopback TCP (the pair has none), so
+            // `REMOTE_ADDR`, `SERVER_PORT` and their use are reached.
+            let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40_000));
+            let local = std::net::SocketAddr::from(([127, 0, 0, 1], 8_000));
+            crate::http1::serve(io, Some(peer), Some(local), &app, &cfg, &mut || {})
+        }
         Wire::Scgi => crate::scgi::serve(io, &app, &cfg),
     }
     let _ = send.join();
