@@ -60,6 +60,26 @@ fn cached_class(layout: Layout) -> Option<usize> {
         .then(|| class_of(layout.size()))
 }
 
+/// A cached block by its address. The pointer a block is freed with may carry only the
+/// freed value's own range (a `Box<[u8; 24]>` in a 32-byte block): blocks are kept
+/// and handed out by address instead, with the provenance their allocation exposed
+/// when it came from the system allocator ([`from_system`]). Both are no-ops in the
+/// machine code; they keep Miri's Stacked Borrows from taking the block's next user
+/// for an access out of range. (Nor is a freed block written to while it is cached:
+/// the addresses are kept beside it, not linked through it, so `dealloc` does not
+/// touch memory the freed `Box` still guards.)
+#[inline]
+fn block(addr: usize) -> *mut u8 {
+    ptr::with_exposed_provenance_mut(addr)
+}
+
+/// A class-sized block just allocated by the system allocator (or null).
+#[inline]
+fn from_system(p: *mut u8) -> *mut u8 {
+    let _ = p.expose_provenance();
+    p
+}
+
 #[inline]
 fn class_layout(c: usize) -> Layout {
     // SAFETY: a non-zero multiple of 16 below 4 KiB, with a power-of-two alignment.
@@ -76,8 +96,9 @@ enum State {
 }
 
 struct Cache {
-    /// Each class's free blocks, linked through their first word.
-    heads: [*mut u8; CLASSES],
+    /// Each class's free blocks by address ([`block`]): the first `counts[c]` of
+    /// `slots[c]`, the last freed last.
+    slots: [[usize; PER_CLASS as usize]; CLASSES],
     counts: [u16; CLASSES],
     bytes: usize,
     state: State,
@@ -85,20 +106,15 @@ struct Cache {
 
 impl Cache {
     fn pop(&mut self, c: usize) -> Option<*mut u8> {
-        let head = self.heads[c];
-        if head.is_null() {
-            return None;
-        }
-        // SAFETY: a cached block is at least 16 bytes, aligned, and its first word
-        // holds the next free block of its class (written by `push`).
-        self.heads[c] = unsafe { head.cast::<*mut u8>().read() };
+        let n = usize::from(self.counts[c].checked_sub(1)?);
         self.counts[c] -= 1;
         self.bytes -= class_size(c);
-        Some(head)
+        Some(block(self.slots[c][n]))
     }
 
-    /// Keeps `block` (of class `c`), or says it must go to the system allocator.
-    fn push(&mut self, c: usize, block: *mut u8) -> bool {
+    /// Keeps the block `freed` (of class `c`), or says it must go to the system
+    /// allocator.
+    fn push(&mut self, c: usize, freed: *mut u8) -> bool {
         let size = class_size(c);
         if self.counts[c] >= PER_CLASS || self.bytes + size > BUDGET {
             return false;
@@ -114,9 +130,7 @@ impl Cache {
                 self.state = State::Live;
             }
         }
-        // SAFETY: the block is ours now, at least 16 bytes and 16-aligned.
-        unsafe { block.cast::<*mut u8>().write(self.heads[c]) };
-        self.heads[c] = block;
+        self.slots[c][usize::from(self.counts[c])] = freed.addr();
         self.counts[c] += 1;
         self.bytes += size;
         true
@@ -138,7 +152,7 @@ thread_local! {
     // No destructor (so no allocation to register one): `register_exit` releases it.
     static CACHE: UnsafeCell<Cache> = const {
         UnsafeCell::new(Cache {
-            heads: [ptr::null_mut(); CLASSES],
+            slots: [[0; PER_CLASS as usize]; CLASSES],
             counts: [0; CLASSES],
             bytes: 0,
             state: State::New,
@@ -225,7 +239,7 @@ unsafe impl GlobalAlloc for ThreadCache {
             Some(c) => match with_cache(|cache| cache.pop(c)).flatten() {
                 Some(p) => p,
                 // SAFETY: a valid non-zero layout.
-                None => unsafe { System.alloc(class_layout(c)) },
+                None => from_system(unsafe { System.alloc(class_layout(c)) }),
             },
             // SAFETY: the caller's layout, as GlobalAlloc::alloc requires.
             None => unsafe { System.alloc(layout) },
@@ -243,7 +257,7 @@ unsafe impl GlobalAlloc for ThreadCache {
                     p
                 }
                 // SAFETY: a valid non-zero layout.
-                None => unsafe { System.alloc_zeroed(class_layout(c)) },
+                None => from_system(unsafe { System.alloc_zeroed(class_layout(c)) }),
             },
             // SAFETY: the caller's layout.
             None => unsafe { System.alloc_zeroed(layout) },
@@ -257,7 +271,7 @@ unsafe impl GlobalAlloc for ThreadCache {
             Some(c) => {
                 if with_cache(|cache| cache.push(c, ptr)) != Some(true) {
                     // SAFETY: allocated by `alloc` above as a block of class `c`.
-                    unsafe { System.dealloc(ptr, class_layout(c)) }
+                    unsafe { System.dealloc(block(ptr.addr()), class_layout(c)) }
                 }
             }
             // SAFETY: allocated by System with this layout.
@@ -274,7 +288,7 @@ unsafe impl GlobalAlloc for ThreadCache {
         match (cached_class(layout), cached_class(new_layout)) {
             // SAFETY: allocated by System with `layout`.
             (None, None) => unsafe { System.realloc(ptr, layout, new_size) },
-            (Some(a), Some(b)) if a == b => ptr,
+            (Some(a), Some(b)) if a == b => block(ptr.addr()),
             _ => {
                 // SAFETY: a valid layout; the old block holds layout.size() bytes and
                 // the new one new_size; they are distinct blocks.
