@@ -16,6 +16,8 @@
 //! by another thread than the one that allocated it joins the freeing thread's cache
 //! (every block of a class has the class's size, so any thread can reuse or release
 //! it). A thread's cache is handed back to the system allocator when the thread exits.
+//! The cached blocks' addresses take 7 KiB of thread-local storage per thread; the
+//! blocks themselves are not written to while cached.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::UnsafeCell;
@@ -106,10 +108,10 @@ struct Cache {
 
 impl Cache {
     fn pop(&mut self, c: usize) -> Option<*mut u8> {
-        let n = usize::from(self.counts[c].checked_sub(1)?);
-        self.counts[c] -= 1;
+        let n = self.counts[c].checked_sub(1)?;
+        self.counts[c] = n;
         self.bytes -= class_size(c);
-        Some(block(self.slots[c][n]))
+        Some(block(self.slots[c][usize::from(n)]))
     }
 
     /// Keeps the block `freed` (of class `c`), or says it must go to the system
