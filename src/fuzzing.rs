@@ -103,6 +103,15 @@ fn app(mut req: Request<Body>) -> Response<response::BoxBody> {
     )))
 }
 
+/// The default configuration with small request-head limits (4 KiB, 64 variables), so
+/// the fuzzers reach them with short inputs.
+fn small_limits() -> Config {
+    let mut cfg = Config::default();
+    cfg.limits.max_params_bytes = 4096;
+    cfg.limits.max_params = 64;
+    cfg
+}
+
 fn quiet_panics() {
     response::install_panic_hook();
     // Our logger, so lines logged during a request are captured into FCGI_STDERR; at
@@ -122,12 +131,10 @@ pub fn connection(input: &[u8], chunk: usize, threads: usize) -> Vec<u8> {
         waited: false,
         output: output.clone(),
     };
-    let mut cfg = Config {
+    let cfg = Config {
         max_conns: threads.max(1),
-        ..Config::default()
+        ..small_limits()
     };
-    cfg.limits.max_params_bytes = 4096;
-    cfg.limits.max_params = 64;
     let cfg = Arc::new(cfg);
     let app: Arc<dyn App> = Arc::new(SyncApp(app));
     conn::serve(t, &*app, &cfg, &mut || {}, None, false);
@@ -175,9 +182,7 @@ pub fn exchange(input: &[u8], wire: Wire) -> Vec<u8> {
         let _ = (&client).take(8 << 20).read_to_end(&mut out);
         out
     });
-    let mut cfg = Config::default();
-    cfg.limits.max_params_bytes = 4096;
-    cfg.limits.max_params = 64;
+    let mut cfg = small_limits();
     // Nothing here waits on the client (it has sent all there is); the bounds only
     // turn a wait that should not happen into an error rather than a fuzzer timeout.
     let t = Some(Duration::from_secs(2));
@@ -282,9 +287,7 @@ pub fn response_head(status: u16, headers: &[(Vec<u8>, Vec<u8>)]) {
 /// Decodes an SCGI request head (netstring of NUL-separated headers) and, when it is
 /// accepted, builds the request from it: bounded by the params limits, never a panic.
 pub fn scgi(data: &[u8]) {
-    let mut cfg = Config::default();
-    cfg.limits.max_params_bytes = 4096;
-    cfg.limits.max_params = 64;
+    let cfg = small_limits();
     let mut r = data;
     if let Ok(vars) = crate::scgi::read_head(&mut r, &cfg) {
         assert!(vars.len() <= 64 && vars.byte_len() <= 4096);

@@ -93,9 +93,7 @@ impl SiteUser {
 
 /// The real uid of a running process.
 fn uid_of(pid: u32) -> u32 {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    proc_status_field(pid, "Uid:").expect("the process's uid") as u32
 }
 
 /// A real Apache in the foreground, in its own process group, with everything (config,

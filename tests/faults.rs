@@ -15,14 +15,7 @@ const T: Duration = Duration::from_secs(10);
 
 /// (VmRSS, VmHWM) of a process, in KiB.
 fn mem_kib(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |n: &str| -> u64 {
-        s.lines()
-            .find(|l| l.starts_with(n))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
+    let field = |n: &str| proc_status_field(pid, n).unwrap_or(0);
     (field("VmRSS:"), field("VmHWM:"))
 }
 

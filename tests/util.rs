@@ -600,6 +600,16 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The first number of a `/proc/PID/status` line (`VmRSS:`, `Uid:` ...), if the
+/// process and the line are there.
+pub fn proc_status_field(pid: u32, field: &str) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+}
+
 /// uid and gid of www-data, the user Apache's children run as when started by root.
 pub fn www_data() -> (u32, u32) {
     user_ids("www-data")
