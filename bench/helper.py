@@ -644,32 +644,35 @@ def report(args):
               f"| {d} | {', '.join(f'{x:.2f}' for x in q)} | {median(q):.2f}× | | |")
         w("")
 
-    # The paired rounds of 8 threads against 8 libfcgi processes (section 1b).
+    # The paired rounds of 8 threads against 8 libfcgi processes (section 1b), for each
+    # build of fcgi-shim that took part (the dynamic one, and the musl one when built).
     paired = []
-    paired_ci = {}  # keep -> {"rps"/"p99_us": (shown, interval)}: the targets judge 8:8 by it
-    for keep, d in ((False, "new connections"), (True, "keep-conn")):
-        by = {}
-        for r in rows:
-            if r["kind"] == "fcgi-pair" and r["keep"] == keep and r.get("r"):
-                by.setdefault(r["round"], {})[r["server"]] = r["r"]
-        rounds = [x for _, x in sorted(by.items()) if SHIM8 in x and LIB8 in x]
-        if rounds:
-            paired.append((d, rounds))
+    paired_ci = {}  # (server, keep) -> {"rps"/"p99_us": (shown, interval)}: the targets judge 8:8 by it
+    for mine, build in ((SHIM8, ""), (SHIMM8, ", musl build")):
+        for keep, d in ((False, "new connections"), (True, "keep-conn")):
+            by = {}
+            for r in rows:
+                if r["kind"] == "fcgi-pair" and r["keep"] == keep and r.get("r"):
+                    by.setdefault(r["round"], {})[r["server"]] = r["r"]
+            rounds = [x for _, x in sorted(by.items()) if mine in x and LIB8 in x]
+            if rounds:
+                paired.append((mine, keep, d + build, rounds))
     if paired:
         w("### 8 threads vs 8 libfcgi processes, paired rounds\n")
         w("The pair that decides the throughput target at 8 connections, run again on its own: "
-          "each round runs the two back to back (fcgi-shim first in odd rounds, libfcgi in even "
-          "ones), and the ratio is taken in each round. The interval is the distribution-free "
+          "each round runs fcgi-shim's 8 threads (the dynamic build, and the musl build when it "
+          "was built) and libfcgi's 8 processes back to back, each round starting with the next "
+          "server, and the ratio is taken in each round. The interval is the distribution-free "
           "confidence interval of the median ratio (order statistics of the rounds' ratios, "
           "binomial coverage, level given); an interval that holds 1.00 means the two are not "
           "told apart by this run.\n")
         w("| c=8 | rounds | req/s ratio, median [interval] | rounds fcgi-shim ahead | p99 ratio, median [interval] | "
           "server CPU per request ratio, median | fcgi-shim / libfcgi req/s, medians |")
         w("|---|---:|---|---:|---|---:|---|")
-        for d, rounds in paired:
+        for mine, keep, d, rounds in paired:
             def rr(k):
-                return [x[SHIM8][k] / x[LIB8][k] for x in rounds
-                        if x[SHIM8].get(k) and x[LIB8].get(k)]
+                return [x[mine][k] / x[LIB8][k] for x in rounds
+                        if x[mine].get(k) and x[LIB8].get(k)]
             def show(v):
                 if not v:
                     return "n/a"
@@ -678,12 +681,12 @@ def report(args):
                 return f"{median(v):.2f}×{inner}"
             q = rr("rps")
             cpu = rr("server_cpu_us")
-            paired_ci[d == "keep-conn"] = {
+            paired_ci[(mine, keep)] = {
                 k: (show(v), median_interval(v)) if v else None
                 for k, v in (("rps", q), ("p99_us", rr("p99_us")))}
             w(f"| {d} | {len(rounds)} | {show(q)} | {sum(1 for x in q if x > 1)} of {len(q)} | {show(rr('p99_us'))} | "
               f"{f'{median(cpu):.2f}×' if cpu else 'n/a'} | "
-              f"{fmt(median([x[SHIM8]['rps'] for x in rounds]))} / {fmt(median([x[LIB8]['rps'] for x in rounds]))} |")
+              f"{fmt(median([x[mine]['rps'] for x in rounds]))} / {fmt(median([x[LIB8]['rps'] for x in rounds]))} |")
         w("")
 
     # ---- 2. CGI ----
@@ -856,6 +859,8 @@ def report(args):
             else:
                 pairs.append((kc, ", 1 thread vs 1 process", SHIM, "libfcgi C", SHIM8))
                 pairs.append((kc, ", 8 threads vs 8 processes", SHIM8, LIB8, None))
+                if any(r.get("server") == SHIMM8 for r in fc):
+                    pairs.append((kc, ", 8 threads (musl build) vs 8 processes", SHIMM8, LIB8, None))
     for kc, how, mine, theirs, vs_go in pairs:
         c = int(kc.split(",")[0][2:])
         keep = kc.endswith("on")
@@ -863,7 +868,7 @@ def report(args):
         degenerate = " (one connection served; see section 1)" if (c > 1 and keep and mine == SHIM) else ""
         # The 8:8 pair is judged by its paired rounds when the run has them: section 1's
         # medians of 5 rounds swing by more than the difference between the two.
-        pr = paired_ci.get(keep) if mine == SHIM8 else None
+        pr = paired_ci.get((mine, keep))
         ok = cmp(val(m, "rps"), val(lib, "rps"), lambda a, b: a >= b)
         text, verdict = f"{ratio(val(m, 'rps'), val(lib, 'rps'))} ({fmt(val(m, 'rps'), 0)} vs {fmt(val(lib, 'rps'), 0)} req/s)", mark(ok)
         if pr and pr["rps"]:

@@ -16,11 +16,11 @@
 #   5. 1 GiB up and down through the echo example, and its peak RSS
 #   6. stripped binary sizes, system calls per request (strace -c)
 # and writes target/bench/results.md (raw data: target/bench/raw.jsonl, logs:
-# target/bench/logs/). About 21 minutes on 2 cores with the builds cached, 25 without.
+# target/bench/logs/). About 32 minutes on 2 cores with the builds cached, 36 without.
 #
 # Settings (environment): BENCH_SECS (seconds per load run, default 3), BENCH_ROUNDS
-# (rounds of the FastCGI runs, default 5), BENCH_PAIR_ROUNDS (more rounds of 8 threads
-# against 8 libfcgi processes, default 30), BENCH_APACHE_ROUNDS (rounds of section 4,
+# (rounds of the FastCGI runs, default 5), BENCH_PAIR_ROUNDS (more rounds of 8 threads,
+# dynamic and musl builds, against 8 libfcgi processes, default 30), BENCH_APACHE_ROUNDS (rounds of section 4,
 # default 3), BENCH_CGI_RUNS
 # (default 200, in 5 interleaved rounds), BENCH_SYSCALL_REQS (default 2000), BENCH_NOTE
 # (a line printed at the top of the results), BENCH_ONLY (the sections to run, default
@@ -320,13 +320,15 @@ if want 1; then
     # The closest pair, 8 threads against 8 libfcgi processes, has been level within
     # the rounds' spread: more rounds of just those two, back to back and in turns
     # (the first every other round), give its ratio a confidence interval.
-    say "1b. 8 threads vs 8 libfcgi processes, paired: $PAIR_ROUNDS rounds x keep-conn off, on; ${SECS}s each"
+    # The musl build, the one the README recommends, joins them when it was built: the
+    # three take turns, each round starting one further along.
+    PAIR=(shim8 libfcgi8)
+    [ -x "$BIN/hello-musl" ] && PAIR+=(shimmusl8)
+    say "1b. 8 threads vs 8 libfcgi processes, paired (${PAIR[*]}): $PAIR_ROUNDS rounds x keep-conn off, on; ${SECS}s each"
     for round in $(seq "$PAIR_ROUNDS"); do
         for keep in 0 1; do
-            order=(shim8 libfcgi8)
-            [ $((round % 2)) = 0 ] && order=(libfcgi8 shim8)
-            for k in "${order[@]}"; do
-                fcgi_run "$k" 8 "$keep" "$round" fcgi-pair
+            for i in $(seq 0 $((${#PAIR[@]} - 1))); do
+                fcgi_run "${PAIR[$(((round + i) % ${#PAIR[@]}))]}" 8 "$keep" "$round" fcgi-pair
             done
         done
     done
