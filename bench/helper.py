@@ -648,13 +648,13 @@ def report(args):
     # build of fcgi-shim that took part (the dynamic one, and the musl one when built).
     paired = []
     paired_ci = {}  # (server, keep) -> {"rps"/"p99_us": (shown, interval)}: the targets judge 8:8 by it
+    by = {}  # (keep, round) -> {server: result}
+    for r in rows:
+        if r["kind"] == "fcgi-pair" and r.get("r"):
+            by.setdefault((r["keep"], r["round"]), {})[r["server"]] = r["r"]
     for mine, build in ((SHIM8, ""), (SHIMM8, ", musl build")):
         for keep, d in ((False, "new connections"), (True, "keep-conn")):
-            by = {}
-            for r in rows:
-                if r["kind"] == "fcgi-pair" and r["keep"] == keep and r.get("r"):
-                    by.setdefault(r["round"], {})[r["server"]] = r["r"]
-            rounds = [x for _, x in sorted(by.items()) if mine in x and LIB8 in x]
+            rounds = [x for (k, _), x in sorted(by.items()) if k == keep and mine in x and LIB8 in x]
             if rounds:
                 paired.append((mine, keep, d + build, rounds))
     if paired:

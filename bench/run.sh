@@ -20,8 +20,8 @@
 #
 # Settings (environment): BENCH_SECS (seconds per load run, default 3), BENCH_ROUNDS
 # (rounds of the FastCGI runs, default 5), BENCH_PAIR_ROUNDS (more rounds of 8 threads,
-# dynamic and musl builds, against 8 libfcgi processes, default 30), BENCH_APACHE_ROUNDS (rounds of section 4,
-# default 3), BENCH_CGI_RUNS
+# dynamic and musl builds, against 8 libfcgi processes, default 30),
+# BENCH_APACHE_ROUNDS (rounds of section 4, default 3), BENCH_CGI_RUNS
 # (default 200, in 5 interleaved rounds), BENCH_SYSCALL_REQS (default 2000), BENCH_NOTE
 # (a line printed at the top of the results), BENCH_ONLY (the sections to run, default
 # "1 2 3 4 5 6"), BENCH_FCGID_CONF (extra mod_fcgid directives), BENCH_SKIP_INSTALL=1.
@@ -318,10 +318,9 @@ if want 1; then
         done
     done
     # The closest pair, 8 threads against 8 libfcgi processes, has been level within
-    # the rounds' spread: more rounds of just those two, back to back and in turns
-    # (the first every other round), give its ratio a confidence interval.
-    # The musl build, the one the README recommends, joins them when it was built: the
-    # three take turns, each round starting one further along.
+    # the rounds' spread: more rounds of just those, back to back, give its ratio a
+    # confidence interval. The musl build (the one the README recommends) joins them
+    # when it was built; each round starts one server further along.
     PAIR=(shim8 libfcgi8)
     [ -x "$BIN/hello-musl" ] && PAIR+=(shimmusl8)
     say "1b. 8 threads vs 8 libfcgi processes, paired (${PAIR[*]}): $PAIR_ROUNDS rounds x keep-conn off, on; ${SECS}s each"
