@@ -125,6 +125,8 @@ impl Vars {
     }
 
     /// Records the `n`th variable (1-based) under its slot: the last of a name wins.
+    // Inlined into the params loop: a call per variable cost more than the look-up.
+    #[inline(always)]
     fn index(known: &mut [u32; KNOWN], name: &[u8], n: usize) {
         if let Some(k) = known_slot(name) {
             known[k] = n as u32;
