@@ -382,11 +382,9 @@ fn common_header(name: &[u8]) -> Option<HeaderName> {
             .find(|(n, _)| *n == name)
             .map(|(_, h)| h.clone())
     }
-    // The tables are statics: a name `http` has no constant for holds a `Bytes`,
-    // which a `const` may not, and a table in the arm itself would be built per call.
-    const fn custom(lower: &'static str) -> HeaderName {
-        HeaderName::from_static(lower)
-    }
+    // The tables are statics: a name `http` has no constant for (`from_static`) holds
+    // a `Bytes`, which a `const` may not, and a table in the arm itself would be
+    // built on every call.
     match name.len() {
         2 => {
             static T: [(&[u8; 2], HeaderName); 1] = [(b"TE", h::TE)];
@@ -422,15 +420,15 @@ fn common_header(name: &[u8]) -> Option<HeaderName> {
             static T: [(&[u8; 8], HeaderName); 3] = [
                 (b"IF_MATCH", h::IF_MATCH),
                 (b"IF_RANGE", h::IF_RANGE),
-                (b"PRIORITY", custom("priority")),
+                (b"PRIORITY", HeaderName::from_static("priority")),
             ];
             pick(name, &T)
         }
         9 => {
             static T: [(&[u8; 9], HeaderName); 3] = [
                 (b"FORWARDED", h::FORWARDED),
-                (b"SEC_CH_UA", custom("sec-ch-ua")),
-                (b"X_REAL_IP", custom("x-real-ip")),
+                (b"SEC_CH_UA", HeaderName::from_static("sec-ch-ua")),
+                (b"X_REAL_IP", HeaderName::from_static("x-real-ip")),
             ];
             pick(name, &T)
         }
@@ -438,14 +436,14 @@ fn common_header(name: &[u8]) -> Option<HeaderName> {
             static T: [(&[u8; 10], HeaderName); 3] = [
                 (b"USER_AGENT", h::USER_AGENT),
                 (b"CONNECTION", h::CONNECTION),
-                (b"KEEP_ALIVE", custom("keep-alive")),
+                (b"KEEP_ALIVE", HeaderName::from_static("keep-alive")),
             ];
             pick(name, &T)
         }
         12 => {
             static T: [(&[u8; 12], HeaderName); 2] = [
                 (b"CONTENT_TYPE", h::CONTENT_TYPE),
-                (b"X_CSRF_TOKEN", custom("x-csrf-token")),
+                (b"X_CSRF_TOKEN", HeaderName::from_static("x-csrf-token")),
             ];
             pick(name, &T)
         }
@@ -460,10 +458,10 @@ fn common_header(name: &[u8]) -> Option<HeaderName> {
         14 => {
             static T: [(&[u8; 14], HeaderName); 5] = [
                 (b"CONTENT_LENGTH", h::CONTENT_LENGTH),
-                (b"SEC_FETCH_DEST", custom("sec-fetch-dest")),
-                (b"SEC_FETCH_MODE", custom("sec-fetch-mode")),
-                (b"SEC_FETCH_SITE", custom("sec-fetch-site")),
-                (b"SEC_FETCH_USER", custom("sec-fetch-user")),
+                (b"SEC_FETCH_DEST", HeaderName::from_static("sec-fetch-dest")),
+                (b"SEC_FETCH_MODE", HeaderName::from_static("sec-fetch-mode")),
+                (b"SEC_FETCH_SITE", HeaderName::from_static("sec-fetch-site")),
+                (b"SEC_FETCH_USER", HeaderName::from_static("sec-fetch-user")),
             ];
             pick(name, &T)
         }
@@ -471,28 +469,45 @@ fn common_header(name: &[u8]) -> Option<HeaderName> {
             static T: [(&[u8; 15], HeaderName); 3] = [
                 (b"ACCEPT_ENCODING", h::ACCEPT_ENCODING),
                 (b"ACCEPT_LANGUAGE", h::ACCEPT_LANGUAGE),
-                (b"X_FORWARDED_FOR", custom("x-forwarded-for")),
+                (
+                    b"X_FORWARDED_FOR",
+                    HeaderName::from_static("x-forwarded-for"),
+                ),
             ];
             pick(name, &T)
         }
         16 => {
             static T: [(&[u8; 16], HeaderName); 3] = [
-                (b"SEC_CH_UA_MOBILE", custom("sec-ch-ua-mobile")),
-                (b"X_REQUESTED_WITH", custom("x-requested-with")),
-                (b"X_FORWARDED_HOST", custom("x-forwarded-host")),
+                (
+                    b"SEC_CH_UA_MOBILE",
+                    HeaderName::from_static("sec-ch-ua-mobile"),
+                ),
+                (
+                    b"X_REQUESTED_WITH",
+                    HeaderName::from_static("x-requested-with"),
+                ),
+                (
+                    b"X_FORWARDED_HOST",
+                    HeaderName::from_static("x-forwarded-host"),
+                ),
             ];
             pick(name, &T)
         }
         17 => {
             static T: [(&[u8; 17], HeaderName); 2] = [
                 (b"IF_MODIFIED_SINCE", h::IF_MODIFIED_SINCE),
-                (b"X_FORWARDED_PROTO", custom("x-forwarded-proto")),
+                (
+                    b"X_FORWARDED_PROTO",
+                    HeaderName::from_static("x-forwarded-proto"),
+                ),
             ];
             pick(name, &T)
         }
         18 => {
-            static T: [(&[u8; 18], HeaderName); 1] =
-                [(b"SEC_CH_UA_PLATFORM", custom("sec-ch-ua-platform"))];
+            static T: [(&[u8; 18], HeaderName); 1] = [(
+                b"SEC_CH_UA_PLATFORM",
+                HeaderName::from_static("sec-ch-ua-platform"),
+            )];
             pick(name, &T)
         }
         19 => {

@@ -252,7 +252,8 @@ impl ThreadCache {
 }
 
 // The ways out of the cache are apart from `alloc` and `dealloc`, so those two save
-// few registers on the way in: that halved what a cached block costs (callgrind).
+// few registers on the way in: a free went from 59 to 38 instructions and an
+// allocation from 39 to 35 (callgrind, on the request path).
 
 /// A block of class `c` from the system allocator (the thread's cache has none).
 #[cold]
