@@ -3,7 +3,7 @@
 # split into user space and each system call, from `perf record -e cpu-clock` (a
 # software clock: it works in a VM without hardware counters). Run it for fcgi-shim
 # and for a peer and compare the columns (BENCHMARKS.md, "Where the targets are
-# missed", 28 Nov 06:00).
+# missed", 28 Nov 05:50).
 #
 # Usage (from the project root, after bench/run.sh has built target/bench/):
 #   bash bench/experiments/cpu-by-syscall.sh [-c N] [--keep-conn] -- PROGRAM [ARG...]
