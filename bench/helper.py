@@ -611,6 +611,7 @@ def report(args):
     SHIM8P, NOSPIN = "fcgi-shim hello, 8 processes", "fcgi-shim hello, FCGI_SPIN_MICROS=0"
     SHIM8W = "fcgi-shim hello, FCGI_PROCESSES=8"
     SHIMM8 = "fcgi-shim hello (musl build), FCGI_THREADS=8"
+    SHIMW8 = "fcgi-shim hello_world (the peers' response), FCGI_THREADS=8"
     pairs = [(SHIM, LIB, 1, False, "1 thread vs 1 process, c=1, new connections"),
              (SHIM, LIB, 1, True, "1 thread vs 1 process, c=1, keep-conn"),
              (SHIM, LIB, 8, False, "1 thread vs 1 process, c=8, new connections"),
@@ -645,14 +646,16 @@ def report(args):
         w("")
 
     # The paired rounds of 8 threads against 8 libfcgi processes (section 1b), for each
-    # build of fcgi-shim that took part (the dynamic one, and the musl one when built).
+    # build of fcgi-shim that took part (the dynamic one, and the musl one when built), and
+    # hello_world, the peers' own response.
     paired = []
     paired_ci = {}  # (server, keep) -> {"rps"/"p99_us": (shown, interval)}: the targets judge 8:8 by it
     by = {}  # (keep, round) -> {server: result}
     for r in rows:
         if r["kind"] == "fcgi-pair" and r.get("r"):
             by.setdefault((r["keep"], r["round"]), {})[r["server"]] = r["r"]
-    for mine, build in ((SHIM8, ""), (SHIMM8, ", musl build")):
+    for mine, build in ((SHIM8, ""), (SHIMM8, ", musl build"),
+                        (SHIMW8, ", hello_world (the peers' response)")):
         for keep, d in ((False, "new connections"), (True, "keep-conn")):
             rounds = [x for (k, _), x in sorted(by.items()) if k == keep and mine in x and LIB8 in x]
             if rounds:
@@ -662,7 +665,10 @@ def report(args):
         w("The pair that decides the throughput target at 8 connections, run again on its own: "
           "each round runs fcgi-shim's 8 threads (the dynamic build, and the musl build when it "
           "was built) and libfcgi's 8 processes back to back, each round starting with the next "
-          "server, and the ratio is taken in each round. The interval is the distribution-free "
+          "server, and the ratio is taken in each round. Since 28 Nov the dynamic build also runs "
+          "`examples/hello_world`, which answers what the peers answer (a fixed Hello World), "
+          "where `examples/hello` formats its mount path: the library like for like. "
+          "The interval is the distribution-free "
           "confidence interval of the median ratio (order statistics of the rounds' ratios, "
           "binomial coverage, level given); an interval that holds 1.00 means the two are not "
           "told apart by this run.\n")

@@ -87,12 +87,13 @@ mkdir -p "$BIN" "$LOGS" "$RUN" "$B/www"
 rm -f "$LOGS"/*
 
 say "building fcgi-shim (release profile) into target/bench/cargo"
-cargo build --release --features cli --example hello --example echo --bin fcgi-shim \
-    --target-dir "$B/cargo" 2>"$LOGS/cargo-build.log" || {
+cargo build --release --features cli --example hello --example hello_world --example echo \
+    --bin fcgi-shim --target-dir "$B/cargo" 2>"$LOGS/cargo-build.log" || {
     cat "$LOGS/cargo-build.log" >&2
     exit 1
 }
-cp "$B/cargo/release/examples/hello" "$B/cargo/release/examples/echo" "$B/cargo/release/fcgi-shim" "$BIN/"
+cp "$B/cargo/release/examples/hello" "$B/cargo/release/examples/hello_world" \
+    "$B/cargo/release/examples/echo" "$B/cargo/release/fcgi-shim" "$BIN/"
 TOOL=$BIN/fcgi-shim
 # The same hello linked statically (glibc included): what the README suggests for
 # shared hosts (no glibc version mismatch); bigger, but no dynamic loading at start.
@@ -189,6 +190,13 @@ server() {
         SRV_NAME="fcgi-shim hello (musl build), FCGI_THREADS=8"
         SRV_ENV=(FCGI_THREADS=8)
         SRV_ARGV=("$BIN/hello-musl")
+        ;;
+    shimw8)
+        # examples/hello_world: the peers' own response (a fixed "Hello World" with a
+        # Content-Type), where hello formats its mount path; like for like with them.
+        SRV_NAME="fcgi-shim hello_world (the peers' response), FCGI_THREADS=8"
+        SRV_ENV=(FCGI_THREADS=8)
+        SRV_ARGV=("$BIN/hello_world")
         ;;
     shimnospin)
         # Without the spin before sleeping (FCGI_SPIN_MICROS=0): what it changes.
@@ -321,8 +329,11 @@ if want 1; then
     # the rounds' spread: more rounds of just those, back to back, give its ratio a
     # confidence interval. The musl build (the one the README recommends) joins them
     # when it was built; each round starts one server further along.
+    # Since 28 Nov 06:40 also hello_world, which answers what the peers answer: the
+    # library like for like, without hello's formatting.
     PAIR=(shim8 libfcgi8)
     [ -x "$BIN/hello-musl" ] && PAIR+=(shimmusl8)
+    PAIR+=(shimw8)
     say "1b. 8 threads vs 8 libfcgi processes, paired (${PAIR[*]}): $PAIR_ROUNDS rounds x keep-conn off, on; ${SECS}s each"
     for round in $(seq "$PAIR_ROUNDS"); do
         for keep in 0 1; do
