@@ -329,7 +329,7 @@ if want 1; then
     # the rounds' spread: more rounds of just those, back to back, give its ratio a
     # confidence interval. The musl build (the one the README recommends) joins them
     # when it was built; each round starts one server further along.
-    # Since 28 Nov 06:40 also hello_world, which answers what the peers answer: the
+    # Since 28 Nov 06:36 also hello_world, which answers what the peers answer: the
     # library like for like, without hello's formatting.
     PAIR=(shim8 libfcgi8)
     [ -x "$BIN/hello-musl" ] && PAIR+=(shimmusl8)
