@@ -1,7 +1,8 @@
 // The benchmark peers' response (bench/peers/): a fixed "Hello World" with a
 // Content-Type, for comparing fcgi-shim with them like for like by hand, e.g.
 // `fcgi-shim bench --spawn target/release/examples/hello_world -- -c 8 -d 3`.
-// (The benchmark itself runs examples/hello, which formats its mount path per request.)
+// (The benchmark's targets are judged with examples/hello, which formats its mount path
+// per request; bench/run.sh's section 1b runs this one too, like for like.)
 
 use fcgi_shim::Body;
 use http::{Request, Response, header};
