@@ -612,6 +612,8 @@ def report(args):
     SHIM8W = "fcgi-shim hello, FCGI_PROCESSES=8"
     SHIMM8 = "fcgi-shim hello (musl build), FCGI_THREADS=8"
     SHIMW8 = "fcgi-shim hello_world (the peers' response), FCGI_THREADS=8"
+    SHIMP8 = "fcgi-shim hello (profile-guided build), FCGI_THREADS=8"
+    SHIMMP8 = "fcgi-shim hello (musl profile-guided build), FCGI_THREADS=8"
     pairs = [(SHIM, LIB, 1, False, "1 thread vs 1 process, c=1, new connections"),
              (SHIM, LIB, 1, True, "1 thread vs 1 process, c=1, keep-conn"),
              (SHIM, LIB, 8, False, "1 thread vs 1 process, c=8, new connections"),
@@ -646,8 +648,8 @@ def report(args):
         w("")
 
     # The paired rounds of 8 threads against 8 libfcgi processes (section 1b), for each
-    # build of fcgi-shim that took part (the dynamic one, and the musl one when built), and
-    # hello_world, the peers' own response.
+    # build of fcgi-shim that took part (the dynamic one, and the musl one when built),
+    # hello_world, the peers' own response, and the profile-guided builds.
     paired = []
     paired_ci = {}  # (server, keep) -> {"rps"/"p99_us": (shown, interval)}: the targets judge 8:8 by it
     by = {}  # (keep, round) -> {server: result}
@@ -655,7 +657,9 @@ def report(args):
         if r["kind"] == "fcgi-pair" and r.get("r"):
             by.setdefault((r["keep"], r["round"]), {})[r["server"]] = r["r"]
     for mine, build in ((SHIM8, ""), (SHIMM8, ", musl build"),
-                        (SHIMW8, ", hello_world (the peers' response)")):
+                        (SHIMW8, ", hello_world (the peers' response)"),
+                        (SHIMP8, ", profile-guided build"),
+                        (SHIMMP8, ", musl profile-guided build")):
         for keep, d in ((False, "new connections"), (True, "keep-conn")):
             rounds = [x for (k, _), x in sorted(by.items()) if k == keep and mine in x and LIB8 in x]
             if rounds:
@@ -668,6 +672,8 @@ def report(args):
           "server, and the ratio is taken in each round. Since 28 Nov the dynamic build also runs "
           "`examples/hello_world`, which answers what the peers answer (a fixed Hello World), "
           "where `examples/hello` formats its mount path: the library like for like. "
+          "Since 28 Nov 08:50 the profile-guided builds of hello run too (`bench/pgo.sh`, "
+          "trained on a mix of requests that is not this benchmark's; README, \"Faster still\"). "
           "The interval is the distribution-free "
           "confidence interval of the median ratio (order statistics of the rounds' ratios, "
           "binomial coverage, level given); an interval that holds 1.00 means the two are not "
@@ -893,6 +899,18 @@ def report(args):
             tag = "1 thread" if vs_go == SHIM else "8 threads"
             w(f"| throughput ≥ 1.5× Go ({kc}, fcgi-shim {tag}) | {ratio(val(g, 'rps'), val(go, 'rps'))} "
               f"({fmt(val(g, 'rps'), 0)} vs {fmt(val(go, 'rps'), 0)} req/s) | {mark(ok)} |")
+    # The profile-guided builds (README, "Faster still") run in the paired rounds only.
+    for name, build in ((SHIMP8, "profile-guided build"), (SHIMMP8, "musl profile-guided build")):
+        for keep in (False, True):
+            pr = paired_ci.get((name, keep))
+            if not pr:
+                continue
+            kc = f"c=8, keep-conn {'on' if keep else 'off'}, 8 threads ({build}) vs 8 processes"
+            for k, what, better in (("rps", "throughput ≥ 1.0× libfcgi C", True),
+                                    ("p99_us", "p99 ≤ libfcgi's", False)):
+                if pr[k]:
+                    w(f"| {what} ({kc}) | paired rounds {pr[k][0]} | "
+                      f"{judge(pr[k][1], higher_is_better=better)} |")
     BUILDS = [("", SHIM)] + [(f" ({b} build)", f"{SHIM} ({b} build)") for b in ("static", "musl")
                              if any(r.get("server") == f"{SHIM} ({b} build)" for r in rows)]
     for build, name in BUILDS[1:]:
@@ -925,6 +943,11 @@ def report(args):
         b = val(next((r for r in sz if r["server"] == name), None), "bytes")
         ok = None if b is None else b <= 1048576
         w(f"| hello ≤ 1 MiB stripped{build} | {fmt(b)} bytes ({fmt(b / 1024 if b else None, 0)} KiB) | {mark(ok)} |")
+    for build in ("profile-guided", "musl profile-guided"):
+        b = val(next((r for r in sz if r["server"] == f"{SHIM} ({build} build)"), None), "bytes")
+        if b is not None:
+            w(f"| hello ≤ 1 MiB stripped ({build} build) | {fmt(b)} bytes ({fmt(b / 1024, 0)} KiB) | "
+              f"{mark(b <= 1048576)} |")
     w("")
     w("## Notes\n")
     w("- php-cgi in FastCGI mode runs the file named by SCRIPT_FILENAME, which `fcgi-shim bench` "

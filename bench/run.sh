@@ -117,6 +117,27 @@ if cargo build --release --example hello --target x86_64-unknown-linux-musl \
 else
     note "the x86_64-unknown-linux-musl target could not be built (see logs/cargo-build.log): no musl rows"
 fi
+# Profile-guided builds of hello, dynamic and musl (README, "Faster still"), trained by
+# bench/pgo.sh on a mix of requests that is not the benchmark's own. They need the
+# llvm-profdata of rustc's own LLVM (`rustup component add llvm-tools`); their rows
+# are left out when it cannot be had.
+rm -f "$BIN/hello-pgo" "$BIN/hello-musl-pgo"
+if ! [ -x "$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata" ]; then
+    command -v rustup >/dev/null && rustup component add llvm-tools >>"$LOGS/cargo-build.log" 2>&1 || true
+fi
+say "building the profile-guided hello (bench/pgo.sh: a build, a 25 s training, a build)"
+if pgo=$(bash bench/pgo.sh hello x86_64-unknown-linux-gnu 2>>"$LOGS/pgo.log"); then
+    cp "$pgo" "$BIN/hello-pgo"
+    if [ -x "$BIN/hello-musl" ]; then
+        if pgo=$(bash bench/pgo.sh hello x86_64-unknown-linux-musl 2>>"$LOGS/pgo.log"); then
+            cp "$pgo" "$BIN/hello-musl-pgo"
+        else
+            note "the profile-guided musl hello could not be built (see logs/pgo.log): no rows for it"
+        fi
+    fi
+else
+    note "the profile-guided hello could not be built (see logs/pgo.log): no PGO rows"
+fi
 
 say "building the peers"
 gcc -O2 -o "$BIN/hello-libfcgi" bench/peers/hello-libfcgi.c -lfcgi
@@ -197,6 +218,14 @@ server() {
         SRV_NAME="fcgi-shim hello_world (the peers' response), FCGI_THREADS=8"
         SRV_ENV=(FCGI_THREADS=8)
         SRV_ARGV=("$BIN/hello_world")
+        ;;
+    shimpgo8 | shimmuslpgo8)
+        # The profile-guided builds (bench/pgo.sh), with 8 threads.
+        local f=hello-pgo what=""
+        [ "$1" = shimmuslpgo8 ] && f=hello-musl-pgo what="musl "
+        SRV_NAME="fcgi-shim hello (${what}profile-guided build), FCGI_THREADS=8"
+        SRV_ENV=(FCGI_THREADS=8)
+        SRV_ARGV=("$BIN/$f")
         ;;
     shimnospin)
         # Without the spin before sleeping (FCGI_SPIN_MICROS=0): what it changes.
@@ -334,6 +363,9 @@ if want 1; then
     PAIR=(shim8 libfcgi8)
     [ -x "$BIN/hello-musl" ] && PAIR+=(shimmusl8)
     PAIR+=(shimw8)
+    # Since 28 Nov 08:50 the profile-guided builds too (README, "Faster still").
+    [ -x "$BIN/hello-pgo" ] && PAIR+=(shimpgo8)
+    [ -x "$BIN/hello-musl-pgo" ] && PAIR+=(shimmuslpgo8)
     say "1b. 8 threads vs 8 libfcgi processes, paired (${PAIR[*]}): $PAIR_ROUNDS rounds x keep-conn off, on; ${SECS}s each"
     for round in $(seq "$PAIR_ROUNDS"); do
         for keep in 0 1; do
@@ -611,6 +643,8 @@ LIBFCGI_SO=$(ldd "$BIN/hello-libfcgi" | awk '/libfcgi/ { print $3 }')
 size_row "fcgi-shim hello" "$BIN/hello" "dynamic: libc, libgcc_s"
 size_row "fcgi-shim hello (static build)" "$BIN/hello-static" "static: glibc included"
 [ -x "$BIN/hello-musl" ] && size_row "fcgi-shim hello (musl build)" "$BIN/hello-musl" "static-pie: musl libc included"
+[ -x "$BIN/hello-pgo" ] && size_row "fcgi-shim hello (profile-guided build)" "$BIN/hello-pgo" "dynamic: libc, libgcc_s"
+[ -x "$BIN/hello-musl-pgo" ] && size_row "fcgi-shim hello (musl profile-guided build)" "$BIN/hello-musl-pgo" "static-pie: musl libc included"
 size_row "libfcgi C" "$BIN/hello-libfcgi" "dynamic: libc + $(basename "$LIBFCGI_SO") ($(($(stat -L -c %s "$LIBFCGI_SO") / 1024)) KiB, not counted)"
 size_row "Go net/http/fcgi" "$BIN/hello-go-fcgi" "static (Go runtime)"
 size_row "minimal C CGI" "$BIN/hello-cgi" "dynamic: libc"
