@@ -10,7 +10,8 @@
 #   bash bench/pgo.sh                              # hello, x86_64-unknown-linux-gnu
 #   bash bench/pgo.sh hello x86_64-unknown-linux-musl
 #
-# Needs llvm-profdata of the compiler's own LLVM (`rustup component add llvm-tools`).
+# Needs llvm-profdata of the compiler's own LLVM: `rustup component add llvm-tools`,
+# which it runs when the tool is missing.
 # Writes target/bench/pgo/EXAMPLE-TARGET, the trained binary, stripped as the release
 # profile strips. The training, about 25 s, runs the instrumented build under
 # `fcgi-shim bench --spawn` as mod_fcgid would start it:
@@ -29,6 +30,9 @@ bench=target/bench/bin/fcgi-shim
 out=target/bench/pgo
 dir=$out/work-$example-$target
 profdata=$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata
+if ! [ -x "$profdata" ] && command -v rustup >/dev/null; then
+    rustup component add llvm-tools >&2 || true
+fi
 [ -x "$profdata" ] || { echo "needs llvm-profdata: rustup component add llvm-tools" >&2; exit 1; }
 [ -x "$bench" ] || { echo "needs $bench (bench/run.sh builds it)" >&2; exit 1; }
 rm -rf "$dir"

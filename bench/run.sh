@@ -119,12 +119,9 @@ else
 fi
 # Profile-guided builds of hello, dynamic and musl (README, "Faster still"), trained by
 # bench/pgo.sh on a mix of requests that is not the benchmark's own. They need the
-# llvm-profdata of rustc's own LLVM (`rustup component add llvm-tools`); their rows
-# are left out when it cannot be had.
+# llvm-profdata of rustc's own LLVM (pgo.sh adds rustup's llvm-tools when missing);
+# their rows are left out when it cannot be had.
 rm -f "$BIN/hello-pgo" "$BIN/hello-musl-pgo"
-if ! [ -x "$(rustc --print sysroot)/lib/rustlib/$(rustc -vV | sed -n 's/^host: //p')/bin/llvm-profdata" ]; then
-    command -v rustup >/dev/null && rustup component add llvm-tools >>"$LOGS/cargo-build.log" 2>&1 || true
-fi
 say "building the profile-guided hello (bench/pgo.sh: a build, a 25 s training, a build)"
 if pgo=$(bash bench/pgo.sh hello x86_64-unknown-linux-gnu 2>>"$LOGS/pgo.log"); then
     cp "$pgo" "$BIN/hello-pgo"
