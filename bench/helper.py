@@ -614,6 +614,7 @@ def report(args):
     SHIMW8 = "fcgi-shim hello_world (the peers' response), FCGI_THREADS=8"
     SHIMP8 = "fcgi-shim hello (profile-guided build), FCGI_THREADS=8"
     SHIMMP8 = "fcgi-shim hello (musl profile-guided build), FCGI_THREADS=8"
+    SHIMP, SHIMMP = "fcgi-shim hello (profile-guided build)", "fcgi-shim hello (musl profile-guided build)"
     pairs = [(SHIM, LIB, 1, False, "1 thread vs 1 process, c=1, new connections"),
              (SHIM, LIB, 1, True, "1 thread vs 1 process, c=1, keep-conn"),
              (SHIM, LIB, 8, False, "1 thread vs 1 process, c=8, new connections"),
@@ -630,6 +631,10 @@ def report(args):
              (NOSPIN, LIB, 1, True, "FCGI_SPIN_MICROS=0 (1 thread) vs 1 process, c=1, keep-conn"),
              (SHIM, NOSPIN, 1, False, "spin (default) vs FCGI_SPIN_MICROS=0, c=1, new connections"),
              (SHIM, NOSPIN, 1, True, "spin (default) vs FCGI_SPIN_MICROS=0, c=1, keep-conn")]
+    for name, build in ((SHIMP, "profile-guided"), (SHIMMP, "musl profile-guided")):
+        pairs += [(name, LIB, 1, False, f"1 thread ({build} build) vs 1 process, c=1, new connections"),
+                  (name, LIB, 1, True, f"1 thread ({build} build) vs 1 process, c=1, keep-conn"),
+                  (name, LIB, 8, False, f"1 thread ({build} build) vs 1 process, c=8, new connections")]
     prs = [(d, round_ratios(a, b, c, keep, "rps"), round_ratios(a, b, c, keep, "p99_us"))
            for a, b, c, keep, d in pairs]
     if any(q for _, q, _ in prs):
@@ -649,27 +654,39 @@ def report(args):
 
     # The paired rounds of 8 threads against 8 libfcgi processes (section 1b), for each
     # build of fcgi-shim that took part (the dynamic one, and the musl one when built),
-    # hello_world, the peers' own response, and the profile-guided builds.
+    # hello_world, the peers' own response, and the profile-guided builds; and of 1
+    # thread against 1 libfcgi process at 8 clients, new connections (section 1c).
     paired = []
-    paired_ci = {}  # (server, keep) -> {"rps"/"p99_us": (shown, interval)}: the targets judge 8:8 by it
-    by = {}  # (keep, round) -> {server: result}
+    # (server, its partner, keep) -> {"rps"/"p99_us": (shown, interval)}: the targets
+    # judge these pairs by it.
+    paired_ci = {}
+    by = {}  # (kind, keep, round) -> {server: result}
     for r in rows:
-        if r["kind"] == "fcgi-pair" and r.get("r"):
-            by.setdefault((r["keep"], r["round"]), {})[r["server"]] = r["r"]
-    for mine, build in ((SHIM8, ""), (SHIMM8, ", musl build"),
-                        (SHIMW8, ", hello_world (the peers' response)"),
-                        (SHIMP8, ", profile-guided build"),
-                        (SHIMMP8, ", musl profile-guided build")):
+        if r["kind"] in ("fcgi-pair", "fcgi-pair1") and r.get("r"):
+            by.setdefault((r["kind"], r["keep"], r["round"]), {})[r["server"]] = r["r"]
+    for kind, theirs, mine, build in (
+            ("fcgi-pair", LIB8, SHIM8, "8 threads vs 8 processes"),
+            ("fcgi-pair", LIB8, SHIMM8, "8 threads vs 8 processes, musl build"),
+            ("fcgi-pair", LIB8, SHIMW8, "8 threads vs 8 processes, hello_world (the peers' response)"),
+            ("fcgi-pair", LIB8, SHIMP8, "8 threads vs 8 processes, profile-guided build"),
+            ("fcgi-pair", LIB8, SHIMMP8, "8 threads vs 8 processes, musl profile-guided build"),
+            ("fcgi-pair1", LIB, SHIM, "1 thread vs 1 process"),
+            ("fcgi-pair1", LIB, SHIMP, "1 thread vs 1 process, profile-guided build"),
+            ("fcgi-pair1", LIB, SHIMMP, "1 thread vs 1 process, musl profile-guided build")):
         for keep, d in ((False, "new connections"), (True, "keep-conn")):
-            rounds = [x for (k, _), x in sorted(by.items()) if k == keep and mine in x and LIB8 in x]
+            rounds = [x for (kd, k, _), x in sorted(by.items())
+                      if kd == kind and k == keep and mine in x and theirs in x]
             if rounds:
-                paired.append((mine, keep, d + build, rounds))
+                paired.append((mine, theirs, keep, f"{build}: {d}", rounds))
     if paired:
-        w("### 8 threads vs 8 libfcgi processes, paired rounds\n")
-        w("The pair that decides the throughput target at 8 connections, run again on its own: "
+        w("### The closest pairs, paired rounds\n")
+        w("The pairs that decide the targets at 8 connections, run again on their own. Section 1b: "
           "each round runs fcgi-shim's 8 threads (the dynamic build, and the musl build when it "
           "was built) and libfcgi's 8 processes back to back, each round starting with the next "
-          "server, and the ratio is taken in each round. Since 28 Nov the dynamic build also runs "
+          "server, and the ratio is taken in each round. Section 1c (since 28 Nov 10:10): the "
+          "same with 1 thread against 1 libfcgi process at 8 clients with new connections, where "
+          "the clients queue on a server that takes one connection at a time. Since 28 Nov the "
+          "dynamic build also runs "
           "`examples/hello_world`, which answers what the peers answer (a fixed Hello World), "
           "where `examples/hello` formats its mount path: the library like for like. "
           "Since 28 Nov 08:50 the profile-guided builds of hello run too (`bench/pgo.sh`, "
@@ -678,13 +695,13 @@ def report(args):
           "confidence interval of the median ratio (order statistics of the rounds' ratios, "
           "binomial coverage, level given); an interval that holds 1.00 means the two are not "
           "told apart by this run.\n")
-        w("| c=8 | rounds | req/s ratio, median [interval] | rounds fcgi-shim ahead | p99 ratio, median [interval] | "
+        w("| c=8, pair | rounds | req/s ratio, median [interval] | rounds fcgi-shim ahead | p99 ratio, median [interval] | "
           "server CPU per request ratio, median | fcgi-shim / libfcgi req/s, medians |")
         w("|---|---:|---|---:|---|---:|---|")
-        for mine, keep, d, rounds in paired:
+        for mine, theirs, keep, d, rounds in paired:
             def rr(k):
-                return [x[mine][k] / x[LIB8][k] for x in rounds
-                        if x[mine].get(k) and x[LIB8].get(k)]
+                return [x[mine][k] / x[theirs][k] for x in rounds
+                        if x[mine].get(k) and x[theirs].get(k)]
             def show(v):
                 if not v:
                     return "n/a"
@@ -693,12 +710,12 @@ def report(args):
                 return f"{median(v):.2f}×{inner}"
             q = rr("rps")
             cpu = rr("server_cpu_us")
-            paired_ci[(mine, keep)] = {
+            paired_ci[(mine, theirs, keep)] = {
                 k: (show(v), median_interval(v)) if v else None
                 for k, v in (("rps", q), ("p99_us", rr("p99_us")))}
             w(f"| {d} | {len(rounds)} | {show(q)} | {sum(1 for x in q if x > 1)} of {len(q)} | {show(rr('p99_us'))} | "
               f"{f'{median(cpu):.2f}×' if cpu else 'n/a'} | "
-              f"{fmt(median([x[mine]['rps'] for x in rounds]))} / {fmt(median([x[LIB8]['rps'] for x in rounds]))} |")
+              f"{fmt(median([x[mine]['rps'] for x in rounds]))} / {fmt(median([x[theirs]['rps'] for x in rounds]))} |")
         w("")
 
     # ---- 2. CGI ----
@@ -878,9 +895,9 @@ def report(args):
         keep = kc.endswith("on")
         m, lib, go = get(mine, c, keep), get(theirs, c, keep), get("Go net/http/fcgi", c, keep)
         degenerate = " (one connection served; see section 1)" if (c > 1 and keep and mine == SHIM) else ""
-        # The 8:8 pair is judged by its paired rounds when the run has them: section 1's
-        # medians of 5 rounds swing by more than the difference between the two.
-        pr = paired_ci.get((mine, keep))
+        # The pairs at c=8 are judged by their paired rounds when the run has them:
+        # section 1's medians of 5 rounds swing by more than the difference between two.
+        pr = paired_ci.get((mine, theirs, keep)) if c == 8 else None
         ok = cmp(val(m, "rps"), val(lib, "rps"), lambda a, b: a >= b)
         text, verdict = f"{ratio(val(m, 'rps'), val(lib, 'rps'))} ({fmt(val(m, 'rps'), 0)} vs {fmt(val(lib, 'rps'), 0)} req/s)", mark(ok)
         if pr and pr["rps"]:
@@ -902,7 +919,7 @@ def report(args):
     # The profile-guided builds (README, "Faster still") run in the paired rounds only.
     for name, build in ((SHIMP8, "profile-guided build"), (SHIMMP8, "musl profile-guided build")):
         for keep in (False, True):
-            pr = paired_ci.get((name, keep))
+            pr = paired_ci.get((name, LIB8, keep))
             if not pr:
                 continue
             kc = f"c=8, keep-conn {'on' if keep else 'off'}, 8 threads ({build}) vs 8 processes"
@@ -911,26 +928,43 @@ def report(args):
                 if pr[k]:
                     w(f"| {what} ({kc}) | paired rounds {pr[k][0]} | "
                       f"{judge(pr[k][1], higher_is_better=better)} |")
-    BUILDS = [("", SHIM)] + [(f" ({b} build)", f"{SHIM} ({b} build)") for b in ("static", "musl")
+    # The other builds, one thread against one libfcgi process: c=1, and (where a build
+    # ran there: the profile-guided ones) c=8 with new connections, judged by section
+    # 1c's paired rounds when the run has them.
+    BUILDS = [("", SHIM)] + [(f" ({b} build)", f"{SHIM} ({b} build)")
+                             for b in ("static", "musl", "profile-guided", "musl profile-guided")
                              if any(r.get("server") == f"{SHIM} ({b} build)" for r in rows)]
     for build, name in BUILDS[1:]:
-        for keep in (False, True):
-            m, lib = get(name, 1, keep), get("libfcgi C", 1, keep)
+        for c, keep in ((1, False), (1, True), (8, False)):
+            m, lib = get(name, c, keep), get("libfcgi C", c, keep)
             if m is None:
                 continue
-            ok = cmp(val(m, "rps"), val(lib, "rps"), lambda a, b: a >= b)
-            w(f"| throughput ≥ 1.0× libfcgi C (c=1, keep-conn {'on' if keep else 'off'}){build} | "
-              f"{ratio(val(m, 'rps'), val(lib, 'rps'))} ({fmt(val(m, 'rps'), 0)} vs {fmt(val(lib, 'rps'), 0)} req/s) | {mark(ok)} |")
-            ok = cmp(val(m, "p99_us"), val(lib, "p99_us"), lambda a, b: a <= b)
-            w(f"| p99 ≤ libfcgi's (c=1, keep-conn {'on' if keep else 'off'}){build} | {fmt(val(m, 'p99_us'))} µs vs {fmt(val(lib, 'p99_us'))} µs | {mark(ok)} |")
+            kc = f"c={c}, keep-conn {'on' if keep else 'off'}"
+            pr = paired_ci.get((name, LIB, keep)) if c == 8 else None
+            for k, what, better, unit in (("rps", "throughput ≥ 1.0× libfcgi C", True, " req/s"),
+                                          ("p99_us", "p99 ≤ libfcgi's", False, " µs")):
+                ok = cmp(val(m, k), val(lib, k), (lambda a, b: a >= b) if better else (lambda a, b: a <= b))
+                text = f"{ratio(val(m, k), val(lib, k))} ({fmt(val(m, k), 0)} vs {fmt(val(lib, k), 0)}{unit})"
+                verdict = mark(ok)
+                if pr and pr[k]:
+                    text += f"; paired rounds {pr[k][0]}"
+                    verdict = judge(pr[k][1], higher_is_better=better)
+                w(f"| {what} ({kc}){build} | {text} | {verdict} |")
+    # The main build's rows always show (n/a when a section did not run); another
+    # build's only where it took part (raw files from before 28 Nov 10:10 have the
+    # profile-guided builds in sections 1b and 6 only).
     for build, name in BUILDS:
         x = next((r.get("r") for r in cg if r["server"] == name), None)
+        if x is None and name != SHIM:
+            continue
         ok = cmp(val(x, "median_us"), val(base, "median_us"), lambda a, b: a <= 1.3 * b)
         w(f"| CGI start-up ≤ 1.3× minimal C CGI{build} | {ratio(val(x, 'median_us'), val(base, 'median_us'))} "
           f"({fmt(val(x, 'median_us'))} vs {fmt(val(base, 'median_us'))} µs median) | {mark(ok)} |")
     lib_rss = next((r for r in rs if r["server"] == "libfcgi C"), None)
     for build, name in BUILDS:
         x = next((r for r in rs if r["server"] == name), None)
+        if x is None and name != SHIM:
+            continue
         a, b = val(x, "rss_kib"), val(lib_rss, "rss_kib")
         ok = cmp(a, b, lambda a, b: a <= 1.5 * b)
         w(f"| RSS after 10,000 requests ≤ 1.5× libfcgi C's{build} | {ratio(a, b)} ({fmt(a)} vs {fmt(b)} KiB) | {mark(ok)} |")
@@ -943,11 +977,6 @@ def report(args):
         b = val(next((r for r in sz if r["server"] == name), None), "bytes")
         ok = None if b is None else b <= 1048576
         w(f"| hello ≤ 1 MiB stripped{build} | {fmt(b)} bytes ({fmt(b / 1024 if b else None, 0)} KiB) | {mark(ok)} |")
-    for build in ("profile-guided", "musl profile-guided"):
-        b = val(next((r for r in sz if r["server"] == f"{SHIM} ({build} build)"), None), "bytes")
-        if b is not None:
-            w(f"| hello ≤ 1 MiB stripped ({build} build) | {fmt(b)} bytes ({fmt(b / 1024, 0)} KiB) | "
-              f"{mark(b <= 1048576)} |")
     w("")
     w("## Notes\n")
     w("- php-cgi in FastCGI mode runs the file named by SCRIPT_FILENAME, which `fcgi-shim bench` "

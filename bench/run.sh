@@ -8,9 +8,11 @@
 # measures (every load loop bounded in time):
 #   1. FastCGI req/s, p50, p99 with the listening socket on fd 0, concurrency 1 and 8,
 #      keep-conn off and on: fcgi-shim hello, libfcgi C, Go net/http/fcgi, php-cgi, flup;
-#      fcgi-shim also without its spin (FCGI_SPIN_MICROS=0) and as 8 processes
-#   2. CGI start-up (exec to complete response): fcgi-shim hello, Go net/http/cgi,
-#      php-cgi, a minimal C CGI
+#      fcgi-shim also without its spin (FCGI_SPIN_MICROS=0) and as 8 processes, and
+#      its other builds (static, musl, profile-guided); then paired rounds of the
+#      closest pairs (1b: 8 threads vs 8 processes; 1c: 1 thread vs 1 process at c=8)
+#   2. CGI start-up (exec to complete response): fcgi-shim hello (each build), Go
+#      net/http/cgi, php-cgi, a minimal C CGI
 #   3. RSS of one FastCGI process, idle and after 10,000 requests
 #   4. end to end through Apache 2.4 + mod_fcgid with wrk
 #   5. 1 GiB up and down through the echo example, and its peak RSS
@@ -20,7 +22,9 @@
 #
 # Settings (environment): BENCH_SECS (seconds per load run, default 3), BENCH_ROUNDS
 # (rounds of the FastCGI runs, default 5), BENCH_PAIR_ROUNDS (more rounds of 8 threads,
-# dynamic and musl builds, against 8 libfcgi processes, default 30),
+# dynamic and musl builds, against 8 libfcgi processes, default 30), BENCH_PAIR1_ROUNDS
+# (more rounds of 1 thread against 1 libfcgi process at 8 clients, new connections,
+# default 20),
 # BENCH_APACHE_ROUNDS (rounds of section 4, default 3), BENCH_CGI_RUNS
 # (default 200, in 5 interleaved rounds), BENCH_SYSCALL_REQS (default 2000), BENCH_NOTE
 # (a line printed at the top of the results), BENCH_ONLY (the sections to run, default
@@ -37,6 +41,7 @@ HELPER=$ROOT/bench/helper.py
 SECS=${BENCH_SECS:-3}
 ROUNDS=${BENCH_ROUNDS:-5}
 PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-30}
+PAIR1_ROUNDS=${BENCH_PAIR1_ROUNDS:-20}
 APACHE_ROUNDS=${BENCH_APACHE_ROUNDS:-3}
 CGI_RUNS=${BENCH_CGI_RUNS:-200}
 SYS_REQS=${BENCH_SYSCALL_REQS:-2000}
@@ -175,7 +180,7 @@ fi
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 OS=$(. /etc/os-release && echo "$PRETTY_NAME")
 VERSIONS="$(rustc --version | cut -d' ' -f1-2); $(go version | cut -d' ' -f3); $(php-cgi -v 2>/dev/null | sed -n 1p | cut -d' ' -f1-2); libfcgi $(dpkg-query -W -f '${Version}' libfcgi-dev 2>/dev/null || echo '?'); flup $("$B/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("flup"))'); $(/usr/sbin/apache2 -v 2>/dev/null | sed -n 1p | cut -d: -f2 | sed 's/^ *//'); mod_fcgid $(dpkg-query -W -f '${Version}' libapache2-mod-fcgid 2>/dev/null || echo '?'); $({ wrk --version 2>&1 || true; } | head -1 | cut -d' ' -f1-2)"
-SETTINGS="BENCH_SECS=$SECS (plus 1 s warm-up per FastCGI run), BENCH_ROUNDS=$ROUNDS, BENCH_PAIR_ROUNDS=$PAIR_ROUNDS, BENCH_APACHE_ROUNDS=$APACHE_ROUNDS, BENCH_CGI_RUNS=$CGI_RUNS, BENCH_SYSCALL_REQS=$SYS_REQS, sections: $(echo $ONLY)"
+SETTINGS="BENCH_SECS=$SECS (plus 1 s warm-up per FastCGI run), BENCH_ROUNDS=$ROUNDS, BENCH_PAIR_ROUNDS=$PAIR_ROUNDS, BENCH_PAIR1_ROUNDS=$PAIR1_ROUNDS, BENCH_APACHE_ROUNDS=$APACHE_ROUNDS, BENCH_CGI_RUNS=$CGI_RUNS, BENCH_SYSCALL_REQS=$SYS_REQS, sections: $(echo $ONLY)"
 jl "{\"kind\":\"meta\",\"command\":\"bash bench/run.sh\",\"settings\":$(jstr "$SETTINGS"),\"note\":$(jstr "$NOTE"),\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"),\"nproc\":$(nproc),\"cpu\":$(jstr "$CPU"),\"kernel\":$(jstr "$(uname -r)"),\"os\":$(jstr "$OS"),\"load\":$(jstr "$LOAD_START"),\"load_end\":\"@LOAD_END@\",\"versions\":$(jstr "$VERSIONS")}"
 
 # ---- the FastCGI servers ----
@@ -190,12 +195,17 @@ server() {
         SRV_ENV=(FCGI_THREADS=1)
         SRV_ARGV=("$BIN/hello")
         ;;
-    shimstatic | shimmusl)
-        # The other builds of hello: bin/hello-static, bin/hello-musl.
-        local build=${1#shim}
+    shimstatic | shimmusl | shimpgo | shimmuslpgo)
+        # The other builds of hello: bin/hello-static, bin/hello-musl and the
+        # profile-guided bin/hello-pgo, bin/hello-musl-pgo.
+        local f=${1#shim} build=${1#shim}
+        case $f in
+        pgo) build=profile-guided ;;
+        muslpgo) f=musl-pgo build="musl profile-guided" ;;
+        esac
         SRV_NAME="fcgi-shim hello ($build build)"
         SRV_ENV=(FCGI_THREADS=1)
-        SRV_ARGV=("$BIN/hello-$build")
+        SRV_ARGV=("$BIN/hello-$f")
         ;;
     shim8)
         SRV_NAME="fcgi-shim hello, FCGI_THREADS=8"
@@ -284,6 +294,11 @@ PEERS=(shim libfcgi go php flup)
 # The other builds of fcgi-shim's hello, where they were built.
 BUILDS=(shimnospin shimstatic)
 [ -x "$BIN/hello-musl" ] && BUILDS+=(shimmusl)
+# Since 28 Nov 10:10 the profile-guided builds run through every row, not only 1b.
+PGO1=()
+[ -x "$BIN/hello-pgo" ] && PGO1+=(shimpgo)
+[ -x "$BIN/hello-musl-pgo" ] && PGO1+=(shimmuslpgo)
+BUILDS+=("${PGO1[@]}")
 
 # Start server KEY with a listening socket on fd 0 at SOCK (bench/helper.py spawn);
 # sets PID. Its stderr goes to the log.
@@ -318,7 +333,7 @@ status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 
 # ---- 1. FastCGI throughput ----
 
-C8=(shim shim8)
+C8=(shim "${PGO1[@]}" shim8)
 [ -x "$BIN/hello-musl" ] && C8+=(shimmusl8)
 C8+=(shim8p shim8w libfcgi libfcgi8 go php php8 flup)
 fcgi_run() { # KEY C KEEP(0|1) ROUND [KIND]
@@ -371,6 +386,17 @@ if want 1; then
             done
         done
     done
+    # 1 thread against 1 libfcgi process at 8 clients with new connections: the 8
+    # clients queue on a server that takes one connection at a time, and the p99 of
+    # this pair has swung from met to 1.16x between runs of 5 rounds. Paired rounds
+    # give it an interval too (since 28 Nov 10:10), for each build that serves 1:1.
+    PAIR1=(shim libfcgi "${PGO1[@]}")
+    say "1c. 1 thread vs 1 libfcgi process at c=8, paired (${PAIR1[*]}): $PAIR1_ROUNDS rounds, keep-conn off; ${SECS}s each"
+    for round in $(seq "$PAIR1_ROUNDS"); do
+        for i in $(seq 0 $((${#PAIR1[@]} - 1))); do
+            fcgi_run "${PAIR1[$(((round + i) % ${#PAIR1[@]}))]}" 8 0 "$round" fcgi-pair1
+        done
+    done
 fi
 
 # ---- 2. CGI start-up ----
@@ -389,6 +415,8 @@ if want 2; then
     say "2. CGI start-up ($CGI_RUNS runs each, in 5 interleaved rounds)"
     CGIS=("minimal C CGI|$BIN/hello-cgi" "fcgi-shim hello|$BIN/hello" "fcgi-shim hello (static build)|$BIN/hello-static")
     [ -x "$BIN/hello-musl" ] && CGIS+=("fcgi-shim hello (musl build)|$BIN/hello-musl")
+    [ -x "$BIN/hello-pgo" ] && CGIS+=("fcgi-shim hello (profile-guided build)|$BIN/hello-pgo")
+    [ -x "$BIN/hello-musl-pgo" ] && CGIS+=("fcgi-shim hello (musl profile-guided build)|$BIN/hello-musl-pgo")
     CGIS+=("Go net/http/cgi|$BIN/hello-go-cgi" "php-cgi (as CGI)|$B/www/hello-cgi.php")
     for p in "${CGIS[@]}"; do
         GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET REDIRECT_STATUS=200 SCRIPT_FILENAME="${p#*|}" "${p#*|}" </dev/null >/dev/null 2>&1 || true # page cache
