@@ -683,7 +683,7 @@ def report(args):
         w("The pairs that decide the targets at 8 connections, run again on their own. Section 1b: "
           "each round runs fcgi-shim's 8 threads (the dynamic build, and the musl build when it "
           "was built) and libfcgi's 8 processes back to back, each round starting with the next "
-          "server, and the ratio is taken in each round. Section 1c (since 28 Nov 10:10): the "
+          "server, and the ratio is taken in each round. Section 1c (since 28 Nov 10:01): the "
           "same with 1 thread against 1 libfcgi process at 8 clients with new connections, where "
           "the clients queue on a server that takes one connection at a time. Since 28 Nov the "
           "dynamic build also runs "
@@ -916,7 +916,7 @@ def report(args):
             tag = "1 thread" if vs_go == SHIM else "8 threads"
             w(f"| throughput ≥ 1.5× Go ({kc}, fcgi-shim {tag}) | {ratio(val(g, 'rps'), val(go, 'rps'))} "
               f"({fmt(val(g, 'rps'), 0)} vs {fmt(val(go, 'rps'), 0)} req/s) | {mark(ok)} |")
-    # The profile-guided builds (README, "Faster still") run in the paired rounds only.
+    # The profile-guided builds with 8 threads run in the paired rounds (1b) only.
     for name, build in ((SHIMP8, "profile-guided build"), (SHIMMP8, "musl profile-guided build")):
         for keep in (False, True):
             pr = paired_ci.get((name, LIB8, keep))
@@ -951,7 +951,7 @@ def report(args):
                     verdict = judge(pr[k][1], higher_is_better=better)
                 w(f"| {what} ({kc}){build} | {text} | {verdict} |")
     # The main build's rows always show (n/a when a section did not run); another
-    # build's only where it took part (raw files from before 28 Nov 10:10 have the
+    # build's only where it took part (raw files from before 28 Nov 10:01 have the
     # profile-guided builds in sections 1b and 6 only).
     for build, name in BUILDS:
         x = next((r.get("r") for r in cg if r["server"] == name), None)

@@ -294,7 +294,7 @@ PEERS=(shim libfcgi go php flup)
 # The other builds of fcgi-shim's hello, where they were built.
 BUILDS=(shimnospin shimstatic)
 [ -x "$BIN/hello-musl" ] && BUILDS+=(shimmusl)
-# Since 28 Nov 10:10 the profile-guided builds run through every row, not only 1b.
+# Since 28 Nov 10:01 the profile-guided builds run through every row, not only 1b.
 PGO1=()
 [ -x "$BIN/hello-pgo" ] && PGO1+=(shimpgo)
 [ -x "$BIN/hello-musl-pgo" ] && PGO1+=(shimmuslpgo)
@@ -389,7 +389,7 @@ if want 1; then
     # 1 thread against 1 libfcgi process at 8 clients with new connections: the 8
     # clients queue on a server that takes one connection at a time, and the p99 of
     # this pair has swung from met to 1.16x between runs of 5 rounds. Paired rounds
-    # give it an interval too (since 28 Nov 10:10), for each build that serves 1:1.
+    # give it an interval too (since 28 Nov 10:01), for each build that serves 1:1.
     PAIR1=(shim libfcgi "${PGO1[@]}")
     say "1c. 1 thread vs 1 libfcgi process at c=8, paired (${PAIR1[*]}): $PAIR1_ROUNDS rounds, keep-conn off; ${SECS}s each"
     for round in $(seq "$PAIR1_ROUNDS"); do
