@@ -890,44 +890,42 @@ def report(args):
                 pairs.append((kc, ", 8 threads vs 8 processes", SHIM8, LIB8, None))
                 if any(r.get("server") == SHIMM8 for r in fc):
                     pairs.append((kc, ", 8 threads (musl build) vs 8 processes", SHIMM8, LIB8, None))
+    # The profile-guided builds with 8 threads run in the paired rounds (1b) only.
+    for name, build in ((SHIMP8, "profile-guided build"), (SHIMMP8, "musl profile-guided build")):
+        for keep in (False, True):
+            if (name, LIB8, keep) in paired_ci:
+                pairs.append((f"c=8, keep-conn {'on' if keep else 'off'}",
+                              f", 8 threads ({build}) vs 8 processes", name, LIB8, None))
+
+    def against(mine, theirs, c, keep, label, suffix=""):
+        # The throughput and p99 rows of one pair: section 1's medians where the pair
+        # ran there; the pairs at c=8 are judged by their paired rounds when the run
+        # has them, since section 1's medians of 5 rounds swing by more than the
+        # difference between two.
+        m, lib = get(mine, c, keep), get(theirs, c, keep)
+        pr = paired_ci.get((mine, theirs, keep)) if c == 8 else None
+        for k, what, better, unit in (("rps", "throughput ≥ 1.0× libfcgi C", True, " req/s"),
+                                      ("p99_us", "p99 ≤ libfcgi's", False, " µs")):
+            parts, verdict = [], mark(cmp(val(m, k), val(lib, k),
+                                          (lambda a, b: a >= b) if better else (lambda a, b: a <= b)))
+            if m is not None:
+                parts.append(f"{ratio(val(m, k), val(lib, k))} ({fmt(val(m, k), 0)} vs {fmt(val(lib, k), 0)}{unit})")
+            if pr and pr[k]:
+                parts.append(f"paired rounds {pr[k][0]}")
+                verdict = judge(pr[k][1], higher_is_better=better)
+            w(f"| {what} ({label}) | {'; '.join(parts)}{suffix} | {verdict} |")
+
     for kc, how, mine, theirs, vs_go in pairs:
         c = int(kc.split(",")[0][2:])
         keep = kc.endswith("on")
-        m, lib, go = get(mine, c, keep), get(theirs, c, keep), get("Go net/http/fcgi", c, keep)
         degenerate = " (one connection served; see section 1)" if (c > 1 and keep and mine == SHIM) else ""
-        # The pairs at c=8 are judged by their paired rounds when the run has them:
-        # section 1's medians of 5 rounds swing by more than the difference between two.
-        pr = paired_ci.get((mine, theirs, keep)) if c == 8 else None
-        ok = cmp(val(m, "rps"), val(lib, "rps"), lambda a, b: a >= b)
-        text, verdict = f"{ratio(val(m, 'rps'), val(lib, 'rps'))} ({fmt(val(m, 'rps'), 0)} vs {fmt(val(lib, 'rps'), 0)} req/s)", mark(ok)
-        if pr and pr["rps"]:
-            text += f"; paired rounds {pr['rps'][0]}"
-            verdict = judge(pr["rps"][1], higher_is_better=True)
-        w(f"| throughput ≥ 1.0× libfcgi C ({kc}{how}) | {text}{degenerate} | {verdict} |")
-        ok = cmp(val(m, "p99_us"), val(lib, "p99_us"), lambda a, b: a <= b)
-        text, verdict = f"{fmt(val(m, 'p99_us'))} µs vs {fmt(val(lib, 'p99_us'))} µs", mark(ok)
-        if pr and pr["p99_us"]:
-            text += f"; paired rounds {pr['p99_us'][0]}"
-            verdict = judge(pr["p99_us"][1], higher_is_better=False)
-        w(f"| p99 ≤ libfcgi's ({kc}{how}) | {text}{degenerate} | {verdict} |")
+        against(mine, theirs, c, keep, kc + how, degenerate)
         if vs_go:
-            g = get(vs_go, c, keep)
+            g, go = get(vs_go, c, keep), get("Go net/http/fcgi", c, keep)
             ok = cmp(val(g, "rps"), val(go, "rps"), lambda a, b: a >= 1.5 * b)
             tag = "1 thread" if vs_go == SHIM else "8 threads"
             w(f"| throughput ≥ 1.5× Go ({kc}, fcgi-shim {tag}) | {ratio(val(g, 'rps'), val(go, 'rps'))} "
               f"({fmt(val(g, 'rps'), 0)} vs {fmt(val(go, 'rps'), 0)} req/s) | {mark(ok)} |")
-    # The profile-guided builds with 8 threads run in the paired rounds (1b) only.
-    for name, build in ((SHIMP8, "profile-guided build"), (SHIMMP8, "musl profile-guided build")):
-        for keep in (False, True):
-            pr = paired_ci.get((name, LIB8, keep))
-            if not pr:
-                continue
-            kc = f"c=8, keep-conn {'on' if keep else 'off'}, 8 threads ({build}) vs 8 processes"
-            for k, what, better in (("rps", "throughput ≥ 1.0× libfcgi C", True),
-                                    ("p99_us", "p99 ≤ libfcgi's", False)):
-                if pr[k]:
-                    w(f"| {what} ({kc}) | paired rounds {pr[k][0]} | "
-                      f"{judge(pr[k][1], higher_is_better=better)} |")
     # The other builds, one thread against one libfcgi process: c=1, and (where a build
     # ran there: the profile-guided ones) c=8 with new connections, judged by section
     # 1c's paired rounds when the run has them.
@@ -936,20 +934,8 @@ def report(args):
                              if any(r.get("server") == f"{SHIM} ({b} build)" for r in rows)]
     for build, name in BUILDS[1:]:
         for c, keep in ((1, False), (1, True), (8, False)):
-            m, lib = get(name, c, keep), get("libfcgi C", c, keep)
-            if m is None:
-                continue
-            kc = f"c={c}, keep-conn {'on' if keep else 'off'}"
-            pr = paired_ci.get((name, LIB, keep)) if c == 8 else None
-            for k, what, better, unit in (("rps", "throughput ≥ 1.0× libfcgi C", True, " req/s"),
-                                          ("p99_us", "p99 ≤ libfcgi's", False, " µs")):
-                ok = cmp(val(m, k), val(lib, k), (lambda a, b: a >= b) if better else (lambda a, b: a <= b))
-                text = f"{ratio(val(m, k), val(lib, k))} ({fmt(val(m, k), 0)} vs {fmt(val(lib, k), 0)}{unit})"
-                verdict = mark(ok)
-                if pr and pr[k]:
-                    text += f"; paired rounds {pr[k][0]}"
-                    verdict = judge(pr[k][1], higher_is_better=better)
-                w(f"| {what} ({kc}){build} | {text} | {verdict} |")
+            if get(name, c, keep) is not None:
+                against(name, LIB, c, keep, f"c={c}, keep-conn {'on' if keep else 'off'}, {build.strip(' ()')}")
     # The main build's rows always show (n/a when a section did not run); another
     # build's only where it took part (raw files from before 28 Nov 10:01 have the
     # profile-guided builds in sections 1b and 6 only).
