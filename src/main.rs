@@ -34,6 +34,11 @@ bench options:
   -d, --duration SECS   how long to measure (default 5)
   -n, --requests N      send exactly N measured requests instead (in the output,
                         requests + errors = N)
+  --rate R              an open loop: R requests/s in all, each connection sending
+                        on its own schedule (every N/R s) whether or not the app has
+                        kept up; latency counts from when a request was due, so a
+                        late app's queue shows in it (as wrk2). Default: a closed
+                        loop, each connection sending as soon as its last answer came
   --warmup SECS         send requests this long before measuring (default 1); they
                         are not counted, but reported as warm-up requests
   --path PATH           PATH_INFO (default /)
@@ -104,6 +109,8 @@ struct Opts {
     keep_conn: bool,
     duration: Duration,
     requests: Option<u64>,
+    /// `--rate`: requests/s in all, sent on a schedule (an open loop).
+    rate: Option<f64>,
     warmup: Duration,
     path: String,
     query: String,
@@ -153,6 +160,7 @@ impl Opts {
                 "-d" | "--duration" => o.duration = secs(it.next(), "--duration")?,
                 "-n" | "--requests" => o.requests = Some(it.next().context("-n N")?.parse()?),
                 "--warmup" => o.warmup = secs(it.next(), "--warmup")?,
+                "--rate" => o.rate = Some(it.next().context("--rate R")?.parse()?),
                 "--timeout" => o.timeout = secs(it.next(), "--timeout")?,
                 "--path" => o.path = it.next().context("--path PATH")?,
                 "--query" => o.query = it.next().context("--query Q")?,
@@ -187,6 +195,9 @@ impl Opts {
         }
         if o.timeout.is_zero() {
             bail!("--timeout must be above 0");
+        }
+        if o.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+            bail!("--rate must be a number of requests per second above 0");
         }
         o.body = match (body_size, body_file) {
             (Some(_), Some(_)) => bail!("give --body-size or --body-file, not both"),
@@ -816,8 +827,16 @@ fn bench(o: Opts) -> Result<()> {
     let warm = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(Barrier::new(o.concurrency + 1));
     let big = (o.body.len() > INLINE_BODY).then(|| o.body.clone());
+    // With --rate, connection i's first request is due i/R s after the start, then
+    // one every N/R s: together R requests/s, evenly spread.
+    let schedule = o.rate.map(|r| {
+        (
+            Duration::from_secs_f64(1.0 / r),
+            Duration::from_secs_f64(o.concurrency as f64 / r),
+        )
+    });
     let mut handles = Vec::new();
-    for _ in 0..o.concurrency {
+    for i in 0..o.concurrency {
         let (target, req, stop, measuring, started, warm, barrier) = (
             target.clone(),
             req.clone(),
@@ -839,15 +858,38 @@ fn bench(o: Opts) -> Result<()> {
                 per_conn: Vec::new(),
             };
             let mut conn: Option<Conn> = None;
+            if schedule.is_some() {
+                // Wake on time, not up to 50 µs late (the default timer slack), so the
+                // schedule's own error stays small beside the latencies it measures.
+                unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
+            }
             barrier.wait();
+            let mut due = schedule.map(|(stagger, _)| Instant::now() + stagger * i as u32);
             while !stop.load(Ordering::Relaxed) {
+                if let Some(at) = due {
+                    // Sleep in short steps, so a stop is seen within 50 ms at any rate.
+                    let now = Instant::now();
+                    if at > now {
+                        std::thread::sleep((at - now).min(Duration::from_millis(50)));
+                        continue;
+                    }
+                }
                 // A request belongs to the measurement if it starts in it; with -n,
                 // each takes one of the N places first, so exactly N are sent.
                 let counted = measuring.load(Ordering::Relaxed);
                 if counted && limit.is_some_and(|l| started.fetch_add(1, Ordering::Relaxed) >= l) {
                     break;
                 }
-                let t0 = Instant::now();
+                // Open loop: from when the request was due, which is earlier than
+                // now when the app (or this thread) has fallen behind.
+                let t0 = match (due.as_mut(), schedule) {
+                    (Some(at), Some((_, every))) => {
+                        let was = *at;
+                        *at += every;
+                        was
+                    }
+                    _ => Instant::now(),
+                };
                 let r = (|| -> Result<Resp> {
                     if conn.is_none() {
                         conn = Some(Conn::open(&target, timeout)?);

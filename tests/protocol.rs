@@ -1116,6 +1116,53 @@ fn the_bench_tool_sends_exactly_n_requests() {
     );
 }
 
+/// `bench --rate`: an open loop. Requests go out on a schedule whatever the app does,
+/// and latency counts from when each was due, so an app that falls behind shows its
+/// queue (a closed loop would only wait for it). Both checks are lower bounds, which a
+/// slow machine cannot break.
+#[test]
+fn the_bench_tool_keeps_to_a_rate_and_counts_from_when_a_request_was_due() {
+    // One thread, 50 ms a request: 20 requests/s at most. At 100/s on 4 connections,
+    // the 8 requests are due within 70 ms but the last ends 400 ms or more after the
+    // start: at least 330 ms after it was due.
+    let app = FcgiApp::start("echo", &[("FCGI_THREADS", "1")]);
+    let out = tool(
+        args![
+            "bench", "--socket", app.sock, "--path", "/sleep", "--query", "ms=50", "-n", "8", "-c",
+            "4", "--rate", "100", "--warmup", "0", "--json"
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(
+        (j["requests"].as_u64(), j["errors"].as_u64()),
+        (Some(8), Some(0)),
+        "{j}"
+    );
+    assert!(j["seconds"].as_f64().unwrap() >= 0.39, "{j}");
+    assert!(j["max_us"].as_u64().unwrap() >= 330_000, "{j}");
+    // A fast app is not sent more than the rate: 10 requests at 50/s on 2 connections
+    // are due over 180 ms, so they take at least that.
+    let out = tool(
+        args![
+            "bench", "--socket", app.sock, "-n", "10", "-c", "2", "--rate", "50", "--warmup", "0",
+            "--json"
+        ],
+        b"",
+    );
+    let j = tool_json(&out);
+    assert_eq!(j["requests"].as_u64(), Some(10), "{j}");
+    assert!(j["seconds"].as_f64().unwrap() >= 0.175, "{j}");
+    // A rate that is not one is refused, with what it must be.
+    for bad in ["0", "-5", "inf", "x"] {
+        let out = tool(args!["bench", "--socket", app.sock, "--rate", bad], b"");
+        assert!(!out.status.success(), "--rate {bad} was taken");
+    }
+    let out = tool(args!["bench", "--socket", app.sock, "--rate", "0"], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--rate must be"), "{err}");
+}
+
 /// The tool on answers that are not plain successes. `request`: a response cut short
 /// prints what arrived (it used to print nothing) and exits 1 naming the cut; an app
 /// that does not answer ends it at `--timeout` (it used to wait for good). `bench`: a
