@@ -678,6 +678,14 @@ def report(args):
                       if kd == kind and k == keep and mine in x and theirs in x]
             if rounds:
                 paired.append((mine, theirs, keep, f"{build}: {d}", rounds))
+    def show(v):
+        # A list of per-round ratios as "median× [interval] (level)".
+        if not v:
+            return "n/a"
+        ci = median_interval(v)
+        inner = f" [{ci[0]:.2f}, {ci[1]:.2f}] ({ci[2] * 100:.0f} %)" if ci else ""
+        return f"{median(v):.2f}×{inner}"
+
     if paired:
         w("### The closest pairs, paired rounds\n")
         w("The pairs that decide the targets at 8 connections, run again on their own. Section 1b: "
@@ -702,12 +710,6 @@ def report(args):
             def rr(k):
                 return [x[mine][k] / x[theirs][k] for x in rounds
                         if x[mine].get(k) and x[theirs].get(k)]
-            def show(v):
-                if not v:
-                    return "n/a"
-                ci = median_interval(v)
-                inner = f" [{ci[0]:.2f}, {ci[1]:.2f}] ({ci[2] * 100:.0f} %)" if ci else ""
-                return f"{median(v):.2f}×{inner}"
             q = rr("rps")
             cpu = rr("server_cpu_us")
             paired_ci[(mine, theirs, keep)] = {
@@ -716,6 +718,48 @@ def report(args):
             w(f"| {d} | {len(rounds)} | {show(q)} | {sum(1 for x in q if x > 1)} of {len(q)} | {show(rr('p99_us'))} | "
               f"{f'{median(cpu):.2f}×' if cpu else 'n/a'} | "
               f"{fmt(median([x[mine]['rps'] for x in rounds]))} / {fmt(median([x[theirs]['rps'] for x in rounds]))} |")
+        w("")
+
+    # ---- 1d. The same offered load ----
+    # (server, load) -> (asked req/s, served req/s, p99 µs and libfcgi's (medians),
+    # (shown, interval) of the per-round p99 ratio): the targets judge these too.
+    rate_ci = {}
+    rate_rows = [r for r in rows if r["kind"] == "fcgi-rate" and r.get("r")]
+    if rate_rows:
+        w("### The same offered load: an open loop (section 1d)\n")
+        w("Since 28 Nov 13:00. In section 1 and 1c each client sends its next request as soon as "
+          "the last is answered (a closed loop), so each server sets its own load: at 1 thread "
+          "against 1 libfcgi process fcgi-shim serves some 1.5× as many requests, and the load "
+          "generator, on the same 2 CPUs, is that much busier, which shows in the p99. Here both "
+          "get the same requests at the same times: `fcgi-shim bench --rate R -c 8` sends R "
+          "requests/s in all, on a schedule, whatever the server does, and each latency counts "
+          "from when the request was due, so a server that falls behind shows its queue (as "
+          "wrk2). R is 50 % and 75 % of libfcgi's median req/s in 1c, this run. Each round takes "
+          "the servers in turn; the ratio is taken per round; the interval is as above.\n")
+        w("| offered load | server | rounds | req/s asked / served (median) | p50 µs | p99 µs | max µs | "
+          "p99 ÷ libfcgi's, median [interval] | rounds with the lower p99 | errors |")
+        w("|---|---|---:|---|---:|---:|---:|---|---:|---:|")
+        for load in sorted({r["load"] for r in rate_rows}):
+            at = [r for r in rate_rows if r["load"] == load]
+            asked = median([r["rate"] for r in at])
+            by_round = {}
+            for r in at:
+                by_round.setdefault(r["round"], {})[r["server"]] = r["r"]
+            servers = [LIB] + [sv for sv in dict.fromkeys(r["server"] for r in at) if sv != LIB]
+            lib_p99 = median([x[LIB]["p99_us"] for x in by_round.values() if LIB in x] or [0])
+            for sv in servers:
+                runs = [x[sv] for x in by_round.values() if sv in x]
+                if not runs:
+                    continue
+                served, p99 = median([x["rps"] for x in runs]), median([x["p99_us"] for x in runs])
+                v = [x[sv]["p99_us"] / x[LIB]["p99_us"] for x in by_round.values()
+                     if sv != LIB and sv in x and LIB in x and x[LIB]["p99_us"]]
+                if v:
+                    rate_ci[(sv, load)] = (asked, served, p99, lib_p99, show(v), median_interval(v))
+                w(f"| {load * 100:.0f} % of libfcgi's | {sv} | {len(runs)} | {fmt(asked)} / {fmt(served)} | "
+                  f"{fmt(median([x['p50_us'] for x in runs]))} | {fmt(p99)} | {fmt(median([x['max_us'] for x in runs]))} | "
+                  f"{show(v) if v else ''} | {f'{sum(1 for x in v if x < 1)} of {len(v)}' if v else ''} | "
+                  f"{sum(x['errors'] for x in runs)} |")
         w("")
 
     # ---- 2. CGI ----
@@ -936,6 +980,17 @@ def report(args):
         for c, keep in ((1, False), (1, True), (8, False)):
             if get(name, c, keep) is not None:
                 against(name, LIB, c, keep, f"c={c}, keep-conn {'on' if keep else 'off'}, {build.strip(' ()')}")
+    # The same pairs at the same offered load (section 1d), judged by the paired p99
+    # ratio; a server that did not serve 97 % of what was asked is missed outright.
+    for (sv, load), (asked, served, p99, lib_p99, shown, ci) in rate_ci.items():
+        build = next((b for b, n in BUILDS if n == sv), None)
+        label = f"c=8, keep-conn off, 1 thread vs 1 process, an open loop at {load * 100:.0f} % of libfcgi's req/s"
+        label += f", {build.strip(' ()')}" if build else ""
+        verdict = judge(ci, higher_is_better=False)
+        if served < 0.97 * asked:
+            verdict = f"**missed** (served {fmt(served)} of {fmt(asked)} req/s)"
+        w(f"| p99 ≤ libfcgi's at the same offered load ({label}) | paired rounds {shown} "
+          f"({fmt(p99)} vs {fmt(lib_p99)} µs, medians) | {verdict} |")
     # The main build's rows always show (n/a when a section did not run); another
     # build's only where it took part (raw files from before 28 Nov 10:01 have the
     # profile-guided builds in sections 1b and 6 only).
@@ -984,6 +1039,20 @@ def report(args):
     open(out, "w").write("\n".join(L))
 
 
+def median_rps(args):
+    # median-rps RAW SERVER C KEEP(true|false) KIND...: the median req/s of SERVER's
+    # runs at concurrency C in this run, from the first KIND that has any (nothing
+    # printed when none does).
+    raw, server, c, keep, kinds = args[0], args[1], int(args[2]), args[3] == "true", args[4:]
+    rows = [json.loads(l) for l in open(raw) if l.strip()]
+    for kind in kinds:
+        v = [r["r"]["rps"] for r in rows if r["kind"] == kind and r.get("server") == server
+             and r.get("c") == c and r.get("keep") == keep and r.get("r")]
+        if v:
+            print(round(median(v)))
+            return
+
+
 def check_report(args):
     raw = args[0]
     with tempfile.TemporaryDirectory() as d:
@@ -1026,6 +1095,7 @@ def main():
         "json-str": json_str,
         "report": report,
         "check-report": check_report,
+        "median-rps": median_rps,
     }[cmd](args)
 
 

@@ -10,7 +10,8 @@
 #      keep-conn off and on: fcgi-shim hello, libfcgi C, Go net/http/fcgi, php-cgi, flup;
 #      fcgi-shim also without its spin (FCGI_SPIN_MICROS=0) and as 8 processes, and
 #      its other builds (static, musl, profile-guided); then paired rounds of the
-#      closest pairs (1b: 8 threads vs 8 processes; 1c: 1 thread vs 1 process at c=8)
+#      closest pairs (1b: 8 threads vs 8 processes; 1c: 1 thread vs 1 process at c=8;
+#      1d: that pair again at the same offered load, 50 % and 75 % of libfcgi's)
 #   2. CGI start-up (exec to complete response): fcgi-shim hello (each build), Go
 #      net/http/cgi, php-cgi, a minimal C CGI
 #   3. RSS of one FastCGI process, idle and after 10,000 requests
@@ -24,7 +25,8 @@
 # (rounds of the FastCGI runs, default 5), BENCH_PAIR_ROUNDS (more rounds of 8 threads,
 # dynamic and musl builds, against 8 libfcgi processes, default 30), BENCH_PAIR1_ROUNDS
 # (more rounds of 1 thread against 1 libfcgi process at 8 clients, new connections,
-# default 20),
+# default 20), BENCH_RATE_ROUNDS (rounds of that pair at the same offered load, section
+# 1d, default 8),
 # BENCH_APACHE_ROUNDS (rounds of section 4, default 3), BENCH_CGI_RUNS
 # (default 200, in 5 interleaved rounds), BENCH_SYSCALL_REQS (default 2000), BENCH_NOTE
 # (a line printed at the top of the results), BENCH_ONLY (the sections to run, default
@@ -42,6 +44,7 @@ SECS=${BENCH_SECS:-3}
 ROUNDS=${BENCH_ROUNDS:-5}
 PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-30}
 PAIR1_ROUNDS=${BENCH_PAIR1_ROUNDS:-20}
+RATE_ROUNDS=${BENCH_RATE_ROUNDS:-8}
 APACHE_ROUNDS=${BENCH_APACHE_ROUNDS:-3}
 CGI_RUNS=${BENCH_CGI_RUNS:-200}
 SYS_REQS=${BENCH_SYSCALL_REQS:-2000}
@@ -180,7 +183,7 @@ fi
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 OS=$(. /etc/os-release && echo "$PRETTY_NAME")
 VERSIONS="$(rustc --version | cut -d' ' -f1-2); $(go version | cut -d' ' -f3); $(php-cgi -v 2>/dev/null | sed -n 1p | cut -d' ' -f1-2); libfcgi $(dpkg-query -W -f '${Version}' libfcgi-dev 2>/dev/null || echo '?'); flup $("$B/venv/bin/python" -c 'import importlib.metadata as m; print(m.version("flup"))'); $(/usr/sbin/apache2 -v 2>/dev/null | sed -n 1p | cut -d: -f2 | sed 's/^ *//'); mod_fcgid $(dpkg-query -W -f '${Version}' libapache2-mod-fcgid 2>/dev/null || echo '?'); $({ wrk --version 2>&1 || true; } | head -1 | cut -d' ' -f1-2)"
-SETTINGS="BENCH_SECS=$SECS (plus 1 s warm-up per FastCGI run), BENCH_ROUNDS=$ROUNDS, BENCH_PAIR_ROUNDS=$PAIR_ROUNDS, BENCH_PAIR1_ROUNDS=$PAIR1_ROUNDS, BENCH_APACHE_ROUNDS=$APACHE_ROUNDS, BENCH_CGI_RUNS=$CGI_RUNS, BENCH_SYSCALL_REQS=$SYS_REQS, sections: $(echo $ONLY)"
+SETTINGS="BENCH_SECS=$SECS (plus 1 s warm-up per FastCGI run), BENCH_ROUNDS=$ROUNDS, BENCH_PAIR_ROUNDS=$PAIR_ROUNDS, BENCH_PAIR1_ROUNDS=$PAIR1_ROUNDS, BENCH_RATE_ROUNDS=$RATE_ROUNDS, BENCH_APACHE_ROUNDS=$APACHE_ROUNDS, BENCH_CGI_RUNS=$CGI_RUNS, BENCH_SYSCALL_REQS=$SYS_REQS, sections: $(echo $ONLY)"
 jl "{\"kind\":\"meta\",\"command\":\"bash bench/run.sh\",\"settings\":$(jstr "$SETTINGS"),\"note\":$(jstr "$NOTE"),\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"),\"nproc\":$(nproc),\"cpu\":$(jstr "$CPU"),\"kernel\":$(jstr "$(uname -r)"),\"os\":$(jstr "$OS"),\"load\":$(jstr "$LOAD_START"),\"load_end\":\"@LOAD_END@\",\"versions\":$(jstr "$VERSIONS")}"
 
 # ---- the FastCGI servers ----
@@ -336,12 +339,16 @@ status_kib() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
 C8=(shim "${PGO1[@]}" shim8)
 [ -x "$BIN/hello-musl" ] && C8+=(shimmusl8)
 C8+=(shim8p shim8w libfcgi libfcgi8 go php php8 flup)
-fcgi_run() { # KEY C KEEP(0|1) ROUND [KIND]
+fcgi_run() { # KEY C KEEP(0|1) ROUND [KIND]; with RATE set, an open loop at RATE req/s
     server "$1"
-    local args=(-c "$2" -d "$SECS" --warmup 1 --path "$SRV_PATH" --json) out keep=false
+    local args=(-c "$2" -d "$SECS" --warmup 1 --path "$SRV_PATH" --json) out keep=false extra=""
     if [ "$3" = 1 ]; then
         args+=(--keep-conn)
         keep=true
+    fi
+    if [ -n "${RATE:-}" ]; then
+        args+=(--rate "$RATE")
+        extra=",\"rate\":$RATE,\"load\":$LOAD"
     fi
     if out=$(env "${SRV_ENV[@]}" timeout $((SECS + 60)) "$TOOL" bench --spawn "${SRV_ARGV[@]}" -- "${args[@]}" 2>>"$LOGS/fcgi-bench.log"); then
         say "   round $4: $SRV_NAME c=$2 keep=$keep: $out"
@@ -349,7 +356,7 @@ fcgi_run() { # KEY C KEEP(0|1) ROUND [KIND]
         out=null
         note "FastCGI run failed: $SRV_NAME, c=$2, keep-conn $keep (see target/bench/logs/fcgi-bench.log)"
     fi
-    jl "{\"kind\":\"${5:-fcgi}\",\"server\":$(jstr "$SRV_NAME"),\"c\":$2,\"keep\":$keep,\"round\":$4,\"r\":$out}"
+    jl "{\"kind\":\"${5:-fcgi}\",\"server\":$(jstr "$SRV_NAME"),\"c\":$2,\"keep\":$keep,\"round\":$4$extra,\"r\":$out}"
 }
 if want 1; then
     # Rounds take every server in turn, so a burst of load elsewhere (or a noisy
@@ -397,6 +404,26 @@ if want 1; then
             fcgi_run "${PAIR1[$(((round + i) % ${#PAIR1[@]}))]}" 8 0 "$round" fcgi-pair1
         done
     done
+    # 1d (since 28 Nov 13:00). The same pair at the same offered load: an open loop
+    # (`fcgi-shim bench --rate`) at 50 % and 75 % of what libfcgi served in 1c, latency
+    # from when each request was due. In 1c's closed loop each server sets its own load
+    # (fcgi-shim's is 1.5x libfcgi's), and the load generator, which shares the 2 CPUs,
+    # is that much busier; here both get the same requests at the same times.
+    RATEK=(shim libfcgi)
+    [ -x "$BIN/hello-musl" ] && RATEK+=(shimmusl)
+    RATEK+=("${PGO1[@]}")
+    cap=$(python3 "$HELPER" median-rps "$RAW" "libfcgi C" 8 false fcgi-pair1 fcgi)
+    [ -n "$cap" ] || note "1d skipped: libfcgi has no req/s at c=8, keep-conn off, in this run"
+    for LOAD in ${cap:+0.5 0.75}; do
+        RATE=$(python3 -c "print(round($cap * $LOAD))")
+        say "1d. the same offered load, an open loop at $RATE req/s ($LOAD x libfcgi's $cap in 1c), c=8, keep-conn off (${RATEK[*]}): $RATE_ROUNDS rounds; ${SECS}s each"
+        for round in $(seq "$RATE_ROUNDS"); do
+            for i in $(seq 0 $((${#RATEK[@]} - 1))); do
+                fcgi_run "${RATEK[$(((round + i) % ${#RATEK[@]}))]}" 8 0 "$round" fcgi-rate
+            done
+        done
+    done
+    RATE=""
 fi
 
 # ---- 2. CGI start-up ----
