@@ -727,7 +727,7 @@ def report(args):
     rate_rows = [r for r in rows if r["kind"] == "fcgi-rate" and r.get("r")]
     if rate_rows:
         w("### The same offered load: an open loop (section 1d)\n")
-        w("Since 28 Nov 13:00. In section 1 and 1c each client sends its next request as soon as "
+        w("Since 28 Nov 12:04. In section 1 and 1c each client sends its next request as soon as "
           "the last is answered (a closed loop), so each server sets its own load: at 1 thread "
           "against 1 libfcgi process fcgi-shim serves some 1.5× as many requests, and the load "
           "generator, on the same 2 CPUs, is that much busier, which shows in the p99. Here both "

@@ -19,14 +19,14 @@
 #   5. 1 GiB up and down through the echo example, and its peak RSS
 #   6. stripped binary sizes, system calls per request (strace -c)
 # and writes target/bench/results.md (raw data: target/bench/raw.jsonl, logs:
-# target/bench/logs/). About 55 minutes on 2 cores, packages and builds included.
+# target/bench/logs/). About an hour on 2 cores, packages and builds included.
 #
 # Settings (environment): BENCH_SECS (seconds per load run, default 3), BENCH_ROUNDS
 # (rounds of the FastCGI runs, default 5), BENCH_PAIR_ROUNDS (more rounds of 8 threads,
 # dynamic and musl builds, against 8 libfcgi processes, default 30), BENCH_PAIR1_ROUNDS
 # (more rounds of 1 thread against 1 libfcgi process at 8 clients, new connections,
 # default 20), BENCH_RATE_ROUNDS (rounds of that pair at the same offered load, section
-# 1d, default 8),
+# 1d, default 12; 8 in the run of 28 Nov 12:04),
 # BENCH_APACHE_ROUNDS (rounds of section 4, default 3), BENCH_CGI_RUNS
 # (default 200, in 5 interleaved rounds), BENCH_SYSCALL_REQS (default 2000), BENCH_NOTE
 # (a line printed at the top of the results), BENCH_ONLY (the sections to run, default
@@ -44,7 +44,7 @@ SECS=${BENCH_SECS:-3}
 ROUNDS=${BENCH_ROUNDS:-5}
 PAIR_ROUNDS=${BENCH_PAIR_ROUNDS:-30}
 PAIR1_ROUNDS=${BENCH_PAIR1_ROUNDS:-20}
-RATE_ROUNDS=${BENCH_RATE_ROUNDS:-8}
+RATE_ROUNDS=${BENCH_RATE_ROUNDS:-12}
 APACHE_ROUNDS=${BENCH_APACHE_ROUNDS:-3}
 CGI_RUNS=${BENCH_CGI_RUNS:-200}
 SYS_REQS=${BENCH_SYSCALL_REQS:-2000}
@@ -404,7 +404,7 @@ if want 1; then
             fcgi_run "${PAIR1[$(((round + i) % ${#PAIR1[@]}))]}" 8 0 "$round" fcgi-pair1
         done
     done
-    # 1d (since 28 Nov 13:00). The same pair at the same offered load: an open loop
+    # 1d (since 28 Nov 12:04). The same pair at the same offered load: an open loop
     # (`fcgi-shim bench --rate`) at 50 % and 75 % of what libfcgi served in 1c, latency
     # from when each request was due. In 1c's closed loop each server sets its own load
     # (fcgi-shim's is 1.5x libfcgi's), and the load generator, which shares the 2 CPUs,
