@@ -199,6 +199,11 @@ impl Opts {
         if o.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
             bail!("--rate must be a number of requests per second above 0");
         }
+        // Each connection sends every N/R s; past an hour is a typo, and past what a
+        // Duration holds would not be representable at all.
+        if o.rate.is_some_and(|r| o.concurrency as f64 / r > 3600.0) {
+            bail!("--rate is too low: each connection would wait over an hour between requests");
+        }
         o.body = match (body_size, body_file) {
             (Some(_), Some(_)) => bail!("give --body-size or --body-file, not both"),
             (Some(0) | None, None) => Body::None,

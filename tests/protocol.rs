@@ -1154,13 +1154,19 @@ fn the_bench_tool_keeps_to_a_rate_and_counts_from_when_a_request_was_due() {
     assert_eq!(j["requests"].as_u64(), Some(10), "{j}");
     assert!(j["seconds"].as_f64().unwrap() >= 0.175, "{j}");
     // A rate that is not one is refused, with what it must be.
-    for bad in ["0", "-5", "inf", "x"] {
+    for bad in ["0", "-5", "inf", "NaN", "x", "1e-300"] {
         let out = tool(args!["bench", "--socket", app.sock, "--rate", bad], b"");
         assert!(!out.status.success(), "--rate {bad} was taken");
     }
     let out = tool(args!["bench", "--socket", app.sock, "--rate", "0"], b"");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--rate must be"), "{err}");
+    let out = tool(
+        args!["bench", "--socket", app.sock, "--rate", "1e-300"],
+        b"",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--rate is too low"), "{err}");
 }
 
 /// The tool on answers that are not plain successes. `request`: a response cut short
