@@ -678,6 +678,7 @@ def report(args):
                       if kd == kind and k == keep and mine in x and theirs in x]
             if rounds:
                 paired.append((mine, theirs, keep, f"{build}: {d}", rounds))
+
     def show(v):
         # A list of per-round ratios as "median× [interval] (level)".
         if not v:
