@@ -358,6 +358,16 @@ fcgi_run() { # KEY C KEEP(0|1) ROUND [KIND]; with RATE set, an open loop at RATE
     fi
     jl "{\"kind\":\"${5:-fcgi}\",\"server\":$(jstr "$SRV_NAME"),\"c\":$2,\"keep\":$keep,\"round\":$4$extra,\"r\":$out}"
 }
+# One paired round at c=8: every KEY in turn, starting one further along each round, so
+# no server always runs first or after the same neighbour.
+in_turn() { # ROUND KEEP(0|1) KIND KEY...
+    local round=$1 keep=$2 kind=$3 i
+    shift 3
+    for i in $(seq 0 $(($# - 1))); do
+        local at=$(((round + i) % $# + 1))
+        fcgi_run "${!at}" 8 "$keep" "$round" "$kind"
+    done
+}
 if want 1; then
     # Rounds take every server in turn, so a burst of load elsewhere (or a noisy
     # neighbour's steal time) hits them alike; the report gives each figure's median.
@@ -388,9 +398,7 @@ if want 1; then
     say "1b. 8 threads vs 8 libfcgi processes, paired (${PAIR[*]}): $PAIR_ROUNDS rounds x keep-conn off, on; ${SECS}s each"
     for round in $(seq "$PAIR_ROUNDS"); do
         for keep in 0 1; do
-            for i in $(seq 0 $((${#PAIR[@]} - 1))); do
-                fcgi_run "${PAIR[$(((round + i) % ${#PAIR[@]}))]}" 8 "$keep" "$round" fcgi-pair
-            done
+            in_turn "$round" "$keep" fcgi-pair "${PAIR[@]}"
         done
     done
     # 1 thread against 1 libfcgi process at 8 clients with new connections: the 8
@@ -400,9 +408,7 @@ if want 1; then
     PAIR1=(shim libfcgi "${PGO1[@]}")
     say "1c. 1 thread vs 1 libfcgi process at c=8, paired (${PAIR1[*]}): $PAIR1_ROUNDS rounds, keep-conn off; ${SECS}s each"
     for round in $(seq "$PAIR1_ROUNDS"); do
-        for i in $(seq 0 $((${#PAIR1[@]} - 1))); do
-            fcgi_run "${PAIR1[$(((round + i) % ${#PAIR1[@]}))]}" 8 0 "$round" fcgi-pair1
-        done
+        in_turn "$round" 0 fcgi-pair1 "${PAIR1[@]}"
     done
     # 1d (since 28 Nov 12:04). The same pair at the same offered load: an open loop
     # (`fcgi-shim bench --rate`) at 50 % and 75 % of what libfcgi served in 1c, latency
@@ -418,9 +424,7 @@ if want 1; then
         RATE=$(python3 -c "print(round($cap * $LOAD))")
         say "1d. the same offered load, an open loop at $RATE req/s ($LOAD x libfcgi's $cap in 1c), c=8, keep-conn off (${RATEK[*]}): $RATE_ROUNDS rounds; ${SECS}s each"
         for round in $(seq "$RATE_ROUNDS"); do
-            for i in $(seq 0 $((${#RATEK[@]} - 1))); do
-                fcgi_run "${RATEK[$(((round + i) % ${#RATEK[@]}))]}" 8 0 "$round" fcgi-rate
-            done
+            in_turn "$round" 0 fcgi-rate "${RATEK[@]}"
         done
     done
     RATE=""
