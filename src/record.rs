@@ -271,12 +271,14 @@ pub fn parse_pairs(block: &[u8], mut each: impl FnMut(PairSpan) -> bool) -> Resu
     while pos < block.len() {
         let (name_len, p) = read_len(block, pos)?;
         let (value_len, p) = read_len(block, p)?;
-        let name_end = p.checked_add(name_len).ok_or(PairError::Truncated)?;
-        let value_end = name_end
-            .checked_add(value_len)
-            .ok_or(PairError::Truncated)?;
+        let Some(name_end) = p.checked_add(name_len) else {
+            return truncated();
+        };
+        let Some(value_end) = name_end.checked_add(value_len) else {
+            return truncated();
+        };
         if value_end > block.len() {
-            return Err(PairError::Truncated);
+            return truncated();
         }
         if !each(PairSpan {
             name: (p, name_end),
@@ -289,12 +291,30 @@ pub fn parse_pairs(block: &[u8], mut each: impl FnMut(PairSpan) -> bool) -> Resu
     Ok(())
 }
 
+/// The error of a block that ends inside a pair (out of line: a web server never
+/// sends one, so the compiler lays the loop out for the pairs that are whole).
+#[cold]
+fn truncated<T>() -> Result<T, PairError> {
+    Err(PairError::Truncated)
+}
+
+#[inline(always)]
 fn read_len(block: &[u8], pos: usize) -> Result<(usize, usize), PairError> {
-    let first = *block.get(pos).ok_or(PairError::Truncated)?;
-    if first & 0x80 == 0 {
-        return Ok((first as usize, pos + 1));
+    match block.get(pos) {
+        Some(&first) if first & 0x80 == 0 => Ok((first as usize, pos + 1)),
+        _ => read_long_len(block, pos),
     }
-    let b = block.get(pos..pos + 4).ok_or(PairError::Truncated)?;
+}
+
+/// A four-byte length (128 bytes or more: a long cookie or user agent), or the end of
+/// the block. Out of line, so the loop is laid out for the one-byte lengths most
+/// names and values have.
+#[cold]
+#[inline(never)]
+fn read_long_len(block: &[u8], pos: usize) -> Result<(usize, usize), PairError> {
+    let Some(b) = block.get(pos..pos + 4) else {
+        return truncated();
+    };
     let len = u32::from_be_bytes([b[0] & 0x7f, b[1], b[2], b[3]]);
     Ok((len as usize, pos + 4))
 }
