@@ -229,6 +229,9 @@ pub(crate) trait Parking: Send + Sync {
     /// Takes a kept-alive connection with nothing unread; gives it back when it
     /// cannot.
     fn park(&self, fd: std::os::fd::OwnedFd) -> Result<(), std::os::fd::OwnedFd>;
+    /// A connection is idle after a response, kept alive (asked after every such
+    /// response once every thread is started).
+    fn kept_alive(&self);
 }
 
 /// How often an idle kept-alive connection that could be parked is made to look
@@ -520,6 +523,7 @@ impl<T: Transport> Conn<T> {
             // come back to back never idles, and would keep its thread for good.
             // (Until every thread is started, one atomic load: nothing can wait.)
             if let Some(p) = self.parking.as_ref().filter(|p| p.full()) {
+                p.kept_alive();
                 let crowded = p.crowded();
                 if (crowded || pressure_due(&mut self.pressure_looked))
                     && self.parkable()

@@ -384,11 +384,16 @@ struct Pool {
     idle: AtomicUsize,
     threads: AtomicUsize,
     handles: Mutex<Vec<JoinHandle<Result<(), Error>>>>,
-    /// Kept-alive FastCGI connections idle while every thread is taken (with more
-    /// than one thread: one alone has no other connection to give way to).
+    /// Kept-alive FastCGI connections idle while every thread is taken. A pool of one
+    /// thread has one too: behind nginx's `keepalive` its one idle connection would
+    /// otherwise keep the thread from every other for good (not `--processes N` alone,
+    /// whose siblings take what waits).
     lot: Option<sys::ParkLot>,
     /// The watch over the lot ([`watch_for_waiting_connections`]) is started.
     watching: std::sync::atomic::AtomicBool,
+    /// This pool, for the watch a one-thread pool starts when a connection is first
+    /// kept alive.
+    me: std::sync::Weak<Pool>,
 }
 
 /// The most connections one process parks (each is a descriptor and an epoll entry);
@@ -425,6 +430,17 @@ impl conn::Parking for Pool {
             None => Err(fd),
         }
     }
+
+    fn kept_alive(&self) {
+        // A pool of several threads starts its watch once every thread is started. A
+        // one-thread pool starts it here, so that processes under mod_fcgid, which
+        // keeps no connection alive, never run it.
+        if self.cfg.max_conns == 1 && !self.watching.load(Ordering::Acquire) {
+            if let Some(p) = self.me.upgrade() {
+                start_watch(&p);
+            }
+        }
+    }
 }
 
 /// What a worker got to serve.
@@ -449,14 +465,14 @@ pub(crate) fn serve(
     sys::set_spin(cfg.spin);
     let life = Arc::new(Lifecycle::new(&cfg));
     let coordinated = opts.handover.is_some();
-    let lot = if cfg.max_conns > 1 && opts.protocol == Protocol::FastCgi {
+    let lot = if (cfg.max_conns > 1 || !cfg.sibling_workers) && opts.protocol == Protocol::FastCgi {
         sys::ParkLot::new(PARK_MAX)
             .map_err(|e| log::debug!("no lot for idle connections: {e}"))
             .ok()
     } else {
         None
     };
-    let pool = Arc::new(Pool {
+    let pool = Arc::new_cyclic(|me| Pool {
         listener,
         app,
         cfg,
@@ -467,6 +483,7 @@ pub(crate) fn serve(
         handles: Mutex::new(Vec::new()),
         lot,
         watching: std::sync::atomic::AtomicBool::new(false),
+        me: me.clone(),
     });
     let mut result = Ok(());
     if coordinated {
@@ -585,10 +602,13 @@ fn worker(pool: &Arc<Pool>) -> Result<(), Error> {
         Err(e) => return fail(Error::io("waiting for connections", e)),
     };
     loop {
-        let accepted = match if blocking {
+        // A one-thread pool with connections parked waits on the lot as well as on the
+        // listener, which the blocking `accept` cannot.
+        let parked = pool.lot.as_ref().is_some_and(|l| !l.is_empty());
+        let accepted = match if blocking && !parked {
             accept_blocking(pool, &waiter)
         } else {
-            accept_one(pool, &waiter)
+            accept_one(pool, &waiter, blocking)
         } {
             Ok(a) => a,
             Err(e) => return fail(e),
@@ -912,7 +932,22 @@ fn accept_failed(e: std::io::Error, backoff_logged: &mut bool) -> Result<(), Err
     }
 }
 
-fn accept_one(pool: &Pool, waiter: &sys::AcceptWait) -> Result<Option<Work>, Error> {
+/// Takes a new connection, or a parked one with something to read, waiting for either.
+/// `listener_blocks`: the listener is in blocking mode (a one-thread pool with
+/// connections parked), so an `accept` is made only when a connection is queued.
+fn accept_one(
+    pool: &Pool,
+    waiter: &sys::AcceptWait,
+    listener_blocks: bool,
+) -> Result<Option<Work>, Error> {
+    let fd = pool.listener.as_raw_fd();
+    let accept = || {
+        if listener_blocks && sys::nothing_to_read(fd) {
+            Ok(Accepted::Nothing)
+        } else {
+            pool.listener.accept()
+        }
+    };
     let mut backoff_logged = false;
     // Under load a connection is usually queued already: try before polling.
     if pool.life.exhausted() {
@@ -922,7 +957,7 @@ fn accept_one(pool: &Pool, waiter: &sys::AcceptWait) -> Result<Option<Work>, Err
     if !waiter.stopped() {
         // A new connection first: a parked one was served before, and may be back at
         // once with its next request (a connection parked by the pressure look).
-        if let Ok(Accepted::Conn(s, addr)) = pool.listener.accept() {
+        if let Ok(Accepted::Conn(s, addr)) = accept() {
             return Ok(Some(Work::New(s, addr)));
         }
         if let Some(s) = claim_parked(pool) {
@@ -949,7 +984,7 @@ fn accept_one(pool: &Pool, waiter: &sys::AcceptWait) -> Result<Option<Work>, Err
         if pool.life.exhausted() {
             return Ok(None);
         }
-        match pool.listener.accept() {
+        match accept() {
             Ok(Accepted::Conn(s, addr)) => return Ok(Some(Work::New(s, addr))),
             Ok(Accepted::Nothing) => {}
             Err(e) => accept_failed(e, &mut backoff_logged)?,

@@ -2018,3 +2018,65 @@ fn busy_workers_leave_the_listener_alone() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// One thread, the default under a web server and what each `spawn-fcgi -F n` copy
+/// runs: an idle kept-alive connection gives its thread up to a connection that waits
+/// (nginx's `keepalive` pool holds idle connections open for good), and is served
+/// again when its next request comes. On a Unix socket and on TCP, with one process
+/// and with two copies behind three kept connections. Before, the new connection
+/// waited until the web server closed an idle one: never, behind nginx.
+#[test]
+fn one_thread_gives_an_idle_kept_alive_connection_up_to_a_waiting_one() {
+    fn check<S: Conn + Write>(mut connect: impl FnMut() -> S, kept_n: usize, what: &str) {
+        let mut kept: Vec<S> = (0..kept_n)
+            .map(|i| {
+                let mut c = connect();
+                c.write_all(&request(1, true, &get(&format!("/k{i}"), ""), b""))
+                    .unwrap();
+                assert_eq!(read_reply(&mut c, 1, T).status(), 200, "{what}: kept {i}");
+                c
+            })
+            .collect();
+        // Every thread now holds an idle kept-alive connection.
+        let t0 = Instant::now();
+        let mut new = connect();
+        new.write_all(&request(1, false, &get("/new", ""), b""))
+            .unwrap();
+        assert_eq!(
+            read_reply(&mut new, 1, T).status(),
+            200,
+            "{what}: the new one"
+        );
+        // Within the pool's look (250 ms), not the 10 s read timeout.
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "{what}: {:?}",
+            t0.elapsed()
+        );
+        // The kept connections are still open and serve their next requests.
+        for (i, c) in kept.iter_mut().enumerate() {
+            c.write_all(&request(2, true, &get(&format!("/again{i}"), ""), b""))
+                .unwrap();
+            assert_eq!(read_reply(c, 2, T).status(), 200, "{what}: kept {i} again");
+        }
+        // And again, after a moment in which each may have been parked or not.
+        std::thread::sleep(Duration::from_millis(300));
+        for (i, c) in kept.iter_mut().enumerate() {
+            c.write_all(&request(3, true, &get(&format!("/third{i}"), ""), b""))
+                .unwrap();
+            assert_eq!(
+                read_reply(c, 3, T).status(),
+                200,
+                "{what}: kept {i} a third time"
+            );
+        }
+    }
+    let app = FcgiApp::start("echo", &[]);
+    check(|| app.connect(), 1, "one process, Unix socket");
+    drop(app);
+    let one = Copies::start("echo", 1);
+    check(|| one.connect(), 1, "one process, TCP");
+    drop(one);
+    let two = Copies::start("echo", 2);
+    check(|| two.connect(), 3, "two copies, TCP");
+}

@@ -1179,11 +1179,10 @@ fn lighttpd_socket() {
 
 // ---- spawn-fcgi ----
 
-/// servers/spawn-fcgi.sh starts two copies on a Unix socket; nginx in front.
-#[test]
-fn spawn_fcgi_two_processes_behind_nginx() {
+/// servers/spawn-fcgi.sh run in `dir`: the two copies it starts (stopped when the
+/// guard drops) and their socket.
+fn spawn_fcgi_copies(dir: &TempDir) -> (Detached, PathBuf) {
     need(SPAWN_FCGI);
-    let dir = TempDir::new("spawn-fcgi");
     let exe = example("echo");
     let root = dir.join("site");
     fs::create_dir_all(&root).unwrap();
@@ -1208,13 +1207,20 @@ fn spawn_fcgi_two_processes_behind_nginx() {
     );
     // Whatever happens next, the copies it started are stopped at the end.
     let copies = Detached {
-        exe: exe.clone(),
+        exe,
         pids: read_pids(&pidfile),
     };
     assert!(status.success(), "spawn-fcgi.sh: {status}\n{out}");
     assert_eq!(copies.pids.len(), 2, "pidfile: {:?}\n{out}", copies.pids);
     assert!(is_socket(&sock), "no socket at {}", sock.display());
+    (copies, sock)
+}
 
+/// servers/spawn-fcgi.sh starts two copies on a Unix socket; nginx in front.
+#[test]
+fn spawn_fcgi_two_processes_behind_nginx() {
+    let dir = TempDir::new("spawn-fcgi");
+    let (copies, sock) = spawn_fcgi_copies(&dir);
     let backend = format!("unix:{}", sock.display());
     let web = nginx(&dir, &|port| {
         snippet(
@@ -1249,6 +1255,57 @@ fn spawn_fcgi_two_processes_behind_nginx() {
         );
     }
     drop(web);
+}
+
+/// The two one-thread copies servers/spawn-fcgi.sh starts, behind
+/// servers/nginx-fastcgi-keepalive.conf: nginx keeps an idle connection to each copy,
+/// and four requests at once open two more. Each copy gives its idle connection up to
+/// a new one (README, "Threads"), so all four are answered; before, the two new
+/// connections waited until nginx's 60 s timeout (a 504).
+#[test]
+fn spawn_fcgi_copies_behind_nginx_keepalive_serve_new_connections() {
+    let dir = TempDir::new("spawn-fcgi-ka");
+    let (copies, sock) = spawn_fcgi_copies(&dir);
+    let backend = format!("unix:{}", sock.display());
+    let web = nginx(&dir, &|port| {
+        snippet(
+            "nginx-fastcgi-keepalive.conf",
+            &[
+                ("{LISTEN}", &format!("127.0.0.1:{port}")),
+                ("{BACKEND}", &backend),
+            ],
+        )
+    });
+    let all: BTreeSet<u32> = copies.pids.iter().copied().collect();
+    // Two at once, twice: nginx now keeps a connection to each copy, idle.
+    for _ in 0..2 {
+        let both = concurrent(web.port, "/app/sleep?ms=300", 2);
+        assert!(pids(&both).is_subset(&all), "{both:?}");
+    }
+    let port = web.port;
+    let t0 = std::time::Instant::now();
+    let four: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                try_http_request(
+                    port,
+                    "GET",
+                    &format!("/app/sleep?ms=300&i={i}"),
+                    &[],
+                    Body::None,
+                    Duration::from_secs(15),
+                )
+            })
+        })
+        .collect();
+    for (i, t) in four.into_iter().enumerate() {
+        let r = t.join().expect("request thread");
+        let r = r.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    drop(web);
+    drop(copies);
 }
 
 // ---- Apache ----

@@ -2975,3 +2975,36 @@ fn old_exited_then_stop_new(a: &mut Srv, b: &mut Srv) {
     b.signal(libc::SIGTERM);
     assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
 }
+
+/// `--threads 1` behind a web server that keeps connections alive (nginx's
+/// `keepalive`, Apache's `enablereuse=on`): the one idle kept-alive connection gives
+/// the thread up to a new one, and is served again after. Before, the new connection
+/// waited for good.
+#[test]
+fn one_thread_standalone_gives_an_idle_kept_alive_connection_up() {
+    let dir = TempDir::new("sa-one-thread-park");
+    let sock = dir.join("app.sock");
+    let mut srv = Srv::start(
+        &["--socket", sock.to_str().unwrap(), "--threads", "1"],
+        &[("FCGI_RESTART_GRACE", "0.1")],
+    );
+    wait_unix_serving(&mut srv, &sock);
+    let mut kept = unix_conn(&sock).unwrap();
+    kept.write_all(&request(1, true, &get("/kept", ""), b""))
+        .unwrap();
+    assert_eq!(fcgi_read(&mut kept, 1).unwrap().end, Some((0, 0)));
+    let t0 = Instant::now();
+    let v = unix_get(&sock, "/new", "").unwrap_or_else(|e| panic!("{e}; {}", srv.stderr()));
+    assert_eq!(v["uri"], "/new");
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    kept.write_all(&request(2, true, &get("/kept-again", ""), b""))
+        .unwrap();
+    assert_eq!(fcgi_read(&mut kept, 2).unwrap().end, Some((0, 0)));
+    srv.signal(libc::SIGTERM);
+    assert_eq!(
+        srv.wait_exit(T).and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        srv.stderr()
+    );
+}
