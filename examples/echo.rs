@@ -3,7 +3,7 @@
 // use it, and it is what to upload first when checking a new host.
 //
 // Paths: /status/NNN, /redirect, /hop-by-hop[?keep=1], /echo-body,
-// /stream?chunks=N&size=S[&delay_ms=D][&fail_after=K][&length=CONTENT_LENGTH],
+// /stream?chunks=N&size=S (S at most 16 MiB)[&delay_ms=D][&fail_after=K][&length=CONTENT_LENGTH],
 // /cookies, /panic, /sleep?ms=N, /log; anything else echoes.
 
 use std::io::Read;
@@ -111,7 +111,10 @@ fn echo(mut req: Request<Body>) -> Response<BoxBody> {
     }
     if path == "/stream" {
         let chunks = query_param(&query, "chunks").unwrap_or(3);
-        let size = query_param(&query, "size").unwrap_or(16) as usize;
+        // Each chunk is allocated: at most 16 MiB, so a public URL cannot make this
+        // app ask for more memory than there is (the allocation failure aborts the
+        // process).
+        let size = query_param(&query, "size").unwrap_or(16).min(16 << 20) as usize;
         let delay = query_param(&query, "delay_ms").unwrap_or(0);
         // A stream that fails after this many chunks (a file that could not be read to
         // its end, say).
