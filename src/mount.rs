@@ -95,9 +95,11 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
             request_path.is_none() || split_only
         });
     if unsplit {
-        path_info = match (proxied_path(vars), &request_path) {
-            // Apache mod_proxy_fcgi/scgi: `SCRIPT_FILENAME=proxy:fcgi://host:port/rest`,
-            // where `rest` is the path below the ProxyPass prefix.
+        path_info = match (proxied_path(vars, script_name), &request_path) {
+            // Apache mod_proxy_fcgi/scgi: `SCRIPT_FILENAME=proxy:fcgi://host:port/rest`
+            // (or `/rest` alone, `ProxyFCGIBackendType GENERIC`), where `rest` is the
+            // path below the ProxyPass prefix. (`rest` starts with `/`: a suffix of the
+            // request path starts at a segment boundary.)
             (Some(rest), Some(rp)) if rp.ends_with(&rest) => rest,
             // `ProxyPass "/app" "fcgi://..."` (no trailing slashes) proxies `/app`
             // itself, with the backend path `/` as for `/app/`: the prefix's root.
@@ -272,14 +274,29 @@ fn cut_by_rewrite(
     Some(m)
 }
 
-/// The backend path of Apache mod_proxy_fcgi/mod_proxy_scgi (`SCRIPT_FILENAME` of the
-/// form `proxy:fcgi://127.0.0.1:9000/posts/1`), decoded and normalised.
-fn proxied_path(vars: &Vars) -> Option<Vec<u8>> {
+/// The backend path of Apache mod_proxy_fcgi/mod_proxy_scgi, decoded and normalised:
+/// `SCRIPT_FILENAME` of the form `proxy:fcgi://127.0.0.1:9000/posts/1` (the default,
+/// `ProxyFCGIBackendType FPM`), or the backend path alone, `/posts/1`, under
+/// `ProxyFCGIBackendType GENERIC` (which Apache's docs advise for backends other than
+/// PHP-FPM). The caller only asks when the server did not split the path
+/// (`SCRIPT_NAME` is the whole request path, no `PATH_INFO`) and uses the path only
+/// when the request path ends with it (or it is `/`, the prefix's root). A file-system
+/// `SCRIPT_FILENAME` (CGI, nginx's `$document_root$fastcgi_script_name`) is the
+/// document root plus `SCRIPT_NAME`, or a script's file, and never such a suffix of
+/// the request path (unless the document root is `/`, where the prefix found is `""`,
+/// as without this rule). GENERIC always sends a `SCRIPT_NAME`: without one, a
+/// file-system `SCRIPT_FILENAME` is not taken.
+fn proxied_path(vars: &Vars, script_name: &[u8]) -> Option<Vec<u8>> {
     let f = vars.get("SCRIPT_FILENAME")?;
-    let rest = f.strip_prefix(b"proxy:")?;
-    let after_scheme = rest.windows(3).position(|w| w == b"://")? + 3;
-    let rest = &rest[after_scheme..];
-    let path = &rest[rest.iter().position(|&b| b == b'/')?..];
+    let path = match f.strip_prefix(b"proxy:") {
+        Some(rest) => {
+            let after_scheme = rest.windows(3).position(|w| w == b"://")? + 3;
+            let rest = &rest[after_scheme..];
+            &rest[rest.iter().position(|&b| b == b'/')?..]
+        }
+        None if f.starts_with(b"/") && !script_name.is_empty() => f,
+        None => return None,
+    };
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
     Some(normalize(&percent_decode(path)).into_owned())
 }

@@ -413,6 +413,118 @@ fn servers_table() {
             script_name: "/scgi",
             path_info: "/caf\u{e9}/a b",
         },
+        // Apache 2.4.71 mod_proxy_fcgi with `ProxyFCGIBackendType GENERIC` (captured):
+        // SCRIPT_FILENAME is the backend path alone, still encoded.
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC: ProxyPass \"/gen/\" \"fcgi://127.0.0.1:9000/\"",
+            vars: &[
+                ("CONTEXT_DOCUMENT_ROOT", "/var/www/html"),
+                ("CONTEXT_PREFIX", ""),
+                ("DOCUMENT_ROOT", "/var/www/html"),
+                ("QUERY_STRING", "x=1"),
+                ("REQUEST_URI", "/gen/posts/1?x=1"),
+                ("SCRIPT_FILENAME", "/posts/1"),
+                ("SCRIPT_NAME", "/gen/posts/1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/gen",
+            path_info: "/posts/1",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC, the prefix itself",
+            vars: &[
+                ("REQUEST_URI", "/gen/"),
+                ("SCRIPT_FILENAME", "/"),
+                ("SCRIPT_NAME", "/gen/"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/gen",
+            path_info: "/",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC, an encoded path",
+            vars: &[
+                ("QUERY_STRING", "q=1"),
+                ("REQUEST_URI", "/gen/caf%C3%A9/a%20b?q=1"),
+                ("SCRIPT_FILENAME", "/caf%C3%A9/a%20b"),
+                ("SCRIPT_NAME", "/gen/caf\u{e9}/a b"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/gen",
+            path_info: "/caf\u{e9}/a b",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC, a `%25` kept encoded in SCRIPT_FILENAME",
+            vars: &[
+                ("REQUEST_URI", "/gen/a%2541"),
+                ("SCRIPT_FILENAME", "/a%2541"),
+                ("SCRIPT_NAME", "/gen/a%41"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/gen",
+            path_info: "/a%41",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC, dot segments and `//` resolved",
+            vars: &[
+                ("REQUEST_URI", "/gen//x/../y"),
+                ("SCRIPT_FILENAME", "/y"),
+                ("SCRIPT_NAME", "/gen/y"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/gen",
+            path_info: "/y",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC, ProxyPass \"/genb\" \"fcgi://127.0.0.1:9000\", /genb",
+            vars: &[
+                ("REQUEST_URI", "/genb"),
+                ("SCRIPT_FILENAME", "/"),
+                ("SCRIPT_NAME", "/genb"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/genb",
+            path_info: "",
+        },
+        Row {
+            what: "a file-system SCRIPT_FILENAME that does not end the request path is no \
+                   GENERIC backend path (a CGI script under another name)",
+            vars: &[
+                ("SCRIPT_NAME", "/cgi-bin/app.cgi"),
+                ("SCRIPT_FILENAME", "/usr/lib/cgi-bin/app.cgi"),
+                ("REQUEST_URI", "/cgi-bin/app.cgi"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "",
+            path_info: "/cgi-bin/app.cgi",
+        },
+        Row {
+            what: "a SCRIPT_FILENAME ending the request path but not at a segment boundary",
+            vars: &[
+                ("SCRIPT_NAME", "/gen/xposts/1"),
+                ("SCRIPT_FILENAME", "posts/1"),
+                ("REQUEST_URI", "/gen/xposts/1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "",
+            path_info: "/gen/xposts/1",
+        },
+        Row {
+            what: "no SCRIPT_NAME: SCRIPT_FILENAME is not taken for a GENERIC backend path",
+            vars: &[("SCRIPT_FILENAME", "/1"), ("REQUEST_URI", "/posts/1")],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "",
+            path_info: "/posts/1",
+        },
         Row {
             what: "nginx `include scgi_params` alone: neither SCRIPT_NAME nor PATH_INFO",
             vars: &[
