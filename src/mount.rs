@@ -241,8 +241,8 @@ fn decoded_twice(
 /// URL, where the `#` ends it: `/blog/a%23b?q=1` becomes `mysite.fcgi/a` with no query.
 /// Recognised when the decoded request path has a `#` (a client never sends a raw
 /// one), the request was rewritten to our own script, and the request path is under
-/// that script's folder and continues the cut `PATH_INFO`; the path and query are then
-/// the request's own.
+/// that script's folder and continues the cut `PATH_INFO` (or, up to the `#`, is
+/// `PATH_INFO` once decoded again); the path and query are then the request's own.
 fn cut_by_rewrite(
     vars: &Vars,
     request_path: &[u8],
@@ -261,7 +261,10 @@ fn cut_by_rewrite(
         .strip_suffix(exe_name?.as_bytes())?
         .strip_suffix(b"/")?;
     let rest = strip_path_prefix(request_path, folder)?;
-    if !rest.starts_with(path_info) {
+    // What was left before the `#` is decoded once more (see [`decoded_twice`]): a
+    // `%25XX` before the `%23` (`/blog/%2541%23?q=1`) gives `PATH_INFO=/A`, not `/%41`.
+    let before_hash = rest.split(|&b| b == b'#').next().unwrap_or_default();
+    if !rest.starts_with(path_info) && *normalize(&percent_decode(before_hash)) != *path_info {
         return None;
     }
     let uri = vars.get("REQUEST_URI")?;

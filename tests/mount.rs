@@ -609,6 +609,22 @@ fn servers_table() {
             path_info: "/app",
         },
         Row {
+            what: "Apache mod_rewrite in .htaccess, `%25XX` before `%23`: cut at the `#` and \
+                   decoded twice (/blog/%2541%23?q=1, captured)",
+            vars: &[
+                ("PATH_INFO", "/A"),
+                ("QUERY_STRING", ""),
+                ("REDIRECT_QUERY_STRING", "q=1"),
+                ("REDIRECT_URL", "/blog/%41#"),
+                ("REQUEST_URI", "/blog/%2541%23?q=1"),
+                ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/blog",
+            path_info: "/%41#",
+        },
+        Row {
             what: "no REQUEST_URI at all (a minimal CGI server)",
             vars: &[("SCRIPT_NAME", "/cgi-bin/mysite.fcgi"), ("PATH_INFO", "/x")],
             forced: None,
@@ -822,4 +838,94 @@ fn a_hash_cut_is_repaired_under_a_forced_prefix_too() {
     assert_eq!(m.script_name, "/blog");
     assert_eq!(String::from_utf8_lossy(&m.path_info), "/a#b");
     assert_eq!(m.query.as_deref(), Some(&b"q=1"[..]));
+}
+
+/// A `%25XX` before a `%23` in one URL: mod_rewrite cut the rewritten URL at the `#`
+/// and decoded what was left a second time, so both repairs must apply at once
+/// (`/blog/%2541%23?q=1` gave `PATH_INFO=/A` and no query). The variables are Apache
+/// 2.4.71's with htaccess/fcgid-subdir.htaccess in /blog/ and fcgid-root.htaccess at /.
+#[test]
+fn a_hash_cut_after_a_path_decoded_twice_is_repaired_from_request_uri() {
+    let want = |vars: &[(&str, &str)], prefix: &str, path: &str, query: &str| {
+        let m = rebuild(
+            &Vars::from_pairs(vars.iter().copied()),
+            None,
+            Some("mysite.fcgi"),
+        );
+        let what = vars
+            .iter()
+            .find(|(k, _)| *k == "REQUEST_URI")
+            .map(|(_, v)| *v);
+        assert_eq!(m.source, MountSource::CutByRewrite, "{what:?}");
+        assert_eq!(m.script_name, prefix, "{what:?}");
+        assert_eq!(String::from_utf8_lossy(&m.path_info), path, "{what:?}");
+        assert_eq!(m.query.as_deref(), Some(query.as_bytes()), "{what:?}");
+    };
+    want(
+        &[
+            ("PATH_INFO", "/A"),
+            ("QUERY_STRING", ""),
+            ("REDIRECT_QUERY_STRING", "q=1"),
+            ("REDIRECT_URL", "/blog/%41#"),
+            ("REQUEST_URI", "/blog/%2541%23?q=1"),
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ],
+        "/blog",
+        "/%41#",
+        "q=1",
+    );
+    want(
+        &[
+            ("PATH_INFO", "/A"),
+            ("QUERY_STRING", ""),
+            ("REDIRECT_QUERY_STRING", "q=1"),
+            ("REDIRECT_URL", "/%41#"),
+            ("REQUEST_URI", "/%2541%23?q=1"),
+            ("SCRIPT_NAME", "/mysite.fcgi"),
+        ],
+        "",
+        "/%41#",
+        "q=1",
+    );
+    want(
+        &[
+            ("PATH_INFO", "/aA/b"),
+            ("QUERY_STRING", ""),
+            ("REDIRECT_QUERY_STRING", "d=%23"),
+            ("REDIRECT_URL", "/blog/a%41/b#c"),
+            ("REQUEST_URI", "/blog/a%2541/b%23c?d=%23"),
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ],
+        "/blog",
+        "/a%41/b#c",
+        "d=%23",
+    );
+    // The other order worked before: the `%41` is after the cut.
+    want(
+        &[
+            ("PATH_INFO", "/x"),
+            ("QUERY_STRING", ""),
+            ("REDIRECT_QUERY_STRING", "q=1"),
+            ("REDIRECT_URL", "/blog/x#/%41"),
+            ("REQUEST_URI", "/blog/x%23/%2541?q=1"),
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ],
+        "/blog",
+        "/x#/%41",
+        "q=1",
+    );
+    // A PATH_INFO that is neither the cut path nor the cut path decoded again (a rule
+    // that renames): left alone.
+    let m = rebuild(
+        &Vars::from_pairs([
+            ("PATH_INFO", "/B"),
+            ("REDIRECT_URL", "/blog/%41#"),
+            ("REQUEST_URI", "/blog/%2541%23?q=1"),
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ]),
+        None,
+        Some("mysite.fcgi"),
+    );
+    assert_eq!(m.source, MountSource::ScriptName);
+    assert_eq!(m.query, None);
 }
