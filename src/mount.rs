@@ -127,9 +127,12 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
         .or_else(|| vars.get_str("REDIRECT_FORCE_SCRIPT_NAME"));
     if let Some(f) = per_request.or(forced) {
         let prefix = trim_trailing_slash(f.as_bytes());
-        // The `%23` repair below applies under a forced prefix too.
+        // The repairs of mod_rewrite's `%23` cut and second decoding below apply under
+        // a forced prefix too.
         let cut = request_path.as_deref().and_then(|rp| {
-            cut_by_rewrite(vars, rp, script_name, &normalize(&path_info), exe_name)
+            let pi = normalize(&path_info);
+            cut_by_rewrite(vars, rp, script_name, &pi, exe_name)
+                .or_else(|| decoded_twice(rp, script_name, &pi, exe_name))
                 .map(|cut| (strip_path_prefix(rp, prefix).map(<[u8]>::to_vec), cut))
         });
         // Where the server only split the path, its split may be wrong (lighttpd mounted

@@ -929,3 +929,94 @@ fn a_hash_cut_after_a_path_decoded_twice_is_repaired_from_request_uri() {
     assert_eq!(m.source, MountSource::ScriptName);
     assert_eq!(m.query, None);
 }
+
+/// The templates' optional `SetEnv FORCE_SCRIPT_NAME /blog` keeps the repair of a path
+/// mod_rewrite decoded twice (`/blog/100%2520off` gave the app `/100 off`), alone and
+/// with a `%23` cut. The variables are Apache 2.4.71's with htaccess/fcgid-subdir.htaccess
+/// and its `SetEnv` line in /forced/.
+#[test]
+fn a_path_decoded_twice_is_repaired_under_a_forced_prefix_too() {
+    for (uri, twice, redirect_url, redirect_query, path, query) in [
+        (
+            "/forced/100%2520off",
+            "/100 off",
+            "/forced/100%20off",
+            None,
+            "/100%20off",
+            None,
+        ),
+        (
+            "/forced/100%2541",
+            "/100A",
+            "/forced/100%41",
+            None,
+            "/100%41",
+            None,
+        ),
+        (
+            "/forced/%2541%23?q=1",
+            "/A",
+            "/forced/%41#",
+            Some("q=1"),
+            "/%41#",
+            Some("q=1"),
+        ),
+        (
+            "/forced/a%23b?x=1",
+            "/a",
+            "/forced/a#b",
+            Some("x=1"),
+            "/a#b",
+            Some("x=1"),
+        ),
+    ] {
+        let mut pairs = vec![
+            ("FORCE_SCRIPT_NAME", "/forced"),
+            ("PATH_INFO", twice),
+            ("QUERY_STRING", ""),
+            ("REDIRECT_FORCE_SCRIPT_NAME", "/forced"),
+            ("REDIRECT_URL", redirect_url),
+            ("REQUEST_URI", uri),
+            ("SCRIPT_NAME", "/forced/mysite.fcgi"),
+        ];
+        if let Some(q) = redirect_query {
+            pairs.push(("REDIRECT_QUERY_STRING", q));
+        }
+        let vars = Vars::from_pairs(pairs.iter().copied());
+        let m = rebuild(&vars, None, Some("mysite.fcgi"));
+        assert_eq!(m.source, MountSource::Forced, "{uri}");
+        assert_eq!(m.script_name, "/forced", "{uri}");
+        assert_eq!(String::from_utf8_lossy(&m.path_info), path, "{uri}");
+        assert_eq!(m.query.as_deref(), query.map(str::as_bytes), "{uri}");
+        // The same prefix from the process settings (no per-request variable).
+        let pairs: Vec<_> = pairs
+            .into_iter()
+            .filter(|(k, _)| !k.contains("FORCE_SCRIPT_NAME"))
+            .collect();
+        let m = rebuild(
+            &Vars::from_pairs(pairs),
+            Some("/forced"),
+            Some("mysite.fcgi"),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&m.path_info),
+            path,
+            "{uri} (process)"
+        );
+    }
+    // A forced prefix that is not the folder: the path is the repaired one.
+    let vars = Vars::from_pairs([
+        ("PATH_INFO", "/100 off"),
+        ("REDIRECT_URL", "/blog/100%20off"),
+        ("REQUEST_URI", "/blog/100%2520off"),
+        ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+    ]);
+    let m = rebuild(&vars, Some("/site"), Some("mysite.fcgi"));
+    assert_eq!(
+        (
+            m.script_name.as_str(),
+            String::from_utf8_lossy(&m.path_info).as_ref()
+        ),
+        ("/site", "/100%20off")
+    );
+}
