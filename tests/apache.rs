@@ -585,6 +585,81 @@ fn fcgid_rewrite_with_escaped_backreferences_routes_encoded_characters() {
     assert_eq!(j["mount_source"], "ScriptFolder", "{j}");
 }
 
+/// The shipped rule's two repairs at once (a `%25XX` before a `%23`: Apache cuts at the
+/// `#` and decodes what is left twice, `PATH_INFO=/A`, the query lost), and both under
+/// the template's optional `SetEnv FORCE_SCRIPT_NAME` line.
+#[test]
+fn fcgid_shipped_rule_repairs_together_and_under_force_script_name() {
+    let a = Apache::start();
+    for (target, prefix) in [("/blog/%2541%23?q=1", "/blog"), ("/%2541%23?q=1", "")] {
+        let j = a.get(target).echo();
+        assert_eq!(j["vars"]["PATH_INFO"], "/A", "{target}: {j}");
+        assert_eq!(j["script_name"], prefix, "{target}: {j}");
+        assert_eq!(j["path_info"], "/%41#", "{target}: {j}");
+        assert_eq!(j["uri"], "/%2541%23?q=1", "{target}: {j}");
+        assert_eq!(j["query"], "q=1", "{target}: {j}");
+        assert_eq!(j["mount_source"], "CutByRewrite", "{target}: {j}");
+    }
+
+    let shipped = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("htaccess/fcgid-subdir.htaccess"),
+    )
+    .unwrap();
+    let line = "# SetEnv FORCE_SCRIPT_NAME /blog";
+    assert!(shipped.contains(line));
+    let dir = a.dir.path().join("public_html/forced");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = echo_site(&dir);
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let ht = dir.join(".htaccess");
+    fs::write(
+        &ht,
+        shipped.replace(line, "SetEnv FORCE_SCRIPT_NAME /forced"),
+    )
+    .unwrap();
+    fs::set_permissions(&ht, fs::Permissions::from_mode(0o644)).unwrap();
+    for (target, sent, path, uri, query) in [
+        (
+            "/forced/100%2520off",
+            "/100 off",
+            "/100%20off",
+            "/100%2520off",
+            "",
+        ),
+        (
+            "/forced/100%2541?x=1",
+            "/100A",
+            "/100%41",
+            "/100%2541?x=1",
+            "x=1",
+        ),
+        ("/forced/a%23b?x=1", "/a", "/a#b", "/a%23b?x=1", "x=1"),
+        (
+            "/forced/%2541%23?q=1",
+            "/A",
+            "/%41#",
+            "/%2541%23?q=1",
+            "q=1",
+        ),
+        (
+            "/forced/posts/1?x=1",
+            "/posts/1",
+            "/posts/1",
+            "/posts/1?x=1",
+            "x=1",
+        ),
+    ] {
+        let j = a.get(target).echo();
+        assert_eq!(j["vars"]["PATH_INFO"], sent, "{target}: {j}");
+        assert_eq!(j["vars"]["FORCE_SCRIPT_NAME"], "/forced", "{target}: {j}");
+        assert_eq!(j["script_name"], "/forced", "{target}: {j}");
+        assert_eq!(j["path_info"], path, "{target}: {j}");
+        assert_eq!(j["uri"], uri, "{target}: {j}");
+        assert_eq!(j["query"], query, "{target}: {j}");
+    }
+}
+
 /// `AllowEncodedSlashes NoDecode` (the value Apache's docs advise over `On`) leaves a
 /// client's `%2F` as it is in `PATH_INFO` and `REDIRECT_URL` (and mod_rewrite decodes a
 /// `%252F` into the same `%2F`): the app sees what it sees under `On`, the client's
