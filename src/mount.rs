@@ -236,7 +236,10 @@ fn decoded_twice(
         .strip_suffix(exe_name?.as_bytes())?
         .strip_suffix(b"/")?;
     let rest = strip_path_prefix(rp, folder)?;
-    (*normalize(&percent_decode(rest)) == *path_info)
+    // Decoding again must change something: otherwise the server decoded once, and
+    // `PATH_INFO` is right as it is (which matters under a forced prefix).
+    let twice = percent_decode(rest);
+    (*twice != *rest && *normalize(&twice) == *path_info)
         .then(|| finish(folder, rest.to_vec(), MountSource::ScriptFolder))
 }
 

@@ -1019,4 +1019,19 @@ fn a_path_decoded_twice_is_repaired_under_a_forced_prefix_too() {
         ),
         ("/site", "/100%20off")
     );
+    // A server that decoded once (a `%` left that decodes to nothing): PATH_INFO as
+    // sent, as without the repair, even under FORCE_SCRIPT_NAME="".
+    let vars = Vars::from_pairs([
+        ("PATH_INFO", "/100%"),
+        ("REQUEST_URI", "/blog/100%25"),
+        ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+    ]);
+    let m = rebuild(&vars, Some(""), Some("mysite.fcgi"));
+    assert_eq!(
+        (
+            m.script_name.as_str(),
+            String::from_utf8_lossy(&m.path_info).as_ref()
+        ),
+        ("", "/100%")
+    );
 }
