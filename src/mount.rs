@@ -95,9 +95,11 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
             request_path.is_none() || split_only
         });
     if unsplit {
-        path_info = match (proxied_path(vars), &request_path) {
-            // Apache mod_proxy_fcgi/scgi: `SCRIPT_FILENAME=proxy:fcgi://host:port/rest`,
-            // where `rest` is the path below the ProxyPass prefix.
+        path_info = match (proxied_path(vars, script_name), &request_path) {
+            // Apache mod_proxy_fcgi/scgi: `SCRIPT_FILENAME=proxy:fcgi://host:port/rest`
+            // (or `/rest` alone, `ProxyFCGIBackendType GENERIC`), where `rest` is the
+            // path below the ProxyPass prefix. (`rest` starts with `/`: a suffix of the
+            // request path starts at a segment boundary.)
             (Some(rest), Some(rp)) if rp.ends_with(&rest) => rest,
             // `ProxyPass "/app" "fcgi://..."` (no trailing slashes) proxies `/app`
             // itself, with the backend path `/` as for `/app/`: the prefix's root.
@@ -125,9 +127,12 @@ pub fn rebuild(vars: &Vars, forced: Option<&str>, exe_name: Option<&str>) -> Mou
         .or_else(|| vars.get_str("REDIRECT_FORCE_SCRIPT_NAME"));
     if let Some(f) = per_request.or(forced) {
         let prefix = trim_trailing_slash(f.as_bytes());
-        // The `%23` repair below applies under a forced prefix too.
+        // The repairs of mod_rewrite's `%23` cut and second decoding below apply under
+        // a forced prefix too.
         let cut = request_path.as_deref().and_then(|rp| {
-            cut_by_rewrite(vars, rp, script_name, &normalize(&path_info), exe_name)
+            let pi = normalize(&path_info);
+            cut_by_rewrite(vars, rp, script_name, &pi, exe_name)
+                .or_else(|| decoded_twice(rp, script_name, &pi, exe_name))
                 .map(|cut| (strip_path_prefix(rp, prefix).map(<[u8]>::to_vec), cut))
         });
         // Where the server only split the path, its split may be wrong (lighttpd mounted
@@ -231,7 +236,10 @@ fn decoded_twice(
         .strip_suffix(exe_name?.as_bytes())?
         .strip_suffix(b"/")?;
     let rest = strip_path_prefix(rp, folder)?;
-    (*normalize(&percent_decode(rest)) == *path_info)
+    // Decoding again must change something: otherwise the server decoded once, and
+    // `PATH_INFO` is right as it is (which matters under a forced prefix).
+    let twice = percent_decode(rest);
+    (*twice != *rest && *normalize(&twice) == *path_info)
         .then(|| finish(folder, rest.to_vec(), MountSource::ScriptFolder))
 }
 
@@ -239,8 +247,8 @@ fn decoded_twice(
 /// URL, where the `#` ends it: `/blog/a%23b?q=1` becomes `mysite.fcgi/a` with no query.
 /// Recognised when the decoded request path has a `#` (a client never sends a raw
 /// one), the request was rewritten to our own script, and the request path is under
-/// that script's folder and continues the cut `PATH_INFO`; the path and query are then
-/// the request's own.
+/// that script's folder and continues the cut `PATH_INFO` (or, up to the `#`, is
+/// `PATH_INFO` once decoded again); the path and query are then the request's own.
 fn cut_by_rewrite(
     vars: &Vars,
     request_path: &[u8],
@@ -259,7 +267,10 @@ fn cut_by_rewrite(
         .strip_suffix(exe_name?.as_bytes())?
         .strip_suffix(b"/")?;
     let rest = strip_path_prefix(request_path, folder)?;
-    if !rest.starts_with(path_info) {
+    // What was left before the `#` is decoded once more (see [`decoded_twice`]): a
+    // `%25XX` before the `%23` (`/blog/%2541%23?q=1`) gives `PATH_INFO=/A`, not `/%41`.
+    let before_hash = rest.split(|&b| b == b'#').next().unwrap_or_default();
+    if !rest.starts_with(path_info) && *normalize(&percent_decode(before_hash)) != *path_info {
         return None;
     }
     let uri = vars.get("REQUEST_URI")?;
@@ -272,14 +283,29 @@ fn cut_by_rewrite(
     Some(m)
 }
 
-/// The backend path of Apache mod_proxy_fcgi/mod_proxy_scgi (`SCRIPT_FILENAME` of the
-/// form `proxy:fcgi://127.0.0.1:9000/posts/1`), decoded and normalised.
-fn proxied_path(vars: &Vars) -> Option<Vec<u8>> {
+/// The backend path of Apache mod_proxy_fcgi/mod_proxy_scgi, decoded and normalised:
+/// `SCRIPT_FILENAME` of the form `proxy:fcgi://127.0.0.1:9000/posts/1` (the default,
+/// `ProxyFCGIBackendType FPM`), or the backend path alone, `/posts/1`, under
+/// `ProxyFCGIBackendType GENERIC` (which Apache's docs advise for backends other than
+/// PHP-FPM). The caller only asks when the server did not split the path
+/// (`SCRIPT_NAME` is the whole request path, no `PATH_INFO`) and uses the path only
+/// when the request path ends with it (or it is `/`, the prefix's root). A file-system
+/// `SCRIPT_FILENAME` (CGI, nginx's `$document_root$fastcgi_script_name`) is the
+/// document root plus `SCRIPT_NAME`, or a script's file, and never such a suffix of
+/// the request path (unless the document root is `/`, where the prefix found is `""`,
+/// as without this rule). GENERIC always sends a `SCRIPT_NAME`: without one, a
+/// file-system `SCRIPT_FILENAME` is not taken.
+fn proxied_path(vars: &Vars, script_name: &[u8]) -> Option<Vec<u8>> {
     let f = vars.get("SCRIPT_FILENAME")?;
-    let rest = f.strip_prefix(b"proxy:")?;
-    let after_scheme = rest.windows(3).position(|w| w == b"://")? + 3;
-    let rest = &rest[after_scheme..];
-    let path = &rest[rest.iter().position(|&b| b == b'/')?..];
+    let path = match f.strip_prefix(b"proxy:") {
+        Some(rest) => {
+            let after_scheme = rest.windows(3).position(|w| w == b"://")? + 3;
+            let rest = &rest[after_scheme..];
+            &rest[rest.iter().position(|&b| b == b'/')?..]
+        }
+        None if f.starts_with(b"/") && !script_name.is_empty() => f,
+        None => return None,
+    };
     let path = path.split(|&b| b == b'?').next().unwrap_or_default();
     Some(normalize(&percent_decode(path)).into_owned())
 }

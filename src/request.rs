@@ -155,14 +155,18 @@ pub(crate) fn build(
         query = mount.query.as_deref().unwrap_or_default();
     }
     // An encoded slash needs a `%` in the client's path (one look, most have none).
+    let mut decoded = None;
     let raw = match vars.get("REQUEST_URI") {
-        Some(u) if u.contains(&b'%') => raw_uri_with_encoded_slash(u, &mount, query),
+        Some(u) if u.contains(&b'%') => raw_uri_with_encoded_slash(u, &mount, query, &mut decoded),
         _ => None,
     };
     let uri = match raw {
         Some(uri) => uri,
-        None => app_uri(&mount.path_info, query)?,
+        None => app_uri(decoded.as_deref().unwrap_or(&mount.path_info), query)?,
     };
+    if let Some(path) = decoded {
+        mount.path_info = path;
+    }
     let headers = headers(&vars);
 
     let mut req = Request::new(body);
@@ -187,7 +191,13 @@ pub(crate) fn build(
 /// under hyper gets `a/b`). Apache refuses such paths by default
 /// (`AllowEncodedSlashes`); nginx and `--http` pass them. A request path the server
 /// resolved (dot segments, `//`) is not the same path, and keeps the decoded one.
-fn encoded_slash_path<'a>(uri: &'a [u8], mount: &mount::Mount) -> Option<&'a [u8]> {
+///
+/// Apache with `AllowEncodedSlashes NoDecode` leaves the client's `%2F` as it is in
+/// `PATH_INFO`: a `%2F` there matches the client's own `%2F` (and only that: a client's
+/// `%252F`, which mod_rewrite may decode into the same `%2F`, is `%25` in `uri`). The
+/// second value says whether one did: `PATH_INFO` then holds those three bytes where
+/// the decoded path has a `/`.
+fn encoded_slash_path<'a>(uri: &'a [u8], mount: &mount::Mount) -> Option<(&'a [u8], bool)> {
     let path = uri.split(|&b| b == b'?').next().unwrap_or_default();
     // Origin form only (an absolute-form target, rare, keeps the decoded path).
     if !path.starts_with(b"/") {
@@ -201,7 +211,7 @@ fn encoded_slash_path<'a>(uri: &'a [u8], mount: &mount::Mount) -> Option<&'a [u8
         }
     };
     // Decode byte by byte against prefix + PATH_INFO; note where the prefix ends.
-    let (mut i, mut n, mut split, mut slash) = (0, 0, None, false);
+    let (mut i, mut n, mut split, mut slash, mut kept) = (0, 0, None, false, false);
     while i < path.len() {
         if n == prefix.len() && split.is_none() {
             split = Some(i);
@@ -213,23 +223,38 @@ fn encoded_slash_path<'a>(uri: &'a [u8], mount: &mount::Mount) -> Option<&'a [u8
             },
             (b, ..) => (b, 1),
         };
-        if want(n) != Some(b) {
+        // `%2F` left as the client wrote it (`AllowEncodedSlashes NoDecode`).
+        let as_sent = len == 3 && b == b'/' && (0..3).all(|k| want(n + k) == Some(path[i + k]));
+        if as_sent {
+            kept |= split.is_some();
+        } else if want(n) != Some(b) {
             return None;
         }
         slash |= len == 3 && b == b'/' && split.is_some();
         i += len;
-        n += 1;
+        n += if as_sent { 3 } else { 1 };
     }
     if n != prefix.len() + mount.path_info.len() || !slash {
         return None;
     }
-    Some(&path[split?..])
+    Some((&path[split?..], kept))
 }
 
 /// [`encoded_slash_path`] made a URI with the query (out of line: rarely needed).
+/// When `PATH_INFO` kept the client's `%2F` as it was, `decoded` gets the path decoded
+/// (as the server would have, with `AllowEncodedSlashes On`).
 #[inline(never)]
-fn raw_uri_with_encoded_slash(uri: &[u8], mount: &mount::Mount, query: &[u8]) -> Option<Uri> {
-    raw_app_uri(encoded_slash_path(uri, mount)?, query)
+fn raw_uri_with_encoded_slash(
+    uri: &[u8],
+    mount: &mount::Mount,
+    query: &[u8],
+    decoded: &mut Option<Vec<u8>>,
+) -> Option<Uri> {
+    let (path, kept) = encoded_slash_path(uri, mount)?;
+    if kept {
+        *decoded = Some(mount::percent_decode(path).into_owned());
+    }
+    raw_app_uri(path, query)
 }
 
 /// The URI of a raw app-relative path (see [`encoded_slash_path`]) and the query;
@@ -983,6 +1008,102 @@ mod tests {
         assert_eq!(uri_of("/app", "/a\"/b", "/app/a\"%2Fb", ""), "/a%22/b");
         // An absolute-form target (rare) keeps the decoded path.
         assert_eq!(uri_of("/app", "/a/b", "http://h/app/a%2Fb", ""), "/a/b");
+    }
+
+    /// Apache with `AllowEncodedSlashes NoDecode` (the value its docs advise) leaves a
+    /// client's `%2F` as it is in `PATH_INFO` and `REDIRECT_URL`, and mod_rewrite in
+    /// `.htaccess` decodes a `%252F` into the same `%2F`: the client's `REQUEST_URI`
+    /// tells them apart. (Variables captured from Apache 2.4.71 + mod_fcgid with
+    /// htaccess/fcgid-subdir.htaccess in /blog/ and fcgid-root.htaccess at /.)
+    #[test]
+    fn an_encoded_slash_apache_did_not_decode() {
+        let get = |pairs: &[(&str, &str)]| {
+            let mut all = vec![("REQUEST_METHOD", "GET")];
+            all.extend_from_slice(pairs);
+            if !pairs.iter().any(|(k, _)| *k == "QUERY_STRING") {
+                all.push(("QUERY_STRING", ""));
+            }
+            let req = build(
+                Vars::from_pairs(all),
+                Body::empty(),
+                Mode::FastCgi,
+                Role::Responder,
+                &settings(),
+            )
+            .unwrap();
+            let ctx = req.context().unwrap();
+            (
+                ctx.script_name().to_owned(),
+                String::from_utf8_lossy(ctx.path_info()).into_owned(),
+                req.uri().to_string(),
+            )
+        };
+        let nodecode = |uri: &str, script: &str, path: &str, redirect: Option<&str>| {
+            let mut pairs = vec![
+                ("REQUEST_URI", uri),
+                ("SCRIPT_NAME", script),
+                ("PATH_INFO", path),
+            ];
+            if let Some(r) = redirect {
+                pairs.push(("REDIRECT_URL", r));
+            }
+            get(&pairs)
+        };
+        let blog = "/blog/mysite.fcgi";
+        // As with `AllowEncodedSlashes On`: the client's encoding, a decoded path.
+        assert_eq!(
+            nodecode(
+                "/blog/files/a%2Fb",
+                blog,
+                "/files/a%2Fb",
+                Some("/blog/files/a%2Fb")
+            ),
+            ("/blog".into(), "/files/a/b".into(), "/files/a%2Fb".into())
+        );
+        assert_eq!(
+            nodecode(
+                "/blog/files/a%2fb",
+                blog,
+                "/files/a%2fb",
+                Some("/blog/files/a%2fb")
+            ),
+            ("/blog".into(), "/files/a/b".into(), "/files/a%2fb".into())
+        );
+        // The same variables but for REQUEST_URI: a `%25` the client sent, kept apart.
+        assert_eq!(
+            nodecode(
+                "/blog/files/a%252Fb",
+                blog,
+                "/files/a%2Fb",
+                Some("/blog/files/a%2Fb")
+            ),
+            (
+                "/blog".into(),
+                "/files/a%2Fb".into(),
+                "/files/a%252Fb".into()
+            )
+        );
+        // At the root, with a query; and the script's own URL, no rewrite.
+        let root = get(&[
+            ("REQUEST_URI", "/files/a%2Fb?x=1"),
+            ("SCRIPT_NAME", "/mysite.fcgi"),
+            ("PATH_INFO", "/files/a%2Fb"),
+            ("REDIRECT_URL", "/files/a%2Fb"),
+            ("QUERY_STRING", "x=1"),
+        ]);
+        assert_eq!(
+            root,
+            ("".into(), "/files/a/b".into(), "/files/a%2Fb?x=1".into())
+        );
+        assert_eq!(
+            nodecode("/blog/mysite.fcgi/files/a%2Fb", blog, "/files/a%2Fb", None),
+            (blog.into(), "/files/a/b".into(), "/files/a%2Fb".into())
+        );
+        // A literal `%2F` in PATH_INFO where the client's path has none: left alone.
+        assert_eq!(
+            nodecode("/blog/files/a/b", blog, "/files/a%2Fb", None).2,
+            "/files/a%252Fb"
+        );
     }
 
     /// The Authorization header as Apache rewrites pass it: `HTTP_AUTHORIZATION`, or

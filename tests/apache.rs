@@ -122,22 +122,28 @@ impl Apache {
 
     /// Serves example `app` (as mysite.fcgi in each directory).
     fn start_app(app: &str, port: Option<u16>) -> Apache {
-        Apache::start_with(app, port, None)
+        Apache::start_with(app, port, None, "")
     }
 
     /// The echo example through suEXEC (`SuexecUserGroup`), as shared hosts run their
     /// customers' programs: the site (under suEXEC's docroot, `/var/www`) belongs to
     /// `user`, and mod_fcgid and mod_cgid start the programs as that user.
     fn start_suexec(user: &SiteUser) -> Apache {
-        Apache::start_with("echo", None, Some(user))
+        Apache::start_with("echo", None, Some(user), "")
     }
 
-    fn start_with(app: &str, port: Option<u16>, suexec: Option<&SiteUser>) -> Apache {
+    /// The echo example with `extra` lines in the server configuration (directives an
+    /// `.htaccess` may not hold, such as `AllowEncodedSlashes`).
+    fn start_with_config(extra: &str) -> Apache {
+        Apache::start_with("echo", None, None, extra)
+    }
+
+    fn start_with(app: &str, port: Option<u16>, suexec: Option<&SiteUser>, extra: &str) -> Apache {
         let bin = apache_binary();
         let mut last_failure = String::new();
         // A free port can be taken by someone else before Apache binds it: retry then.
         for _ in 0..5 {
-            let mut a = Apache::spawn(&bin, app, port, suexec);
+            let mut a = Apache::spawn(&bin, app, port, suexec, extra);
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 if a.answers() {
@@ -163,7 +169,13 @@ impl Apache {
         panic!("{last_failure}");
     }
 
-    fn spawn(bin: &Path, app: &str, port: Option<u16>, suexec: Option<&SiteUser>) -> Apache {
+    fn spawn(
+        bin: &Path,
+        app: &str,
+        port: Option<u16>,
+        suexec: Option<&SiteUser>,
+        extra: &str,
+    ) -> Apache {
         let dir = match suexec {
             Some(_) => TempDir::new_in(Path::new(SUEXEC_DOC_ROOT), "apache"),
             None => TempDir::new("apache"),
@@ -224,6 +236,7 @@ impl Apache {
                 user.name
             );
         }
+        text += extra;
         fs::write(&conf, text).unwrap();
         let out = fs::File::create(root.join("logs/stdout.log")).unwrap();
         let mut cmd = Command::new(bin);
@@ -570,6 +583,125 @@ fn fcgid_rewrite_with_escaped_backreferences_routes_encoded_characters() {
     assert_eq!(j["path_info"], "/100%41", "{j}");
     assert_eq!(j["query"], "x=1", "{j}");
     assert_eq!(j["mount_source"], "ScriptFolder", "{j}");
+}
+
+/// The shipped rule's two repairs at once (a `%25XX` before a `%23`: Apache cuts at the
+/// `#` and decodes what is left twice, `PATH_INFO=/A`, the query lost), and both under
+/// the template's optional `SetEnv FORCE_SCRIPT_NAME` line.
+#[test]
+fn fcgid_shipped_rule_repairs_together_and_under_force_script_name() {
+    let a = Apache::start();
+    for (target, prefix) in [("/blog/%2541%23?q=1", "/blog"), ("/%2541%23?q=1", "")] {
+        let j = a.get(target).echo();
+        assert_eq!(j["vars"]["PATH_INFO"], "/A", "{target}: {j}");
+        assert_eq!(j["script_name"], prefix, "{target}: {j}");
+        assert_eq!(j["path_info"], "/%41#", "{target}: {j}");
+        assert_eq!(j["uri"], "/%2541%23?q=1", "{target}: {j}");
+        assert_eq!(j["query"], "q=1", "{target}: {j}");
+        assert_eq!(j["mount_source"], "CutByRewrite", "{target}: {j}");
+    }
+
+    let shipped = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("htaccess/fcgid-subdir.htaccess"),
+    )
+    .unwrap();
+    let line = "# SetEnv FORCE_SCRIPT_NAME /blog";
+    assert!(shipped.contains(line));
+    let dir = a.dir.path().join("public_html/forced");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = echo_site(&dir);
+    fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+    let ht = dir.join(".htaccess");
+    fs::write(
+        &ht,
+        shipped.replace(line, "SetEnv FORCE_SCRIPT_NAME /forced"),
+    )
+    .unwrap();
+    fs::set_permissions(&ht, fs::Permissions::from_mode(0o644)).unwrap();
+    for (target, sent, path, uri, query) in [
+        (
+            "/forced/100%2520off",
+            "/100 off",
+            "/100%20off",
+            "/100%2520off",
+            "",
+        ),
+        (
+            "/forced/100%2541?x=1",
+            "/100A",
+            "/100%41",
+            "/100%2541?x=1",
+            "x=1",
+        ),
+        ("/forced/a%23b?x=1", "/a", "/a#b", "/a%23b?x=1", "x=1"),
+        (
+            "/forced/%2541%23?q=1",
+            "/A",
+            "/%41#",
+            "/%2541%23?q=1",
+            "q=1",
+        ),
+        (
+            "/forced/posts/1?x=1",
+            "/posts/1",
+            "/posts/1",
+            "/posts/1?x=1",
+            "x=1",
+        ),
+    ] {
+        let j = a.get(target).echo();
+        assert_eq!(j["vars"]["PATH_INFO"], sent, "{target}: {j}");
+        assert_eq!(j["vars"]["FORCE_SCRIPT_NAME"], "/forced", "{target}: {j}");
+        assert_eq!(j["script_name"], "/forced", "{target}: {j}");
+        assert_eq!(j["path_info"], path, "{target}: {j}");
+        assert_eq!(j["uri"], uri, "{target}: {j}");
+        assert_eq!(j["query"], query, "{target}: {j}");
+    }
+}
+
+/// `AllowEncodedSlashes NoDecode` (the value Apache's docs advise over `On`) leaves a
+/// client's `%2F` as it is in `PATH_INFO` and `REDIRECT_URL` (and mod_rewrite decodes a
+/// `%252F` into the same `%2F`): the app sees what it sees under `On`, the client's
+/// encoding in the URI and the path decoded, and a `%252F` stays apart.
+#[test]
+fn fcgid_and_cgi_with_allow_encoded_slashes_nodecode() {
+    let a = Apache::start_with_config("AllowEncodedSlashes NoDecode\n");
+    let j = a.get("/blog/files/a%2Fb").echo();
+    assert_eq!(j["vars"]["PATH_INFO"], "/files/a%2Fb", "{j}");
+    for (target, script, path, uri) in [
+        (
+            "/blog/files/a%2Fb?x=1",
+            "/blog",
+            "/files/a/b",
+            "/files/a%2Fb?x=1",
+        ),
+        (
+            "/blog/files/a%252Fb",
+            "/blog",
+            "/files/a%2Fb",
+            "/files/a%252Fb",
+        ),
+        ("/files/a%2fb", "", "/files/a/b", "/files/a%2fb"),
+        ("/cgi/files/a%2Fb", "/cgi", "/files/a/b", "/files/a%2Fb"),
+        (
+            "/blog/mysite.fcgi/files/a%2Fb",
+            "/blog/mysite.fcgi",
+            "/files/a/b",
+            "/files/a%2Fb",
+        ),
+    ] {
+        let j = a.get(target).echo();
+        assert_eq!(
+            (
+                j["script_name"].as_str(),
+                j["path_info"].as_str(),
+                j["uri"].as_str()
+            ),
+            (Some(script), Some(path), Some(uri)),
+            "{target}: {j}"
+        );
+    }
 }
 
 /// Rules that send a request to the script with no path after it, which users write

@@ -413,6 +413,118 @@ fn servers_table() {
             script_name: "/scgi",
             path_info: "/caf\u{e9}/a b",
         },
+        // Apache 2.4.71 mod_proxy_fcgi with `ProxyFCGIBackendType GENERIC` (captured):
+        // SCRIPT_FILENAME is the backend path alone, still encoded.
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC: ProxyPass \"/gen/\" \"fcgi://127.0.0.1:9000/\"",
+            vars: &[
+                ("CONTEXT_DOCUMENT_ROOT", "/var/www/html"),
+                ("CONTEXT_PREFIX", ""),
+                ("DOCUMENT_ROOT", "/var/www/html"),
+                ("QUERY_STRING", "x=1"),
+                ("REQUEST_URI", "/gen/posts/1?x=1"),
+                ("SCRIPT_FILENAME", "/posts/1"),
+                ("SCRIPT_NAME", "/gen/posts/1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/gen",
+            path_info: "/posts/1",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC, the prefix itself",
+            vars: &[
+                ("REQUEST_URI", "/gen/"),
+                ("SCRIPT_FILENAME", "/"),
+                ("SCRIPT_NAME", "/gen/"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/gen",
+            path_info: "/",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC, an encoded path",
+            vars: &[
+                ("QUERY_STRING", "q=1"),
+                ("REQUEST_URI", "/gen/caf%C3%A9/a%20b?q=1"),
+                ("SCRIPT_FILENAME", "/caf%C3%A9/a%20b"),
+                ("SCRIPT_NAME", "/gen/caf\u{e9}/a b"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/gen",
+            path_info: "/caf\u{e9}/a b",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC, a `%25` kept encoded in SCRIPT_FILENAME",
+            vars: &[
+                ("REQUEST_URI", "/gen/a%2541"),
+                ("SCRIPT_FILENAME", "/a%2541"),
+                ("SCRIPT_NAME", "/gen/a%41"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/gen",
+            path_info: "/a%41",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC, dot segments and `//` resolved",
+            vars: &[
+                ("REQUEST_URI", "/gen//x/../y"),
+                ("SCRIPT_FILENAME", "/y"),
+                ("SCRIPT_NAME", "/gen/y"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/gen",
+            path_info: "/y",
+        },
+        Row {
+            what: "Apache mod_proxy_fcgi GENERIC, ProxyPass \"/genb\" \"fcgi://127.0.0.1:9000\", /genb",
+            vars: &[
+                ("REQUEST_URI", "/genb"),
+                ("SCRIPT_FILENAME", "/"),
+                ("SCRIPT_NAME", "/genb"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/genb",
+            path_info: "",
+        },
+        Row {
+            what: "a file-system SCRIPT_FILENAME that does not end the request path is no \
+                   GENERIC backend path (a CGI script under another name)",
+            vars: &[
+                ("SCRIPT_NAME", "/cgi-bin/app.cgi"),
+                ("SCRIPT_FILENAME", "/usr/lib/cgi-bin/app.cgi"),
+                ("REQUEST_URI", "/cgi-bin/app.cgi"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "",
+            path_info: "/cgi-bin/app.cgi",
+        },
+        Row {
+            what: "a SCRIPT_FILENAME ending the request path but not at a segment boundary",
+            vars: &[
+                ("SCRIPT_NAME", "/gen/xposts/1"),
+                ("SCRIPT_FILENAME", "posts/1"),
+                ("REQUEST_URI", "/gen/xposts/1"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "",
+            path_info: "/gen/xposts/1",
+        },
+        Row {
+            what: "no SCRIPT_NAME: SCRIPT_FILENAME is not taken for a GENERIC backend path",
+            vars: &[("SCRIPT_FILENAME", "/1"), ("REQUEST_URI", "/posts/1")],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "",
+            path_info: "/posts/1",
+        },
         Row {
             what: "nginx `include scgi_params` alone: neither SCRIPT_NAME nor PATH_INFO",
             vars: &[
@@ -495,6 +607,22 @@ fn servers_table() {
             exe: "mysite.fcgi",
             script_name: "",
             path_info: "/app",
+        },
+        Row {
+            what: "Apache mod_rewrite in .htaccess, `%25XX` before `%23`: cut at the `#` and \
+                   decoded twice (/blog/%2541%23?q=1, captured)",
+            vars: &[
+                ("PATH_INFO", "/A"),
+                ("QUERY_STRING", ""),
+                ("REDIRECT_QUERY_STRING", "q=1"),
+                ("REDIRECT_URL", "/blog/%41#"),
+                ("REQUEST_URI", "/blog/%2541%23?q=1"),
+                ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+            ],
+            forced: None,
+            exe: "mysite.fcgi",
+            script_name: "/blog",
+            path_info: "/%41#",
         },
         Row {
             what: "no REQUEST_URI at all (a minimal CGI server)",
@@ -710,4 +838,200 @@ fn a_hash_cut_is_repaired_under_a_forced_prefix_too() {
     assert_eq!(m.script_name, "/blog");
     assert_eq!(String::from_utf8_lossy(&m.path_info), "/a#b");
     assert_eq!(m.query.as_deref(), Some(&b"q=1"[..]));
+}
+
+/// A `%25XX` before a `%23` in one URL: mod_rewrite cut the rewritten URL at the `#`
+/// and decoded what was left a second time, so both repairs must apply at once
+/// (`/blog/%2541%23?q=1` gave `PATH_INFO=/A` and no query). The variables are Apache
+/// 2.4.71's with htaccess/fcgid-subdir.htaccess in /blog/ and fcgid-root.htaccess at /.
+#[test]
+fn a_hash_cut_after_a_path_decoded_twice_is_repaired_from_request_uri() {
+    let want = |vars: &[(&str, &str)], prefix: &str, path: &str, query: &str| {
+        let m = rebuild(
+            &Vars::from_pairs(vars.iter().copied()),
+            None,
+            Some("mysite.fcgi"),
+        );
+        let what = vars
+            .iter()
+            .find(|(k, _)| *k == "REQUEST_URI")
+            .map(|(_, v)| *v);
+        assert_eq!(m.source, MountSource::CutByRewrite, "{what:?}");
+        assert_eq!(m.script_name, prefix, "{what:?}");
+        assert_eq!(String::from_utf8_lossy(&m.path_info), path, "{what:?}");
+        assert_eq!(m.query.as_deref(), Some(query.as_bytes()), "{what:?}");
+    };
+    want(
+        &[
+            ("PATH_INFO", "/A"),
+            ("QUERY_STRING", ""),
+            ("REDIRECT_QUERY_STRING", "q=1"),
+            ("REDIRECT_URL", "/blog/%41#"),
+            ("REQUEST_URI", "/blog/%2541%23?q=1"),
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ],
+        "/blog",
+        "/%41#",
+        "q=1",
+    );
+    want(
+        &[
+            ("PATH_INFO", "/A"),
+            ("QUERY_STRING", ""),
+            ("REDIRECT_QUERY_STRING", "q=1"),
+            ("REDIRECT_URL", "/%41#"),
+            ("REQUEST_URI", "/%2541%23?q=1"),
+            ("SCRIPT_NAME", "/mysite.fcgi"),
+        ],
+        "",
+        "/%41#",
+        "q=1",
+    );
+    want(
+        &[
+            ("PATH_INFO", "/aA/b"),
+            ("QUERY_STRING", ""),
+            ("REDIRECT_QUERY_STRING", "d=%23"),
+            ("REDIRECT_URL", "/blog/a%41/b#c"),
+            ("REQUEST_URI", "/blog/a%2541/b%23c?d=%23"),
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ],
+        "/blog",
+        "/a%41/b#c",
+        "d=%23",
+    );
+    // The other order worked before: the `%41` is after the cut.
+    want(
+        &[
+            ("PATH_INFO", "/x"),
+            ("QUERY_STRING", ""),
+            ("REDIRECT_QUERY_STRING", "q=1"),
+            ("REDIRECT_URL", "/blog/x#/%41"),
+            ("REQUEST_URI", "/blog/x%23/%2541?q=1"),
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ],
+        "/blog",
+        "/x#/%41",
+        "q=1",
+    );
+    // A PATH_INFO that is neither the cut path nor the cut path decoded again (a rule
+    // that renames): left alone.
+    let m = rebuild(
+        &Vars::from_pairs([
+            ("PATH_INFO", "/B"),
+            ("REDIRECT_URL", "/blog/%41#"),
+            ("REQUEST_URI", "/blog/%2541%23?q=1"),
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+        ]),
+        None,
+        Some("mysite.fcgi"),
+    );
+    assert_eq!(m.source, MountSource::ScriptName);
+    assert_eq!(m.query, None);
+}
+
+/// The templates' optional `SetEnv FORCE_SCRIPT_NAME /blog` keeps the repair of a path
+/// mod_rewrite decoded twice (`/blog/100%2520off` gave the app `/100 off`), alone and
+/// with a `%23` cut. The variables are Apache 2.4.71's with htaccess/fcgid-subdir.htaccess
+/// and its `SetEnv` line in /forced/.
+#[test]
+fn a_path_decoded_twice_is_repaired_under_a_forced_prefix_too() {
+    for (uri, twice, redirect_url, redirect_query, path, query) in [
+        (
+            "/forced/100%2520off",
+            "/100 off",
+            "/forced/100%20off",
+            None,
+            "/100%20off",
+            None,
+        ),
+        (
+            "/forced/100%2541",
+            "/100A",
+            "/forced/100%41",
+            None,
+            "/100%41",
+            None,
+        ),
+        (
+            "/forced/%2541%23?q=1",
+            "/A",
+            "/forced/%41#",
+            Some("q=1"),
+            "/%41#",
+            Some("q=1"),
+        ),
+        (
+            "/forced/a%23b?x=1",
+            "/a",
+            "/forced/a#b",
+            Some("x=1"),
+            "/a#b",
+            Some("x=1"),
+        ),
+    ] {
+        let mut pairs = vec![
+            ("FORCE_SCRIPT_NAME", "/forced"),
+            ("PATH_INFO", twice),
+            ("QUERY_STRING", ""),
+            ("REDIRECT_FORCE_SCRIPT_NAME", "/forced"),
+            ("REDIRECT_URL", redirect_url),
+            ("REQUEST_URI", uri),
+            ("SCRIPT_NAME", "/forced/mysite.fcgi"),
+        ];
+        if let Some(q) = redirect_query {
+            pairs.push(("REDIRECT_QUERY_STRING", q));
+        }
+        let vars = Vars::from_pairs(pairs.iter().copied());
+        let m = rebuild(&vars, None, Some("mysite.fcgi"));
+        assert_eq!(m.source, MountSource::Forced, "{uri}");
+        assert_eq!(m.script_name, "/forced", "{uri}");
+        assert_eq!(String::from_utf8_lossy(&m.path_info), path, "{uri}");
+        assert_eq!(m.query.as_deref(), query.map(str::as_bytes), "{uri}");
+        // The same prefix from the process settings (no per-request variable).
+        let pairs: Vec<_> = pairs
+            .into_iter()
+            .filter(|(k, _)| !k.contains("FORCE_SCRIPT_NAME"))
+            .collect();
+        let m = rebuild(
+            &Vars::from_pairs(pairs),
+            Some("/forced"),
+            Some("mysite.fcgi"),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&m.path_info),
+            path,
+            "{uri} (process)"
+        );
+    }
+    // A forced prefix that is not the folder: the path is the repaired one.
+    let vars = Vars::from_pairs([
+        ("PATH_INFO", "/100 off"),
+        ("REDIRECT_URL", "/blog/100%20off"),
+        ("REQUEST_URI", "/blog/100%2520off"),
+        ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+    ]);
+    let m = rebuild(&vars, Some("/site"), Some("mysite.fcgi"));
+    assert_eq!(
+        (
+            m.script_name.as_str(),
+            String::from_utf8_lossy(&m.path_info).as_ref()
+        ),
+        ("/site", "/100%20off")
+    );
+    // A server that decoded once (a `%` left that decodes to nothing): PATH_INFO as
+    // sent, as without the repair, even under FORCE_SCRIPT_NAME="".
+    let vars = Vars::from_pairs([
+        ("PATH_INFO", "/100%"),
+        ("REQUEST_URI", "/blog/100%25"),
+        ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+    ]);
+    let m = rebuild(&vars, Some(""), Some("mysite.fcgi"));
+    assert_eq!(
+        (
+            m.script_name.as_str(),
+            String::from_utf8_lossy(&m.path_info).as_ref()
+        ),
+        ("", "/100%")
+    );
 }

@@ -1605,6 +1605,32 @@ fn apache_proxy_fcgi() {
     drop(web);
 }
 
+/// The same with `ProxyFCGIBackendType GENERIC` (Apache's advice for backends other
+/// than PHP-FPM), which sends the backend path alone as `SCRIPT_FILENAME` (`/posts/1`,
+/// not `proxy:fcgi://127.0.0.1:PORT/posts/1`): the same mount.
+#[test]
+fn apache_proxy_fcgi_generic_backend_type() {
+    let dir = TempDir::new("apache-fcgi-generic");
+    let app = App::start(&dir, true, &[]);
+    let port = app.listen.port();
+    let web = apache(
+        &dir,
+        &format!(
+            "<Location \"/gen/\">
+    ProxyFCGIBackendType GENERIC
+    CGIPassAuth On
+</Location>
+ProxyPass \"/gen/\" \"fcgi://127.0.0.1:{port}/\"
+"
+        ),
+    );
+    let answers = check_mount(web.port, "/gen", "fastcgi");
+    assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
+    let j = http_request(web.port, "GET", "/gen/posts/1?x=1", &[], Body::None).echo();
+    assert_eq!(j["vars"]["SCRIPT_FILENAME"], "/posts/1", "{j}");
+    drop(web);
+}
+
 /// The same without the trailing slashes, `ProxyPass "/bare" "fcgi://127.0.0.1:PORT"`,
 /// which also proxies `/bare` itself (with `SCRIPT_FILENAME=proxy:fcgi://...:PORT/`, as
 /// for `/bare/`): the prefix is `/bare` for both, and the app's root is `""` or `/`.
