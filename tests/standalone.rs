@@ -437,6 +437,50 @@ fn socket_path_that_is_a_regular_file_is_refused() {
     assert_eq!(fs::read_to_string(&path).unwrap(), "keep me\n");
 }
 
+/// A socket path the OS takes (sun_path holds 107 bytes and a NUL) is served whatever
+/// the length of the server's temporary name beside it; one that is too long is refused
+/// with an error naming it and the limit, not a temporary file the user never named.
+#[test]
+fn socket_paths_up_to_the_os_limit_work_and_longer_ones_are_named() {
+    let dir = TempDir::new("sa-long");
+    let named = |len: usize| {
+        let prefix = format!("{}/", dir.path().display());
+        let fill = len - prefix.len() - ".sock".len();
+        std::path::PathBuf::from(format!("{prefix}{}.sock", "y".repeat(fill)))
+    };
+    for len in [100, 104, 107] {
+        let sock = named(len);
+        assert_eq!(sock.as_os_str().len(), len);
+        let args = ["--socket", sock.to_str().unwrap()];
+        let mut srv = Srv::start(&args, &[]);
+        wait_unix_serving(&mut srv, &sock);
+        assert_eq!(pid_in(&unix_get(&sock, "/long", "").unwrap()), srv.pid());
+        // A restart on the same long path takes it over.
+        srv.signal(libc::SIGTERM);
+        let mut next = Srv::start(&args, &[]);
+        assert!(
+            wait_until(T, || unix_get(&sock, "/long", "")
+                .is_ok_and(|v| pid_in(&v) == next.pid())),
+            "{len}: {}\n{}",
+            srv.stderr(),
+            next.stderr()
+        );
+        assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0), "{len}");
+        next.signal(libc::SIGTERM);
+        assert_eq!(next.wait_exit(T).and_then(|s| s.code()), Some(0), "{len}");
+        assert!(!sock.exists(), "socket file removed on exit");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "nothing left behind: {left:?}");
+    }
+    let sock = named(108);
+    let (st, _, err) = run_to_end(echo_cmd(&["--socket", sock.to_str().unwrap()], &[]), T);
+    assert!(!st.success(), "{st:?}");
+    assert!(
+        err.contains(sock.to_str().unwrap()) && err.contains("107") && !err.contains(".tmp"),
+        "{err}"
+    );
+}
+
 // ---- --listen ----
 
 /// The local addresses (hex, as /proc/net/tcp{,6} writes them) listening on `port`.
