@@ -934,12 +934,54 @@ fn http_and_scgi_ports_refuse_fastcgi_requests() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!text.contains("admin"), "{protocol}: served: {text}");
-        assert!(
-            srv.logs_within(T, "a FastCGI request on an SCGI or HTTP port"),
-            "{protocol}: {}",
-            srv.stderr()
-        );
+        let why = "a FastCGI request on an SCGI or HTTP port";
+        assert!(srv.logs_within(T, why), "{protocol}: {}", srv.stderr());
+        let line = log_line(&srv.stderr(), why);
+        assert!(!line.contains("malformed"), "{line}");
     }
+}
+
+/// The stderr line that contains `needle` (empty if none).
+fn log_line(stderr: &str, needle: &str) -> String {
+    stderr
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// SCGI or HTTP sent to a FastCGI port (the web server set to the wrong protocol) is
+/// logged with what it looks like, not only as a bad record version.
+#[test]
+fn scgi_or_http_on_a_fastcgi_port_is_named_in_the_log() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut srv = Srv::start(&["--listen", &port.to_string()], &[]);
+    wait_tcp_serving(&mut srv, addr);
+    for (sent, looks_like) in [
+        (scgi_request("GET", "/x", b"", &[]), "this looks like SCGI"),
+        (
+            b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+            "this looks like HTTP",
+        ),
+    ] {
+        let version = format!("record version {} ", sent[0]);
+        let mut s = tcp_conn(addr).unwrap();
+        s.write_all(&sent).unwrap();
+        assert!(closed_within(&mut s, T), "{looks_like}");
+        assert!(srv.logs_within(T, looks_like), "{}", srv.stderr());
+        let line = log_line(&srv.stderr(), looks_like);
+        assert!(line.contains(&version), "{line}");
+    }
+    // FastCGI with a bad version says nothing of the kind.
+    let mut s = tcp_conn(addr).unwrap();
+    let mut bad = rec(GET_VALUES, 0, b"");
+    bad[0] = 2;
+    s.write_all(&bad).unwrap();
+    assert!(closed_within(&mut s, T));
+    assert!(srv.logs_within(T, "record version 2"), "{}", srv.stderr());
+    let line = log_line(&srv.stderr(), "record version 2");
+    assert!(!line.contains("looks like"), "{line}");
 }
 
 /// Absolute URLs come from the Host header only for the hosts FCGI_ALLOWED_HOSTS names;
@@ -2782,6 +2824,9 @@ fn web_server_addrs_still_answer_the_restart_probe_from_this_machine() {
     assert!(got.is_empty(), "answered {got:?}");
     let peer = format!("refused a request from 127.0.0.1:{client_port}");
     assert!(a.logs_within(T, &peer), "{}", a.stderr());
+    // A refusal, not a complaint about the input (which was well-formed).
+    let line = log_line(&a.stderr(), &peer);
+    assert!(!line.contains("malformed"), "{line}");
     // A second server is refused.
     let (st, _, err) = run_to_end(
         echo_cmd(&["--listen", &listen], &env),
