@@ -426,8 +426,13 @@ pub(crate) fn bind_tcp(addr: SocketAddr) -> Result<Bound, Error> {
             io::Error::new(e.kind(), format!("{name}: {e}")),
         )
     })?;
-    let listener = Listener::from_owned(fd).map_err(|e| Error::io("binding the socket", e))?;
-    log::info!("listening on {name}");
+    // The address as bound: port 0 asks the system for a free port, and the log says
+    // which.
+    let std_listener = std::net::TcpListener::from(fd);
+    let bound = std_listener.local_addr().map_or(name, |a| a.to_string());
+    let listener = Listener::from_owned(OwnedFd::from(std_listener))
+        .map_err(|e| Error::io("binding the socket", e))?;
+    log::info!("listening on {bound}");
     Ok(Bound {
         listener,
         file: SocketFile::default(),

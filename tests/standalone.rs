@@ -2292,6 +2292,27 @@ fn unknown_option_exits_2_naming_it_and_help_exits_0() {
     }
 }
 
+/// `--listen HOST:0` takes a port the system picks, and the log says which.
+#[test]
+fn listen_on_port_0_logs_the_port_it_got() {
+    let mut srv = Srv::start(&["--listen", "127.0.0.1:0"], &[("FCGI_RESTART_GRACE", "0")]);
+    assert!(
+        srv.logs_within(T, "listening on 127.0.0.1:"),
+        "{}",
+        srv.stderr()
+    );
+    let line = log_line(&srv.stderr(), "listening on 127.0.0.1:");
+    let port: u16 = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_ne!(port, 0, "{line}");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_tcp_serving(&mut srv, addr);
+    assert_eq!(pid_in(&tcp_get(addr, "/zero", "").unwrap()), srv.pid());
+}
+
 /// --max-requests with a socket of our own and one process: the exit is the process's
 /// own and no new server comes to take the socket over, so it is not held open for the
 /// restart window (2 s) while nobody accepts (connections made then were reset at the
