@@ -2292,6 +2292,36 @@ fn unknown_option_exits_2_naming_it_and_help_exits_0() {
     }
 }
 
+/// Two kinds of listener on one command line (`--socket` and `--listen`, in any
+/// spelling) are refused with status 2 naming both, as `socket=` with `host=`/`port=`
+/// is: only one could be served.
+#[test]
+fn two_listeners_on_the_command_line_exit_2_naming_both() {
+    let dir = TempDir::new("sa-two-listeners");
+    let sock = dir.join("app.sock");
+    let port = free_port().to_string();
+    for (args, first, second) in [
+        (
+            vec!["--socket", sock.to_str().unwrap(), "--listen", &port],
+            "--socket",
+            "--listen",
+        ),
+        (
+            vec!["--listen", &port, "--socket", sock.to_str().unwrap()],
+            "--listen",
+            "--socket",
+        ),
+    ] {
+        let (st, out, err) = run_to_end(echo_cmd(&args, &[]), T);
+        assert_eq!(st.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&format!("{first} with {second}")),
+            "{args:?}: {err}"
+        );
+        assert!(!sock.exists(), "{args:?}: nothing served");
+    }
+}
+
 /// `--listen HOST:0` takes a port the system picks, and the log says which.
 #[test]
 fn listen_on_port_0_logs_the_port_it_got() {
