@@ -1896,6 +1896,26 @@ fn settings_file_beside_the_binary() {
         "{err}"
     );
 
+    // A bad value from the file: the error names the file, as the warning above does;
+    // the same value from the environment is not blamed on the file.
+    fs::write(&envf, "FCGI_THREADS=0\n").unwrap();
+    let in_file = format!("{}: invalid FCGI_THREADS=\"0\"", envf.display());
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let st = app.wait_exit(T).expect("exits on a bad value in the file");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(err.contains(&in_file), "{err}");
+    let mut app = FcgiApp::start_exe(&exe, &[("FCGI_THREADS", "0")]);
+    let st = app
+        .wait_exit(T)
+        .expect("exits on a bad value in the environment");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(
+        err.contains("invalid FCGI_THREADS=\"0\"") && !err.contains(&in_file),
+        "{err}"
+    );
+
     // A settings file that is there but cannot be read is an error naming it, not
     // settings that silently do not apply.
     fs::remove_file(&envf).unwrap();
