@@ -547,7 +547,7 @@ pub(crate) fn prefork(
     let mut children: Vec<libc::pid_t> = Vec::new();
     let mut recent_deaths: Vec<Instant> = Vec::new();
     // Each worker keeps its own stop clock (reset after the fork, below).
-    sys::extend_stop_deadline(2);
+    sys::extend_stop_deadline(2, sys::StopExtra::WorkerMargin);
     if let Err(e) = sys::share_stopping_with_workers() {
         // Restarts then wait out the handover window; nothing else changes.
         log::warn!("could not share the stop flag with the workers: {e}");
