@@ -432,7 +432,21 @@ impl Builder {
             })?,
             None => Vec::new(),
         };
-        self.apply_vars(|name: &str| setting(name, std::env::var(name).ok(), &file_vars))?;
+        self.apply_vars(|name: &str| setting(name, std::env::var(name).ok(), &file_vars))
+            .map_err(|e| match (&file, &e) {
+                // A bad value the file gave (the environment sets no other): the error
+                // names the file, as its unknown-name warnings do.
+                (Some((path, _)), Error::Setting { name, .. })
+                    if setting(name, std::env::var(name).ok(), &[]).is_none()
+                        && file_vars.iter().any(|(k, _)| k == name) =>
+                {
+                    Error::SettingsFile {
+                        path: path.clone(),
+                        source: Box::new(e),
+                    }
+                }
+                _ => e,
+            })?;
         Ok(match &file {
             Some((p, _)) => unknown_names(&file_vars)
                 .map(|w| format!("{}: {w}", p.display()))

@@ -120,6 +120,9 @@ pub(crate) enum ConnError {
     Done,
     /// The web server sent something that is not FastCGI.
     Protocol(String),
+    /// A well-formed request this connection may not make (a peer FCGI_WEB_SERVER_ADDRS
+    /// does not list, a FastCGI request on an SCGI or HTTP port): the reason.
+    Refused(String),
     /// The web server closed the connection in the middle of a record or request.
     Truncated(String),
     /// Nothing arrived in time.
@@ -139,6 +142,7 @@ impl std::fmt::Display for ConnError {
             ConnError::Done => f.write_str("request rejected, connection closed"),
             ConnError::Park => f.write_str("parked while idle"),
             ConnError::Protocol(m) => write!(f, "malformed FastCGI input: {m}"),
+            ConnError::Refused(m) => f.write_str(m),
             ConnError::Truncated(m) => write!(f, "the web server closed the connection {m}"),
             ConnError::TimedOut(what) => write!(f, "timed out waiting for {what}"),
             ConnError::Io(e) => write!(f, "connection error: {e}"),
@@ -164,6 +168,24 @@ impl ConnError {
             _ => io::Error::new(io::ErrorKind::InvalidData, self.to_string()),
         }
     }
+}
+
+/// A hint for a connection that starts with something other than FastCGI: SCGI (a
+/// netstring: digits, then ':') or HTTP (a method, then a space). Empty otherwise.
+fn other_protocol_hint(head: &[u8]) -> &'static str {
+    let digits = head.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits > 0 && head.get(digits) == Some(&b':') {
+        return ": this looks like SCGI (is the web server set to scgi_pass or \
+                mod_proxy_scgi while this server speaks FastCGI? Start it with \
+                --protocol scgi, or use fastcgi_pass)";
+    }
+    let letters = head.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    if (3..=7).contains(&letters) && head.get(letters) == Some(&b' ') {
+        return ": this looks like HTTP (is the web server set to proxy_pass or \
+                ProxyPass http:// while this server speaks FastCGI? Use fastcgi_pass \
+                or ProxyPass fcgi://)";
+    }
+    ""
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -677,8 +699,15 @@ impl<T: Transport> Conn<T> {
         self.rpos += HEADER_LEN;
         let h = Header::parse(&hb);
         if h.version != record::VERSION_1 {
+            // On a fresh connection, say what the bytes look like: the web server set
+            // to another protocol is the usual cause.
+            let hint = if self.served_any || self.active.is_some() {
+                ""
+            } else {
+                other_protocol_hint(&hb)
+            };
             return Err(ConnError::Protocol(format!(
-                "record version {} (only FastCGI version 1 exists)",
+                "record version {} (only FastCGI version 1 exists){hint}",
                 h.version
             )));
         }
@@ -828,7 +857,7 @@ impl<T: Transport> Conn<T> {
                     )));
                 }
                 if let Some(why) = &self.management_only {
-                    return Err(ConnError::Protocol(format!(
+                    return Err(ConnError::Refused(format!(
                         "{why}; only the restart probe (FCGI_GET_VALUES) is answered there"
                     )));
                 }
@@ -1700,7 +1729,9 @@ pub(crate) fn serve_management_only<T: Transport + 'static>(t: T, cfg: &Arc<Conf
     conn.management_only = Some(why);
     match conn.wait_request() {
         Err(ConnError::Closed | ConnError::Shutdown | ConnError::Done) => {}
-        Err(e @ ConnError::Protocol(_)) => log::warn!("{e}; closing the connection"),
+        Err(e @ (ConnError::Protocol(_) | ConnError::Refused(_))) => {
+            log::warn!("{e}; closing the connection")
+        }
         Err(e) => log::info!("{e}; closing the connection"),
         Ok(_) => {}
     }
@@ -1767,7 +1798,7 @@ where
                 lock(&conn).linger(false);
                 break;
             }
-            Err(e @ ConnError::Protocol(_)) => {
+            Err(e @ (ConnError::Protocol(_) | ConnError::Refused(_))) => {
                 log::warn!("{e}; closing the connection");
                 break;
             }

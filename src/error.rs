@@ -20,6 +20,14 @@ pub enum Error {
         /// What is expected instead.
         expected: &'static str,
     },
+    /// A setting in the settings file beside the program (`mysite.fcgi.env`) has a
+    /// value that cannot be used: `source` (an [`Error::Setting`]) says which.
+    SettingsFile {
+        /// The settings file.
+        path: std::path::PathBuf,
+        /// What is wrong in it.
+        source: Box<Error>,
+    },
     /// A system call failed while setting up or accepting.
     Io {
         /// What we were doing, e.g. "installing signal handlers".
@@ -65,6 +73,7 @@ impl fmt::Display for Error {
                 value,
                 expected,
             } => write!(f, "invalid {name}={value:?}: expected {expected}"),
+            Error::SettingsFile { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Io { op, source } => write!(f, "{op}: {source}"),
             Error::NotLaunchedByWebServer => f.write_str(
                 "not started by a web server: no listening socket on fd 0 and no GATEWAY_INTERFACE",
@@ -88,6 +97,7 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Io { source, .. } => Some(source),
+            Error::SettingsFile { source, .. } => Some(&**source),
             _ => None,
         }
     }

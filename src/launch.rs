@@ -231,7 +231,10 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
     if handover.is_some() {
         // The restart window, during which a stopping server still accepts, comes
         // before the stop's own clock.
-        sys::extend_stop_deadline(cfg.restart_grace.as_secs_f64().ceil() as u32);
+        sys::extend_stop_deadline(
+            cfg.restart_grace.as_secs_f64().ceil() as u32,
+            sys::StopExtra::RestartWindow,
+        );
     }
     let processes = sa.processes.unwrap_or(1);
     let result = if processes > 1 {

@@ -233,6 +233,20 @@ fn occupant(mut probe: impl FnMut() -> Occupant) -> Occupant {
 /// refused with an error naming the path. The file's mode follows the process umask.
 pub(crate) fn bind_unix(path: &Path) -> Result<Bound, Error> {
     let name = format!("unix:{}", path.display());
+    let max = max_socket_path();
+    if path.as_os_str().len() > max {
+        return Err(Error::io(
+            "binding the socket",
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "{}: a socket path holds at most {max} bytes and this one has {}; choose a shorter --socket",
+                    path.display(),
+                    path.as_os_str().len()
+                ),
+            ),
+        ));
+    }
     // From the look at the path to the rename into place, no other fcgi-shim binds in
     // this directory (released when this returns).
     let _lock = lock_dir(path);
@@ -261,24 +275,7 @@ pub(crate) fn bind_unix(path: &Path) -> Result<Bound, Error> {
         },
         Err(_) => {}
     }
-    // Bind under a temporary name, then rename into place: atomic for clients.
-    let mut tmp_name = path
-        .file_name()
-        .unwrap_or(OsStr::new("sock"))
-        .to_os_string();
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let _ = fs::remove_file(&tmp);
-    let l = UnixListener::bind(&tmp).map_err(|e| {
-        // The user named `path`; the temporary name is worth showing only when it is
-        // what failed (longer than a socket address holds).
-        let named = if e.kind() == io::ErrorKind::InvalidInput {
-            &tmp
-        } else {
-            path
-        };
-        Error::io("binding the socket", with_path(e, named))
-    })?;
+    let (l, tmp) = bind_beside(path)?;
     if let Err(e) = fs::rename(&tmp, path) {
         let _ = fs::remove_file(&tmp);
         return Err(Error::io("binding the socket", with_path(e, path)));
@@ -297,6 +294,81 @@ pub(crate) fn bind_unix(path: &Path) -> Result<Bound, Error> {
         file: SocketFile {
             path: Some((path.to_path_buf(), id)),
         },
+    })
+}
+
+/// The longest path a Unix socket address holds (`sun_path` less its NUL): 107 bytes
+/// on Linux, 103 on the BSDs and macOS.
+fn max_socket_path() -> usize {
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_path.len() - 1
+}
+
+/// Binds a socket beside `path` (in its directory), to be renamed over it: a client
+/// connecting meanwhile finds the old socket or the new one, never no file. The name is
+/// `<name>.<pid>.tmp` where that fits in a socket address; for a path near the limit,
+/// a shorter name no longer than the path's own file name (`.<pid in base 36>` cut to
+/// fit, or one character), found free by bind itself, which never replaces a file.
+/// The directory lock keeps other fcgi-shims from binding here meanwhile.
+fn bind_beside(path: &Path) -> Result<(UnixListener, PathBuf), Error> {
+    let file_name = path.file_name().unwrap_or(OsStr::new("sock"));
+    let mut long = file_name.to_os_string();
+    long.push(format!(".{}.tmp", std::process::id()));
+    let tmp = path.with_file_name(&long);
+    if tmp.as_os_str().len() <= max_socket_path() {
+        let _ = fs::remove_file(&tmp);
+        let l = UnixListener::bind(&tmp)
+            .map_err(|e| Error::io("binding the socket", with_path(e, path)))?;
+        return Ok((l, tmp));
+    }
+    // The path itself fits (checked by the caller), so a name as long as its file name
+    // does too.
+    let room = file_name.len().max(1);
+    for tmp_name in short_tmp_names(std::process::id(), room) {
+        if tmp_name.as_str() == file_name {
+            continue;
+        }
+        let tmp = path.with_file_name(&tmp_name);
+        match UnixListener::bind(&tmp) {
+            Ok(l) => return Ok((l, tmp)),
+            // Someone's file: leave it and try another name.
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(Error::io("binding the socket", with_path(e, path))),
+        }
+    }
+    Err(Error::io(
+        "binding the socket",
+        io::Error::new(
+            io::ErrorKind::AddrInUse,
+            format!(
+                "{}: no free temporary name of {room} bytes beside it to bind before renaming into place; choose a shorter --socket",
+                path.display()
+            ),
+        ),
+    ))
+}
+
+/// Temporary file names of at most `room` bytes: `.<pid + i in base 36>` (its last
+/// digits when it must be cut), or with one byte of room, single letters and digits.
+fn short_tmp_names(pid: u32, room: usize) -> impl Iterator<Item = String> {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..DIGITS.len() as u32).map(move |i| {
+        if room < 2 {
+            return char::from(DIGITS[i as usize]).to_string();
+        }
+        let mut n = pid.wrapping_add(i);
+        let mut digits = Vec::new();
+        while digits.len() < room - 1 {
+            digits.push(DIGITS[(n % 36) as usize]);
+            n /= 36;
+            if n == 0 {
+                break;
+            }
+        }
+        digits.push(b'.');
+        digits.reverse();
+        String::from_utf8_lossy(&digits).into_owned()
     })
 }
 
@@ -354,8 +426,13 @@ pub(crate) fn bind_tcp(addr: SocketAddr) -> Result<Bound, Error> {
             io::Error::new(e.kind(), format!("{name}: {e}")),
         )
     })?;
-    let listener = Listener::from_owned(fd).map_err(|e| Error::io("binding the socket", e))?;
-    log::info!("listening on {name}");
+    // The address as bound: port 0 asks the system for a free port, and the log says
+    // which.
+    let std_listener = std::net::TcpListener::from(fd);
+    let bound = std_listener.local_addr().map_or(name, |a| a.to_string());
+    let listener = Listener::from_owned(OwnedFd::from(std_listener))
+        .map_err(|e| Error::io("binding the socket", e))?;
+    log::info!("listening on {bound}");
     Ok(Bound {
         listener,
         file: SocketFile::default(),
@@ -457,6 +534,21 @@ pub(crate) fn systemd_listener() -> Option<Listener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_temporary_names_fit_their_room() {
+        for room in 1..12 {
+            let names: Vec<String> = short_tmp_names(4_194_303, room).collect();
+            assert!(names.len() >= 30, "{room}");
+            for n in &names {
+                assert!(!n.is_empty() && n.len() <= room, "{room}: {n:?}");
+                assert!(n != "." && n != ".." && !n.contains('/'), "{n:?}");
+            }
+            let distinct: std::collections::HashSet<_> = names.iter().collect();
+            assert!(distinct.len() >= 30, "{room}: {names:?}");
+        }
+        assert_eq!(short_tmp_names(36, 8).next().as_deref(), Some(".10"));
+    }
 
     #[test]
     fn listen_addresses() {

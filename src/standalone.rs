@@ -118,7 +118,7 @@ impl Builder {
         match name {
             // One listener: the last one given wins, so the command line (applied after
             // the environment and the settings file) overrides them, whichever kind each
-            // names.
+            // names. (Two kinds on one command line are refused by `apply_args`.)
             "socket" | "listen" | "http" => {
                 let v = need(shown, v)?;
                 sa.socket = (name == "socket").then(|| PathBuf::from(v));
@@ -209,6 +209,14 @@ impl Builder {
         // A listener named on this command line (`--socket`, `--listen`, `--http`,
         // `socket=`): Django's runfcgi took `socket=` over `host=`/`port=`.
         let mut listener_named = false;
+        // The kinds of listener this command line names, as first written: only one
+        // can be served, so two kinds are refused rather than one silently ignored.
+        let mut kinds: Vec<(&'static str, String)> = Vec::new();
+        fn note_kind(kinds: &mut Vec<(&'static str, String)>, kind: &'static str, shown: &str) {
+            if !kinds.iter().any(|(k, _)| *k == kind) {
+                kinds.push((kind, shown.to_owned()));
+            }
+        }
         let mut i = 0;
         while i < args.len() {
             let a = &args[i];
@@ -229,6 +237,12 @@ impl Builder {
                     v
                 };
                 listener_named |= matches!(name, "socket" | "listen" | "http");
+                match name {
+                    "socket" => note_kind(&mut kinds, "socket", "--socket"),
+                    "listen" => note_kind(&mut kinds, "listen", "--listen"),
+                    "http" => note_kind(&mut kinds, "http", "--http"),
+                    _ => {}
+                }
                 pool_given |= matches!(name, "threads" | "processes");
                 daemonize_given |= name == "daemonize";
                 self.apply_option(name, a, value.as_deref())?;
@@ -238,8 +252,14 @@ impl Builder {
             } else if let Some((k, v)) = a.split_once('=') {
                 // flup / Django runfcgi
                 match k {
-                    "host" => host = Some(v.to_owned()),
-                    "port" => port = Some(v.to_owned()),
+                    "host" => {
+                        note_kind(&mut kinds, "listen", "host=");
+                        host = Some(v.to_owned());
+                    }
+                    "port" => {
+                        note_kind(&mut kinds, "listen", "port=");
+                        port = Some(v.to_owned());
+                    }
                     // Django's runfcgi also took `thread` and `fork`.
                     "method" => {
                         method_given = true;
@@ -263,6 +283,9 @@ impl Builder {
                     | "outlog" | "errlog" => {
                         listener_named |= k == "socket";
                         flup_socket |= k == "socket";
+                        if k == "socket" {
+                            note_kind(&mut kinds, "socket", "socket=");
+                        }
                         daemonize_given |= k == "daemonize";
                         self.apply_option(k, k, Some(v))?;
                     }
@@ -279,6 +302,13 @@ impl Builder {
                 "argument",
                 "socket= with host=/port=",
                 "socket= or host= with port=, not both (Django's runfcgi refuses both too)",
+            ));
+        }
+        if let [(_, first), (_, second), ..] = &kinds[..] {
+            return Err(Error::setting(
+                "argument",
+                format!("{first} with {second}"),
+                "one listener: --socket, --listen or --http, not two (only one would be served)",
             ));
         }
         if flup_listener && !method_given && !pool_given {
@@ -517,7 +547,7 @@ pub(crate) fn prefork(
     let mut children: Vec<libc::pid_t> = Vec::new();
     let mut recent_deaths: Vec<Instant> = Vec::new();
     // Each worker keeps its own stop clock (reset after the fork, below).
-    sys::extend_stop_deadline(2);
+    sys::extend_stop_deadline(2, sys::StopExtra::WorkerMargin);
     if let Err(e) = sys::share_stopping_with_workers() {
         // Restarts then wait out the handover window; nothing else changes.
         log::warn!("could not share the stop flag with the workers: {e}");
@@ -768,10 +798,16 @@ mod tests {
             // The other settings from the environment stay.
             assert_eq!(b.sa.processes, Some(2), "{args:?}");
         }
-        // Both `socket=` and `host=`/`port=`: refused, as Django's runfcgi refuses it.
+        // Both `socket=` and `host=`/`port=`: refused, as Django's runfcgi refuses it,
+        // and so are two kinds of listener in any spelling.
         for args in [
             &["port=9001", "socket=/a.sock"][..],
             &["socket=/a.sock", "host=h", "port=1"],
+            &["--socket", "/a.sock", "--listen", "127.0.0.1:9000"],
+            &["--listen", "9000", "--socket=/a.sock"],
+            &["--http", "8000", "--listen", "9000"],
+            &["--socket", "/a.sock", "port=9000"],
+            &["socket=/a.sock", "--http", "8000"],
         ] {
             let mut b = Builder::new();
             assert!(

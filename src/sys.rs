@@ -5,7 +5,9 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::time::{Duration, Instant};
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -1433,9 +1435,46 @@ static STOP_DEADLINE_SECS: AtomicU32 = AtomicU32::new(0);
 /// What a worker process starts from (see `extend_stop_deadline`).
 static STOP_DEADLINE_BASE: AtomicU32 = AtomicU32::new(0);
 static STOP_DEADLINE_ARMED: AtomicBool = AtomicBool::new(false);
-/// The line said when the deadline passes, made before any signal can come: the
-/// handler may only `write` it.
-static STOP_DEADLINE_LINE: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+/// The line said when the deadline passes, made before any signal can come (the
+/// handler may only `write` it): the program's name before the pid, and the rest
+/// after it, remade when the deadline is extended so that it names the interval the
+/// clock runs for. Each tail is leaked (a few made per process), so a pointer once
+/// published stays valid.
+static STOP_DEADLINE_HEAD: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+static STOP_DEADLINE_TAIL: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
+/// The tail for FCGI_STOP_TIMEOUT alone: a worker process's own clock.
+static STOP_DEADLINE_BASE_TAIL: AtomicPtr<Vec<u8>> = AtomicPtr::new(std::ptr::null_mut());
+/// What `extend_stop_deadline` added: the restart window, and a prefork parent's margin.
+static STOP_DEADLINE_WINDOW: AtomicU32 = AtomicU32::new(0);
+static STOP_DEADLINE_MARGIN: AtomicU32 = AtomicU32::new(0);
+
+/// What the deadline's line says after the pid: the whole interval, and what it is
+/// made of when more than FCGI_STOP_TIMEOUT.
+fn stop_deadline_tail(base: u32, window: u32, margin: u32) -> Vec<u8> {
+    let total = base.saturating_add(window).saturating_add(margin);
+    // Integers only: formatting a float here would link float printing into every
+    // program (26 KB of the binary).
+    let why = if window == 0 && margin == 0 {
+        "(FCGI_STOP_TIMEOUT)".to_owned()
+    } else {
+        let mut parts = Vec::new();
+        if window > 0 {
+            parts.push(format!("the {window}s restart window"));
+        }
+        if margin > 0 {
+            parts.push(format!("{margin}s for the workers to stop first"));
+        }
+        format!("({} and FCGI_STOP_TIMEOUT={base})", parts.join(", "))
+    };
+    format!(
+        "]: ERROR: requests still running {total}s after the stop began {why}; exiting without them\n"
+    )
+    .into_bytes()
+}
+
+fn publish_tail(slot: &AtomicPtr<Vec<u8>>, tail: Vec<u8>) {
+    slot.store(Box::into_raw(Box::new(tail)), Ordering::Release);
+}
 
 /// Sets how long a stop may take (`FCGI_STOP_TIMEOUT`; a standalone server adds its
 /// restart window with `extend_stop_deadline`) and installs the handler that ends the
@@ -1445,15 +1484,9 @@ pub fn set_stop_deadline(timeout: Option<Duration>, program: &str) -> io::Result
         return Ok(());
     };
     let secs = t.as_secs_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
-    let _ = STOP_DEADLINE_LINE.set((
-        format!("{program}[").into_bytes(),
-        format!(
-            // An integer: formatting a float here would link float printing into
-            // every program (26 KB of the binary).
-            "]: ERROR: requests still running {secs}s after the stop began (FCGI_STOP_TIMEOUT); exiting without them\n"
-        )
-        .into_bytes(),
-    ));
+    let _ = STOP_DEADLINE_HEAD.set(format!("{program}[").into_bytes());
+    publish_tail(&STOP_DEADLINE_TAIL, stop_deadline_tail(secs, 0, 0));
+    publish_tail(&STOP_DEADLINE_BASE_TAIL, stop_deadline_tail(secs, 0, 0));
     STOP_DEADLINE_SECS.store(secs, Ordering::Relaxed);
     STOP_DEADLINE_BASE.store(secs, Ordering::Relaxed);
     // SAFETY: installing a handler that only does async-signal-safe work.
@@ -1477,10 +1510,12 @@ fn arm_stop_deadline() {
 }
 
 extern "C" fn on_stop_deadline(_sig: libc::c_int) {
-    // SAFETY: only async-signal-safe calls: getpid, write, _exit; the line was made
-    // before the handler was installed and is never changed.
+    // SAFETY: only async-signal-safe calls: getpid, write, _exit; the line's parts
+    // were made before the handler was installed or the clock started, and a tail once
+    // published is never changed or freed.
     unsafe {
-        if let Some((head, tail)) = STOP_DEADLINE_LINE.get() {
+        let tail = STOP_DEADLINE_TAIL.load(Ordering::Acquire);
+        if let (Some(head), Some(tail)) = (STOP_DEADLINE_HEAD.get(), tail.as_ref()) {
             let mut pid = [0u8; 12];
             let mut i = pid.len();
             let mut n = libc::getpid() as u32;
@@ -1500,15 +1535,39 @@ extern "C" fn on_stop_deadline(_sig: libc::c_int) {
     }
 }
 
-/// More time for this process's stop, not for the worker processes it forks: a
-/// standalone server's restart window (it still accepts then), and a prefork parent's
-/// margin, so its workers, each with its own clock, say what was cut short and the
-/// parent then ends as usual.
-pub fn extend_stop_deadline(secs: u32) {
+/// Why a stop gets more time than FCGI_STOP_TIMEOUT.
+#[derive(Debug, Clone, Copy)]
+pub enum StopExtra {
+    /// A standalone server's restart window (it still accepts then).
+    RestartWindow,
+    /// A prefork parent's margin, so its workers, each with its own clock, say what
+    /// was cut short and the parent then ends as usual.
+    WorkerMargin,
+}
+
+/// More time for this process's stop, not for the worker processes it forks; the
+/// line said when it is over names the whole interval.
+pub fn extend_stop_deadline(secs: u32, why: StopExtra) {
     let cur = STOP_DEADLINE_SECS.load(Ordering::Relaxed);
-    if cur > 0 {
-        STOP_DEADLINE_SECS.store(cur.saturating_add(secs), Ordering::Relaxed);
+    // Once the clock runs (a stop during start-up) its interval is set, and so is what
+    // the line says.
+    if cur == 0 || STOP_DEADLINE_ARMED.load(Ordering::Relaxed) {
+        return;
     }
+    STOP_DEADLINE_SECS.store(cur.saturating_add(secs), Ordering::Relaxed);
+    let slot = match why {
+        StopExtra::RestartWindow => &STOP_DEADLINE_WINDOW,
+        StopExtra::WorkerMargin => &STOP_DEADLINE_MARGIN,
+    };
+    slot.fetch_add(secs, Ordering::Relaxed);
+    publish_tail(
+        &STOP_DEADLINE_TAIL,
+        stop_deadline_tail(
+            STOP_DEADLINE_BASE.load(Ordering::Relaxed),
+            STOP_DEADLINE_WINDOW.load(Ordering::Relaxed),
+            STOP_DEADLINE_MARGIN.load(Ordering::Relaxed),
+        ),
+    );
 }
 
 /// In a child after fork: its own stop clock (an alarm is not inherited).
@@ -1517,6 +1576,12 @@ fn reset_stop_deadline_after_fork() {
     STOP_DEADLINE_SECS.store(
         STOP_DEADLINE_BASE.load(Ordering::Relaxed),
         Ordering::Relaxed,
+    );
+    STOP_DEADLINE_WINDOW.store(0, Ordering::Relaxed);
+    STOP_DEADLINE_MARGIN.store(0, Ordering::Relaxed);
+    STOP_DEADLINE_TAIL.store(
+        STOP_DEADLINE_BASE_TAIL.load(Ordering::Acquire),
+        Ordering::Release,
     );
 }
 
@@ -1684,6 +1749,26 @@ pub fn is_terminal(fd: RawFd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stop_deadline_line_names_the_whole_interval() {
+        let line = |b, w, m| String::from_utf8(stop_deadline_tail(b, w, m)).unwrap();
+        assert_eq!(
+            line(30, 0, 0),
+            "]: ERROR: requests still running 30s after the stop began (FCGI_STOP_TIMEOUT); exiting without them\n"
+        );
+        assert_eq!(
+            line(1, 2, 0),
+            "]: ERROR: requests still running 3s after the stop began (the 2s restart window and FCGI_STOP_TIMEOUT=1); exiting without them\n"
+        );
+        assert!(
+            line(1, 2, 2).contains(
+                "5s after the stop began (the 2s restart window, 2s for the workers to stop first and FCGI_STOP_TIMEOUT=1)"
+            ),
+            "{}",
+            line(1, 2, 2)
+        );
+    }
     use std::os::unix::net::{UnixListener, UnixStream};
 
     #[test]

@@ -1631,6 +1631,63 @@ ProxyPass \"/gen/\" \"fcgi://127.0.0.1:{port}/\"
     drop(web);
 }
 
+/// The streaming options the snippet gives as comments, uncommented, each on its own
+/// (a `<Proxy>` block for the URL a ProxyPass names sets that ProxyPass's worker too):
+/// the ProxyPass with `flushpackets=on`, and `SetHandler` with a `<Proxy>` block that
+/// sets it. Each passes the first chunk of a stream on before the second is written
+/// (with `flushpackets=off`, Apache's default, both came at the end).
+#[test]
+fn apache_proxy_fcgi_streams_with_flushpackets() {
+    let dir = TempDir::new("apache-fcgi-flush");
+    let app = App::start(&dir, true, &[]);
+    let port = app.listen.port().to_string();
+    let text = snippet("apache-proxy-fcgi.conf", &[("{PORT}", &port)]);
+    let plain = format!("ProxyPass \"/app/\" \"fcgi://127.0.0.1:{port}/\"\n");
+    assert!(text.contains(&plain), "{text}");
+    let uncomment = |mut site: String, lines: &[String]| {
+        for line in lines {
+            assert!(site.contains(line.as_str()), "the snippet has no {line:?}");
+            site = site.replacen(line.as_str(), &line[1..], 1);
+        }
+        site
+    };
+    let proxy_pass = uncomment(
+        text.replacen(&plain, "", 1),
+        &[format!(
+            "#ProxyPass \"/app/\" \"fcgi://127.0.0.1:{port}/\" flushpackets=on"
+        )],
+    );
+    let mut set_handler = uncomment(
+        text.replacen(&plain, "", 1),
+        &[
+            format!("#<Proxy \"fcgi://127.0.0.1:{port}/\">"),
+            "#    ProxySet flushpackets=on".to_owned(),
+            "#</Proxy>".to_owned(),
+        ],
+    );
+    set_handler.push_str(&format!(
+        "<Location \"/app/\">\n    SetHandler \"proxy:fcgi://127.0.0.1:{port}/\"\n</Location>\n"
+    ));
+    for (how, site) in [("ProxyPass", proxy_pass), ("SetHandler", set_handler)] {
+        let web = apache(&dir, &site);
+        let t = "/app/stream?chunks=2&size=5&delay_ms=3000";
+        let (first, all, total) = timed_get(web.port, t, b"aaaaa");
+        let text = String::from_utf8_lossy(&all);
+        assert!(text.contains("bbbbb"), "{how}: GET {t}: {text}");
+        assert!(
+            total >= Duration::from_millis(2900),
+            "{how}: GET {t}: {total:?}"
+        );
+        let first = first.expect("the first chunk");
+        assert!(
+            first < Duration::from_millis(2000),
+            "{how}: GET {t}: the first chunk came after {first:?}, with the rest ({total:?})"
+        );
+        drop(web);
+    }
+    drop(app);
+}
+
 /// The same without the trailing slashes, `ProxyPass "/bare" "fcgi://127.0.0.1:PORT"`,
 /// which also proxies `/bare` itself (with `SCRIPT_FILENAME=proxy:fcgi://...:PORT/`, as
 /// for `/bare/`): the prefix is `/bare` for both, and the app's root is `""` or `/`.

@@ -354,7 +354,7 @@ fn socket_serves_fastcgi_and_its_mode_follows_umask() {
 
 /// A standalone server's stop deadline starts after its restart window, during which
 /// it still accepts: FCGI_STOP_TIMEOUT=1 with a 2 s window ends a stuck request after
-/// about 3 s, not 1.
+/// about 3 s, not 1, and the log line says 3 s and why.
 #[test]
 fn a_standalone_stop_deadline_comes_after_the_restart_window() {
     let dir = TempDir::new("sa-stop-deadline");
@@ -377,12 +377,9 @@ fn a_standalone_stop_deadline_comes_after_the_restart_window() {
         took >= Duration::from_millis(2500) && took < Duration::from_secs(6),
         "{took:?}"
     );
-    assert!(
-        srv.stderr()
-            .contains("requests still running 1s after the stop began"),
-        "{}",
-        srv.stderr()
-    );
+    let said = "requests still running 3s after the stop began \
+                (the 2s restart window and FCGI_STOP_TIMEOUT=1)";
+    assert!(srv.stderr().contains(said), "{}", srv.stderr());
 }
 
 #[test]
@@ -435,6 +432,50 @@ fn socket_path_that_is_a_regular_file_is_refused() {
     assert!(!st.success(), "{st:?}");
     assert!(err.contains(path.to_str().unwrap()), "{err}");
     assert_eq!(fs::read_to_string(&path).unwrap(), "keep me\n");
+}
+
+/// A socket path the OS takes (sun_path holds 107 bytes and a NUL) is served whatever
+/// the length of the server's temporary name beside it; one that is too long is refused
+/// with an error naming it and the limit, not a temporary file the user never named.
+#[test]
+fn socket_paths_up_to_the_os_limit_work_and_longer_ones_are_named() {
+    let dir = TempDir::new("sa-long");
+    let named = |len: usize| {
+        let prefix = format!("{}/", dir.path().display());
+        let fill = len - prefix.len() - ".sock".len();
+        std::path::PathBuf::from(format!("{prefix}{}.sock", "y".repeat(fill)))
+    };
+    for len in [100, 104, 107] {
+        let sock = named(len);
+        assert_eq!(sock.as_os_str().len(), len);
+        let args = ["--socket", sock.to_str().unwrap()];
+        let mut srv = Srv::start(&args, &[]);
+        wait_unix_serving(&mut srv, &sock);
+        assert_eq!(pid_in(&unix_get(&sock, "/long", "").unwrap()), srv.pid());
+        // A restart on the same long path takes it over.
+        srv.signal(libc::SIGTERM);
+        let mut next = Srv::start(&args, &[]);
+        assert!(
+            wait_until(T, || unix_get(&sock, "/long", "")
+                .is_ok_and(|v| pid_in(&v) == next.pid())),
+            "{len}: {}\n{}",
+            srv.stderr(),
+            next.stderr()
+        );
+        assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0), "{len}");
+        next.signal(libc::SIGTERM);
+        assert_eq!(next.wait_exit(T).and_then(|s| s.code()), Some(0), "{len}");
+        assert!(!sock.exists(), "socket file removed on exit");
+        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "nothing left behind: {left:?}");
+    }
+    let sock = named(108);
+    let (st, _, err) = run_to_end(echo_cmd(&["--socket", sock.to_str().unwrap()], &[]), T);
+    assert!(!st.success(), "{st:?}");
+    assert!(
+        err.contains(sock.to_str().unwrap()) && err.contains("107") && !err.contains(".tmp"),
+        "{err}"
+    );
 }
 
 // ---- --listen ----
@@ -890,12 +931,54 @@ fn http_and_scgi_ports_refuse_fastcgi_requests() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!text.contains("admin"), "{protocol}: served: {text}");
-        assert!(
-            srv.logs_within(T, "a FastCGI request on an SCGI or HTTP port"),
-            "{protocol}: {}",
-            srv.stderr()
-        );
+        let why = "a FastCGI request on an SCGI or HTTP port";
+        assert!(srv.logs_within(T, why), "{protocol}: {}", srv.stderr());
+        let line = log_line(&srv.stderr(), why);
+        assert!(!line.contains("malformed"), "{line}");
     }
+}
+
+/// The stderr line that contains `needle` (empty if none).
+fn log_line(stderr: &str, needle: &str) -> String {
+    stderr
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// SCGI or HTTP sent to a FastCGI port (the web server set to the wrong protocol) is
+/// logged with what it looks like, not only as a bad record version.
+#[test]
+fn scgi_or_http_on_a_fastcgi_port_is_named_in_the_log() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut srv = Srv::start(&["--listen", &port.to_string()], &[]);
+    wait_tcp_serving(&mut srv, addr);
+    for (sent, looks_like) in [
+        (scgi_request("GET", "/x", b"", &[]), "this looks like SCGI"),
+        (
+            b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+            "this looks like HTTP",
+        ),
+    ] {
+        let version = format!("record version {} ", sent[0]);
+        let mut s = tcp_conn(addr).unwrap();
+        s.write_all(&sent).unwrap();
+        assert!(closed_within(&mut s, T), "{looks_like}");
+        assert!(srv.logs_within(T, looks_like), "{}", srv.stderr());
+        let line = log_line(&srv.stderr(), looks_like);
+        assert!(line.contains(&version), "{line}");
+    }
+    // FastCGI with a bad version says nothing of the kind.
+    let mut s = tcp_conn(addr).unwrap();
+    let mut bad = rec(GET_VALUES, 0, b"");
+    bad[0] = 2;
+    s.write_all(&bad).unwrap();
+    assert!(closed_within(&mut s, T));
+    assert!(srv.logs_within(T, "record version 2"), "{}", srv.stderr());
+    let line = log_line(&srv.stderr(), "record version 2");
+    assert!(!line.contains("looks like"), "{line}");
 }
 
 /// Absolute URLs come from the Host header only for the hosts FCGI_ALLOWED_HOSTS names;
@@ -1810,6 +1893,26 @@ fn settings_file_beside_the_binary() {
         "{err}"
     );
 
+    // A bad value from the file: the error names the file, as the warning above does;
+    // the same value from the environment is not blamed on the file.
+    fs::write(&envf, "FCGI_THREADS=0\n").unwrap();
+    let in_file = format!("{}: invalid FCGI_THREADS=\"0\"", envf.display());
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let st = app.wait_exit(T).expect("exits on a bad value in the file");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(err.contains(&in_file), "{err}");
+    let mut app = FcgiApp::start_exe(&exe, &[("FCGI_THREADS", "0")]);
+    let st = app
+        .wait_exit(T)
+        .expect("exits on a bad value in the environment");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(
+        err.contains("invalid FCGI_THREADS=\"0\"") && !err.contains(&in_file),
+        "{err}"
+    );
+
     // A settings file that is there but cannot be read is an error naming it, not
     // settings that silently do not apply.
     fs::remove_file(&envf).unwrap();
@@ -2204,6 +2307,57 @@ fn unknown_option_exits_2_naming_it_and_help_exits_0() {
     ] {
         assert!(out.contains(opt), "--help mentions {opt}: {out}");
     }
+}
+
+/// Two kinds of listener on one command line (`--socket` and `--listen`, in any
+/// spelling) are refused with status 2 naming both, as `socket=` with `host=`/`port=`
+/// is: only one could be served.
+#[test]
+fn two_listeners_on_the_command_line_exit_2_naming_both() {
+    let dir = TempDir::new("sa-two-listeners");
+    let sock = dir.join("app.sock");
+    let port = free_port().to_string();
+    for (args, first, second) in [
+        (
+            vec!["--socket", sock.to_str().unwrap(), "--listen", &port],
+            "--socket",
+            "--listen",
+        ),
+        (
+            vec!["--listen", &port, "--socket", sock.to_str().unwrap()],
+            "--listen",
+            "--socket",
+        ),
+    ] {
+        let (st, out, err) = run_to_end(echo_cmd(&args, &[]), T);
+        assert_eq!(st.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(
+            err.contains(&format!("{first} with {second}")),
+            "{args:?}: {err}"
+        );
+        assert!(!sock.exists(), "{args:?}: nothing served");
+    }
+}
+
+/// `--listen HOST:0` takes a port the system picks, and the log says which.
+#[test]
+fn listen_on_port_0_logs_the_port_it_got() {
+    let mut srv = Srv::start(&["--listen", "127.0.0.1:0"], &[("FCGI_RESTART_GRACE", "0")]);
+    assert!(
+        srv.logs_within(T, "listening on 127.0.0.1:"),
+        "{}",
+        srv.stderr()
+    );
+    let line = log_line(&srv.stderr(), "listening on 127.0.0.1:");
+    let port: u16 = line
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_ne!(port, 0, "{line}");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_tcp_serving(&mut srv, addr);
+    assert_eq!(pid_in(&tcp_get(addr, "/zero", "").unwrap()), srv.pid());
 }
 
 /// --max-requests with a socket of our own and one process: the exit is the process's
@@ -2738,6 +2892,9 @@ fn web_server_addrs_still_answer_the_restart_probe_from_this_machine() {
     assert!(got.is_empty(), "answered {got:?}");
     let peer = format!("refused a request from 127.0.0.1:{client_port}");
     assert!(a.logs_within(T, &peer), "{}", a.stderr());
+    // A refusal, not a complaint about the input (which was well-formed).
+    let line = log_line(&a.stderr(), &peer);
+    assert!(!line.contains("malformed"), "{line}");
     // A second server is refused.
     let (st, _, err) = run_to_end(
         echo_cmd(&["--listen", &listen], &env),
