@@ -1124,6 +1124,10 @@ fn proc_status(pid: u32) -> Option<(u64, u64)> {
 fn cgi_time(o: Opts) -> Result<()> {
     let program = o.program.clone().context("cgi-time PROGRAM")?;
     let n = o.requests.unwrap_or(200);
+    // A median of no runs is none (it used to panic on the empty list).
+    if n == 0 {
+        bail!("-n must be at least 1");
+    }
     if !Path::new(&program).exists() {
         bail!("{program} does not exist");
     }

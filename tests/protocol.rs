@@ -1169,6 +1169,21 @@ fn the_bench_tool_keeps_to_a_rate_and_counts_from_when_a_request_was_due() {
     assert!(err.contains("--rate is too low"), "{err}");
 }
 
+/// `cgi-time -n 0` is refused with a message, as `-c 0` is (it used to panic on an
+/// empty list of times, exit 101).
+#[test]
+fn the_cgi_time_tool_refuses_zero_runs() {
+    for extra in [&[][..], &["--json"][..]] {
+        let mut a: Vec<&std::ffi::OsStr> = args!["cgi-time", "/bin/true", "-n", "0"].to_vec();
+        a.extend(extra.iter().map(std::ffi::OsStr::new));
+        let out = tool(&a, b"");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("-n must be at least 1"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
 /// The tool on answers that are not plain successes. `request`: a response cut short
 /// prints what arrived (it used to print nothing) and exits 1 naming the cut; an app
 /// that does not answer ends it at `--timeout` (it used to wait for good). `bench`: a
