@@ -141,6 +141,9 @@ fn chunked_body_without_length_reads_to_eof() {
     vars.push(("CONTENT_LENGTH", "-1"));
     let (_, body, _) = cgi(&vars, b"unknown length");
     assert_eq!(json(&body)["body_len"], 14);
+    // ... and is not passed on as a `content-length: -1` header.
+    let headers = &json(&body)["headers"];
+    assert!(headers.get("content-length").is_none(), "{headers}");
 }
 
 /// FCGI_MAX_BODY: a declared length over it is answered 413 before the app runs; a

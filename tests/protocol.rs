@@ -440,8 +440,8 @@ fn params_split_anywhere_and_odd_padding_accepted() {
 
 /// Caddy's fastcgi transport (2.6 to 2.8) sends a chunked request as `CONTENT_LENGTH=-1`
 /// and the body in FCGI_STDIN: the body is the whole stream, as with no length at all.
-/// Any other negative or malformed length is still a bad request (`servers::caddy_*`
-/// sends it through the real Caddy).
+/// The app sees no `content-length` header then. Any other negative or malformed
+/// length is still a bad request (`servers::caddy_*` sends it through the real Caddy).
 #[test]
 fn content_length_minus_one_is_a_body_to_the_end_of_stdin() {
     let app = FcgiApp::start("echo", &[]);
@@ -453,6 +453,8 @@ fn content_length_minus_one_is_a_body_to_the_end_of_stdin() {
     let j = read_reply(&mut s, 1, T).json();
     assert_eq!(j["body_len"], body.len());
     assert_eq!(j["body_sha256"], sha256_hex(&body));
+    // The app is not given `content-length: -1`, a value no HTTP server would pass on.
+    assert!(j["headers"].get("content-length").is_none(), "{j}");
     for bad in ["-2", "-01", "- 1"] {
         let mut vars = cgi_vars("POST", "/chunked", "");
         vars.push(("CONTENT_LENGTH", bad.into()));
