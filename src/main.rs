@@ -383,16 +383,18 @@ enum Conn {
 impl Conn {
     /// Connects; a read or write that waits longer than `timeout` fails, so an app
     /// that never answers cannot hold the tool for good.
-    fn open(t: &Target, timeout: Duration) -> std::io::Result<Conn> {
+    fn open(t: &Target, timeout: Duration) -> Result<Conn> {
         Ok(match t {
             Target::Unix(p) => {
-                let s = UnixStream::connect(p)?;
+                let s = UnixStream::connect(p)
+                    .with_context(|| format!("connecting to {}", p.display()))?;
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))?;
                 Conn::Unix(s)
             }
             Target::Tcp(a) => {
-                let s = std::net::TcpStream::connect(a)?;
+                let s = std::net::TcpStream::connect(a)
+                    .with_context(|| format!("connecting to {a}"))?;
                 s.set_nodelay(true)?;
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))?;

@@ -1186,6 +1186,27 @@ fn the_cgi_time_tool_refuses_zero_runs() {
     }
 }
 
+/// A connection the tool cannot make names what it tried to reach (it used to print
+/// only "No such file or directory" or "Connection refused").
+#[test]
+fn the_tool_names_the_socket_or_address_it_cannot_reach() {
+    let dir = TempDir::new("tool-connect");
+    let missing = dir.join("no-such.sock");
+    let out = tool(args!["request", "--socket", missing], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("connecting to {}", missing.display())),
+        "{err}"
+    );
+    // A port nothing listens on.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out = tool(args!["request", "--tcp", addr], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("connecting to {addr}")), "{err}");
+}
+
 /// The tool on answers that are not plain successes. `request`: a response cut short
 /// prints what arrived (it used to print nothing) and exits 1 naming the cut; an app
 /// that does not answer ends it at `--timeout` (it used to wait for good). `bench`: a
