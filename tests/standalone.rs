@@ -1826,6 +1826,53 @@ fn settings_file_beside_the_binary() {
     );
 }
 
+/// A FIFO named like the settings file is refused at once (every start used to block
+/// in open() for good, waiting for a writer). A file saved by Windows Notepad, which
+/// starts with a byte order mark, applies (it used to be a bad first line). A bad line
+/// is named by its number.
+#[test]
+fn settings_file_fifo_bom_and_line_number() {
+    let dir = TempDir::new("sa-envfile-odd");
+    let exe = echo_site(&dir);
+    let envf = dir.join("mysite.fcgi.env");
+    let made = Command::new("mkfifo")
+        .args(["-m", "644"])
+        .arg(&envf)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let st = app
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits on a FIFO as the settings file, instead of hanging in open()");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(
+        err.contains(envf.to_str().unwrap()) && err.contains("a FIFO, not a regular file"),
+        "{err}"
+    );
+    drop(app);
+    fs::remove_file(&envf).unwrap();
+
+    fs::write(&envf, "\u{feff}FCGI_MAX_REQUESTS=1\r\n").unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let r = app.roundtrip(request(1, false, &get("/e", ""), b""), 1);
+    assert_eq!(r.status(), 200, "{}", app.stderr());
+    let st = app
+        .wait_exit(T)
+        .expect("exits after FCGI_MAX_REQUESTS=1 from a file with a byte order mark");
+    assert_eq!(st.code(), Some(0), "{}", app.stderr());
+
+    fs::write(&envf, "# two\nFCGI_MAX_REQUESTS=2\n\nthis line is wrong\n").unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let st = app
+        .wait_exit(T)
+        .expect("exits on a malformed settings file");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(err.contains("line 4: this line is wrong"), "{err}");
+}
+
 // ---- systemd socket activation ----
 
 /// Runs echo through `/bin/sh` with `listener` as fd 3 and `LISTEN_FDS=1`, with
