@@ -2253,6 +2253,38 @@ fn unknown_option_exits_2_naming_it_and_help_exits_0() {
     }
 }
 
+/// A listener address that is not one is refused as the options are read, naming the
+/// option or variable it came from: on the command line exit 2 with the hint, as any
+/// bad option. It used to be found only when the server started: exit 1 with the
+/// app's `Error:` line, and `--http`/`FCGI_HTTP` were reported as `--listen`.
+#[test]
+fn a_bad_listener_address_is_a_bad_option_named_as_given() {
+    for (args, said) in [
+        (&["--listen", "garbage"][..], "invalid --listen=\"garbage\""),
+        (&["--http", "garbage"][..], "invalid --http=\"garbage\""),
+        (
+            &["--listen", "localhost:x"][..],
+            "invalid --listen=\"localhost:x\"",
+        ),
+        (&["port=garbage"][..], "invalid port=\"garbage\""),
+    ] {
+        let (st, out, err) = run_to_end(echo_cmd(args, &[]), T);
+        assert_eq!(st.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains(said), "{args:?}: {err}");
+        assert!(err.contains("Try `echo --help`"), "{args:?}: {err}");
+        assert!(!err.contains("Error:"), "{args:?}: {err}");
+    }
+    for (var, said) in [
+        ("FCGI_HTTP", "invalid FCGI_HTTP=\"garbage\""),
+        ("FCGI_LISTEN", "invalid FCGI_LISTEN=\"garbage\""),
+    ] {
+        let (st, out, err) = run_to_end(echo_cmd(&[], &[(var, "garbage")]), T);
+        assert_eq!(st.code(), Some(1), "{var}: {out}{err}");
+        assert!(err.contains(said), "{var}: {err}");
+        assert!(!err.contains("--listen"), "{var}: {err}");
+    }
+}
+
 /// --max-requests with a socket of our own and one process: the exit is the process's
 /// own and no new server comes to take the socket over, so it is not held open for the
 /// restart window (2 s) while nobody accepts (connections made then were reset at the
