@@ -1345,6 +1345,107 @@ fn the_tools_stop_the_app_a_wrapper_started() {
     }
 }
 
+/// A SIGTERM to the tool alone (a CI harness's timeout, `kill PID`) while `--spawn`
+/// runs: the tool stops the app and all it started, removes its socket's directory
+/// and then dies of the signal. Before, the cleanup ran only on a normal exit: the app
+/// (here behind a shell that does not exec it) ran on for good on its socket, and the
+/// `fcgi-shim-bench-PID` directory stayed.
+#[test]
+fn the_tools_stop_the_app_when_killed() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("spawn-signal");
+    let log = std::fs::File::create(dir.join("tool.log")).unwrap();
+    // Descendants of `root`, from every process's parent in /proc.
+    let tree = |root: u32| {
+        let mut parent = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let mut rest = stat.rsplit_once(')').unwrap().1.split_whitespace();
+            let state = rest.next().unwrap().to_owned();
+            let ppid: u32 = rest.next().unwrap().parse().unwrap();
+            parent.push((pid, ppid, state));
+        }
+        let mut found = vec![root];
+        let mut i = 0;
+        while i < found.len() {
+            let p = found[i];
+            found.extend(
+                parent
+                    .iter()
+                    .filter(|(_, pp, st)| *pp == p && st != "Z")
+                    .map(|(c, _, _)| *c),
+            );
+            i += 1;
+        }
+        found.remove(0);
+        found
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-shim"));
+    cmd.args(["bench", "--spawn", "/bin/sh", "-c", "\"$0\"; true"])
+        .arg(example("echo"))
+        .args(["--", "-d", "60", "--warmup", "0"])
+        .env("TMPDIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let sock_dir = dir.join(&format!("fcgi-shim-bench-{pid}"));
+    // The shell and the app under it, and the app answering (bench has started).
+    let mut app = Vec::new();
+    let ready = wait_until(Duration::from_secs(10), || {
+        app = tree(pid);
+        app.len() >= 2 && UnixStream::connect(sock_dir.join("app.sock")).is_ok()
+    });
+    let stop_all = |pids: &[u32]| {
+        for &p in pids {
+            // SAFETY: kill(2) on processes this test started.
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        }
+    };
+    if !ready {
+        stop_all(&app);
+        let _ = child.kill();
+        panic!("the spawned app did not start: {app:?}");
+    }
+    // SAFETY: kill(2) on the tool this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let mut status = None;
+    wait_until(Duration::from_secs(10), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let gone = wait_until(Duration::from_secs(5), || {
+        app.iter().all(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+                s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z')
+            })
+        })
+    });
+    let tool_log = std::fs::read_to_string(dir.join("tool.log")).unwrap_or_default();
+    stop_all(&app);
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = status.expect("the tool exits on SIGTERM");
+    assert!(
+        gone,
+        "the app ({app:?}) ran on after the tool was killed; {tool_log}"
+    );
+    assert!(!sock_dir.exists(), "{} was left behind", sock_dir.display());
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "{status:?}; {tool_log}"
+    );
+}
+
 /// `--header Content-Type=...` became HTTP_CONTENT_TYPE, which no web server sends, and
 /// the tool's own CONTENT_TYPE stayed: the two headers map to CONTENT_TYPE and
 /// CONTENT_LENGTH, as a web server maps them.
