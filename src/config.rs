@@ -638,7 +638,7 @@ impl Builder {
 /// program: owned by us (or root) and writable by nobody else.
 fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
     use std::io::Read;
-    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let refuse = |why: String| {
         Err(Error::setting(
             path.display().to_string(),
@@ -646,7 +646,13 @@ fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
             "a file owned by the program's user (or root) and writable by nobody else (chmod 644)",
         ))
     };
-    let mut f = match std::fs::File::open(path) {
+    // Non-blocking: a FIFO at the path would block open() until a writer came, and
+    // every start with it (it is refused below, as anything but a regular file is).
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         // There, but not for us (mode 600 for another user, say): its settings would
@@ -661,6 +667,20 @@ fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
         )
     };
     let meta = f.metadata().map_err(io)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        use std::os::unix::fs::FileTypeExt;
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "a device"
+        };
+        return refuse(format!("cannot be read: {what}, not a regular file"));
+    }
     // SAFETY: geteuid cannot fail.
     let euid = unsafe { libc::geteuid() };
     if meta.uid() != euid && meta.uid() != 0 {
@@ -768,32 +788,35 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// `NAME=value` lines; returns the first bad line as the error.
+/// `NAME=value` lines; returns the first bad line, with its number, as the error. A
+/// leading byte order mark (what Windows Notepad saves) is skipped.
 fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut out = Vec::new();
-    for line in text.lines() {
+    for (n, line) in text.lines().enumerate() {
+        let bad = || format!("line {}: {line}", n + 1);
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') {
             continue;
         }
         let l = l.strip_prefix("export ").unwrap_or(l);
         let Some((k, v)) = l.split_once('=') else {
-            return Err(line.to_owned());
+            return Err(bad());
         };
         let k = k.trim();
         if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(line.to_owned());
+            return Err(bad());
         }
         let v = v.trim();
         let v = match v.chars().next() {
             // A quoted value ends at its closing quote; only a comment may follow.
             Some(q @ ('"' | '\'')) => {
                 let Some((inner, rest)) = v[1..].split_once(q) else {
-                    return Err(line.to_owned());
+                    return Err(bad());
                 };
                 let rest = rest.trim_start();
                 if !(rest.is_empty() || rest.starts_with('#')) {
-                    return Err(line.to_owned());
+                    return Err(bad());
                 }
                 inner
             }
@@ -930,6 +953,29 @@ mod tests {
         for bad in ["A=\"/unclosed\n", "A='x' y\n", "A=\"x\"y\n"] {
             assert!(parse_env_file(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A file saved by Windows Notepad starts with a byte order mark: skipped, not a
+    /// bad first line. A bad line's error carries its number.
+    #[test]
+    fn env_file_bom_and_line_numbers() {
+        let file = parse_env_file("\u{feff}FCGI_THREADS=4\r\nFCGI_LOG=info\r\n").unwrap();
+        assert_eq!(
+            file,
+            [
+                ("FCGI_THREADS".to_owned(), "4".to_owned()),
+                ("FCGI_LOG".to_owned(), "info".to_owned())
+            ]
+        );
+        // Only at the start: elsewhere it is part of a name, and a bad line.
+        assert_eq!(
+            parse_env_file("# c\n\nA=1\n\u{feff}B=2\n").unwrap_err(),
+            "line 4: \u{feff}B=2"
+        );
+        assert_eq!(
+            parse_env_file("A=1\nthis line is wrong\n").unwrap_err(),
+            "line 2: this line is wrong"
+        );
     }
 
     #[test]

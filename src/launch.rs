@@ -179,7 +179,7 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
     let (protocol, listener, file, tcp) = if let Some(l) = systemd {
         (sa.protocol.unwrap_or_default(), l, None, false)
     } else if let Some(h) = &sa.http {
-        let b = listen::bind_tcp(listen::parse_listen(h)?)?;
+        let b = listen::bind_tcp(listen::parse_listen("--http", h)?)?;
         (Protocol::Http, b.listener, Some(b.file), true)
     } else if let Some(p) = &sa.socket {
         let b = listen::bind_unix(p)?;
@@ -191,7 +191,7 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
         )
     } else {
         let addr = sa.listen.as_deref().unwrap_or_default();
-        let b = listen::bind_tcp(listen::parse_listen(addr)?)?;
+        let b = listen::bind_tcp(listen::parse_listen("--listen", addr)?)?;
         (
             sa.protocol.unwrap_or_default(),
             b.listener,

@@ -61,11 +61,12 @@ fn file_ident(p: &Path) -> Option<(u64, u64)> {
 /// `--listen` values: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, or a bare `PORT`,
 /// which means 127.0.0.1 — never every interface by surprise. Addresses, not host
 /// names: a listener binds an interface (and resolving names would pull the whole
-/// name-service machinery into a static binary).
-pub(crate) fn parse_listen(s: &str) -> Result<SocketAddr, Error> {
+/// name-service machinery into a static binary). `name` is the option or variable the
+/// value came from (`--http`, `FCGI_LISTEN`, flup's `port`), for the error.
+pub(crate) fn parse_listen(name: &str, s: &str) -> Result<SocketAddr, Error> {
     let bad = || {
         Error::setting(
-            "--listen",
+            name,
             s,
             "IP:PORT, [IPv6]:PORT, localhost:PORT or a port number",
         )
@@ -553,25 +554,25 @@ mod tests {
     #[test]
     fn listen_addresses() {
         assert_eq!(
-            parse_listen("9000").unwrap(),
+            parse_listen("--listen", "9000").unwrap(),
             "127.0.0.1:9000".parse().unwrap()
         );
         assert_eq!(
-            parse_listen(":9000").unwrap(),
+            parse_listen("--listen", ":9000").unwrap(),
             "127.0.0.1:9000".parse().unwrap()
         );
         assert_eq!(
-            parse_listen("0.0.0.0:80").unwrap(),
+            parse_listen("--listen", "0.0.0.0:80").unwrap(),
             "0.0.0.0:80".parse().unwrap()
         );
         assert_eq!(
-            parse_listen("[::1]:9000").unwrap(),
+            parse_listen("--listen", "[::1]:9000").unwrap(),
             "[::1]:9000".parse().unwrap()
         );
-        assert!(parse_listen("nonsense:port").is_err());
+        assert!(parse_listen("--listen", "nonsense:port").is_err());
         // An IPv6 address without a port is not "port 1 on 127.0.0.1".
-        assert!(parse_listen("::1").is_err());
-        assert!(parse_listen("::9000").is_err());
+        assert!(parse_listen("--listen", "::1").is_err());
+        assert!(parse_listen("--listen", "::9000").is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, anyhow, bail};
@@ -303,26 +303,45 @@ enum Target {
     Tcp(String),
 }
 
-/// A program started with a listening socket on fd 0; stopped on drop.
+/// A program started with a listening socket on fd 0; stopped on drop, and on
+/// SIGINT, SIGTERM or SIGHUP (see [`stop_on_signals`]).
 struct Spawned {
     child: Child,
     dir: PathBuf,
 }
 
+/// The spawned program's pid and directory, while it runs: whoever takes them (the
+/// drop, or the thread that waits for signals) stops it, holding the lock until done.
+static SPAWNED: Mutex<Option<(u32, PathBuf)>> = Mutex::new(None);
+
+fn spawned_slot() -> std::sync::MutexGuard<'static, Option<(u32, PathBuf)>> {
+    SPAWNED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Spawned {
     fn start(argv: &[String]) -> Result<(Spawned, PathBuf)> {
+        stop_on_signals()?;
         let dir = std::env::temp_dir().join(format!("fcgi-shim-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let sock = dir.join("app.sock");
         let _ = std::fs::remove_file(&sock);
         let l = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
-        let child = Command::new(&argv[0])
+        // Held across the spawn: a signal now waits for the program to be recorded.
+        let mut slot = spawned_slot();
+        let spawned = Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::from(OwnedFd::from(l)))
             .stdout(Stdio::null())
             .env_remove("GATEWAY_INTERFACE")
-            .spawn()
-            .with_context(|| format!("starting {}", argv[0]))?;
+            .spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e).with_context(|| format!("starting {}", argv[0]));
+            }
+        };
+        *slot = Some((child.id(), dir.clone()));
         Ok((Spawned { child, dir }, sock))
     }
 
@@ -337,42 +356,122 @@ impl Drop for Spawned {
     /// on the socket and with its binary busy. The tree is read before the first
     /// signal, while the app is still the wrapper's child and can be told apart.
     fn drop(&mut self) {
-        let root = self.child.id();
-        let others: Vec<u32> = process_tree(root)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|&p| p != root)
-            .collect();
-        for &pid in std::iter::once(&root).chain(&others) {
-            // SAFETY: kill(2) on a process of the tree we started.
-            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let mut slot = spawned_slot();
+        if slot.take().is_none() {
+            // Stopped already, by the signal thread.
+            return;
         }
-        // Gone, or a zombie that its new parent has yet to reap.
-        let gone = |pid: u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
-                s.rsplit_once(')')
-                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-            })
-        };
-        let deadline = Instant::now() + Duration::from_secs(3);
-        let mut reaped = false;
-        while Instant::now() < deadline {
-            reaped = reaped || matches!(self.child.try_wait(), Ok(Some(_)));
-            if reaped && others.iter().all(|&p| gone(p)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        for &pid in &others {
-            if !gone(pid) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            }
-        }
+        stop_tree(self.child.id(), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// SIGTERM to `root` and every process it started, then SIGKILL to those still there
+/// after 3 s but `root`, which `reaped` waits for and which the caller then kills.
+fn stop_tree(root: u32, mut reaped: impl FnMut() -> bool) {
+    let others: Vec<u32> = process_tree(root)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&p| p != root)
+        .collect();
+    for &pid in std::iter::once(&root).chain(&others) {
+        // SAFETY: kill(2) on a process of the tree we started.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    }
+    // Gone, or a zombie that its new parent has yet to reap.
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut done = false;
+    while Instant::now() < deadline {
+        done = done || reaped();
+        if done && others.iter().all(|&p| gone(p)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for &pid in &others {
+        if !gone(pid) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+/// With `--spawn`, SIGINT, SIGTERM and SIGHUP stop the program as a normal exit does
+/// (its whole tree, and its socket's directory) before the tool dies of the signal:
+/// a CI harness's timeout or a `kill` of the tool alone left the app running for good.
+/// The signals are blocked here, in the main thread before any other thread starts,
+/// so every thread inherits that and only the one thread waiting for them gets them.
+/// (The program starts with none blocked: `Command` clears the mask in the child.)
+fn stop_on_signals() -> Result<()> {
+    // SAFETY: a sigset_t is plain data, filled in by sigemptyset/sigaddset.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    };
+    // SAFETY: pthread_sigmask on the calling thread, with a valid set.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        bail!(
+            "blocking signals: {}",
+            std::io::Error::from_raw_os_error(rc)
+        );
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut sig = 0;
+            // SAFETY: sigwait with a valid set, every signal of which is blocked.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                return;
+            }
+            // Held to the end: a drop running now waits, and the process ends first.
+            let mut slot = spawned_slot();
+            if let Some((pid, dir)) = slot.take() {
+                let pid_t = pid as libc::pid_t;
+                let mut reaped = false;
+                stop_tree(pid, || {
+                    let mut st = 0;
+                    // SAFETY: waitpid on our own child, without blocking.
+                    reaped =
+                        reaped || unsafe { libc::waitpid(pid_t, &mut st, libc::WNOHANG) } == pid_t;
+                    reaped
+                });
+                if !reaped {
+                    let mut st = 0;
+                    // SAFETY: kill and a blocking waitpid on our own child.
+                    unsafe {
+                        libc::kill(pid_t, libc::SIGKILL);
+                        libc::waitpid(pid_t, &mut st, 0);
+                    }
+                }
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            // Die of the signal, as the tool did before it waited for it.
+            // SAFETY: the default action back, the signal unblocked in this thread,
+            // and raised in it.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+                libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+                libc::raise(sig);
+            }
+            std::process::exit(128 + sig);
+        })
+        .context("starting the signal thread")?;
+    Ok(())
 }
 
 enum Conn {
@@ -383,16 +482,18 @@ enum Conn {
 impl Conn {
     /// Connects; a read or write that waits longer than `timeout` fails, so an app
     /// that never answers cannot hold the tool for good.
-    fn open(t: &Target, timeout: Duration) -> std::io::Result<Conn> {
+    fn open(t: &Target, timeout: Duration) -> Result<Conn> {
         Ok(match t {
             Target::Unix(p) => {
-                let s = UnixStream::connect(p)?;
+                let s = UnixStream::connect(p)
+                    .with_context(|| format!("connecting to {}", p.display()))?;
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))?;
                 Conn::Unix(s)
             }
             Target::Tcp(a) => {
-                let s = std::net::TcpStream::connect(a)?;
+                let s = std::net::TcpStream::connect(a)
+                    .with_context(|| format!("connecting to {a}"))?;
                 s.set_nodelay(true)?;
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))?;
@@ -1124,6 +1225,10 @@ fn proc_status(pid: u32) -> Option<(u64, u64)> {
 fn cgi_time(o: Opts) -> Result<()> {
     let program = o.program.clone().context("cgi-time PROGRAM")?;
     let n = o.requests.unwrap_or(200);
+    // A median of no runs is none (it used to panic on the empty list).
+    if n == 0 {
+        bail!("-n must be at least 1");
+    }
     if !Path::new(&program).exists() {
         bail!("{program} does not exist");
     }

@@ -580,6 +580,14 @@ fn headers(vars: &Vars) -> HeaderMap {
             if range.is_empty() {
                 continue;
             }
+            // `-1` (Caddy 2.6 to 2.8 on a chunked upload) is a body of unknown length,
+            // read to its end: no `content-length` header, as under hyper, rather than
+            // one whose value is not a length (RFC 9110 8.6: digits only).
+            if name == b"CONTENT_LENGTH"
+                && !vars.shared(range.clone()).iter().all(u8::is_ascii_digit)
+            {
+                continue;
+            }
             name
         } else {
             continue;
@@ -1306,6 +1314,25 @@ mod tests {
         let vars = Vars::from_pairs([("SCRIPT_NAME", "/x")]);
         let e = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap_err();
         assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    /// `CONTENT_LENGTH=-1` (Caddy 2.6 to 2.8 on a chunked upload) is a body to the end
+    /// of the stream, not a `content-length: -1` header, which no HTTP server would
+    /// hand an app (RFC 9110 8.6: digits only).
+    #[test]
+    fn an_unknown_content_length_is_no_header() {
+        let vars = Vars::from_pairs([
+            ("REQUEST_METHOD", "POST"),
+            ("CONTENT_LENGTH", "-1"),
+            ("CONTENT_TYPE", "text/plain"),
+        ]);
+        let req = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap();
+        assert!(
+            req.headers().get("content-length").is_none(),
+            "{:?}",
+            req.headers()
+        );
+        assert_eq!(req.headers()["content-type"], "text/plain");
     }
 
     #[test]

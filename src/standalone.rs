@@ -121,6 +121,11 @@ impl Builder {
             // names. (Two kinds on one command line are refused by `apply_args`.)
             "socket" | "listen" | "http" => {
                 let v = need(shown, v)?;
+                // Checked now, named as given, as the other options are: not only when
+                // the server starts, under another option's name.
+                if name != "socket" {
+                    crate::listen::parse_listen(shown, v)?;
+                }
                 sa.socket = (name == "socket").then(|| PathBuf::from(v));
                 sa.listen = (name == "listen").then(|| v.to_owned());
                 sa.http = (name == "http").then(|| v.to_owned());
@@ -893,7 +898,9 @@ mod tests {
             let b = parse(&[&format!("host={host}"), "port=9000"]).unwrap();
             assert_eq!(b.sa.listen.as_deref(), Some(want), "{host}");
             assert!(
-                crate::listen::parse_listen(want).unwrap().is_ipv6(),
+                crate::listen::parse_listen("--listen", want)
+                    .unwrap()
+                    .is_ipv6(),
                 "{host}"
             );
         }

@@ -141,6 +141,9 @@ fn chunked_body_without_length_reads_to_eof() {
     vars.push(("CONTENT_LENGTH", "-1"));
     let (_, body, _) = cgi(&vars, b"unknown length");
     assert_eq!(json(&body)["body_len"], 14);
+    // ... and is not passed on as a `content-length: -1` header.
+    let headers = &json(&body)["headers"];
+    assert!(headers.get("content-length").is_none(), "{headers}");
 }
 
 /// FCGI_MAX_BODY: a declared length over it is answered 413 before the app runs; a
@@ -274,6 +277,24 @@ fn cookies_redirect_status_and_panic() {
     assert_eq!(err.lines().count(), 1, "one log line: {err}");
     // The URL as the client sent it (REQUEST_URI), as in the web server's access log.
     assert!(err.contains("panicked on GET /blog/panic:"), "{err}");
+}
+
+/// The standalone settings are not acted on under CGI, but they are checked (README,
+/// "How it decides"): a listener address that is not one is a 500 with the reason in
+/// the log, as `FCGI_PROTOCOL=bogus` is (it used to be passed over: a 200).
+#[test]
+fn a_bad_listener_setting_under_cgi_is_a_500() {
+    for var in ["FCGI_LISTEN", "FCGI_HTTP"] {
+        let mut vars = base("GET", "/x", "", "/blog/x");
+        vars.push((var, "garbage"));
+        let (head, _, out) = cgi(&vars, b"");
+        assert!(
+            head.starts_with("Status: 500 Internal Server Error\r\n"),
+            "{var}: {head}"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("invalid {var}=\"garbage\"")), "{err}");
+    }
 }
 
 /// A query that is not UTF-8 (a Latin-1 form sent with GET) reaches the app

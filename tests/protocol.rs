@@ -440,8 +440,8 @@ fn params_split_anywhere_and_odd_padding_accepted() {
 
 /// Caddy's fastcgi transport (2.6 to 2.8) sends a chunked request as `CONTENT_LENGTH=-1`
 /// and the body in FCGI_STDIN: the body is the whole stream, as with no length at all.
-/// Any other negative or malformed length is still a bad request (`servers::caddy_*`
-/// sends it through the real Caddy).
+/// The app sees no `content-length` header then. Any other negative or malformed
+/// length is still a bad request (`servers::caddy_*` sends it through the real Caddy).
 #[test]
 fn content_length_minus_one_is_a_body_to_the_end_of_stdin() {
     let app = FcgiApp::start("echo", &[]);
@@ -453,6 +453,8 @@ fn content_length_minus_one_is_a_body_to_the_end_of_stdin() {
     let j = read_reply(&mut s, 1, T).json();
     assert_eq!(j["body_len"], body.len());
     assert_eq!(j["body_sha256"], sha256_hex(&body));
+    // The app is not given `content-length: -1`, a value no HTTP server would pass on.
+    assert!(j["headers"].get("content-length").is_none(), "{j}");
     for bad in ["-2", "-01", "- 1"] {
         let mut vars = cgi_vars("POST", "/chunked", "");
         vars.push(("CONTENT_LENGTH", bad.into()));
@@ -1169,6 +1171,42 @@ fn the_bench_tool_keeps_to_a_rate_and_counts_from_when_a_request_was_due() {
     assert!(err.contains("--rate is too low"), "{err}");
 }
 
+/// `cgi-time -n 0` is refused with a message, as `-c 0` is (it used to panic on an
+/// empty list of times, exit 101).
+#[test]
+fn the_cgi_time_tool_refuses_zero_runs() {
+    for extra in [&[][..], &["--json"][..]] {
+        let mut a: Vec<&std::ffi::OsStr> = args!["cgi-time", "/bin/true", "-n", "0"].to_vec();
+        a.extend(extra.iter().map(std::ffi::OsStr::new));
+        let out = tool(&a, b"");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("-n must be at least 1"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+/// A connection the tool cannot make names what it tried to reach (it used to print
+/// only "No such file or directory" or "Connection refused").
+#[test]
+fn the_tool_names_the_socket_or_address_it_cannot_reach() {
+    let dir = TempDir::new("tool-connect");
+    let missing = dir.join("no-such.sock");
+    let out = tool(args!["request", "--socket", missing], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("connecting to {}", missing.display())),
+        "{err}"
+    );
+    // A port nothing listens on.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let out = tool(args!["request", "--tcp", addr], b"");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("connecting to {addr}")), "{err}");
+}
+
 /// The tool on answers that are not plain successes. `request`: a response cut short
 /// prints what arrived (it used to print nothing) and exits 1 naming the cut; an app
 /// that does not answer ends it at `--timeout` (it used to wait for good). `bench`: a
@@ -1305,6 +1343,107 @@ fn the_tools_stop_the_app_a_wrapper_started() {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         panic!("the app ({pid}) was still running after the tool had exited");
     }
+}
+
+/// A SIGTERM to the tool alone (a CI harness's timeout, `kill PID`) while `--spawn`
+/// runs: the tool stops the app and all it started, removes its socket's directory
+/// and then dies of the signal. Before, the cleanup ran only on a normal exit: the app
+/// (here behind a shell that does not exec it) ran on for good on its socket, and the
+/// `fcgi-shim-bench-PID` directory stayed.
+#[test]
+fn the_tools_stop_the_app_when_killed() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use std::process::{Command, Stdio};
+    let dir = TempDir::new("spawn-signal");
+    let log = std::fs::File::create(dir.join("tool.log")).unwrap();
+    // Descendants of `root`, from every process's parent in /proc.
+    let tree = |root: u32| {
+        let mut parent = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let mut rest = stat.rsplit_once(')').unwrap().1.split_whitespace();
+            let state = rest.next().unwrap().to_owned();
+            let ppid: u32 = rest.next().unwrap().parse().unwrap();
+            parent.push((pid, ppid, state));
+        }
+        let mut found = vec![root];
+        let mut i = 0;
+        while i < found.len() {
+            let p = found[i];
+            found.extend(
+                parent
+                    .iter()
+                    .filter(|(_, pp, st)| *pp == p && st != "Z")
+                    .map(|(c, _, _)| *c),
+            );
+            i += 1;
+        }
+        found.remove(0);
+        found
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcgi-shim"));
+    cmd.args(["bench", "--spawn", "/bin/sh", "-c", "\"$0\"; true"])
+        .arg(example("echo"))
+        .args(["--", "-d", "60", "--warmup", "0"])
+        .env("TMPDIR", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let sock_dir = dir.join(&format!("fcgi-shim-bench-{pid}"));
+    // The shell and the app under it, and the app answering (bench has started).
+    let mut app = Vec::new();
+    let ready = wait_until(Duration::from_secs(10), || {
+        app = tree(pid);
+        app.len() >= 2 && UnixStream::connect(sock_dir.join("app.sock")).is_ok()
+    });
+    let stop_all = |pids: &[u32]| {
+        for &p in pids {
+            // SAFETY: kill(2) on processes this test started.
+            unsafe { libc::kill(p as i32, libc::SIGKILL) };
+        }
+    };
+    if !ready {
+        stop_all(&app);
+        let _ = child.kill();
+        panic!("the spawned app did not start: {app:?}");
+    }
+    // SAFETY: kill(2) on the tool this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let mut status = None;
+    wait_until(Duration::from_secs(10), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let gone = wait_until(Duration::from_secs(5), || {
+        app.iter().all(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+                s.rsplit_once(')').unwrap().1.trim_start().starts_with('Z')
+            })
+        })
+    });
+    let tool_log = std::fs::read_to_string(dir.join("tool.log")).unwrap_or_default();
+    stop_all(&app);
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = status.expect("the tool exits on SIGTERM");
+    assert!(
+        gone,
+        "the app ({app:?}) ran on after the tool was killed; {tool_log}"
+    );
+    assert!(!sock_dir.exists(), "{} was left behind", sock_dir.display());
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "{status:?}; {tool_log}"
+    );
 }
 
 /// `--header Content-Type=...` became HTTP_CONTENT_TYPE, which no web server sends, and

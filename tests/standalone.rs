@@ -1929,6 +1929,53 @@ fn settings_file_beside_the_binary() {
     );
 }
 
+/// A FIFO named like the settings file is refused at once (every start used to block
+/// in open() for good, waiting for a writer). A file saved by Windows Notepad, which
+/// starts with a byte order mark, applies (it used to be a bad first line). A bad line
+/// is named by its number.
+#[test]
+fn settings_file_fifo_bom_and_line_number() {
+    let dir = TempDir::new("sa-envfile-odd");
+    let exe = echo_site(&dir);
+    let envf = dir.join("mysite.fcgi.env");
+    let made = Command::new("mkfifo")
+        .args(["-m", "644"])
+        .arg(&envf)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let st = app
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits on a FIFO as the settings file, instead of hanging in open()");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(
+        err.contains(envf.to_str().unwrap()) && err.contains("a FIFO, not a regular file"),
+        "{err}"
+    );
+    drop(app);
+    fs::remove_file(&envf).unwrap();
+
+    fs::write(&envf, "\u{feff}FCGI_MAX_REQUESTS=1\r\n").unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let r = app.roundtrip(request(1, false, &get("/e", ""), b""), 1);
+    assert_eq!(r.status(), 200, "{}", app.stderr());
+    let st = app
+        .wait_exit(T)
+        .expect("exits after FCGI_MAX_REQUESTS=1 from a file with a byte order mark");
+    assert_eq!(st.code(), Some(0), "{}", app.stderr());
+
+    fs::write(&envf, "# two\nFCGI_MAX_REQUESTS=2\n\nthis line is wrong\n").unwrap();
+    let mut app = FcgiApp::start_exe(&exe, &[]);
+    let st = app
+        .wait_exit(T)
+        .expect("exits on a malformed settings file");
+    assert!(!st.success(), "{st:?}");
+    let err = app.stderr();
+    assert!(err.contains("line 4: this line is wrong"), "{err}");
+}
+
 // ---- systemd socket activation ----
 
 /// Runs echo through `/bin/sh` with `listener` as fd 3 and `LISTEN_FDS=1`, with
@@ -2358,6 +2405,38 @@ fn listen_on_port_0_logs_the_port_it_got() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_tcp_serving(&mut srv, addr);
     assert_eq!(pid_in(&tcp_get(addr, "/zero", "").unwrap()), srv.pid());
+}
+
+/// A listener address that is not one is refused as the options are read, naming the
+/// option or variable it came from: on the command line exit 2 with the hint, as any
+/// bad option. It used to be found only when the server started: exit 1 with the
+/// app's `Error:` line, and `--http`/`FCGI_HTTP` were reported as `--listen`.
+#[test]
+fn a_bad_listener_address_is_a_bad_option_named_as_given() {
+    for (args, said) in [
+        (&["--listen", "garbage"][..], "invalid --listen=\"garbage\""),
+        (&["--http", "garbage"][..], "invalid --http=\"garbage\""),
+        (
+            &["--listen", "localhost:x"][..],
+            "invalid --listen=\"localhost:x\"",
+        ),
+        (&["port=garbage"][..], "invalid port=\"garbage\""),
+    ] {
+        let (st, out, err) = run_to_end(echo_cmd(args, &[]), T);
+        assert_eq!(st.code(), Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains(said), "{args:?}: {err}");
+        assert!(err.contains("Try `echo --help`"), "{args:?}: {err}");
+        assert!(!err.contains("Error:"), "{args:?}: {err}");
+    }
+    for (var, said) in [
+        ("FCGI_HTTP", "invalid FCGI_HTTP=\"garbage\""),
+        ("FCGI_LISTEN", "invalid FCGI_LISTEN=\"garbage\""),
+    ] {
+        let (st, out, err) = run_to_end(echo_cmd(&[], &[(var, "garbage")]), T);
+        assert_eq!(st.code(), Some(1), "{var}: {out}{err}");
+        assert!(err.contains(said), "{var}: {err}");
+        assert!(!err.contains("--listen"), "{var}: {err}");
+    }
 }
 
 /// --max-requests with a socket of our own and one process: the exit is the process's
