@@ -237,6 +237,11 @@ impl<W: Write> WriteSink<W> {
         }
     }
 
+    /// The writer under the buffer.
+    pub fn get_mut(&mut self) -> &mut W {
+        self.w.get_mut()
+    }
+
     /// The socket to watch for the peer going away (SCGI).
     pub fn watching(mut self, fd: std::os::fd::RawFd) -> WriteSink<W> {
         self.watch = Some(fd);

@@ -961,6 +961,54 @@ fn cgi_fallback() {
     );
 }
 
+/// Under mod_cgi(d), an app that answers a POST without reading its body (a 404, an
+/// early rejection, axum's own 405/413) still gets its answer to the client: Apache
+/// writes the whole body to the program before it reads the response, and a program
+/// that exited without reading it made that write fail (EPIPE), and Apache drop the
+/// response (an empty reply). The program drains the body before it exits, and while
+/// a response larger than the pipe waits to go out.
+#[test]
+fn cgi_unread_body_gets_the_apps_answer() {
+    let a = Apache::start();
+    let body = noise(2 * 1024 * 1024, 6);
+    let t = Duration::from_secs(20);
+    for (target, fixed) in [
+        ("/cgi/status/404", true),
+        ("/cgi/status/404", false),
+        ("/cgi/stream?chunks=1&size=10", true),
+    ] {
+        let b = if fixed {
+            Body::Fixed(&body)
+        } else {
+            Body::Chunked(&body)
+        };
+        let ct = [("Content-Type", "application/octet-stream")];
+        let r = try_http_request(a.port, "POST", target, &ct, b, t)
+            .unwrap_or_else(|e| panic!("POST {target} (fixed={fixed}): {e}\n{}", a.error_log()));
+        let want = if target.contains("404") { 404 } else { 200 };
+        assert_eq!(r.status, want, "{target}: {r:?}\n{}", a.error_log());
+        if want == 200 {
+            assert_eq!(r.body, b"aaaaaaaaaa", "{r:?}");
+        }
+    }
+    // A response larger than the pipe, the body unread: out in seconds, not after
+    // Apache's Timeout (30 s here), and whole.
+    let t0 = Instant::now();
+    let r = try_http_request(
+        a.port,
+        "POST",
+        "/cgi/stream?chunks=64&size=65536",
+        &[],
+        Body::Fixed(&body),
+        t,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", a.error_log()));
+    assert_eq!(r.status, 200, "{}", a.error_log());
+    assert_eq!(r.body.len(), 64 * 65536);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert!(!a.error_log().contains("Broken pipe"), "{}", a.error_log());
+}
+
 #[test]
 fn fcgid_app_log_reaches_error_log() {
     let a = Apache::start();
