@@ -1092,6 +1092,73 @@ fn settings_file_beside_the_binary_is_not_served() {
     assert_eq!(a.get("/blog/posts/1").echo()["path_info"], "/posts/1");
 }
 
+/// `AddHandler ... .fcgi` matches every name with `.fcgi` in it: a copy beside the
+/// binary (`mysite.fcgi.old` kept, `mysite.fcgi.new` being uploaded) ran as the app,
+/// and `/blog/mysite.fcgi.env/x` got past the `\.env$` rule and had mod_fcgid try to
+/// run the settings file (three spawns, 8 s, a 500). The templates forbid both, at the
+/// root, in a subdirectory and under CGI, and the app still serves the rest.
+#[test]
+fn copies_and_settings_beside_the_binary_are_neither_run_nor_served() {
+    let a = Apache::start();
+    for (dir, prefix) in [
+        ("public_html", ""),
+        ("public_html/blog", "/blog"),
+        ("public_html/cgi", "/cgi"),
+    ] {
+        let d = a.dir.join(dir);
+        fs::copy(d.join("mysite.fcgi"), d.join("mysite.fcgi.old")).unwrap();
+        fs::set_permissions(d.join("mysite.fcgi.old"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(d.join("mysite.fcgi.env"), "# settings\nFCGI_LOG=info\n").unwrap();
+        fs::set_permissions(d.join("mysite.fcgi.env"), fs::Permissions::from_mode(0o644)).unwrap();
+        for path in [
+            "/mysite.fcgi.old/x",
+            "/mysite.fcgi.old",
+            "/mysite.fcgi.env/x",
+            "/mysite.fcgi.env/",
+            "/mysite.fcgi.env",
+        ] {
+            let target = format!("{prefix}{path}");
+            let t0 = Instant::now();
+            let r = try_http_request(
+                a.port,
+                "GET",
+                &target,
+                &[],
+                Body::None,
+                Duration::from_secs(20),
+            )
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+            assert!(
+                r.status == 403 || r.status == 404,
+                "{target}: {} in {:?}: {}\n{}",
+                r.status,
+                t0.elapsed(),
+                r.text(),
+                a.error_log()
+            );
+            assert!(!r.text().contains("FCGI_LOG"), "{target}: {}", r.text());
+            assert!(!r.text().contains("path_info"), "{target}: {}", r.text());
+        }
+        // The app still serves its own URLs, and one that merely ends in .env.
+        for (target, path_info) in [
+            (format!("{prefix}/"), "/"),
+            (format!("{prefix}/posts/1"), "/posts/1"),
+            (format!("{prefix}/a.env/x"), "/a.env/x"),
+            (format!("{prefix}/a.env"), "/a.env"),
+        ] {
+            let r = a.get(&target);
+            assert_eq!(r.status, 200, "{target}: {}", r.text());
+            let j = r.echo();
+            assert_eq!(j["path_info"], path_info, "{target}: {j}");
+        }
+    }
+    assert!(
+        !a.error_log().contains("mysite.fcgi.env("),
+        "mod_fcgid tried to run the settings file:\n{}",
+        a.error_log()
+    );
+}
+
 /// Under suEXEC, as shared hosts run their customers' programs (README, "When the host
 /// answers 500"): mod_fcgid and mod_cgid start the app as the site's user; suEXEC drops
 /// `FcgidInitialEnv` while the settings file beside the binary is read; and a new
