@@ -990,6 +990,17 @@ mod tests {
             with(&[("keep-alive", "timeout=5")]),
             "Status: 200 OK\r\nx-after: 1\r\nContent-Length: 5\r\n\r\n"
         );
+        // The fuzz target's check of the same holds for these heads.
+        #[cfg(feature = "fuzzing")]
+        crate::fuzzing::response_head(
+            200,
+            &[
+                (b"Transfer-Encoding".to_vec(), b"chunked".to_vec()),
+                (b"content-length".to_vec(), b"2".to_vec()),
+                (b"connection".to_vec(), b"upgrade, close".to_vec()),
+                (b"upgrade".to_vec(), b"h2c".to_vec()),
+            ],
+        );
     }
 
     #[test]
