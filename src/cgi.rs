@@ -174,9 +174,8 @@ fn drain(u: &Unread, timeout: Option<Duration>, scratch: &mut Vec<u8>) -> u64 {
     while u.want(1) > 0 {
         match sys::wait(0, false, timeout, Watch::Nothing) {
             Ok(Wake::TimedOut) => {
-                log::debug!(
-                    "stopped dropping the unread request body: nothing came for {timeout:?}"
-                );
+                let t = timeout.unwrap_or_default();
+                log::debug!("stopped dropping the unread request body: nothing came for {t:?}");
                 break;
             }
             Ok(_) => dropped += u.drop_some(scratch),
@@ -241,8 +240,8 @@ pub(crate) fn serve_one(app: &dyn App, cfg: &Config) {
         log::info!("writing the response: {e}");
     }
     if let Some(u) = unread {
-        let mut scratch = Vec::new();
-        let dropped = out.get_mut().dropped + drain(&u, cfg.read_timeout, &mut scratch);
+        let o = out.get_mut();
+        let dropped = o.dropped + drain(&u, cfg.read_timeout, &mut o.scratch);
         if dropped > 0 {
             log::debug!("dropped {dropped} bytes of the request body the app did not read");
         }
