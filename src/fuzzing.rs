@@ -276,6 +276,19 @@ pub fn response_head(status: u16, headers: &[(Vec<u8>, Vec<u8>)]) {
         for line in head[..head.len() - 2].split(|&b| b == b'\n') {
             assert!(!line.contains(&b'\r') || line.ends_with(b"\r"));
         }
+        // No hop-by-hop header (the framing is the web server's), and of `Connection`
+        // only a `close`.
+        for line in head.split(|&b| b == b'\n').skip(1) {
+            let name = line.split(|&b| b == b':').next().unwrap_or(&[]);
+            assert!(
+                !response::HOP_BY_HOP
+                    .iter()
+                    .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+            );
+            if name.eq_ignore_ascii_case(b"connection") {
+                assert_eq!(line, b"Connection: close\r");
+            }
+        }
         // Never a Content-Length beside a Transfer-Encoding (RFC 9112 6.1).
         if parts.headers.contains_key(http::header::TRANSFER_ENCODING) {
             let lower = head.to_ascii_lowercase();

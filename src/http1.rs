@@ -610,16 +610,9 @@ impl HttpSink {
                 }
                 continue;
             }
-            if [
-                &b"transfer-encoding"[..],
-                b"keep-alive",
-                b"proxy-connection",
-                b"te",
-                b"trailer",
-                b"upgrade",
-            ]
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h))
+            if crate::response::HOP_BY_HOP
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
             {
                 continue;
             }

@@ -237,6 +237,11 @@ impl<W: Write> WriteSink<W> {
         }
     }
 
+    /// The writer under the buffer.
+    pub fn get_mut(&mut self) -> &mut W {
+        self.w.get_mut()
+    }
+
     /// The socket to watch for the peer going away (SCGI).
     pub fn watching(mut self, fd: std::os::fd::RawFd) -> WriteSink<W> {
         self.watch = Some(fd);
@@ -335,8 +340,21 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
+/// Hop-by-hop headers (RFC 9110 7.6.1) an app's response may carry but that belong to
+/// whoever speaks HTTP to the client: left out of the CGI/FastCGI head, and so out of
+/// what `--http` sends (`Connection` is handled on its own: a `close` in it is kept).
+pub(crate) const HOP_BY_HOP: [&str; 6] = [
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
 /// Encodes the CGI response head: `Status:`, every header (repeats kept, bytes as
-/// given), `Content-Length` when the length is known and the app set none, and the
+/// given) but the hop-by-hop ones ([`HOP_BY_HOP`]; of `Connection`, only a `close`),
+/// `Content-Length` when the length is known and the app set none, and the
 /// blank line. A `Location` on a 200 becomes a 302, as CGI defines a bare `Location`
 /// (and so the web server never turns it into an internal redirect). In the
 /// authorizer role a 200 carries only the `Variable-*` headers, which is all the web
@@ -371,6 +389,8 @@ pub(crate) fn encode_head(
     // Where the app's Content-Length lines start in `out`: with a Transfer-Encoding
     // they are taken out again (RFC 9112 6.1: never both).
     let mut length_lines: Vec<usize> = Vec::new();
+    // The app asked for the client's connection to be closed after this response.
+    let mut close = false;
     for (name, value) in &parts.headers {
         let is_length = name == http::header::CONTENT_LENGTH;
         if is_length {
@@ -419,6 +439,27 @@ pub(crate) fn encode_head(
             log::debug!("dropping a `status` header from the response (the status is {status})");
             continue;
         }
+        if name == http::header::CONNECTION {
+            // The connection is the web server's: only a request to close it is passed
+            // on (Apache honours it, nginx ignores it, `--http` closes).
+            if value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            {
+                close = true;
+            } else {
+                log::debug!("dropping a `connection` header from the response (hop-by-hop)");
+            }
+            continue;
+        }
+        if HOP_BY_HOP.contains(&name.as_str()) {
+            // RFC 3875 6.3.4: how the response reaches the client is the web server's
+            // to say. mod_fcgid passed an app's `Transfer-Encoding: chunked` to the
+            // client without chunking the body: a malformed response.
+            log::debug!("dropping a `{name}` header from the response (hop-by-hop)");
+            continue;
+        }
         if has_forbidden(name.as_str().as_bytes()) || has_forbidden(value.as_bytes()) {
             return Err(BadHead::Header(name.as_str().to_owned()));
         }
@@ -436,6 +477,9 @@ pub(crate) fn encode_head(
                 out.drain(at..at + end + 2);
             }
         }
+    }
+    if close && !authorized {
+        out.extend_from_slice(b"Connection: close\r\n");
     }
     if event_stream && !accel_buffering && !authorized {
         // Server-sent events are meant to arrive as they are sent: nginx holds a
@@ -903,12 +947,59 @@ mod tests {
                 Some(5)
             )
         );
+        // The Transfer-Encoding itself is left out too (hop-by-hop: the web server
+        // frames the body, see `hop_by_hop_headers_are_left_out`), but it still means
+        // the app's length is not the body's.
         assert_eq!(
             with(&["2"], true).unwrap(),
-            (
-                "Status: 200 OK\r\ntransfer-encoding: chunked\r\nx-after: 1\r\n\r\n".to_owned(),
-                None
-            )
+            ("Status: 200 OK\r\nx-after: 1\r\n\r\n".to_owned(), None)
+        );
+    }
+
+    /// How the response reaches the client is the web server's to say (RFC 3875
+    /// 6.3.4): mod_fcgid passed an app's `Transfer-Encoding: chunked` to the client
+    /// without chunking the body. Of `Connection`, only a `close` is kept.
+    #[test]
+    fn hop_by_hop_headers_are_left_out() {
+        let with = |headers: &[(&'static str, &'static str)]| {
+            let mut r = Response::new(());
+            for (n, v) in headers {
+                r.headers_mut().append(*n, HeaderValue::from_static(v));
+            }
+            r.headers_mut()
+                .insert("x-after", HeaderValue::from_static("1"));
+            head(copy(&r), Some(5), Role::Responder).unwrap()
+        };
+        assert_eq!(
+            with(&[
+                ("transfer-encoding", "chunked"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("te", "trailers"),
+                ("trailer", "x-sum"),
+                ("upgrade", "websocket"),
+                ("connection", "keep-alive, upgrade"),
+            ]),
+            "Status: 200 OK\r\nx-after: 1\r\n\r\n"
+        );
+        assert_eq!(
+            with(&[("Connection", "Keep-Alive"), ("connection", " Close ")]),
+            "Status: 200 OK\r\nx-after: 1\r\nConnection: close\r\nContent-Length: 5\r\n\r\n"
+        );
+        assert_eq!(
+            with(&[("keep-alive", "timeout=5")]),
+            "Status: 200 OK\r\nx-after: 1\r\nContent-Length: 5\r\n\r\n"
+        );
+        // The fuzz target's check of the same holds for these heads.
+        #[cfg(feature = "fuzzing")]
+        crate::fuzzing::response_head(
+            200,
+            &[
+                (b"Transfer-Encoding".to_vec(), b"chunked".to_vec()),
+                (b"content-length".to_vec(), b"2".to_vec()),
+                (b"connection".to_vec(), b"upgrade, close".to_vec()),
+                (b"upgrade".to_vec(), b"h2c".to_vec()),
+            ],
         );
     }
 

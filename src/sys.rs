@@ -478,6 +478,13 @@ pub fn wait_out_or_in(fd: RawFd, timeout: Option<Duration>) -> io::Result<Wake> 
     )
 }
 
+/// Blocks until `out` is writable (`Ready`) or `inp` is readable (`Stop`), or
+/// `timeout` passes: for a writer that must keep another descriptor's input moving
+/// while it waits (a CGI response out while the web server still writes the request).
+pub fn wait_out_or_other_in(out: RawFd, inp: RawFd, timeout: Option<Duration>) -> io::Result<Wake> {
+    wait_for(out, libc::POLLOUT, timeout, Watch::Nothing, inp)
+}
+
 /// The wait behind [`wait`]: `fd` for `events` (`Ready`), the watched flag or `also`
 /// readable (`Stop`; -1 for none), or the timeout.
 fn wait_for(

@@ -3,7 +3,7 @@
 // from htaccess/ copied verbatim, spoken to over plain HTTP/1.1.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -1093,6 +1093,112 @@ fn cgi_fallback() {
     );
 }
 
+/// Under mod_cgi(d), an app that answers a POST without reading its body (a 404, an
+/// early rejection, axum's own 405/413) still gets its answer to the client: Apache
+/// writes the whole body to the program before it reads the response, and a program
+/// that exited without reading it made that write fail (EPIPE), and Apache drop the
+/// response (an empty reply). The program drains the body before it exits, and while
+/// a response larger than the pipe waits to go out.
+#[test]
+fn cgi_unread_body_gets_the_apps_answer() {
+    let a = Apache::start();
+    let body = noise(2 * 1024 * 1024, 6);
+    let t = Duration::from_secs(20);
+    for (target, fixed) in [
+        ("/cgi/status/404", true),
+        ("/cgi/status/404", false),
+        ("/cgi/stream?chunks=1&size=10", true),
+    ] {
+        let b = if fixed {
+            Body::Fixed(&body)
+        } else {
+            Body::Chunked(&body)
+        };
+        let ct = [("Content-Type", "application/octet-stream")];
+        let r = try_http_request(a.port, "POST", target, &ct, b, t)
+            .unwrap_or_else(|e| panic!("POST {target} (fixed={fixed}): {e}\n{}", a.error_log()));
+        let want = if target.contains("404") { 404 } else { 200 };
+        assert_eq!(r.status, want, "{target}: {r:?}\n{}", a.error_log());
+        if want == 200 {
+            assert_eq!(r.body, b"aaaaaaaaaa", "{r:?}");
+        }
+    }
+    // A response larger than the pipe, the body unread: out in seconds, not after
+    // Apache's Timeout (30 s here), and whole.
+    let t0 = Instant::now();
+    let r = try_http_request(
+        a.port,
+        "POST",
+        "/cgi/stream?chunks=64&size=65536",
+        &[],
+        Body::Fixed(&body),
+        t,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", a.error_log()));
+    assert_eq!(r.status, 200, "{}", a.error_log());
+    assert_eq!(r.body.len(), 64 * 65536);
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert!(!a.error_log().contains("Broken pipe"), "{}", a.error_log());
+}
+
+/// An app's hop-by-hop headers (`Transfer-Encoding`, `Keep-Alive`, a `Connection`
+/// other than `close`) are left out of the head the web server gets: mod_fcgid passed
+/// the app's `Transfer-Encoding: chunked` to the client without chunking the body, a
+/// malformed response (curl: error 56).
+#[test]
+fn hop_by_hop_headers_from_the_app_never_reach_the_client() {
+    let a = Apache::start();
+    for target in [
+        "/blog/hop-by-hop",
+        "/blog/hop-by-hop?keep=1",
+        "/hop-by-hop",
+        "/cgi/hop-by-hop",
+    ] {
+        // Read raw: the app's `x-latin1` header is not UTF-8, which the tests' client
+        // refuses.
+        let mut s = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            s,
+            "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all)
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+        let end = all
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("{target}: {:?}", String::from_utf8_lossy(&all)));
+        let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+        let rest = &all[end + 4..];
+        assert!(head.starts_with("http/1.1 200 "), "{target}: {head}");
+        assert!(!head.contains("timeout=5"), "{target}: {head}");
+        assert!(
+            head.matches("transfer-encoding").count() <= 1,
+            "{target}: {head}"
+        );
+        // Framed as the head says: chunked (Apache's chunks), or by a Content-Length.
+        let body = if head.contains("\r\ntransfer-encoding: chunked") {
+            dechunk(rest).unwrap_or_else(|e| {
+                panic!("{target}: {e}: {head}\n{:?}", String::from_utf8_lossy(rest))
+            })
+        } else {
+            let len = head
+                .split("\r\n")
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or_else(|| panic!("{target}: no framing: {head}"));
+            assert_eq!(rest.len(), len, "{target}: {head}");
+            rest.to_vec()
+        };
+        let j: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+            panic!("{target}: {e}: {head}\n{:?}", String::from_utf8_lossy(rest))
+        });
+        assert_eq!(j["path_info"], "/hop-by-hop", "{target}: {j}");
+    }
+}
+
 #[test]
 fn fcgid_app_log_reaches_error_log() {
     let a = Apache::start();
@@ -1116,6 +1222,73 @@ fn settings_file_beside_the_binary_is_not_served() {
     assert!(!r.text().contains("FCGI_LOG"));
     // The app beside it still serves (and read the file without complaint).
     assert_eq!(a.get("/blog/posts/1").echo()["path_info"], "/posts/1");
+}
+
+/// `AddHandler ... .fcgi` matches every name with `.fcgi` in it: a copy beside the
+/// binary (`mysite.fcgi.old` kept, `mysite.fcgi.new` being uploaded) ran as the app,
+/// and `/blog/mysite.fcgi.env/x` got past the `\.env$` rule and had mod_fcgid try to
+/// run the settings file (three spawns, 8 s, a 500). The templates forbid both, at the
+/// root, in a subdirectory and under CGI, and the app still serves the rest.
+#[test]
+fn copies_and_settings_beside_the_binary_are_neither_run_nor_served() {
+    let a = Apache::start();
+    for (dir, prefix) in [
+        ("public_html", ""),
+        ("public_html/blog", "/blog"),
+        ("public_html/cgi", "/cgi"),
+    ] {
+        let d = a.dir.join(dir);
+        fs::copy(d.join("mysite.fcgi"), d.join("mysite.fcgi.old")).unwrap();
+        fs::set_permissions(d.join("mysite.fcgi.old"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(d.join("mysite.fcgi.env"), "# settings\nFCGI_LOG=info\n").unwrap();
+        fs::set_permissions(d.join("mysite.fcgi.env"), fs::Permissions::from_mode(0o644)).unwrap();
+        for path in [
+            "/mysite.fcgi.old/x",
+            "/mysite.fcgi.old",
+            "/mysite.fcgi.env/x",
+            "/mysite.fcgi.env/",
+            "/mysite.fcgi.env",
+        ] {
+            let target = format!("{prefix}{path}");
+            let t0 = Instant::now();
+            let r = try_http_request(
+                a.port,
+                "GET",
+                &target,
+                &[],
+                Body::None,
+                Duration::from_secs(20),
+            )
+            .unwrap_or_else(|e| panic!("{target}: {e}"));
+            assert!(
+                r.status == 403 || r.status == 404,
+                "{target}: {} in {:?}: {}\n{}",
+                r.status,
+                t0.elapsed(),
+                r.text(),
+                a.error_log()
+            );
+            assert!(!r.text().contains("FCGI_LOG"), "{target}: {}", r.text());
+            assert!(!r.text().contains("path_info"), "{target}: {}", r.text());
+        }
+        // The app still serves its own URLs, and one that merely ends in .env.
+        for (target, path_info) in [
+            (format!("{prefix}/"), "/"),
+            (format!("{prefix}/posts/1"), "/posts/1"),
+            (format!("{prefix}/a.env/x"), "/a.env/x"),
+            (format!("{prefix}/a.env"), "/a.env"),
+        ] {
+            let r = a.get(&target);
+            assert_eq!(r.status, 200, "{target}: {}", r.text());
+            let j = r.echo();
+            assert_eq!(j["path_info"], path_info, "{target}: {j}");
+        }
+    }
+    assert!(
+        !a.error_log().contains("mysite.fcgi.env("),
+        "mod_fcgid tried to run the settings file:\n{}",
+        a.error_log()
+    );
 }
 
 /// Under suEXEC, as shared hosts run their customers' programs (README, "When the host

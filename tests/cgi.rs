@@ -511,3 +511,112 @@ fn syslog_target_without_the_feature_is_a_clear_error() {
     assert!(head.starts_with("Status: 500"), "{head}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("`syslog` feature"));
 }
+
+// ---- a body the app does not read ----
+
+/// Runs the echo example as CGI the way Apache mod_cgi(d) does: the whole of `body` is
+/// written to its stdin (the write's result is returned) before any of its stdout is
+/// read. `hold` keeps stdin open after the body (a client that stalls).
+fn cgi_body_first(
+    vars: &[(&str, &str)],
+    body: Vec<u8>,
+    hold: bool,
+) -> (std::io::Result<()>, Vec<u8>, String, Duration) {
+    let exe = example("echo");
+    let t0 = Instant::now();
+    let mut child = Command::new(exe)
+        .env_clear()
+        .envs(vars.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let r = input.write_all(&body);
+        let _ = tx.send(r);
+        if hold {
+            std::thread::sleep(Duration::from_secs(20));
+        }
+        drop(input);
+    });
+    let written = match rx.recv_timeout(Duration::from_secs(15)) {
+        Ok(r) => r,
+        Err(_) => {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the body could not be written in 15 s (the app waits for its response to be read):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{:?}\n{err}", out.status);
+    (written, out.stdout, err, t0.elapsed())
+}
+
+/// An app that answers without reading the body (a 404, a rejection): the rest of the
+/// body is read and dropped before the process exits, as php-cgi does. Apache writes
+/// the whole body before it reads the response, and a write that meets a closed pipe
+/// (EPIPE) made it drop the response: the client got an empty reply.
+#[test]
+fn an_unread_body_is_drained_before_exit() {
+    let body = vec![b'u'; 2 * 1024 * 1024];
+    let len = body.len().to_string();
+    for chunked in [false, true] {
+        let mut vars = base("POST", "/stream", "chunks=1&size=10", "/blog/stream");
+        vars.push(("FCGI_LOG", "debug"));
+        if chunked {
+            vars.push(("HTTP_TRANSFER_ENCODING", "chunked"));
+        } else {
+            vars.push(("CONTENT_LENGTH", &len));
+        }
+        let (written, stdout, err, _) = cgi_body_first(&vars, body.clone(), false);
+        assert!(written.is_ok(), "chunked={chunked}: {written:?}\n{err}");
+        let text = String::from_utf8_lossy(&stdout);
+        assert!(text.starts_with("Status: 200 OK\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\naaaaaaaaaa"), "{text}");
+        assert!(
+            err.contains("dropped 2097152 bytes of the request body the app did not read"),
+            "chunked={chunked}: {err}"
+        );
+    }
+}
+
+/// The same with a response larger than the pipe: it goes out while the body is
+/// dropped, rather than both sides waiting for each other.
+#[test]
+fn an_unread_body_and_a_large_response() {
+    let body = vec![b'u'; 2 * 1024 * 1024];
+    let len = body.len().to_string();
+    let mut vars = base("POST", "/stream", "chunks=64&size=65536", "/blog/stream");
+    vars.push(("CONTENT_LENGTH", &len));
+    let (written, stdout, err, took) = cgi_body_first(&vars, body, false);
+    assert!(written.is_ok(), "{written:?}\n{err}");
+    let pos = stdout.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(stdout.starts_with(b"Status: 200 OK\r\n"));
+    assert_eq!(stdout.len() - pos - 4, 64 * 65536);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// A client that stops sending its body does not keep the process: each read of what
+/// is dropped waits FCGI_READ_TIMEOUT at most.
+#[test]
+fn an_unread_body_that_stalls_is_given_up_after_the_read_timeout() {
+    let mut vars = base("POST", "/stream", "chunks=1&size=10", "/blog/stream");
+    vars.push(("CONTENT_LENGTH", "1000000"));
+    vars.push(("FCGI_READ_TIMEOUT", "1"));
+    vars.push(("FCGI_LOG", "debug"));
+    let (written, stdout, err, took) = cgi_body_first(&vars, vec![b'u'; 1000], true);
+    assert!(written.is_ok(), "{written:?}");
+    assert!(stdout.starts_with(b"Status: 200 OK\r\n"));
+    assert!(took < Duration::from_secs(10), "{took:?}\n{err}");
+    assert!(
+        err.contains("stopped dropping the unread request body"),
+        "{err}"
+    );
+}
