@@ -1873,9 +1873,17 @@ where
         logger::capture_end();
         stats.requests += 1;
         after_request();
+        // Taken after every response that did not end complete, so none is left over
+        // for a later request's line.
+        let failed_on = (outcome != Outcome::Complete)
+            .then(response::take_failed_request)
+            .flatten();
         if let Some(f) = &c.failure {
             if outcome != Outcome::Complete || !c.peer_closed {
-                log::info!("request {id}: {f}; closing the connection");
+                match failed_on {
+                    Some(what) => log::info!("{what}: {f}; closing the connection"),
+                    None => log::info!("request {id}: {f}; closing the connection"),
+                }
             }
             break;
         }

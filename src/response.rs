@@ -769,7 +769,7 @@ pub(crate) fn serve<H: Handler + ?Sized>(
     let head_only = req.method() == http::Method::HEAD;
     let role = req.context().map_or(Role::Responder, |c| c.role());
     let what = RequestLabel::of(&req);
-    match guarded(|| handler.call(req)) {
+    let outcome = match guarded(|| handler.call(req)) {
         Ok(resp) => send(resp, head_only, role, out),
         Err(msg) => {
             log::error!("handler panicked on {what}: {msg}; answered 500");
@@ -778,10 +778,22 @@ pub(crate) fn serve<H: Handler + ?Sized>(
                 _ => Outcome::AppFailed,
             }
         }
+    };
+    if outcome != Outcome::Complete {
+        FAILED_ON.set(Some(what));
     }
+    outcome
+}
+
+/// The request whose response just ended other than complete on this thread (set by
+/// [`serve`]), for the log line its connection's failure gets: under a web server
+/// every FastCGI request id is 1, which names nothing. Taken once.
+pub(crate) fn take_failed_request() -> Option<RequestLabel> {
+    FAILED_ON.take()
 }
 
 thread_local! {
+    static FAILED_ON: Cell<Option<RequestLabel>> = const { Cell::new(None) };
     static HEAD_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     static IN_GUARD: Cell<bool> = const { Cell::new(false) };
     static PANIC_MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
