@@ -423,13 +423,13 @@ impl Builder {
             None => None,
         };
         let file_vars = match &file {
-            Some((p, text)) => parse_env_file(text).map_err(|line| {
-                Error::setting(
-                    p.display().to_string(),
-                    line,
-                    "NAME=value lines (blank lines and # comments allowed)",
-                )
-            })?,
+            Some((p, text)) => {
+                parse_env_file(text).map_err(|line| Error::SettingsFileUnusable {
+                    path: p.clone(),
+                    problem: line,
+                    expected: "NAME=value lines (blank lines and # comments allowed)",
+                })?
+            }
             None => Vec::new(),
         };
         self.apply_vars(|name: &str| setting(name, std::env::var(name).ok(), &file_vars))
@@ -640,11 +640,11 @@ fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
     use std::io::Read;
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let refuse = |why: String| {
-        Err(Error::setting(
-            path.display().to_string(),
-            why,
-            "a file owned by the program's user (or root) and writable by nobody else (chmod 644)",
-        ))
+        Err(Error::SettingsFileUnusable {
+            path: path.to_owned(),
+            problem: why,
+            expected: "a file owned by the program's user (or root) and writable by nobody else (chmod 644)",
+        })
     };
     // Non-blocking: a FIFO at the path would block open() until a writer came, and
     // every start with it (it is refused below, as anything but a regular file is).
@@ -659,12 +659,10 @@ fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
         // silently not apply.
         Err(e) => return refuse(format!("cannot be read: {e}")),
     };
-    let io = |e: std::io::Error| {
-        Error::setting(
-            path.display().to_string(),
-            format!("cannot be read: {e}"),
-            "a UTF-8 text file of NAME=value lines",
-        )
+    let io = |e: std::io::Error| Error::SettingsFileUnusable {
+        path: path.to_owned(),
+        problem: format!("cannot be read: {e}"),
+        expected: "a UTF-8 text file of NAME=value lines",
     };
     let meta = f.metadata().map_err(io)?;
     let kind = meta.file_type();

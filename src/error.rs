@@ -28,6 +28,17 @@ pub enum Error {
         /// What is wrong in it.
         source: Box<Error>,
     },
+    /// The settings file beside the program cannot be used as a whole: it cannot be
+    /// read, others may write it, or a line is not `NAME=value`.
+    SettingsFileUnusable {
+        /// The settings file.
+        path: std::path::PathBuf,
+        /// What is wrong with it (`mode 664: writable by group or others`,
+        /// `line 4: ...`).
+        problem: String,
+        /// What is expected instead.
+        expected: &'static str,
+    },
     /// A system call failed while setting up or accepting.
     Io {
         /// What we were doing, e.g. "installing signal handlers".
@@ -74,6 +85,11 @@ impl fmt::Display for Error {
                 expected,
             } => write!(f, "invalid {name}={value:?}: expected {expected}"),
             Error::SettingsFile { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::SettingsFileUnusable {
+                path,
+                problem,
+                expected,
+            } => write!(f, "{}: {problem}; expected {expected}", path.display()),
             Error::Io { op, source } => write!(f, "{op}: {source}"),
             Error::NotLaunchedByWebServer => f.write_str(
                 "not started by a web server: no listening socket on fd 0 and no GATEWAY_INTERFACE",

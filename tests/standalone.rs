@@ -1870,6 +1870,11 @@ fn settings_file_beside_the_binary() {
     assert!(!st.success(), "{st:?}");
     let err = app.stderr();
     assert!(err.contains("writable by group or others"), "{err}");
+    // Said of the file, not as if its path were a setting's name.
+    assert!(
+        err.contains(&format!("{}: mode 666", envf.display())) && !err.contains("invalid /"),
+        "{err}"
+    );
     fs::set_permissions(&envf, fs::Permissions::from_mode(0o644)).unwrap();
     let mut app = FcgiApp::start_exe(&exe, &[]);
     assert_eq!(one(&app), 200);
@@ -1973,7 +1978,13 @@ fn settings_file_fifo_bom_and_line_number() {
         .expect("exits on a malformed settings file");
     assert!(!st.success(), "{st:?}");
     let err = app.stderr();
-    assert!(err.contains("line 4: this line is wrong"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: line 4: this line is wrong; expected",
+            envf.display()
+        )),
+        "{err}"
+    );
 }
 
 // ---- systemd socket activation ----
