@@ -426,8 +426,9 @@ impl Builder {
             Some((p, text)) => {
                 parse_env_file(text).map_err(|line| Error::SettingsFileUnusable {
                     path: p.clone(),
-                    problem: line,
-                    expected: "NAME=value lines (blank lines and # comments allowed)",
+                    problem: format!(
+                        "{line}; expected NAME=value lines (blank lines and # comments allowed)"
+                    ),
                 })?
             }
             None => Vec::new(),
@@ -642,8 +643,9 @@ fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
     let refuse = |why: String| {
         Err(Error::SettingsFileUnusable {
             path: path.to_owned(),
-            problem: why,
-            expected: "a file owned by the program's user (or root) and writable by nobody else (chmod 644)",
+            problem: format!(
+                "{why}; expected a file owned by the program's user (or root) and writable by nobody else (chmod 644)"
+            ),
         })
     };
     // Non-blocking: a FIFO at the path would block open() until a writer came, and
@@ -661,8 +663,7 @@ fn read_settings_file(path: &std::path::Path) -> Result<Option<String>, Error> {
     };
     let io = |e: std::io::Error| Error::SettingsFileUnusable {
         path: path.to_owned(),
-        problem: format!("cannot be read: {e}"),
-        expected: "a UTF-8 text file of NAME=value lines",
+        problem: format!("cannot be read: {e}; expected a UTF-8 text file of NAME=value lines"),
     };
     let meta = f.metadata().map_err(io)?;
     let kind = meta.file_type();

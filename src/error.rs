@@ -33,11 +33,9 @@ pub enum Error {
     SettingsFileUnusable {
         /// The settings file.
         path: std::path::PathBuf,
-        /// What is wrong with it (`mode 664: writable by group or others`,
-        /// `line 4: ...`).
+        /// What is wrong with it and what is expected instead (`mode 664: writable by
+        /// group or others; expected ...`, `line 4: ...; expected NAME=value lines`).
         problem: String,
-        /// What is expected instead.
-        expected: &'static str,
     },
     /// A system call failed while setting up or accepting.
     Io {
@@ -85,11 +83,9 @@ impl fmt::Display for Error {
                 expected,
             } => write!(f, "invalid {name}={value:?}: expected {expected}"),
             Error::SettingsFile { path, source } => write!(f, "{}: {source}", path.display()),
-            Error::SettingsFileUnusable {
-                path,
-                problem,
-                expected,
-            } => write!(f, "{}: {problem}; expected {expected}", path.display()),
+            Error::SettingsFileUnusable { path, problem } => {
+                write!(f, "{}: {problem}", path.display())
+            }
             Error::Io { op, source } => write!(f, "{op}: {source}"),
             Error::NotLaunchedByWebServer => f.write_str(
                 "not started by a web server: no listening socket on fd 0 and no GATEWAY_INTERFACE",
