@@ -385,6 +385,20 @@ fn start_web(what: &str, spawn: &mut dyn FnMut(u16) -> Group) -> Web {
     panic!("{failure}");
 }
 
+/// [`nginx`] with the snippet `conf` from servers/, its `{LISTEN}` our port on
+/// 127.0.0.1 and its `{BACKEND}` `backend`.
+fn nginx_snippet(dir: &TempDir, conf: &str, backend: &str) -> Web {
+    nginx(dir, &|port| {
+        snippet(
+            conf,
+            &[
+                ("{LISTEN}", &format!("127.0.0.1:{port}")),
+                ("{BACKEND}", backend),
+            ],
+        )
+    })
+}
+
 /// nginx with `site` (a `server { }` block, given the port) inside `http { }`, with
 /// Debian's fastcgi_params and scgi_params beside it as `include` expects them.
 fn nginx(dir: &TempDir, site: &dyn Fn(u16) -> String) -> Web {
@@ -740,15 +754,7 @@ fn nginx_fastcgi(conf: &str, tcp: bool, keepalive: bool) {
     // Before nginx (whose readiness probe reaches the app): only the listener.
     let idle = socket_inodes(app.pid());
     let backend = app.listen.nginx();
-    let web = nginx(&dir, &|port| {
-        snippet(
-            conf,
-            &[
-                ("{LISTEN}", &format!("127.0.0.1:{port}")),
-                ("{BACKEND}", &backend),
-            ],
-        )
-    });
+    let web = nginx_snippet(&dir, conf, &backend);
     let mut answers = check_mount(web.port, "/app", "fastcgi");
     answers.extend(check_mount(web.port, "", "fastcgi"));
     assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
@@ -876,15 +882,7 @@ fn nginx_scgi() {
     let dir = TempDir::new("nginx-scgi");
     let app = App::start(&dir, false, &["--protocol", "scgi"]);
     let backend = app.listen.nginx();
-    let web = nginx(&dir, &|port| {
-        snippet(
-            "nginx-scgi.conf",
-            &[
-                ("{LISTEN}", &format!("127.0.0.1:{port}")),
-                ("{BACKEND}", &backend),
-            ],
-        )
-    });
+    let web = nginx_snippet(&dir, "nginx-scgi.conf", &backend);
     let mut answers = check_mount(web.port, "/app", "scgi");
     answers.extend(check_mount(web.port, "", "scgi"));
     assert_eq!(pids(&answers), BTreeSet::from([app.pid()]));
@@ -1222,15 +1220,7 @@ fn spawn_fcgi_two_processes_behind_nginx() {
     let dir = TempDir::new("spawn-fcgi");
     let (copies, sock) = spawn_fcgi_copies(&dir);
     let backend = format!("unix:{}", sock.display());
-    let web = nginx(&dir, &|port| {
-        snippet(
-            "nginx-fastcgi.conf",
-            &[
-                ("{LISTEN}", &format!("127.0.0.1:{port}")),
-                ("{BACKEND}", &backend),
-            ],
-        )
-    });
+    let web = nginx_snippet(&dir, "nginx-fastcgi.conf", &backend);
     let all: BTreeSet<u32> = copies.pids.iter().copied().collect();
     let mut answers = check_mount(web.port, "/app", "fastcgi");
     answers.extend(check_mount(web.port, "", "fastcgi"));
@@ -1267,15 +1257,7 @@ fn spawn_fcgi_copies_behind_nginx_keepalive_serve_new_connections() {
     let dir = TempDir::new("spawn-fcgi-ka");
     let (copies, sock) = spawn_fcgi_copies(&dir);
     let backend = format!("unix:{}", sock.display());
-    let web = nginx(&dir, &|port| {
-        snippet(
-            "nginx-fastcgi-keepalive.conf",
-            &[
-                ("{LISTEN}", &format!("127.0.0.1:{port}")),
-                ("{BACKEND}", &backend),
-            ],
-        )
-    });
+    let web = nginx_snippet(&dir, "nginx-fastcgi-keepalive.conf", &backend);
     let all: BTreeSet<u32> = copies.pids.iter().copied().collect();
     // Two at once, twice: nginx now keeps a connection to each copy, idle.
     for _ in 0..2 {
@@ -1873,15 +1855,7 @@ fn restart_script_twice_under_load_then_kill() {
     let _ = bystander.wait();
     assert!(is_socket(&sock), "no socket after the first start");
     let backend = format!("unix:{}", sock.display());
-    let web = nginx(&dir, &|port| {
-        snippet(
-            "nginx-fastcgi.conf",
-            &[
-                ("{LISTEN}", &format!("127.0.0.1:{port}")),
-                ("{BACKEND}", &backend),
-            ],
-        )
-    });
+    let web = nginx_snippet(&dir, "nginx-fastcgi.conf", &backend);
     let poller = Poller::start(web.port, "/app/poll");
     poller.wait_for(first, 20);
 
@@ -1992,15 +1966,7 @@ fn systemd_socket_activation() {
     );
 
     let backend = format!("unix:{}", sock.display());
-    let web = nginx(&dir, &|port| {
-        snippet(
-            "nginx-fastcgi.conf",
-            &[
-                ("{LISTEN}", &format!("127.0.0.1:{port}")),
-                ("{BACKEND}", &backend),
-            ],
-        )
-    });
+    let web = nginx_snippet(&dir, "nginx-fastcgi.conf", &backend);
     let mut answers = check_mount(web.port, "/app", "fastcgi");
     answers.extend(check_mount(web.port, "", "fastcgi"));
     // systemd-socket-activate execs the app in its own place on the first connection.
@@ -2026,15 +1992,7 @@ fn nginx_axum_standalone_socket() {
     let dir = TempDir::new("nginx-axum");
     let app = App::start_example("axum", &dir, false, &[]);
     let backend = app.listen.nginx();
-    let web = nginx(&dir, &|port| {
-        snippet(
-            "nginx-fastcgi.conf",
-            &[
-                ("{LISTEN}", &format!("127.0.0.1:{port}")),
-                ("{BACKEND}", &backend),
-            ],
-        )
-    });
+    let web = nginx_snippet(&dir, "nginx-fastcgi.conf", &backend);
     let origin = format!("http://127.0.0.1:{}", web.port);
     let r = http_request(web.port, "GET", "/app/posts/17", &[], Body::None);
     assert_eq!((r.status, r.text()), (200, "<h1>Post 17</h1>".to_owned()));
