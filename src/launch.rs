@@ -176,6 +176,15 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
     }
     // Nobody restarts a standalone server for us when its file is replaced.
     cfg.watch_binary = false;
+    if let (Some(n), None, None) = (cfg.max_requests, sa.processes.filter(|&p| p > 1), &systemd) {
+        // Documented, but easy to miss: max-requests recycles a prefork worker; the
+        // one process of a server without workers ends, and only a supervisor (systemd
+        // with a socket unit) would start it again.
+        log::warn!(
+            "--max-requests {n} without --processes: this server exits after {n} requests \
+             and nothing here restarts it (add --processes N to recycle workers instead)"
+        );
+    }
     let (protocol, listener, file, tcp) = if let Some(l) = systemd {
         (sa.protocol.unwrap_or_default(), l, None, false)
     } else if let Some(h) = &sa.http {

@@ -38,6 +38,11 @@ pub(crate) fn read_head(r: &mut impl BufRead, cfg: &Config) -> Result<Vars, Head
                 digits += 1;
             }
             b':' if digits > 0 => break,
+            b'0'..=b'9' => {
+                return Err(HeadError::Malformed(
+                    "netstring length has more than 10 digits".into(),
+                ));
+            }
             other => {
                 return Err(HeadError::Malformed(format!(
                     "netstring length has byte {other:#04x}"
@@ -179,9 +184,27 @@ pub(crate) fn serve(io: SockIo, app: &dyn App, cfg: &Config) {
             response::send_error(rej.status, &mut out)
         }
     };
+    // Taken after every response that did not end complete, so that none is left
+    // over on this thread for a later request's line.
+    let failed_on = (outcome != Outcome::Complete)
+        .then(response::take_failed_request)
+        .flatten();
+    let what = || {
+        failed_on
+            .as_ref()
+            .map_or(String::new(), |w| format!(" {w}"))
+    };
     if let Err(e) = std::io::Write::flush(&mut out) {
-        log::info!("SCGI: writing the response: {e}");
+        log::info!("SCGI{}: writing the response: {e}", what());
         return;
+    }
+    if outcome == Outcome::Gone {
+        // The web server closed the connection (its client went away): the same line
+        // FastCGI gives, naming the request.
+        log::info!(
+            "SCGI{}: the web server closed the connection before the response was complete",
+            what()
+        );
     }
     if outcome == Outcome::Cut {
         // SCGI ends a response with the close: on TCP a reset says it was cut short.
@@ -233,7 +256,7 @@ mod tests {
         assert!(matches!(head(b"1:\x00,"), Err(HeadError::Malformed(_))));
         assert!(matches!(
             head(b"99999999999:"),
-            Err(HeadError::Malformed(_))
+            Err(HeadError::Malformed(m)) if m == "netstring length has more than 10 digits"
         ));
         assert!(matches!(head(b"9999999:"), Err(HeadError::TooLarge(_))));
         assert!(matches!(head(b"10:CONTENT_L"), Err(HeadError::Io(_))));

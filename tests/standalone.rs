@@ -1425,6 +1425,12 @@ fn prefork_workers_are_replaced_after_max_requests() {
     );
     srv.signal(libc::SIGTERM);
     assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    // Workers are recycled here: no warning that the server would end.
+    assert!(
+        !srv.stderr().contains("nothing here restarts it"),
+        "{}",
+        srv.stderr()
+    );
 }
 
 // ---- --pidfile, --daemonize, --workdir ----
@@ -2478,6 +2484,15 @@ fn max_requests_exit_does_not_hold_the_socket_for_a_restart() {
         t0.elapsed()
     );
     assert!(!sock.exists());
+    // Said at the start, where someone who meant worker recycling reads it.
+    assert!(
+        srv.stderr().contains(
+            "--max-requests 2 without --processes: this server exits after 2 requests \
+             and nothing here restarts it"
+        ),
+        "{}",
+        srv.stderr()
+    );
 }
 
 #[test]
@@ -3254,4 +3269,53 @@ fn one_thread_standalone_gives_an_idle_kept_alive_connection_up() {
         "{}",
         srv.stderr()
     );
+}
+
+/// The web server closing an SCGI connection during a long response (its client went
+/// away) is logged once, naming the request, as FastCGI's is; the server goes on.
+#[test]
+fn scgi_a_connection_closed_during_the_response_is_logged_with_its_request() {
+    let dir = TempDir::new("sa-scgi-gone");
+    let sock = dir.join("scgi.sock");
+    let srv = Srv::start(
+        &["--socket", sock.to_str().unwrap(), "--protocol", "scgi"],
+        &[],
+    );
+    assert!(
+        wait_until(T, || UnixStream::connect(&sock).is_ok()),
+        "{}",
+        srv.stderr()
+    );
+    let mut s = unix_conn(&sock).unwrap();
+    s.write_all(&netstring_headers(&[
+        ("CONTENT_LENGTH", "0"),
+        ("SCGI", "1"),
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", ""),
+        ("PATH_INFO", "/stream"),
+        ("QUERY_STRING", "chunks=800&size=65536"),
+        ("REQUEST_URI", "/stream?chunks=800&size=65536"),
+        ("SERVER_PROTOCOL", "HTTP/1.1"),
+        ("SERVER_NAME", "localhost"),
+        ("SERVER_PORT", "80"),
+        ("REMOTE_ADDR", "127.0.0.1"),
+        ("HTTP_HOST", "localhost"),
+    ]))
+    .unwrap();
+    let mut first = [0u8; 4096];
+    s.set_read_timeout(Some(T)).unwrap();
+    let n = s.read(&mut first).unwrap();
+    assert!(first[..n].starts_with(b"Status: 200"), "{:?}", &first[..n]);
+    drop(s);
+    assert!(
+        srv.logs_within(
+            T,
+            "SCGI GET /stream?chunks=800&size=65536: the web server closed the connection"
+        ),
+        "{}",
+        srv.stderr()
+    );
+    // The server goes on serving.
+    let resp = unix_exchange(&sock, scgi_request("GET", "/after", b"", &[]), false);
+    assert!(cgi_split(&resp).0.starts_with("Status: 200"));
 }
