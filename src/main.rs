@@ -328,12 +328,28 @@ impl Spawned {
         let l = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
         // Held across the spawn: a signal now waits for the program to be recorded.
         let mut slot = spawned_slot();
-        let spawned = Command::new(&argv[0])
-            .args(&argv[1..])
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
             .stdin(Stdio::from(OwnedFd::from(l)))
             .stdout(Stdio::null())
-            .env_remove("GATEWAY_INTERFACE")
-            .spawn();
+            .env_remove("GATEWAY_INTERFACE");
+        // The signals this process blocks for its signal thread would stay blocked in
+        // the program (a mask survives exec, and `Command` leaves it), which then
+        // could not be stopped by SIGTERM: it gets the empty mask a web server gives.
+        // SAFETY: sigemptyset and sigprocmask are async-signal-safe, with a set on the
+        // child's own stack.
+        unsafe {
+            use std::os::unix::process::CommandExt as _;
+            cmd.pre_exec(|| {
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let spawned = cmd.spawn();
         let child = match spawned {
             Ok(c) => c,
             Err(e) => {
