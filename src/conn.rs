@@ -1478,7 +1478,7 @@ impl<T: Transport> Conn<T> {
             }
             let app_status = match outcome {
                 Outcome::Complete => 0,
-                Outcome::AppFailed | Outcome::Cut | Outcome::Gone => 1,
+                Outcome::AppFailed | Outcome::Cut | Outcome::CutShort | Outcome::Gone => 1,
             };
             self.end_request_record(id, app_status, ProtocolStatus::RequestComplete);
             let _ = self.flush_out();
@@ -1740,6 +1740,23 @@ pub(crate) fn serve_management_only<T: Transport + 'static>(t: T, cfg: &Arc<Conf
 /// Serves one FastCGI connection until the web server closes it, a request without
 /// FCGI_KEEP_CONN completes, a shutdown is requested, or the input is malformed.
 /// Every way it ends is logged at most once; nothing here panics on input.
+/// Whether a response whose body ended short of its declared `Content-Length` ends
+/// with END_REQUEST rather than a close: under Apache's modules that start the app
+/// (mod_fcgid, mod_fastcgi). The length tells Apache and the client that it is short:
+/// Apache sends what came under the app's `Content-Length`, and the client sees the
+/// body end early. A close there is worse: mod_fcgid appends its own 500 page to what
+/// was sent (a body of the declared length, which looks whole) and kills the process
+/// for a "communication error", and mod_fastcgi takes the close for the end all the
+/// same. Elsewhere the close says it (nginx drops the client's connection), and
+/// Apache's mod_proxy_fcgi, which rechunks the body, would end it cleanly after an
+/// END_REQUEST.
+fn ends_short(cfg: &Config, vars: &Vars) -> bool {
+    cfg.spawned
+        && vars
+            .get("SERVER_SOFTWARE")
+            .is_some_and(|s| s.starts_with(b"Apache"))
+}
+
 pub(crate) fn serve<T, A>(
     t: T,
     app: &A,
@@ -1818,6 +1835,8 @@ where
             }
             c.seq
         };
+        // How a response cut short of its Content-Length ends (see `ends_short`).
+        let mut short_ends = false;
         let built = match params {
             None => Err(request::Rejection::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -1838,6 +1857,7 @@ where
                         } else {
                             Body::from_conn(conn.clone(), seq, len)
                         };
+                        short_ends = ends_short(cfg, &vars);
                         request::build(vars, body, Mode::FastCgi, role, &cfg.map)
                     }
                     Err(r) => Err(r),
@@ -1864,6 +1884,10 @@ where
                     response::send_error(rej.status, &mut sink)
                 }
             }
+        };
+        let outcome = match outcome {
+            Outcome::CutShort if !short_ends => Outcome::Cut,
+            o => o,
         };
         let mut c = lock(&conn);
         let stdin_done = c.consume_buffered_stdin();

@@ -812,7 +812,7 @@ pub(crate) fn serve(
                 response::send_error(rej.status, &mut sink)
             }
         };
-        if outcome == Outcome::Cut {
+        if outcome.is_cut() {
             // What the app wrote goes out without the last chunk, and the connection
             // closes: the client sees an incomplete response, not a short one.
             let _ = sink.w.flush();

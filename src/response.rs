@@ -285,8 +285,29 @@ pub(crate) enum Outcome {
     /// the response is incomplete. It is ended so that the reader can tell: no
     /// END_REQUEST on FastCGI, no last chunk on HTTP, and the connection closes.
     Cut,
+    /// As `Cut`, for a body that ended short of the `Content-Length` its head declared
+    /// (it failed, or it was shorter): the length already tells the web server and the
+    /// client that the response is incomplete, so a FastCGI connection may end it with
+    /// END_REQUEST where the web server would garble a close (see `conn`).
+    CutShort,
     /// The web server aborted the request or the connection broke.
     Gone,
+}
+
+impl Outcome {
+    /// A cut response: [`Outcome::CutShort`] when the head declared the body's length.
+    pub(crate) fn cut(declared: Option<u64>) -> Outcome {
+        if declared.is_some() {
+            Outcome::CutShort
+        } else {
+            Outcome::Cut
+        }
+    }
+
+    /// The response went out incomplete ([`Outcome::Cut`] or [`Outcome::CutShort`]).
+    pub(crate) fn is_cut(self) -> bool {
+        matches!(self, Outcome::Cut | Outcome::CutShort)
+    }
 }
 
 /// A response header that would split or corrupt the response.
@@ -693,11 +714,11 @@ pub(crate) fn send<B: ResponseBody>(
             Outcome::Complete
         };
     }
-    let outcome = body_outcome(r, &held);
-    if outcome == Outcome::Complete && held.was_short() {
-        return Outcome::Cut;
+    match body_outcome(r, &held) {
+        Outcome::Complete if held.was_short() => Outcome::CutShort,
+        Outcome::Cut => Outcome::CutShort,
+        outcome => outcome,
     }
-    outcome
 }
 
 /// How a response ended, from how its body's writing ended.
@@ -1250,7 +1271,7 @@ mod tests {
         assert_eq!(o, Outcome::Complete);
         assert!(text.ends_with("Content-Length: 4\r\n\r\n1234"), "{text:?}");
         let (o, text) = run(reader(b"12345", 100));
-        assert_eq!(o, Outcome::Cut);
+        assert_eq!(o, Outcome::CutShort);
         assert!(text.ends_with("\r\n\r\n12345"), "{text:?}");
         let with_length = |n: &'static str, body: &'static str| {
             let mut r = Response::new(BoxBody::new(body));
@@ -1259,7 +1280,7 @@ mod tests {
             r
         };
         let (o, text) = run(with_length("100", "short"));
-        assert_eq!(o, Outcome::Cut);
+        assert_eq!(o, Outcome::CutShort);
         assert!(text.contains("content-length: 100\r\n"), "{text:?}");
         let (o, text) = run(with_length("3", "short"));
         assert_eq!(o, Outcome::Complete);
@@ -1273,6 +1294,23 @@ mod tests {
         }))));
         assert_eq!(o, Outcome::Complete);
         assert!(text.ends_with("\r\n\r\nfree"), "{text:?}");
+        // A body that fails is cut; with a declared length, short of it.
+        let failing = || {
+            BoxBody::new(stream(|w| {
+                w.write_all(b"part")?;
+                Err(io::Error::other("fails on purpose"))
+            }))
+        };
+        let (o, _) = run(Response::new(failing()));
+        assert_eq!(o, Outcome::Cut);
+        let mut r = Response::new(failing());
+        r.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            HeaderValue::from_static("100"),
+        );
+        let (o, text) = run(r);
+        assert_eq!(o, Outcome::CutShort);
+        assert!(text.ends_with("\r\n\r\npart"), "{text:?}");
     }
 
     /// Log lines name the request with the client's URL, control characters escaped

@@ -206,7 +206,7 @@ pub(crate) fn serve(io: SockIo, app: &dyn App, cfg: &Config) {
             what()
         );
     }
-    if outcome == Outcome::Cut {
+    if outcome.is_cut() {
         // SCGI ends a response with the close: on TCP a reset says it was cut short.
         io.reset_close();
         return;

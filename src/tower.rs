@@ -466,7 +466,7 @@ where
                 return match (declared, left) {
                     (Some(d), Some(l)) if l > 0 => {
                         response::log_short_body(&format!("{what}: "), d - l, d);
-                        Outcome::Cut
+                        Outcome::CutShort
                     }
                     _ => Outcome::Complete,
                 };
@@ -503,14 +503,14 @@ where
                     "{what}: response body failed after the headers were sent: {}; response cut short",
                     e.into()
                 );
-                return Outcome::Cut;
+                return Outcome::cut(declared);
             }
             Err(None) => return Outcome::Gone,
             Err(Some(msg)) => {
                 log::error!(
                     "{what}: panic while streaming the response body: {msg}; response cut short"
                 );
-                return Outcome::Cut;
+                return Outcome::cut(declared);
             }
         }
     }
@@ -605,7 +605,7 @@ mod tests {
         assert_eq!(o, Outcome::Complete);
         assert!(text.ends_with("content-length: 2\r\n\r\ndc"), "{text:?}");
         let (o, text) = serve(&app, "/cl/10", "abc");
-        assert_eq!(o, Outcome::Cut);
+        assert_eq!(o, Outcome::CutShort);
         assert!(text.ends_with("\r\n\r\ncba"), "{text:?}");
         let (o, _) = serve(&app, "/cl/3", "abc");
         assert_eq!(o, Outcome::Complete);

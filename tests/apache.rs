@@ -944,6 +944,54 @@ fn fcgid_panic_is_500_and_process_lives() {
     assert_eq!(j["served"], 3, "{j}");
 }
 
+/// A body that ends short of its `Content-Length` under mod_fcgid (shorter than the
+/// app declared, or failing midway) reaches the client as it came, short of the
+/// length, so the client can tell; and the same process serves on. Ending it with a
+/// close instead of END_REQUEST had mod_fcgid append Apache's 500 page to what had
+/// been sent (up to the declared length, which then looked whole) and kill the
+/// process for a communication error (the next request waited for a new one).
+#[test]
+fn fcgid_a_body_short_of_its_length_reaches_the_client_short() {
+    let a = Apache::start();
+    let pid = pid_of(&a.get("/blog/").echo());
+    for (target, declared, came) in [
+        ("/blog/stream?chunks=2&size=10&length=1000", 1000, 20),
+        (
+            "/blog/stream?chunks=5&size=10&fail_after=2&length=30",
+            30,
+            20,
+        ),
+        (
+            "/blog/stream?chunks=5&size=100000&fail_after=2&length=500000",
+            500_000,
+            200_000,
+        ),
+    ] {
+        let r = try_http_request(
+            a.port,
+            "GET",
+            target,
+            &[],
+            Body::None,
+            Duration::from_secs(20),
+        );
+        let e = r.map(|r| (r.status, r.body.len())).expect_err(target);
+        let want = format!("Content-Length {declared}, but {came} bytes came");
+        assert!(e.starts_with(&want), "{target}: {}", &e[..e.len().min(600)]);
+        assert!(
+            !e.contains("<!DOCTYPE"),
+            "{target}: Apache's page was added"
+        );
+    }
+    let j = a.get("/blog/after").echo();
+    assert_eq!(
+        pid_of(&j),
+        pid,
+        "the process was replaced: {j}\n{}",
+        a.error_log()
+    );
+}
+
 #[test]
 fn httpoxy_proxy_header_never_reaches_the_app() {
     let a = Apache::start();
