@@ -8,11 +8,15 @@
 // - /text answers "hello" (axum strips the body for HEAD).
 // - /cut streams "part1 ", "part2 ", then its body fails.
 // - /sleep awaits a 50 ms tokio timer, then answers "slept".
-// With TOWER_FAULTS_RUNTIME=multi it runs on `Runtime::MultiThread(2)`.
+// - /spawn-tick spawns (once) a task that counts every 10 ms; /ticks answers the count,
+//   so a test sees whether spawned tasks run between requests.
+// With TOWER_FAULTS_RUNTIME=multi it runs on `Runtime::MultiThread(2)`; with `main`,
+// `tower::run` is called from inside a multi-thread runtime (what `#[tokio::main]`
+// builds), and with `main-current` from inside a current-thread one.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +28,20 @@ use fcgi_shim::tower::RequestBody;
 use tower_service::Service;
 
 static READY_PANICKED: AtomicBool = AtomicBool::new(false);
+static TICKING: AtomicBool = AtomicBool::new(false);
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+async fn spawn_tick() -> &'static str {
+    if !TICKING.swap(true, Ordering::SeqCst) {
+        tokio::spawn(async {
+            loop {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                TICKS.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    "ticking"
+}
 
 #[derive(Clone)]
 struct Faulty(Router);
@@ -88,6 +106,11 @@ fn main() -> Result<(), fcgi_shim::Error> {
             "/not-modified",
             get(|| async { axum::http::StatusCode::NOT_MODIFIED }),
         )
+        .route("/spawn-tick", get(spawn_tick))
+        .route(
+            "/ticks",
+            get(|| async { TICKS.load(Ordering::SeqCst).to_string() }),
+        )
         .route(
             "/sleep",
             get(|| async {
@@ -95,12 +118,22 @@ fn main() -> Result<(), fcgi_shim::Error> {
                 "slept"
             }),
         );
-    if std::env::var("TOWER_FAULTS_RUNTIME").as_deref() == Ok("multi") {
-        return fcgi_shim::tower::run_with(
+    match std::env::var("TOWER_FAULTS_RUNTIME").as_deref() {
+        Ok("multi") => fcgi_shim::tower::run_with(
             fcgi_shim::Builder::new(),
             fcgi_shim::tower::Runtime::MultiThread(2),
             Faulty(router),
-        );
+        ),
+        Ok("main") => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("building the tokio runtime")
+            .block_on(async { fcgi_shim::tower::run(Faulty(router)) }),
+        Ok("main-current") => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building the tokio runtime")
+            .block_on(async { fcgi_shim::tower::run(Faulty(router)) }),
+        _ => fcgi_shim::tower::run(Faulty(router)),
     }
-    fcgi_shim::tower::run(Faulty(router))
 }

@@ -296,6 +296,7 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// A cut response: [`Outcome::CutShort`] when the head declared the body's length.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn cut(declared: Option<u64>) -> Outcome {
         if declared.is_some() {
             Outcome::CutShort

@@ -455,6 +455,16 @@ enum Work {
 /// connections need them, up to `cfg.max_conns`. Under a web server this thread is
 /// one of the workers; a standalone server that owns its socket keeps this thread to
 /// run the restart handover.
+/// How many threads this process serves requests on at most: 1 until a server
+/// starts (CGI), then its thread count.
+static SERVING_THREADS: AtomicUsize = AtomicUsize::new(1);
+
+/// How many threads this process serves requests on at most (1 under CGI).
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+pub(crate) fn serving_threads() -> usize {
+    SERVING_THREADS.load(Ordering::Relaxed)
+}
+
 pub(crate) fn serve(
     listener: Listener,
     app: Arc<dyn App>,
@@ -463,6 +473,7 @@ pub(crate) fn serve(
 ) -> Result<(), Error> {
     sys::install_shutdown_handlers().map_err(|e| Error::io("installing signal handlers", e))?;
     sys::set_spin(cfg.spin);
+    SERVING_THREADS.store(cfg.max_conns, Ordering::Relaxed);
     let life = Arc::new(Lifecycle::new(&cfg));
     let coordinated = opts.handover.is_some();
     let lot = if (cfg.max_conns > 1 || !cfg.sibling_workers) && opts.protocol == Protocol::FastCgi {

@@ -15,6 +15,7 @@ use http::{Request, Response, StatusCode};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::runtime::RuntimeFlavor;
 use tower_service::Service;
 
 use crate::body::Body;
@@ -107,10 +108,19 @@ impl HttpBody for RequestBody {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Runtime {
-    /// A current-thread runtime on each worker thread (default): no extra threads, which
-    /// shared hosts count against the account. Tasks the service spawns run while its
-    /// request is in progress.
+    /// The default. Called from inside a multi-thread tokio runtime (`#[tokio::main]`):
+    /// that runtime, for every request, as under `axum::serve`, so what `main` set up
+    /// on it (a database pool, a client) serves every request. Otherwise: as
+    /// `CurrentThread` while the process serves on one thread (mod_fcgid, lighttpd
+    /// `bin-path`, CGI: one runtime, no thread more), and as `MultiThread(2)` when it
+    /// serves on several (a standalone server's 8), where per-thread runtimes would
+    /// leave a pool, a client or a task that one request made on one thread waiting
+    /// for that thread's next request when a request on another thread uses it.
     #[default]
+    Auto,
+    /// A current-thread runtime on each worker thread: no extra threads, which shared
+    /// hosts count against the account. Tasks the service spawns, and I/O objects it
+    /// creates, make progress only while a request runs on the thread that made them.
     CurrentThread,
     /// One multi-thread runtime with this many worker threads, shared by all requests:
     /// for services whose spawned background tasks must run between requests.
@@ -157,6 +167,10 @@ where
 }
 
 /// [`run`] with settings and a choice of runtime.
+///
+/// Called from inside a tokio runtime (`#[tokio::main]`), it serves from a thread of
+/// its own, since no runtime may be blocked on from inside one; the calling thread
+/// waits for it.
 pub fn run_with<S, B>(builder: Builder, runtime: Runtime, service: S) -> Result<(), Error>
 where
     S: Service<Request<RequestBody>, Response = Response<B>> + Clone + Send + 'static,
@@ -165,39 +179,101 @@ where
     B::Data: bytes::Buf,
     B::Error: Into<Box<dyn StdError + Send + Sync>>,
 {
-    let shared = match runtime {
-        Runtime::CurrentThread => None,
-        Runtime::MultiThread(n) => Some(Shared::new(n)),
+    let current = tokio::runtime::Handle::try_current().ok();
+    let ambient = match (&current, runtime) {
+        (Some(h), Runtime::Auto) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            Some((h.clone(), std::process::id()))
+        }
+        _ => None,
     };
-    builder.run_app(Arc::new(TowerApp {
+    let app = Arc::new(TowerApp {
         service: std::sync::Mutex::new(service),
-        shared,
-    }))
+        runtimes: Runtimes {
+            // Said at the first request, once the logger is set up.
+            current_thread_caller: runtime == Runtime::Auto
+                && current
+                    .as_ref()
+                    .is_some_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread),
+            ..Runtimes::new(runtime, ambient)
+        },
+    });
+    if current.is_none() {
+        return builder.run_app(app);
+    }
+    let serving = std::thread::Builder::new()
+        .name("fcgi-shim".into())
+        .spawn(move || builder.run_app(app))
+        .map_err(|e| Error::io("starting the serving thread", e))?;
+    serving
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// The multi-thread runtime, built at the first request: after `--daemonize` or
-/// `--processes` have forked (a fork keeps only the forking thread, so a runtime built
-/// before it would have no worker threads in the child, and its timers and I/O would
-/// never fire). One that cannot be built is logged, and the requests run on each
-/// worker's current-thread runtime instead.
-struct Shared {
-    threads: usize,
-    rt: OnceLock<Option<tokio::runtime::Runtime>>,
+/// The runtimes requests run on (see [`Runtime`]).
+struct Runtimes {
+    choice: Runtime,
+    /// The multi-thread runtime `run` was called from, and the process it belongs to:
+    /// a fork (`--daemonize`, `--processes`) keeps none of its threads, so its timers
+    /// and I/O would never fire in the child.
+    ambient: Option<(tokio::runtime::Handle, u32)>,
+    /// A shared multi-thread runtime of our own, built at the first request: after
+    /// `--daemonize` or `--processes` have forked, for the same reason. One that cannot
+    /// be built is logged, and the requests run on each worker's current-thread
+    /// runtime instead.
+    own: OnceLock<Option<tokio::runtime::Runtime>>,
+    /// `run` was called from a current-thread runtime, which cannot be shared.
+    current_thread_caller: bool,
+    /// One warning about the runtime `run` was called from.
+    warned: std::sync::Once,
 }
 
-impl Shared {
-    fn new(threads: usize) -> Shared {
-        Shared {
-            threads: threads.max(1),
-            rt: OnceLock::new(),
+impl Runtimes {
+    fn new(choice: Runtime, ambient: Option<(tokio::runtime::Handle, u32)>) -> Runtimes {
+        Runtimes {
+            choice,
+            ambient,
+            own: OnceLock::new(),
+            current_thread_caller: false,
+            warned: std::sync::Once::new(),
         }
     }
 
-    fn get(&self) -> Option<&tokio::runtime::Runtime> {
-        self.rt
+    /// The shared runtime this request runs on; `None`: this thread's own.
+    fn shared(&self) -> Option<&tokio::runtime::Handle> {
+        if let Some((handle, pid)) = &self.ambient {
+            if *pid == std::process::id() {
+                return Some(handle);
+            }
+            self.warned.call_once(|| {
+                log::error!(
+                    "the tokio runtime of main() did not survive the fork (--daemonize or \
+                     --processes), and what was built on it cannot be used here; requests \
+                     run on a runtime of this process (build the runtime after the fork: \
+                     call fcgi_shim::tower::run from a plain fn main)"
+                );
+            });
+        }
+        if self.current_thread_caller {
+            self.warned.call_once(|| {
+                log::warn!(
+                    "fcgi_shim::tower::run was called from inside a current-thread tokio \
+                     runtime (`#[tokio::main(flavor = \"current_thread\")]`): its tasks, and \
+                     what was built on it, make no progress while requests are served, which \
+                     run on runtimes of their own; use the multi-thread runtime \
+                     (`#[tokio::main]`) or a plain `fn main`"
+                );
+            });
+        }
+        let threads = match self.choice {
+            Runtime::CurrentThread => return None,
+            Runtime::MultiThread(n) => n.max(1),
+            Runtime::Auto if crate::server::serving_threads() > 1 => 2,
+            Runtime::Auto => return None,
+        };
+        self.own
             .get_or_init(|| {
                 tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(self.threads)
+                    .worker_threads(threads)
                     .enable_all()
                     .build()
                     .inspect_err(|e| {
@@ -208,6 +284,7 @@ impl Shared {
                     .ok()
             })
             .as_ref()
+            .map(tokio::runtime::Runtime::handle)
     }
 }
 
@@ -215,7 +292,7 @@ struct TowerApp<S> {
     /// Cloned for each request, under the lock: a service need not be `Sync` (tower's
     /// `BoxCloneService` is not), only `Clone + Send`, as with `axum::serve`.
     service: std::sync::Mutex<S>,
-    shared: Option<Shared>,
+    runtimes: Runtimes,
 }
 
 thread_local! {
@@ -223,7 +300,7 @@ thread_local! {
 }
 
 /// Runs `fut` to completion on this thread's runtime (or the shared one).
-fn block_on<F: Future>(shared: Option<&tokio::runtime::Runtime>, fut: F) -> Option<F::Output> {
+fn block_on<F: Future>(shared: Option<&tokio::runtime::Handle>, fut: F) -> Option<F::Output> {
     if let Some(rt) = shared {
         return Some(rt.block_on(fut));
     }
@@ -418,7 +495,7 @@ where
             })
             .await
         };
-        block_on(self.shared.as_ref().and_then(Shared::get), both).unwrap_or_else(|| {
+        block_on(self.runtimes.shared(), both).unwrap_or_else(|| {
             let mut o = out.borrow_mut();
             response::send_error(StatusCode::INTERNAL_SERVER_ERROR, &mut **o)
         })
@@ -576,11 +653,11 @@ mod tests {
         for app in [
             TowerApp {
                 service: Rev.into(),
-                shared: None,
+                runtimes: Runtimes::new(Runtime::CurrentThread, None),
             },
             TowerApp {
                 service: Rev.into(),
-                shared: Some(Shared::new(2)),
+                runtimes: Runtimes::new(Runtime::MultiThread(2), None),
             },
         ] {
             let (o, text) = serve(&app, "/", "abc");
@@ -599,7 +676,7 @@ mod tests {
     fn bodies_are_held_to_their_content_length() {
         let app = TowerApp {
             service: Rev.into(),
-            shared: None,
+            runtimes: Runtimes::new(Runtime::CurrentThread, None),
         };
         let (o, text) = serve(&app, "/cl/2", "abcd");
         assert_eq!(o, Outcome::Complete);
@@ -634,7 +711,7 @@ mod tests {
     fn a_service_need_not_be_sync() {
         let app: Arc<dyn App> = Arc::new(TowerApp {
             service: NotSync(std::cell::Cell::new(0)).into(),
-            shared: None,
+            runtimes: Runtimes::new(Runtime::CurrentThread, None),
         });
         for _ in 0..2 {
             let mut out = VecSink(Vec::new());

@@ -453,6 +453,122 @@ fn a_single_thread_serves_by_default() {
     assert_eq!(threads, 1, "threads in an fd-0 FastCGI process");
 }
 
+/// The count /ticks answers: tower_faults' task spawned by /spawn-tick adds one every
+/// 10 ms while its runtime runs it.
+fn ticks(get: &mut dyn FnMut(&str) -> (u16, String)) -> u64 {
+    let (status, text) = get("/ticks");
+    assert_eq!(status, 200, "{text}");
+    text.trim().parse().unwrap_or_else(|_| panic!("{text:?}"))
+}
+
+/// Whether a task a request spawned runs between requests: /spawn-tick, then the
+/// count 300 ms apart with no request between.
+fn spawned_task_runs_between_requests(get: &mut dyn FnMut(&str) -> (u16, String)) -> bool {
+    // The fixture's first poll_ready panics on purpose (a 500).
+    let _ = get("/ok");
+    assert_eq!(get("/spawn-tick").0, 200);
+    std::thread::sleep(Duration::from_millis(100));
+    let before = ticks(get);
+    std::thread::sleep(Duration::from_millis(300));
+    ticks(get) >= before + 10
+}
+
+/// `tower::run` called from inside a tokio runtime, as `#[tokio::main]` does. Under
+/// FastCGI on fd 0 and under CGI it blocked on its own runtime from inside that one,
+/// which tokio refuses with a panic: every request was lost (fd 0: the connection
+/// closed with nothing on it; CGI: no output, exit 101), while the standalone server,
+/// whose threads are its own, worked. It now serves from a thread of its own, and on
+/// the multi-thread runtime it was called from, so a task a request spawns runs
+/// between requests as under `axum::serve`. From a current-thread runtime it serves
+/// too, with a warning that that runtime's tasks do not run meanwhile.
+#[test]
+fn a_service_run_from_inside_tokio_main_serves_in_every_mode() {
+    for flavor in ["main", "main-current"] {
+        let app = FcgiApp::start("tower_faults", &[("TOWER_FAULTS_RUNTIME", flavor)]);
+        // What the app logs during a request comes as FCGI_STDERR.
+        let mut logged = String::new();
+        let mut get = |path: &str| {
+            let r = app.roundtrip(request(1, false, &get(path, ""), b""), 1);
+            logged.push_str(&String::from_utf8_lossy(&r.stderr));
+            (r.status(), body_text(&r))
+        };
+        let (_, _) = get("/ok");
+        assert_eq!(
+            get("/ok"),
+            (200, "ok".to_string()),
+            "{flavor}: {}",
+            app.stderr()
+        );
+        if flavor == "main" {
+            assert!(
+                spawned_task_runs_between_requests(&mut get),
+                "{flavor}: the spawned task did not run between requests"
+            );
+        }
+        assert_eq!(
+            logged.contains("current-thread tokio runtime"),
+            flavor == "main-current",
+            "{flavor}: {logged}"
+        );
+        let out = Command::new(example("tower_faults"))
+            .env_clear()
+            .env("TOWER_FAULTS_RUNTIME", flavor)
+            .envs(get_vars("/text"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        // CGI: one process, one request, whose poll_ready is the process's first.
+        assert!(
+            text.starts_with("Status: 500"),
+            "{flavor} CGI: {text}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{flavor} CGI: {:?}", out.status);
+    }
+}
+
+fn get_vars(path: &str) -> Vec<(&'static str, String)> {
+    get(path, "")
+}
+
+/// A standalone server serves on 8 threads. With the default runtime a task spawned
+/// by a request runs between requests: one runtime for all of them, not one per
+/// thread, where it ran only while a request ran on the thread that spawned it (and a
+/// pool or client built on one thread's runtime waited for that thread's next
+/// request when a request on another thread used it).
+#[test]
+fn a_standalone_server_runs_spawned_tasks_between_requests() {
+    let dir = TempDir::new("tower-standalone-tick");
+    let sock = dir.join("app.sock");
+    let log = dir.join("stderr.log");
+    let mut cmd = Command::new(example("tower_faults"));
+    cmd.arg("--socket")
+        .arg(&sock)
+        .env("FCGI_RESTART_GRACE", "0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    contain(&mut cmd);
+    let mut server = spawn_retrying(&mut cmd);
+    let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(wait_until(T, || sock.exists()), "{}", stderr());
+    let mut get = |path: &str| {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(&request(1, false, &get(path, ""), b""))
+            .unwrap();
+        let r = read_reply(&mut s, 1, T);
+        (r.status(), body_text(&r))
+    };
+    let ran = spawned_task_runs_between_requests(&mut get);
+    signal(server.id() as i32, libc::SIGTERM);
+    let _ = server.wait();
+    assert!(
+        ran,
+        "the spawned task did not run between requests\n{}",
+        stderr()
+    );
+}
+
 /// `Runtime::MultiThread` with `--processes 2` and with `--daemonize`, which fork after
 /// the app is set up: a runtime built before a fork has no worker threads in the child,
 /// so a tokio timer (/sleep) never fired and the request hung. It is built at the first
