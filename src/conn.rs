@@ -1418,11 +1418,18 @@ impl<T: Transport> Conn<T> {
                     && body_attached
                     && h.content_length > 0
                 {
-                    // The app's body comes next: nothing behind it can be seen until it
+                    // The app's body comes next: nothing behind it is handled until it
                     // is read. (The empty record that ends the body is taken here: the
                     // body reads its end from the request's state, and an abort or a
                     // close behind it is then seen, as for a GET whose handler never
-                    // reads the body.)
+                    // reads the body.) An abort already read in behind it is seen,
+                    // though: the request is over, and the app need not read on.
+                    if self.abort_buffered_behind(at, h.request_id) {
+                        if let Some(a) = self.active.as_mut() {
+                            a.aborted = true;
+                        }
+                        return Check::Gone;
+                    }
                     return Check::Stuck;
                 }
                 let whole = need
@@ -1448,6 +1455,27 @@ impl<T: Transport> Conn<T> {
                 }
             }
         }
+    }
+
+    /// Whether an FCGI_ABORT_REQUEST for request `id` is in the read buffer behind
+    /// body records of the same request, from the record header at `at` on. Only what
+    /// is buffered is looked at: a body larger than the buffer hides what follows it
+    /// until the app reads it (a close behind it still shows as the peer's hang-up).
+    fn abort_buffered_behind(&self, mut at: usize, id: u16) -> bool {
+        while at + HEADER_LEN <= self.rend {
+            let mut hb = [0u8; HEADER_LEN];
+            hb.copy_from_slice(&self.rbuf[at..at + HEADER_LEN]);
+            let h = Header::parse(&hb);
+            if h.request_id != id {
+                return false;
+            }
+            match h.record_type {
+                RecordType::Stdin => at += HEADER_LEN + h.body_len(),
+                RecordType::AbortRequest => return true,
+                _ => return false,
+            }
+        }
+        false
     }
 
     /// Ends the active request: stream terminators, END_REQUEST, flush.
@@ -1737,9 +1765,6 @@ pub(crate) fn serve_management_only<T: Transport + 'static>(t: T, cfg: &Arc<Conf
     }
 }
 
-/// Serves one FastCGI connection until the web server closes it, a request without
-/// FCGI_KEEP_CONN completes, a shutdown is requested, or the input is malformed.
-/// Every way it ends is logged at most once; nothing here panics on input.
 /// Whether a response whose body ended short of its declared `Content-Length` ends
 /// with END_REQUEST rather than a close: under Apache's modules that start the app
 /// (mod_fcgid, mod_fastcgi). The length tells Apache and the client that it is short:
@@ -1757,6 +1782,9 @@ fn ends_short(cfg: &Config, vars: &Vars) -> bool {
             .is_some_and(|s| s.starts_with(b"Apache"))
 }
 
+/// Serves one FastCGI connection until the web server closes it, a request without
+/// FCGI_KEEP_CONN completes, a shutdown is requested, or the input is malformed.
+/// Every way it ends is logged at most once; nothing here panics on input.
 pub(crate) fn serve<T, A>(
     t: T,
     app: &A,

@@ -319,6 +319,9 @@ pub(crate) enum BadHead {
     /// A 1xx status as the final answer: CGI has no interim responses, and a web
     /// server would send it as the response, with no final one after it.
     Interim(StatusCode),
+    /// A status of 600 or more, which `http` allows but HTTP does not (RFC 9110 15:
+    /// 100 to 599); web servers pass it on or refuse it, each their own way.
+    OutOfRange(StatusCode),
     /// A `Content-Length` that is not a number of digits, or two that differ: a web
     /// server or client would frame the body differently from us.
     Length(String),
@@ -338,6 +341,11 @@ impl fmt::Display for BadHead {
             BadHead::Interim(status) => write!(
                 f,
                 "the response's status is {status}, an interim (1xx) status, which cannot be the final answer"
+            ),
+            BadHead::OutOfRange(status) => write!(
+                f,
+                "the response's status is {}, outside HTTP's 100 to 599",
+                status.as_u16()
             ),
         }
     }
@@ -395,6 +403,9 @@ pub(crate) fn encode_head(
     if status.is_informational() {
         return Err(BadHead::Interim(status));
     }
+    if status.as_u16() > 599 {
+        return Err(BadHead::OutOfRange(status));
+    }
     let authorized = role == Role::Authorizer && status == StatusCode::OK;
     out.extend_from_slice(b"Status: ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -415,6 +426,9 @@ pub(crate) fn encode_head(
     let mut close = false;
     for (name, value) in &parts.headers {
         let is_length = name == http::header::CONTENT_LENGTH;
+        // The same length set twice goes out once: two lines read as the list `6, 6`,
+        // which is no length (RFC 9110 8.6), and nginx refuses a repeated one.
+        let mut repeated = false;
         if is_length {
             // Digits only (no sign, no list), and one length however often it is set.
             let n = std::str::from_utf8(value.as_bytes())
@@ -424,7 +438,7 @@ pub(crate) fn encode_head(
                 .and_then(|v| v.parse::<u64>().ok());
             match (n, app_length) {
                 (Some(n), None) => app_length = Some(n),
-                (Some(n), Some(m)) if n == m => {}
+                (Some(n), Some(m)) if n == m => repeated = true,
                 _ => {
                     return Err(BadHead::Length(
                         String::from_utf8_lossy(value.as_bytes()).into_owned(),
@@ -440,6 +454,9 @@ pub(crate) fn encode_head(
                 .is_some_and(|t| t.eq_ignore_ascii_case(b"text/event-stream"));
         } else if name.as_str() == "x-accel-buffering" {
             accel_buffering = true;
+        }
+        if repeated {
+            continue;
         }
         if authorized && !name.as_str().starts_with("variable-") {
             continue;
@@ -973,11 +990,11 @@ mod tests {
                 "{bad:?}"
             );
         }
+        // The same length twice goes out once (two lines read as `5, 5`).
         assert_eq!(
             with(&["5", " 5 "], false).unwrap(),
             (
-                "Status: 200 OK\r\ncontent-length: 5\r\ncontent-length:  5 \r\nx-after: 1\r\n\r\n"
-                    .to_owned(),
+                "Status: 200 OK\r\ncontent-length: 5\r\nx-after: 1\r\n\r\n".to_owned(),
                 Some(5)
             )
         );
@@ -987,6 +1004,27 @@ mod tests {
         assert_eq!(
             with(&["2"], true).unwrap(),
             ("Status: 200 OK\r\nx-after: 1\r\n\r\n".to_owned(), None)
+        );
+    }
+
+    /// Statuses HTTP does not have are refused (the app gets a 500), as interim ones
+    /// are: `http` allows 100 to 999, HTTP 100 to 599 (RFC 9110 15).
+    #[test]
+    fn statuses_outside_http_are_refused() {
+        for (code, ok) in [(599, true), (600, false), (999, false), (101, false)] {
+            let mut r = Response::new(());
+            *r.status_mut() = StatusCode::from_u16(code).unwrap();
+            let (parts, ()) = r.into_parts();
+            let got = encode_head(&parts, Some(0), Role::Responder, &mut Vec::new());
+            assert_eq!(got.is_ok(), ok, "{code}: {got:?}");
+        }
+        let mut r = Response::new(());
+        *r.status_mut() = StatusCode::from_u16(600).unwrap();
+        let (parts, ()) = r.into_parts();
+        let e = encode_head(&parts, None, Role::Responder, &mut Vec::new()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the response's status is 600, outside HTTP's 100 to 599"
         );
     }
 

@@ -319,27 +319,49 @@ fn a_panic_in_poll_ready_or_in_call_itself_is_a_500() {
 
 /// A handler that holds the request body without reading it: an abort or the web
 /// server going away still cancels it (the end of an empty body is taken from the
-/// stream; a close behind unread body bytes shows as the peer's hang-up).
+/// stream; an abort read in behind unread body bytes is seen there, and a close
+/// behind them shows as the peer's hang-up). The connection then serves on.
 #[test]
 fn abort_or_close_cancels_a_handler_holding_its_body_unread() {
-    // GET: only the empty STDIN record is sent; then ABORT.
     let app = FcgiApp::start("tower_faults", &[]);
     app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
-    let mut s = app.connect();
-    s.write_all(&request(1, true, &get("/hold", ""), b""))
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    let t0 = Instant::now();
-    s.write_all(&rec(ABORT, 1, &[])).unwrap();
-    let r = read_reply(&mut s, 1, T);
-    assert_eq!(r.end, Some((1, 0)), "{:?}", r.end);
-    assert!(
-        t0.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        t0.elapsed()
-    );
-    let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
-    assert!(log.contains("/hold's future dropped"), "{log}");
+    let mut post = get("/hold", "");
+    post[1].1 = "POST".into();
+    let mut partial = post.clone();
+    partial.push(("CONTENT_LENGTH", "1000000".into()));
+    let cases = [
+        // GET: only the empty STDIN record is sent; then ABORT.
+        ("GET", request(1, true, &get("/hold", ""), b"")),
+        // A whole body of 1,000 bytes (before: no answer until the 3 s were up).
+        ("POST", request(1, true, &post, &[b'x'; 1000])),
+        // 1,000 bytes of a 1,000,000-byte body, then the client goes away.
+        ("POST, part of the body", {
+            let mut v = request_head(1, true, &partial);
+            v.extend(rec(STDIN, 1, &[b'y'; 1000]));
+            v
+        }),
+    ];
+    for (what, bytes) in cases {
+        let mut s = app.connect();
+        s.write_all(&bytes).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        s.write_all(&rec(ABORT, 1, &[])).unwrap();
+        let r = read_reply(&mut s, 1, T);
+        assert_eq!(r.end, Some((1, 0)), "{what}: {:?}", r.end);
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "{what}: took {:?}",
+            t0.elapsed()
+        );
+        let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
+        assert!(log.contains("/hold's future dropped"), "{what}: {log}");
+        // The kept-alive connection serves the next request.
+        s.write_all(&request(2, true, &get("/ok", ""), b""))
+            .unwrap();
+        let r = read_reply(&mut s, 2, T);
+        assert_eq!((r.status(), r.end), (200, Some((0, 0))), "{what}");
+    }
     // POST with a body the handler never reads; then the web server closes.
     let app = FcgiApp::start("tower_faults", &[]);
     app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
