@@ -3,6 +3,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,6 +39,29 @@ enum Framing {
 struct BodyReader {
     r: Shared,
     framing: Arc<Mutex<Framing>>,
+    /// `Expect: 100-continue` not answered yet: the first read sends `100 Continue`.
+    expect: Option<Expect>,
+}
+
+/// An `Expect: 100-continue` waiting for its answer. `100 Continue` goes out when the
+/// app first reads the body, as Go's net/http sends it, so that an app that answers
+/// without the body (a 413, a 404) spares the client the upload (RFC 9110 10.1.1);
+/// once the response's head has gone out instead, it never does, and the connection
+/// closes after the response, since the client may or may not send the body then.
+#[derive(Clone)]
+struct Expect {
+    due: Arc<AtomicBool>,
+    io: SockIo,
+}
+
+impl Expect {
+    fn answer(&self) -> io::Result<()> {
+        if self.due.swap(false, Ordering::AcqRel) {
+            let mut w = self.io.clone();
+            w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+        }
+        Ok(())
+    }
 }
 
 fn bad(m: &str) -> io::Error {
@@ -46,6 +70,9 @@ fn bad(m: &str) -> io::Error {
 
 impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(e) = &self.expect {
+            e.answer()?;
+        }
         let mut f = self.framing.lock().unwrap_or_else(|p| p.into_inner());
         let mut r = lock(&self.r);
         loop {
@@ -214,11 +241,14 @@ enum HeadError {
     Bad(StatusCode, String),
 }
 
+/// Reads a request head. `head_only` is set once the request line says HEAD, so that
+/// a refusal of what follows is sent without a body too (RFC 9110 9.3.2).
 fn read_head(
     r: &mut BufReader<SockIo>,
     cfg: &Config,
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
+    head_only: &mut bool,
 ) -> Result<Head, HeadError> {
     let max = cfg.limits.max_params_bytes;
     // Empty lines before the request line are skipped (RFC 9112 section 2.2).
@@ -243,6 +273,7 @@ fn read_head(
             "bad request line".into(),
         ));
     };
+    *head_only = method == b"HEAD";
     if target.iter().any(|&b| b < 0x21 || b == 0x7f) {
         return Err(HeadError::Bad(
             StatusCode::BAD_REQUEST,
@@ -572,10 +603,20 @@ struct HttpSink {
     /// The response has no body (HEAD, 1xx, 204, 304): no framing, nothing after the
     /// head (RFC 9112 section 6.3).
     bodyless: bool,
+    /// An `Expect: 100-continue` still unanswered when the head goes out: it is then
+    /// never answered, and the connection closes after the response.
+    expect: Option<Arc<AtomicBool>>,
 }
 
 impl HttpSink {
     fn start(&mut self, rest: &[u8]) -> io::Result<()> {
+        if self
+            .expect
+            .take()
+            .is_some_and(|due| due.swap(false, Ordering::AcqRel))
+        {
+            self.close = true;
+        }
         let head = std::mem::take(&mut self.head);
         let mut out = Vec::with_capacity(head.len() + 64);
         let mut has_length = false;
@@ -755,7 +796,8 @@ pub(crate) fn serve(
             }
         }
         io.head_deadline(true);
-        let head = read_head(&mut lock(&reader), cfg, peer, local);
+        let mut head_only = false;
+        let head = read_head(&mut lock(&reader), cfg, peer, local, &mut head_only);
         io.head_deadline(false);
         let mut sink = HttpSink {
             w: io::BufWriter::with_capacity(32 * 1024, io.clone()),
@@ -767,6 +809,7 @@ pub(crate) fn serve(
             failed: false,
             head_only: false,
             bodyless: false,
+            expect: None,
         };
         let head = match head {
             Ok(h) => h,
@@ -774,6 +817,7 @@ pub(crate) fn serve(
             Err(HeadError::Bad(status, why)) => {
                 log::info!("HTTP: {why}; answered {}", status.as_u16());
                 sink.close = true;
+                sink.head_only = head_only;
                 response::send_error(status, &mut sink);
                 let _ = sink.finish();
                 io.linger_close();
@@ -783,17 +827,16 @@ pub(crate) fn serve(
         sink.http11 = head.http11;
         sink.close = !head.keep_alive;
         sink.head_only = head.vars.get("REQUEST_METHOD") == Some(b"HEAD");
-        if head.expect_continue {
-            let mut w = io.clone();
-            if w.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-                return;
-            }
-        }
         let framing = Arc::new(Mutex::new(head.framing));
         let len = match head.framing {
             Framing::Length(n) => Some(n),
             _ => None,
         };
+        let expect = (head.expect_continue && len != Some(0)).then(|| Expect {
+            due: Arc::new(AtomicBool::new(true)),
+            io: io.clone(),
+        });
+        sink.expect = expect.as_ref().map(|e| e.due.clone());
         let body = if len == Some(0) {
             Body::empty()
         } else {
@@ -801,6 +844,7 @@ pub(crate) fn serve(
                 BodyReader {
                     r: reader.clone(),
                     framing: framing.clone(),
+                    expect,
                 },
                 len,
             )
@@ -833,11 +877,16 @@ pub(crate) fn serve(
             log::info!("HTTP: the response could not be sent whole; closing the connection");
             return;
         }
+        if sink.close {
+            io.linger_close();
+            return;
+        }
         // Whatever of the body the app did not read must go before the next request.
         let rest = {
             let mut drain = BodyReader {
                 r: reader.clone(),
                 framing,
+                expect: None,
             };
             io::copy(&mut (&mut drain).take(1 << 20), &mut io::sink())
                 .ok()
@@ -845,7 +894,7 @@ pub(crate) fn serve(
                     *drain.framing.lock().unwrap_or_else(|p| p.into_inner()) == Framing::Done
                 })
         };
-        if sink.close || rest.is_none() {
+        if rest.is_none() {
             io.linger_close();
             return;
         }

@@ -3066,6 +3066,62 @@ fn a_live_http_server_keeps_its_port() {
     old_exited_then_stop_new(&mut a, &mut b);
 }
 
+/// `Expect: 100-continue` is answered when the app first reads the body, as Go's
+/// net/http does: a request refused before the app runs (413, over `FCGI_MAX_BODY`)
+/// or an app that answers without reading the body (`/stream`) spares the client its
+/// upload, and the connection closes after the answer, which says so. Before, `100
+/// Continue` went out before the app ran, the client sent its body, and the server
+/// dropped a MiB of it and closed without having said it would.
+#[test]
+fn http_expect_continue_is_answered_when_the_body_is_read() {
+    let (mut srv, addr) = http_server(
+        &[],
+        &[("FCGI_MAX_BODY", "100000"), ("FCGI_RESTART_GRACE", "0")],
+    );
+    for (target, length, status) in [
+        ("/x", 50_000_000, 413),
+        ("/stream?chunks=1&size=3", 50_000, 200),
+    ] {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "PUT {target} HTTP/1.1\r\nHost: h\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .unwrap();
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{target}: {text}"
+        );
+        assert!(
+            text.contains("\r\nConnection: close\r\n"),
+            "{target}: {text}"
+        );
+        assert!(
+            t0.elapsed() < Duration::from_secs(4),
+            "{target}: {:?}",
+            t0.elapsed()
+        );
+    }
+    // Read by the app: 100 Continue, then the answer, on a connection kept alive.
+    let (mut s, mut r) = http_conn(addr);
+    s.write_all(b"PUT /e HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    assert_eq!(http_read(&mut r, false).status, 100);
+    s.write_all(b"hello").unwrap();
+    let e = http_read(&mut r, false);
+    assert_eq!((e.status, e.json()["body_len"].as_u64()), (200, Some(5)));
+    s.write_all(b"GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
+        .unwrap();
+    assert_eq!(http_read(&mut r, false).status, 200);
+    drop((s, r));
+    assert!(srv.alive(), "{}", srv.stderr());
+}
+
 /// The HTTP server's request rules from RFC 9110/9112 that clients and proxies rely
 /// on: absolute-form targets and leading blank lines accepted; HTTP/1.1 without Host,
 /// two different Content-Lengths, and a Transfer-Encoding not ending in chunked are
@@ -3115,6 +3171,11 @@ fn http_request_rules() {
         let r = text(&exchange(bad));
         assert!(r.starts_with("HTTP/1.1 400"), "{:?}: {r}", text(bad));
     }
+    // A refused HEAD gets the head alone (RFC 9110 9.3.2: no content in a response to
+    // HEAD); the error's text used to follow it.
+    let r = text(&exchange(b"HEAD /../x HTTP/1.1\r\nHost: h\r\n\r\n"));
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.ends_with("\r\n\r\n"), "{r:?}");
     // Spaces and tabs around a value are trimmed; an IPv6 Host and an empty one pass.
     for good in [
         &b"GET / HTTP/1.1\r\nHost: \t h:8080 \r\nConnection: close\r\n\r\n"[..],
