@@ -7,6 +7,7 @@
 // app reads its body, and between chunks of a streamed response.
 
 use std::io::{self, IoSlice, Write};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -1765,6 +1766,21 @@ pub(crate) fn serve_management_only<T: Transport + 'static>(t: T, cfg: &Arc<Conf
     }
 }
 
+/// The web server that started this process (`cfg.spawned`), from its first
+/// request's `SERVER_SOFTWARE`: it is the only one that talks to the process.
+/// 0: not known yet; 1: Apache; 2: another.
+static SPAWNER: AtomicU8 = AtomicU8::new(0);
+
+/// Notes which web server started the process, at its first request.
+#[cold]
+#[inline(never)]
+fn note_spawner(vars: &Vars) {
+    let apache = vars
+        .get("SERVER_SOFTWARE")
+        .is_some_and(|s| s.starts_with(b"Apache"));
+    SPAWNER.store(if apache { 1 } else { 2 }, Ordering::Relaxed);
+}
+
 /// Whether a response whose body ended short of its declared `Content-Length` ends
 /// with END_REQUEST rather than a close: under Apache's modules that start the app
 /// (mod_fcgid, mod_fastcgi). The length tells Apache and the client that it is short:
@@ -1775,11 +1791,8 @@ pub(crate) fn serve_management_only<T: Transport + 'static>(t: T, cfg: &Arc<Conf
 /// same. Elsewhere the close says it (nginx drops the client's connection), and
 /// Apache's mod_proxy_fcgi, which rechunks the body, would end it cleanly after an
 /// END_REQUEST.
-fn ends_short(cfg: &Config, vars: &Vars) -> bool {
-    cfg.spawned
-        && vars
-            .get("SERVER_SOFTWARE")
-            .is_some_and(|s| s.starts_with(b"Apache"))
+fn ends_short(cfg: &Config) -> bool {
+    cfg.spawned && SPAWNER.load(Ordering::Relaxed) == 1
 }
 
 /// Serves one FastCGI connection until the web server closes it, a request without
@@ -1863,8 +1876,6 @@ where
             }
             c.seq
         };
-        // How a response cut short of its Content-Length ends (see `ends_short`).
-        let mut short_ends = false;
         let built = match params {
             None => Err(request::Rejection::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -1885,7 +1896,9 @@ where
                         } else {
                             Body::from_conn(conn.clone(), seq, len)
                         };
-                        short_ends = ends_short(cfg, &vars);
+                        if cfg.spawned && SPAWNER.load(Ordering::Relaxed) == 0 {
+                            note_spawner(&vars);
+                        }
                         request::build(vars, body, Mode::FastCgi, role, &cfg.map)
                     }
                     Err(r) => Err(r),
@@ -1914,7 +1927,7 @@ where
             }
         };
         let outcome = match outcome {
-            Outcome::CutShort if !short_ends => Outcome::Cut,
+            Outcome::CutShort if !ends_short(cfg) => Outcome::Cut,
             o => o,
         };
         let mut c = lock(&conn);

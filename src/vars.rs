@@ -22,7 +22,7 @@ pub struct Vars {
 }
 
 /// How many names [`known_slot`] indexes.
-const KNOWN: usize = 15;
+const KNOWN: usize = 14;
 
 /// The indexed names, in slot order (the tests check `known_slot` against it).
 #[cfg(test)]
@@ -41,7 +41,6 @@ const KNOWN_NAMES: [&str; KNOWN] = [
     "SCRIPT_URL",
     "SERVER_PROTOCOL",
     "REDIRECT_HTTP_AUTHORIZATION",
-    "SERVER_SOFTWARE",
 ];
 
 /// The slot of a variable that request building reads on every request. Called for
@@ -77,8 +76,7 @@ fn known_slot(name: &[u8]) -> Option<usize> {
             9,
             is(name, b"SERVER_PROTOCOL"),
             12,
-        )
-        .or_else(|| is(name, b"SERVER_SOFTWARE").then_some(14)),
+        ),
         17 => is(name, b"FORCE_SCRIPT_NAME").then_some(1),
         22 => is(name, b"HTTP_TRANSFER_ENCODING").then_some(2),
         26 => is(name, b"REDIRECT_FORCE_SCRIPT_NAME").then_some(5),
