@@ -7,7 +7,6 @@
 // app reads its body, and between chunks of a streamed response.
 
 use std::io::{self, IoSlice, Write};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -1766,33 +1765,26 @@ pub(crate) fn serve_management_only<T: Transport + 'static>(t: T, cfg: &Arc<Conf
     }
 }
 
-/// The web server that started this process (`cfg.spawned`), from its first
-/// request's `SERVER_SOFTWARE`: it is the only one that talks to the process.
-/// 0: not known yet; 1: Apache; 2: another.
-static SPAWNER: AtomicU8 = AtomicU8::new(0);
-
-/// Notes which web server started the process, at its first request.
-#[cold]
-#[inline(never)]
-fn note_spawner(vars: &Vars) {
-    let apache = vars
-        .get("SERVER_SOFTWARE")
-        .is_some_and(|s| s.starts_with(b"Apache"));
-    SPAWNER.store(if apache { 1 } else { 2 }, Ordering::Relaxed);
-}
-
 /// Whether a response whose body ended short of its declared `Content-Length` ends
-/// with END_REQUEST rather than a close: under Apache's modules that start the app
-/// (mod_fcgid, mod_fastcgi). The length tells Apache and the client that it is short:
-/// Apache sends what came under the app's `Content-Length`, and the client sees the
-/// body end early. A close there is worse: mod_fcgid appends its own 500 page to what
-/// was sent (a body of the declared length, which looks whole) and kills the process
-/// for a "communication error", and mod_fastcgi takes the close for the end all the
-/// same. Elsewhere the close says it (nginx drops the client's connection), and
-/// Apache's mod_proxy_fcgi, which rechunks the body, would end it cleanly after an
-/// END_REQUEST.
-fn ends_short(cfg: &Config) -> bool {
-    cfg.spawned && SPAWNER.load(Ordering::Relaxed) == 1
+/// with END_REQUEST rather than a close, by the web server the request came from
+/// (`SERVER_SOFTWARE`, read only for such a response). The length tells the web
+/// server that the body is short:
+/// - Apache's modules that start the app (mod_fcgid, mod_fastcgi) send what came
+///   under that length, and the client sees the body end early. A close is worse
+///   there: mod_fcgid appends Apache's 500 page to what was sent (a body of the
+///   declared length, which looks whole) and kills the process for a "communication
+///   error"; mod_fastcgi takes it for the end all the same.
+/// - nginx without `fastcgi_keep_conn` closes its client's connection at once. After
+///   a close over a Unix socket it took the close for the end and left its client
+///   waiting for the rest until its keep-alive timeout (after a reset on TCP it
+///   dropped what it had not sent yet). With `fastcgi_keep_conn` it is the other way
+///   about: a close cuts the client's reply, END_REQUEST leaves the client waiting.
+///
+/// Elsewhere a close says it, and Apache's mod_proxy_fcgi, which drops the app's
+/// length and chunks the body, would end it cleanly after an END_REQUEST.
+fn ends_short(cfg: &Config, keep_conn: bool) -> bool {
+    let from = |prefix: &[u8]| response::failed_request_var_starts_with("SERVER_SOFTWARE", prefix);
+    (cfg.spawned && from(b"Apache")) || (!keep_conn && from(b"nginx"))
 }
 
 /// Serves one FastCGI connection until the web server closes it, a request without
@@ -1896,9 +1888,6 @@ where
                         } else {
                             Body::from_conn(conn.clone(), seq, len)
                         };
-                        if cfg.spawned && SPAWNER.load(Ordering::Relaxed) == 0 {
-                            note_spawner(&vars);
-                        }
                         request::build(vars, body, Mode::FastCgi, role, &cfg.map)
                     }
                     Err(r) => Err(r),
@@ -1927,7 +1916,7 @@ where
             }
         };
         let outcome = match outcome {
-            Outcome::CutShort if !ends_short(cfg) => Outcome::Cut,
+            Outcome::CutShort if !ends_short(cfg, keep_conn) => Outcome::Cut,
             o => o,
         };
         let mut c = lock(&conn);

@@ -831,6 +831,29 @@ pub(crate) fn take_failed_request() -> Option<RequestLabel> {
     FAILED_ON.take()
 }
 
+/// Whether the web server variable `name` of the request whose response just ended
+/// other than complete on this thread starts with `prefix` (the label stays for
+/// [`take_failed_request`]). Read only then, so a request that ends well pays nothing.
+pub(crate) fn failed_request_var_starts_with(name: &str, prefix: &[u8]) -> bool {
+    FAILED_ON.with(|cell| {
+        let label = cell.take();
+        let yes = label
+            .as_ref()
+            .and_then(|l| l.ctx.as_ref())
+            .and_then(|c| c.vars().get(name))
+            .is_some_and(|v| v.starts_with(prefix));
+        cell.set(label);
+        yes
+    })
+}
+
+/// Keeps `what` as the request whose response ended other than complete on this
+/// thread (see [`take_failed_request`]).
+#[cfg_attr(not(feature = "tower"), allow(dead_code))]
+pub(crate) fn set_failed_request(what: RequestLabel) {
+    FAILED_ON.set(Some(what));
+}
+
 thread_local! {
     static FAILED_ON: Cell<Option<RequestLabel>> = const { Cell::new(None) };
     static HEAD_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };

@@ -495,10 +495,15 @@ where
             })
             .await
         };
-        block_on(self.runtimes.shared(), both).unwrap_or_else(|| {
+        let outcome = block_on(self.runtimes.shared(), both).unwrap_or_else(|| {
             let mut o = out.borrow_mut();
             response::send_error(StatusCode::INTERNAL_SERVER_ERROR, &mut **o)
-        })
+        });
+        if outcome != Outcome::Complete {
+            // As for a plain handler: the connection's log line names the request.
+            response::set_failed_request(what);
+        }
+        outcome
     }
 }
 

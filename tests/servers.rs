@@ -809,6 +809,37 @@ fn nginx_fastcgi(conf: &str, tcp: bool, keepalive: bool) {
             cut.map(|r| r.text())
         );
     }
+    // A body short of its declared Content-Length: nginx passes on what came and
+    // closes its client's connection at once, in every set-up. Without
+    // fastcgi_keep_conn the app ends it with END_REQUEST (to nginx, by its
+    // SERVER_SOFTWARE), with it by a close: each the other way about left a kept-alive
+    // client waiting for the rest until nginx's keep-alive timeout (a close over a
+    // Unix socket; END_REQUEST with fastcgi_keep_conn).
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", web.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"GET /app/stream?chunks=5&size=10&fail_after=2&length=1000 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    let end = std::io::Read::read_to_end(&mut s, &mut got);
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        end.as_ref().map_or_else(
+            |e| e.kind() == std::io::ErrorKind::ConnectionReset,
+            |_| true
+        ),
+        "{end:?} after {:?}: {text}",
+        t0.elapsed()
+    );
+    // (With a reset on TCP nginx may drop what it had not sent.)
+    assert!(
+        text.starts_with("HTTP/1.1 200")
+            && text.contains("Content-Length: 1000\r\n")
+            && (text.ends_with("\r\n\r\naaaaaaaaaabbbbbbbbbb") || keepalive && tcp),
+        "{text}"
+    );
 
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut last_served = None;
