@@ -603,17 +603,35 @@ struct HttpSink {
     /// The response has no body (HEAD, 1xx, 204, 304): no framing, nothing after the
     /// head (RFC 9112 section 6.3).
     bodyless: bool,
-    /// An `Expect: 100-continue` still unanswered when the head goes out: it is then
-    /// never answered, and the connection closes after the response.
+    /// An `Expect: 100-continue` not answered yet. The head says `Connection: close`
+    /// then (the client may send the body or not); `100 Continue` may still go out
+    /// ahead of it while nothing of the response has reached the socket (an app that
+    /// makes its head first and then reads the body, as a streaming echo does), and
+    /// never after.
     expect: Option<Arc<AtomicBool>>,
 }
 
 impl HttpSink {
+    /// Before bytes may reach the socket: no `100 Continue` after them.
+    fn no_more_continue(&mut self) {
+        if let Some(due) = self.expect.take() {
+            due.store(false, Ordering::Release);
+        }
+    }
+
+    /// Before `n` bytes go into the writer: if they do not fit its buffer, what is in
+    /// it goes to the socket.
+    fn spills(&mut self, n: usize) {
+        if self.expect.is_some() && self.w.buffer().len() + n > self.w.capacity() {
+            self.no_more_continue();
+        }
+    }
+
     fn start(&mut self, rest: &[u8]) -> io::Result<()> {
         if self
             .expect
-            .take()
-            .is_some_and(|due| due.swap(false, Ordering::AcqRel))
+            .as_ref()
+            .is_some_and(|due| due.load(Ordering::Acquire))
         {
             self.close = true;
         }
@@ -689,6 +707,7 @@ impl HttpSink {
             out.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         out.extend_from_slice(b"\r\n");
+        self.spills(out.len());
         self.w.write_all(&out)?;
         self.started = true;
         if !rest.is_empty() {
@@ -701,6 +720,7 @@ impl HttpSink {
         if b.is_empty() || self.bodyless {
             return Ok(());
         }
+        self.spills(b.len() + 20);
         if self.chunked {
             write!(self.w, "{:x}\r\n", b.len())?;
             self.w.write_all(b)?;
@@ -723,6 +743,7 @@ impl HttpSink {
         if self.chunked {
             self.w.write_all(b"0\r\n\r\n")?;
         }
+        self.no_more_continue();
         self.w.flush()
     }
 }
@@ -748,6 +769,7 @@ impl Write for HttpSink {
     }
     fn flush(&mut self) -> io::Result<()> {
         if self.started {
+            self.no_more_continue();
             self.w.flush().inspect_err(|_| self.failed = true)
         } else {
             Ok(())

@@ -3119,6 +3119,21 @@ fn http_expect_continue_is_answered_when_the_body_is_read() {
         .unwrap();
     assert_eq!(http_read(&mut r, false).status, 200);
     drop((s, r));
+    // An app that makes its head before it reads the body (a streaming echo): the
+    // head has not left yet when it reads, so `100 Continue` still goes out first.
+    let (mut s, mut r) = http_conn(addr);
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    s.write_all(
+        b"PUT /echo-body HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(http_read(&mut r, false).status, 100, "no 100 within 1 s");
+    s.write_all(b"hello").unwrap();
+    let e = http_read(&mut r, false);
+    assert_eq!((e.status, e.body.as_slice()), (200, &b"hello"[..]));
+    drop((s, r));
     assert!(srv.alive(), "{}", srv.stderr());
 }
 
