@@ -67,9 +67,6 @@ pub(crate) struct Config {
     /// `FCGI_SPIN_MICROS`: how long a thread that has just answered looks for more
     /// work before it sleeps (`sys::spin`); zero: never.
     pub spin: Duration,
-    /// Started by the web server with its listening socket on fd 0 (mod_fcgid,
-    /// mod_fastcgi, lighttpd `bin-path`, spawn-fcgi), not a server of our own.
-    pub spawned: bool,
 }
 
 /// How long a request head (FastCGI BEGIN_REQUEST and PARAMS, an SCGI netstring, an
@@ -123,7 +120,6 @@ impl Default for Config {
             stop_timeout: Some(DEFAULT_STOP_TIMEOUT),
             allowed_hosts: None,
             spin: DEFAULT_SPIN,
-            spawned: false,
         }
     }
 }

@@ -1766,25 +1766,20 @@ pub(crate) fn serve_management_only<T: Transport + 'static>(t: T, cfg: &Arc<Conf
 }
 
 /// Whether a response whose body ended short of its declared `Content-Length` ends
-/// with END_REQUEST rather than a close, by the web server the request came from
-/// (`SERVER_SOFTWARE`, read only for such a response). The length tells the web
-/// server that the body is short:
-/// - Apache's modules that start the app (mod_fcgid, mod_fastcgi) send what came
-///   under that length, and the client sees the body end early. A close is worse
-///   there: mod_fcgid appends Apache's 500 page to what was sent (a body of the
-///   declared length, which looks whole) and kills the process for a "communication
-///   error"; mod_fastcgi takes it for the end all the same.
-/// - nginx without `fastcgi_keep_conn` closes its client's connection at once. After
-///   a close over a Unix socket it took the close for the end and left its client
-///   waiting for the rest until its keep-alive timeout (after a reset on TCP it
-///   dropped what it had not sent yet). With `fastcgi_keep_conn` it is the other way
-///   about: a close cuts the client's reply, END_REQUEST leaves the client waiting.
+/// with END_REQUEST rather than a close: from nginx without `fastcgi_keep_conn`
+/// (`SERVER_SOFTWARE`, read only for such a response). The length tells nginx that
+/// the body is short, and it closes its client's connection at once; after a close
+/// over a Unix socket it took the close for the end and left its client waiting for
+/// the rest until its keep-alive timeout (after a reset on TCP it dropped what it had
+/// not sent yet). With `fastcgi_keep_conn` it is the other way about.
 ///
-/// Elsewhere a close says it, and Apache's mod_proxy_fcgi, which drops the app's
-/// length and chunks the body, would end it cleanly after an END_REQUEST.
-fn ends_short(cfg: &Config, keep_conn: bool) -> bool {
-    let from = |prefix: &[u8]| response::failed_request_var_starts_with("SERVER_SOFTWARE", prefix);
-    (cfg.spawned && from(b"Apache")) || (!keep_conn && from(b"nginx"))
+/// Everywhere else a close is the better ending. Under Apache, whose filters
+/// (mod_deflate, on by default in Debian) drop the app's length and end the reply
+/// cleanly after an END_REQUEST, a close makes mod_fcgid answer 500 while nothing
+/// has reached the client; lighttpd, too, leaves its client waiting after an
+/// END_REQUEST and not after a close.
+fn ends_short(keep_conn: bool) -> bool {
+    !keep_conn && response::failed_request_var_starts_with("SERVER_SOFTWARE", b"nginx")
 }
 
 /// Serves one FastCGI connection until the web server closes it, a request without
@@ -1916,7 +1911,7 @@ where
             }
         };
         let outcome = match outcome {
-            Outcome::CutShort if !ends_short(cfg, keep_conn) => Outcome::Cut,
+            Outcome::CutShort if !ends_short(keep_conn) => Outcome::Cut,
             o => o,
         };
         let mut c = lock(&conn);

@@ -17,7 +17,7 @@ use crate::sys::{self, Listener};
 /// Started from a terminal with nothing to serve: an explanation and exit status 2
 /// when the process is ours (`owns_process`), else the error, for the app to handle.
 pub(crate) fn run(
-    mut b: Builder,
+    b: Builder,
     app: Arc<dyn App>,
     fd0: bool,
     program: &str,
@@ -31,7 +31,6 @@ pub(crate) fn run(
         return run_standalone(b, app, Some(l));
     }
     if fd0 {
-        b.cfg.spawned = true;
         let l = Listener::take_stdin().map_err(|e| Error::io("taking the socket on fd 0", e))?;
         let processes = b.sa.processes.unwrap_or(1);
         if processes > 1 {

@@ -288,7 +288,8 @@ pub(crate) enum Outcome {
     /// As `Cut`, for a body that ended short of the `Content-Length` its head declared
     /// (it failed, or it was shorter): the length already tells the web server and the
     /// client that the response is incomplete, so a FastCGI connection may end it with
-    /// END_REQUEST where the web server would garble a close (see `conn`).
+    /// END_REQUEST where that serves the web server better than a close (see
+    /// `conn::ends_short`).
     CutShort,
     /// The web server aborted the request or the connection broke.
     Gone,

@@ -450,11 +450,6 @@ enum Work {
     Parked(sys::Socket),
 }
 
-/// Serves `listener` until a shutdown is requested (signal, max-requests, binary
-/// replaced) and the requests in flight are done. Worker threads are started as
-/// connections need them, up to `cfg.max_conns`. Under a web server this thread is
-/// one of the workers; a standalone server that owns its socket keeps this thread to
-/// run the restart handover.
 /// How many threads this process serves requests on at most: 1 until a server
 /// starts (CGI), then its thread count.
 static SERVING_THREADS: AtomicUsize = AtomicUsize::new(1);
@@ -465,6 +460,11 @@ pub(crate) fn serving_threads() -> usize {
     SERVING_THREADS.load(Ordering::Relaxed)
 }
 
+/// Serves `listener` until a shutdown is requested (signal, max-requests, binary
+/// replaced) and the requests in flight are done. Worker threads are started as
+/// connections need them, up to `cfg.max_conns`. Under a web server this thread is
+/// one of the workers; a standalone server that owns its socket keeps this thread to
+/// run the restart handover.
 pub(crate) fn serve(
     listener: Listener,
     app: Arc<dyn App>,
