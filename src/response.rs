@@ -594,6 +594,13 @@ impl<'a> Declared<'a> {
     }
 }
 
+/// A body that failed (or panicked) once its whole declared length was written.
+pub(crate) fn log_failed_after_whole(why: &str, declared: u64) {
+    log::error!(
+        "the response body failed after its whole Content-Length ({declared}) was written: {why}; the response is complete"
+    );
+}
+
 pub(crate) fn log_long_body(what: &str, declared: u64) {
     log::error!(
         "{what}the response body is longer than its Content-Length ({declared}); the rest was left out"
@@ -732,6 +739,16 @@ pub(crate) fn send<B: ResponseBody>(
         } else {
             Outcome::Complete
         };
+    }
+    if held.left == 0 && !held.gone() {
+        // Every declared byte went out: the response is whole, whatever the body did
+        // after (an error or a panic is still logged).
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log_failed_after_whole(&e.to_string(), declared),
+            Err(msg) => log_failed_after_whole(&msg, declared),
+        }
+        return Outcome::Complete;
     }
     match body_outcome(r, &held) {
         Outcome::Complete if held.was_short() => Outcome::CutShort,
@@ -1374,6 +1391,13 @@ mod tests {
         let (o, text) = run(r);
         assert_eq!(o, Outcome::CutShort);
         assert!(text.ends_with("\r\n\r\npart"), "{text:?}");
+        // One that fails after its whole declared length went out is whole.
+        for n in ["4", "0"] {
+            let mut r = Response::new(failing());
+            r.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static(n));
+            assert_eq!(run(r).0, Outcome::Complete, "Content-Length {n}");
+        }
     }
 
     /// Log lines name the request with the client's URL, control characters escaped

@@ -581,6 +581,11 @@ where
                 if out.borrow().gone() {
                     return Outcome::Gone;
                 }
+                if left == Some(0) {
+                    let why = format!("{what}: {}", e.into());
+                    response::log_failed_after_whole(&why, declared.unwrap_or(0));
+                    return Outcome::Complete;
+                }
                 log::error!(
                     "{what}: response body failed after the headers were sent: {}; response cut short",
                     e.into()
@@ -589,6 +594,11 @@ where
             }
             Err(None) => return Outcome::Gone,
             Err(Some(msg)) => {
+                if left == Some(0) {
+                    let why = format!("{what}: panic: {msg}");
+                    response::log_failed_after_whole(&why, declared.unwrap_or(0));
+                    return Outcome::Complete;
+                }
                 log::error!(
                     "{what}: panic while streaming the response body: {msg}; response cut short"
                 );
