@@ -10,6 +10,10 @@
 // - /sleep awaits a 50 ms tokio timer, then answers "slept".
 // - /spawn-tick spawns (once) a task that counts every 10 ms; /ticks answers the count,
 //   so a test sees whether spawned tasks run between requests.
+// - /blocking-bg starts a 30 s `spawn_blocking` task and answers without waiting.
+// - /spawn-panic awaits a spawned task that panics, and answers whether it did.
+// With TOWER_FAULTS_AFTER_MS=N, `main` sleeps N ms after `run` returns (an app's own
+// clean-up).
 // With TOWER_FAULTS_RUNTIME=multi it runs on `Runtime::MultiThread(2)`; with `main`,
 // `tower::run` is called from inside a multi-thread runtime (what `#[tokio::main]`
 // builds), and with `main-current` from inside a current-thread one.
@@ -108,6 +112,23 @@ fn main() -> Result<(), fcgi_shim::Error> {
         )
         .route("/spawn-tick", get(spawn_tick))
         .route(
+            "/blocking-bg",
+            get(|| async {
+                drop(tokio::task::spawn_blocking(|| {
+                    std::thread::sleep(Duration::from_secs(30))
+                }));
+                "started"
+            }),
+        )
+        .route(
+            "/spawn-panic",
+            get(|| async {
+                let joined =
+                    tokio::spawn(async { panic!("a spawned task panics on purpose") }).await;
+                format!("panicked: {}", joined.is_err_and(|e| e.is_panic()))
+            }),
+        )
+        .route(
             "/ticks",
             get(|| async { TICKS.load(Ordering::SeqCst).to_string() }),
         )
@@ -118,7 +139,7 @@ fn main() -> Result<(), fcgi_shim::Error> {
                 "slept"
             }),
         );
-    match std::env::var("TOWER_FAULTS_RUNTIME").as_deref() {
+    let served = match std::env::var("TOWER_FAULTS_RUNTIME").as_deref() {
         Ok("multi") => fcgi_shim::tower::run_with(
             fcgi_shim::Builder::new(),
             fcgi_shim::tower::Runtime::MultiThread(2),
@@ -135,5 +156,12 @@ fn main() -> Result<(), fcgi_shim::Error> {
             .expect("building the tokio runtime")
             .block_on(async { fcgi_shim::tower::run(Faulty(router)) }),
         _ => fcgi_shim::tower::run(Faulty(router)),
+    };
+    if let Some(ms) = std::env::var("TOWER_FAULTS_AFTER_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(Duration::from_millis(ms));
     }
+    served
 }

@@ -218,6 +218,8 @@ impl Builder {
         }
         sys::set_stop_deadline(self.cfg.stop_timeout, &program)
             .map_err(|e| Error::io("installing signal handlers", e))?;
-        launch::run(self, app, fd0, &program, owns_process)
+        let r = launch::run(self, app, fd0, &program, owns_process);
+        sys::end_stop_deadline();
+        r
     }
 }

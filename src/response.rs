@@ -916,11 +916,26 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
     let was = IN_GUARD.with(|g| g.replace(true));
     let r = panic::catch_unwind(AssertUnwindSafe(f));
     IN_GUARD.with(|g| g.set(was));
-    r.map_err(|p| {
-        PANIC_MESSAGE
+    match r {
+        Ok(v) => {
+            log_swallowed_panic();
+            Ok(v)
+        }
+        Err(p) => Err(PANIC_MESSAGE
             .with(|m| m.borrow_mut().take())
-            .unwrap_or_else(|| payload_message(&*p))
-    })
+            .unwrap_or_else(|| payload_message(&*p))),
+    }
+}
+
+/// Logs a panic that happened under a guard but was caught before it reached one: in
+/// a task the app spawned (tokio hands it back as a `JoinError`, on the request's
+/// thread with a current-thread runtime), or by the app's own `catch_unwind`. The
+/// hook kept its message for a guard's line that never came; the default hook would
+/// have printed it.
+pub(crate) fn log_swallowed_panic() {
+    if let Some(msg) = PANIC_MESSAGE.with(|m| m.borrow_mut().take()) {
+        log::error!("panic caught inside the app (in a task it spawned, say): {msg}");
+    }
 }
 
 /// A sink that keeps what is written, for unit tests here and in `tower`.

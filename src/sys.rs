@@ -1507,6 +1507,17 @@ pub fn set_stop_deadline(timeout: Option<Duration>, program: &str) -> io::Result
     Ok(())
 }
 
+/// `run` has returned: what the process does from here (an app's own clean-up after
+/// `run`, its runtime's end) is the app's, so a stop's clock that is running is
+/// stopped, and none starts later.
+pub fn end_stop_deadline() {
+    STOP_DEADLINE_SECS.store(0, Ordering::Relaxed);
+    if STOP_DEADLINE_ARMED.load(Ordering::Relaxed) {
+        // SAFETY: alarm(0) only cancels a pending alarm.
+        unsafe { libc::alarm(0) };
+    }
+}
+
 /// Starts the stop's clock, once (async-signal-safe: an atomic swap and `alarm`).
 fn arm_stop_deadline() {
     let secs = STOP_DEADLINE_SECS.load(Ordering::Relaxed);

@@ -200,8 +200,9 @@ where
     if current.is_none() {
         return builder.run_app(app);
     }
+    // Unnamed: it keeps the program's name, which a process forked from it
+    // (`--daemonize`, `--processes`) shows in `ps` and `pgrep`.
     let serving = std::thread::Builder::new()
-        .name("fcgi-shim".into())
         .spawn(move || builder.run_app(app))
         .map_err(|e| Error::io("starting the serving thread", e))?;
     serving
@@ -220,7 +221,7 @@ struct Runtimes {
     /// `--daemonize` or `--processes` have forked, for the same reason. One that cannot
     /// be built is logged, and the requests run on each worker's current-thread
     /// runtime instead.
-    own: OnceLock<Option<tokio::runtime::Runtime>>,
+    own: OnceLock<Option<OwnRuntime>>,
     /// `run` was called from a current-thread runtime, which cannot be shared.
     current_thread_caller: bool,
     /// One warning about the runtime `run` was called from.
@@ -246,10 +247,10 @@ impl Runtimes {
             }
             self.warned.call_once(|| {
                 log::error!(
-                    "the tokio runtime of main() did not survive the fork (--daemonize or \
-                     --processes), and what was built on it cannot be used here; requests \
-                     run on a runtime of this process (build the runtime after the fork: \
-                     call fcgi_shim::tower::run from a plain fn main)"
+                    "the tokio runtime of main() did not survive the fork (--daemonize, \
+                     --processes or FCGI_PROCESSES), and what was built on it cannot be used \
+                     here; requests run on a runtime of this process (build the runtime after \
+                     the fork: call fcgi_shim::tower::run from a plain fn main)"
                 );
             });
         }
@@ -282,9 +283,37 @@ impl Runtimes {
                         );
                     })
                     .ok()
+                    .map(OwnRuntime::new)
             })
             .as_ref()
+            .and_then(OwnRuntime::get)
             .map(tokio::runtime::Runtime::handle)
+    }
+}
+
+/// A runtime of ours. Dropped (when `run` returns, or at the thread's or the process's
+/// end), it shuts down without waiting for `spawn_blocking` work still running: a
+/// stopped process exits at once, as without a runtime, rather than when a blocking
+/// task that outlived its request (its client gone) happens to end. Such work ends
+/// with the process, as spawned tasks do.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl OwnRuntime {
+    fn new(rt: tokio::runtime::Runtime) -> OwnRuntime {
+        OwnRuntime(Some(rt))
+    }
+
+    /// The runtime (taken only when dropped).
+    fn get(&self) -> Option<&tokio::runtime::Runtime> {
+        self.0.as_ref()
+    }
+}
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -296,7 +325,7 @@ struct TowerApp<S> {
 }
 
 thread_local! {
-    static LOCAL_RT: OnceLock<Option<tokio::runtime::Runtime>> = const { OnceLock::new() };
+    static LOCAL_RT: OnceLock<Option<OwnRuntime>> = const { OnceLock::new() };
 }
 
 /// Runs `fut` to completion on this thread's runtime (or the shared one).
@@ -311,8 +340,13 @@ fn block_on<F: Future>(shared: Option<&tokio::runtime::Handle>, fut: F) -> Optio
                 .build()
                 .inspect_err(|e| log::error!("cannot start a tokio runtime: {e}"))
                 .ok()
+                .map(OwnRuntime::new)
         });
-        rt.as_ref().map(|rt| rt.block_on(fut))
+        // `Runtime::block_on`: on a current-thread runtime only it drives the timers
+        // and the I/O (`Handle::block_on` would not).
+        rt.as_ref()
+            .and_then(OwnRuntime::get)
+            .map(|rt| rt.block_on(fut))
     })
 }
 
@@ -499,6 +533,8 @@ where
             let mut o = out.borrow_mut();
             response::send_error(StatusCode::INTERNAL_SERVER_ERROR, &mut **o)
         });
+        // A task the service spawned ran on this thread and panicked: tokio caught it.
+        response::log_swallowed_panic();
         if outcome != Outcome::Complete {
             // As for a plain handler: the connection's log line names the request.
             response::set_failed_request(what);

@@ -514,12 +514,17 @@ fn a_service_run_from_inside_tokio_main_serves_in_every_mode() {
             logged.push_str(&String::from_utf8_lossy(&r.stderr));
             (r.status(), body_text(&r))
         };
-        let (_, _) = get("/ok");
-        assert_eq!(
-            get("/ok"),
-            (200, "ok".to_string()),
-            "{flavor}: {}",
-            app.stderr()
+        let _ = get("/ok");
+        assert_eq!(get("/ok"), (200, "ok".to_string()), "{flavor}");
+        // The serving thread keeps the program's name (a process forked from it shows
+        // that name in `ps`).
+        let names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", app.pid()))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.trim() != "fcgi-shim"),
+            "{flavor}: {names:?}"
         );
         if flavor == "main" {
             assert!(
@@ -588,6 +593,106 @@ fn a_standalone_server_runs_spawned_tasks_between_requests() {
         ran,
         "the spawned task did not run between requests\n{}",
         stderr()
+    );
+}
+
+/// A stopped process does not wait for a `spawn_blocking` task still running (its
+/// request long answered, here a 30 s one): on fd 0 (a current-thread runtime on the
+/// serving thread) and standalone (a shared one), our runtimes shut down without
+/// waiting for it. Before, the process exited when the task ended, or at
+/// FCGI_STOP_TIMEOUT with exit 1 and "requests still running" though none was. And
+/// once `run` has returned the stop's clock is off: an app's own clean-up after it
+/// (1.5 s here, with FCGI_STOP_TIMEOUT=1) is not cut short with that line.
+#[test]
+fn a_stopped_process_does_not_wait_for_blocking_tasks_or_the_apps_clean_up() {
+    let get_text = |app: &FcgiApp, path: &str| {
+        let r = app.roundtrip(request(1, false, &get(path, ""), b""), 1);
+        body_text(&r)
+    };
+    let mut app = FcgiApp::start("tower_faults", &[("FCGI_STOP_TIMEOUT", "10")]);
+    let _ = get_text(&app, "/ok");
+    assert_eq!(get_text(&app, "/blocking-bg"), "started");
+    app.signal(libc::SIGTERM);
+    let t0 = Instant::now();
+    let st = app.wait_exit(Duration::from_secs(8));
+    assert!(
+        st.is_some_and(|s| s.success()) && t0.elapsed() < Duration::from_secs(3),
+        "fd 0: {st:?} after {:?}\n{}",
+        t0.elapsed(),
+        app.stderr()
+    );
+
+    let mut app = FcgiApp::start(
+        "tower_faults",
+        &[
+            ("FCGI_STOP_TIMEOUT", "1"),
+            ("TOWER_FAULTS_AFTER_MS", "1500"),
+        ],
+    );
+    let _ = get_text(&app, "/ok");
+    app.signal(libc::SIGTERM);
+    let st = app.wait_exit(Duration::from_secs(8));
+    assert!(
+        st.is_some_and(|s| s.success()),
+        "clean-up after run: {st:?}\n{}",
+        app.stderr()
+    );
+    assert!(!app.stderr().contains("still running"), "{}", app.stderr());
+
+    let dir = TempDir::new("tower-blocking-stop");
+    let sock = dir.join("app.sock");
+    let log = dir.join("stderr.log");
+    let mut cmd = Command::new(example("tower_faults"));
+    cmd.arg("--socket")
+        .arg(&sock)
+        .env("FCGI_RESTART_GRACE", "0")
+        .env("FCGI_STOP_TIMEOUT", "10")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+    contain(&mut cmd);
+    let mut server = spawn_retrying(&mut cmd);
+    let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(wait_until(T, || sock.exists()), "{}", stderr());
+    let answer = |path: &str| {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        s.write_all(&request(1, false, &get(path, ""), b""))
+            .unwrap();
+        body_text(&read_reply(&mut s, 1, T))
+    };
+    let _ = answer("/ok");
+    assert_eq!(answer("/blocking-bg"), "started");
+    signal(server.id() as i32, libc::SIGTERM);
+    let t0 = Instant::now();
+    let exited = wait_until(Duration::from_secs(8), || {
+        server.try_wait().ok().flatten().is_some()
+    });
+    let took = t0.elapsed();
+    if !exited {
+        let _ = server.kill();
+    }
+    let st = server.wait().unwrap();
+    assert!(
+        exited && st.success() && took < Duration::from_secs(5),
+        "standalone: {st:?} after {took:?}\n{}",
+        stderr()
+    );
+}
+
+/// A task the service spawns that panics, on the request's thread (the current-thread
+/// runtime of an fd-0 process): tokio hands the panic back as a `JoinError`, and its
+/// message is logged. Before, our panic hook kept it for a line that never came, and
+/// nothing was logged anywhere.
+#[test]
+fn a_panic_in_a_spawned_task_is_logged() {
+    let app = FcgiApp::start("tower_faults", &[]);
+    let _ = app.roundtrip(request(1, false, &get("/ok", ""), b""), 1);
+    let r = app.roundtrip(request(1, false, &get("/spawn-panic", ""), b""), 1);
+    assert_eq!(body_text(&r), "panicked: true");
+    let log = format!("{}{}", String::from_utf8_lossy(&r.stderr), app.stderr());
+    assert!(
+        log.contains("panic caught inside the app")
+            && log.contains("a spawned task panics on purpose"),
+        "{log}"
     );
 }
 
