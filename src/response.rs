@@ -877,6 +877,9 @@ thread_local! {
     static HEAD_BUF: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
     static IN_GUARD: Cell<bool> = const { Cell::new(false) };
     static PANIC_MESSAGE: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// `PANIC_MESSAGE` holds a message: one load to know, where a look at the message
+    /// itself costs a destructor's registration check (it runs twice a request).
+    static PANIC_KEPT: Cell<bool> = const { Cell::new(false) };
 }
 
 static HOOK: Once = Once::new();
@@ -894,6 +897,7 @@ pub(crate) fn install_panic_hook() {
                     None => msg,
                 };
                 PANIC_MESSAGE.with(|m| *m.borrow_mut() = Some(text));
+                PANIC_KEPT.set(true);
             } else {
                 prev(info);
             }
@@ -921,9 +925,7 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
             log_swallowed_panic();
             Ok(v)
         }
-        Err(p) => Err(PANIC_MESSAGE
-            .with(|m| m.borrow_mut().take())
-            .unwrap_or_else(|| payload_message(&*p))),
+        Err(p) => Err(take_panic_message().unwrap_or_else(|| payload_message(&*p))),
     }
 }
 
@@ -933,9 +935,17 @@ pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 /// hook kept its message for a guard's line that never came; the default hook would
 /// have printed it.
 pub(crate) fn log_swallowed_panic() {
-    if let Some(msg) = PANIC_MESSAGE.with(|m| m.borrow_mut().take()) {
+    if !PANIC_KEPT.get() {
+        return;
+    }
+    if let Some(msg) = take_panic_message() {
         log::error!("panic caught inside the app (in a task it spawned, say): {msg}");
     }
+}
+
+fn take_panic_message() -> Option<String> {
+    PANIC_KEPT.set(false);
+    PANIC_MESSAGE.with(|m| m.borrow_mut().take())
 }
 
 /// A sink that keeps what is written, for unit tests here and in `tower`.
