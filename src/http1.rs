@@ -45,9 +45,10 @@ struct BodyReader {
 
 /// An `Expect: 100-continue` waiting for its answer. `100 Continue` goes out when the
 /// app first reads the body, as Go's net/http sends it, so that an app that answers
-/// without the body (a 413, a 404) spares the client the upload (RFC 9110 10.1.1);
-/// once the response's head has gone out instead, it never does, and the connection
-/// closes after the response, since the client may or may not send the body then.
+/// without the body (a 413, a 404) spares the client the upload (RFC 9110 10.1.1).
+/// Once anything of the response has reached the socket it never does (see
+/// `HttpSink::expect`), and a response made before the body was read closes the
+/// connection, since the client may or may not send the body then.
 #[derive(Clone)]
 struct Expect {
     due: Arc<AtomicBool>,
