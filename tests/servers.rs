@@ -2082,3 +2082,55 @@ fn nginx_axum_standalone_socket() {
     drop(web);
     drop(app);
 }
+
+/// The FastCGI authorizer role under a real web server: lighttpd's `"mode" =>
+/// "authorizer"` asks the app about each request under `/status/` (BEGIN_REQUEST role
+/// 2, with no SCRIPT_NAME or PATH_INFO: the app's path comes from REQUEST_URI). The
+/// echo app authorizes with a 200 whose `Variable-*` headers are all it sends, and
+/// lighttpd then serves the file; any other answer (here /status/403 and /401, by the
+/// echo app's route) goes to the client whole.
+#[test]
+fn lighttpd_authorizer_mode() {
+    let dir = TempDir::new("lighttpd-authorizer");
+    let app = App::start(&dir, false, &[]);
+    let Listen::Socket(sock) = &app.listen else {
+        unreachable!()
+    };
+    let htdocs = dir.join("lighttpd/htdocs");
+    fs::create_dir_all(htdocs.join("status")).unwrap();
+    for name in ["200", "403", "401"] {
+        fs::write(htdocs.join("status").join(name), "the file\n").unwrap();
+    }
+    let site = format!(
+        "server.modules += ( \"mod_fastcgi\" )
+fastcgi.server += ( \"/status/\" => ((
+    \"socket\" => \"{}\",
+    \"mode\" => \"authorizer\",
+    \"docroot\" => \"{}\",
+    \"check-local\" => \"disable\",
+)) )
+",
+        sock.display(),
+        htdocs.display()
+    );
+    let web = lighttpd(&dir, &site);
+    let r = http_request(web.port, "GET", "/status/200", &[], Body::None);
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "the file\n".to_string()),
+        "{r:?}"
+    );
+    for (target, status, query) in [("/status/403", 403, ""), ("/status/401?x=1", 401, "x=1")] {
+        let r = http_request(web.port, "GET", target, &[], Body::None);
+        assert_eq!(r.status, status, "{target}: {r:?}");
+        let j = r.json();
+        assert_eq!(
+            (j["role"].as_str(), j["query"].as_str(), pid_of(&j)),
+            (Some("Authorizer"), Some(query), app.pid()),
+            "{target}: {j}"
+        );
+        let path = target.split('?').next().unwrap_or(target);
+        assert_eq!(j["path_info"], path, "{target}: {j}");
+    }
+    drop(web);
+}
