@@ -236,7 +236,7 @@ impl Apache {
                 user.name
             );
         }
-        text += extra;
+        text += &extra.replace("{ROOT}", &root.display().to_string());
         fs::write(&conf, text).unwrap();
         let out = fs::File::create(root.join("logs/stdout.log")).unwrap();
         let mut cmd = Command::new(bin);
@@ -1556,4 +1556,56 @@ fn example_site() {
     );
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
+}
+
+/// The FastCGI authorizer role under mod_fcgid (`FcgidAuthenticator` and
+/// `FcgidAuthorizer` naming the app, as its documentation sets them up): the echo app
+/// answers each phase 200 for `/status/200`, so Apache serves the file, and 403 or 401
+/// by its route for the others, which mod_fcgid turns into a 401 (its own page: it
+/// passes on no body of a failed check).
+#[test]
+fn fcgid_authenticator_and_authorizer() {
+    let a = Apache::start_with_config(
+        "<IfModule !authn_core_module>
+  LoadModule authn_core_module /usr/lib/apache2/modules/mod_authn_core.so
+</IfModule>
+<IfModule !authz_user_module>
+  LoadModule authz_user_module /usr/lib/apache2/modules/mod_authz_user.so
+</IfModule>
+<Directory \"{ROOT}/public_html/status\">
+  AuthType Basic
+  AuthName private
+  FcgidAuthenticator {ROOT}/public_html/mysite.fcgi
+  FcgidAuthorizer {ROOT}/public_html/mysite.fcgi
+  Require valid-user
+</Directory>
+",
+    );
+    let dir = a.dir.path().join("public_html/status");
+    fs::create_dir_all(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    for name in ["200", "403", "401"] {
+        fs::write(dir.join(name), "the file\n").unwrap();
+    }
+    // user `u`, password `p`
+    let basic = [("Authorization", "Basic dTpw")];
+    let r = a.request("GET", "/status/200", &basic, Body::None);
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "the file\n".to_string()),
+        "{r:?}"
+    );
+    for target in ["/status/403", "/status/401?x=1"] {
+        let r = a.request("GET", target, &basic, Body::None);
+        assert_eq!(r.status, 401, "{target}: {r:?}");
+        assert!(!r.text().contains("the file"), "{target}: {r:?}");
+    }
+    assert!(
+        a.error_log_has(
+            "Authorization of user u to access /status/200 succeeded",
+            Duration::from_secs(3)
+        ) && a.error_log_has("script returned status 403", Duration::from_secs(3)),
+        "{}",
+        a.error_log()
+    );
 }
