@@ -559,6 +559,51 @@ fn get_vars(path: &str) -> Vec<(&'static str, String)> {
     get(path, "")
 }
 
+/// tower_faults as a standalone server on a Unix socket (8 threads), with `env`.
+struct Standalone {
+    server: std::process::Child,
+    sock: std::path::PathBuf,
+    log: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl Standalone {
+    fn start(name: &str, env: &[(&str, &str)]) -> Standalone {
+        let dir = TempDir::new(name);
+        let sock = dir.join("app.sock");
+        let log = dir.join("stderr.log");
+        let mut cmd = Command::new(example("tower_faults"));
+        cmd.arg("--socket")
+            .arg(&sock)
+            .env("FCGI_RESTART_GRACE", "0")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
+        contain(&mut cmd);
+        let s = Standalone {
+            server: spawn_retrying(&mut cmd),
+            sock,
+            log,
+            _dir: dir,
+        };
+        assert!(wait_until(T, || s.sock.exists()), "{}", s.stderr());
+        s
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// One GET on a new connection: status and body.
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut s = std::os::unix::net::UnixStream::connect(&self.sock).unwrap();
+        s.write_all(&request(1, false, &get(path, ""), b""))
+            .unwrap();
+        let r = read_reply(&mut s, 1, T);
+        (r.status(), body_text(&r))
+    }
+}
+
 /// A standalone server serves on 8 threads. With the default runtime a task spawned
 /// by a request runs between requests: one runtime for all of them, not one per
 /// thread, where it ran only while a request ran on the thread that spawned it (and a
@@ -566,33 +611,14 @@ fn get_vars(path: &str) -> Vec<(&'static str, String)> {
 /// request when a request on another thread used it).
 #[test]
 fn a_standalone_server_runs_spawned_tasks_between_requests() {
-    let dir = TempDir::new("tower-standalone-tick");
-    let sock = dir.join("app.sock");
-    let log = dir.join("stderr.log");
-    let mut cmd = Command::new(example("tower_faults"));
-    cmd.arg("--socket")
-        .arg(&sock)
-        .env("FCGI_RESTART_GRACE", "0")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
-    contain(&mut cmd);
-    let mut server = spawn_retrying(&mut cmd);
-    let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(wait_until(T, || sock.exists()), "{}", stderr());
-    let mut get = |path: &str| {
-        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-        s.write_all(&request(1, false, &get(path, ""), b""))
-            .unwrap();
-        let r = read_reply(&mut s, 1, T);
-        (r.status(), body_text(&r))
-    };
-    let ran = spawned_task_runs_between_requests(&mut get);
-    signal(server.id() as i32, libc::SIGTERM);
-    let _ = server.wait();
+    let mut srv = Standalone::start("tower-standalone-tick", &[]);
+    let ran = spawned_task_runs_between_requests(&mut |path| srv.get(path));
+    signal(srv.server.id() as i32, libc::SIGTERM);
+    let _ = srv.server.wait();
     assert!(
         ran,
         "the spawned task did not run between requests\n{}",
-        stderr()
+        srv.stderr()
     );
 }
 
@@ -639,42 +665,24 @@ fn a_stopped_process_does_not_wait_for_blocking_tasks_or_the_apps_clean_up() {
     );
     assert!(!app.stderr().contains("still running"), "{}", app.stderr());
 
-    let dir = TempDir::new("tower-blocking-stop");
-    let sock = dir.join("app.sock");
-    let log = dir.join("stderr.log");
-    let mut cmd = Command::new(example("tower_faults"));
-    cmd.arg("--socket")
-        .arg(&sock)
-        .env("FCGI_RESTART_GRACE", "0")
-        .env("FCGI_STOP_TIMEOUT", "10")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()));
-    contain(&mut cmd);
-    let mut server = spawn_retrying(&mut cmd);
-    let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(wait_until(T, || sock.exists()), "{}", stderr());
-    let answer = |path: &str| {
-        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
-        s.write_all(&request(1, false, &get(path, ""), b""))
-            .unwrap();
-        body_text(&read_reply(&mut s, 1, T))
-    };
+    let mut srv = Standalone::start("tower-blocking-stop", &[("FCGI_STOP_TIMEOUT", "10")]);
+    let answer = |path: &str| srv.get(path).1;
     let _ = answer("/ok");
     assert_eq!(answer("/blocking-bg"), "started");
-    signal(server.id() as i32, libc::SIGTERM);
+    signal(srv.server.id() as i32, libc::SIGTERM);
     let t0 = Instant::now();
     let exited = wait_until(Duration::from_secs(8), || {
-        server.try_wait().ok().flatten().is_some()
+        srv.server.try_wait().ok().flatten().is_some()
     });
     let took = t0.elapsed();
     if !exited {
-        let _ = server.kill();
+        let _ = srv.server.kill();
     }
-    let st = server.wait().unwrap();
+    let st = srv.server.wait().unwrap();
     assert!(
         exited && st.success() && took < Duration::from_secs(5),
         "standalone: {st:?} after {took:?}\n{}",
-        stderr()
+        srv.stderr()
     );
 }
 
