@@ -557,6 +557,10 @@ pub(crate) fn prefork(
         // Restarts then wait out the handover window; nothing else changes.
         log::warn!("could not share the stop flag with the workers: {e}");
     }
+    if let Err(e) = sys::watch_child_exits() {
+        // Then an exited worker is replaced at the next look, within 100 ms.
+        log::warn!("could not watch for exiting workers: {e}");
+    }
     // SAFETY: getpid cannot fail.
     let parent = unsafe { libc::getpid() };
     let spawn = |children: &mut Vec<libc::pid_t>| -> Result<(), Error> {
@@ -699,13 +703,8 @@ pub(crate) fn prefork(
                 }
             }
         }
-        // Wake on shutdown, or every 100 ms to reap.
-        let _ = sys::wait(
-            -1,
-            false,
-            Some(Duration::from_millis(100)),
-            sys::Watch::Drain,
-        );
+        // Wake when a worker exits, on shutdown, or every 100 ms to ask `stop`.
+        let _ = sys::wait_for_child_exit(Duration::from_millis(100));
     }
     sys::tell_workers_stopping();
     if let Some(h) = handover {

@@ -1260,6 +1260,57 @@ impl Flag {
     }
 }
 
+/// Raised by SIGCHLD in a prefork parent (see [`watch_child_exits`]), so that a worker
+/// that exits (max-requests, a crash) is replaced at once rather than at the parent's
+/// next look.
+static CHILD_EXITED: Flag = Flag::new();
+
+extern "C" fn on_child_exit(_: libc::c_int) {
+    // SAFETY: only async-signal-safe work: errno save/restore and `Flag::raise`.
+    unsafe {
+        let errno = *libc::__errno_location();
+        CHILD_EXITED.raise();
+        *libc::__errno_location() = errno;
+    }
+}
+
+/// For a prefork parent: a worker's exit wakes [`wait_for_child_exit`]. Installed once,
+/// before the first fork; a worker sets SIGCHLD back to its default in
+/// [`reset_after_fork`], so an app's own child processes are none of this.
+pub fn watch_child_exits() -> io::Result<()> {
+    if CHILD_EXITED.rd.load(Ordering::Relaxed) < 0 {
+        CHILD_EXITED.reset()?;
+    }
+    // SAFETY: installing a handler that only raises a flag. SA_RESTART keeps other
+    // calls going; SA_NOCLDSTOP: a stopped worker is not an exited one.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_child_exit as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
+        libc::sigemptyset(&mut sa.sa_mask);
+        cvt(libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut()))?;
+    }
+    Ok(())
+}
+
+/// The prefork parent's sleep: until a worker exits (with [`watch_child_exits`]
+/// installed), a shutdown is requested, or `timeout` passes. Lowers the exit flag, so
+/// the caller reaps after each return.
+pub fn wait_for_child_exit(timeout: Duration) -> io::Result<()> {
+    let rd = CHILD_EXITED.rd.load(Ordering::Relaxed);
+    if !CHILD_EXITED.raised.swap(false, Ordering::AcqRel) {
+        wait_for(-1, 0, Some(timeout), Watch::Drain, rd)?;
+        CHILD_EXITED.raised.store(false, Ordering::Release);
+    }
+    if rd >= 0 {
+        // Empty the pipe (non-blocking): an exit after this read raises it again.
+        let mut buf = [0u8; 64];
+        // SAFETY: reading into a local buffer from our own pipe.
+        while unsafe { libc::read(rd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+    }
+    Ok(())
+}
+
 /// Threads blocked in [`Socket::idle_read`]: woken with a signal when a shutdown is
 /// requested. 0 is a free slot.
 static IDLE_THREADS: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
@@ -1670,6 +1721,16 @@ pub fn install_shutdown_handlers() -> io::Result<()> {
 pub fn reset_after_fork() -> io::Result<()> {
     SHUTDOWN_SIGNAL.store(0, Ordering::Relaxed);
     reset_stop_deadline_after_fork();
+    if CHILD_EXITED.rd.load(Ordering::Relaxed) >= 0 {
+        // A prefork worker: its own children (an app's `Command`) are its own business.
+        // SAFETY: restoring SIGCHLD's default disposition.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+        for fd in [&CHILD_EXITED.rd, &CHILD_EXITED.wr] {
+            let fd = fd.swap(-1, Ordering::AcqRel);
+            // SAFETY: the parent's pipe, which this process has no use for.
+            unsafe { libc::close(fd) };
+        }
+    }
     for s in &IDLE_THREADS {
         s.store(0, Ordering::Relaxed);
     }
