@@ -1609,3 +1609,41 @@ fn fcgid_authenticator_and_authorizer() {
         a.error_log()
     );
 }
+
+/// Large response heads under mod_fcgid and mod_cgid: Apache reads each header line
+/// into 8 KiB (8189 bytes and CRLF at most) and answers 500 ("Premature end of script
+/// headers") for a longer one; any number of short lines pass. The fcgid process
+/// serves on after the 500.
+#[test]
+fn fcgid_and_cgi_large_response_heads() {
+    let a = Apache::start_app("big_heads", None);
+    let first = a.get("/");
+    assert_eq!(first.status, 200, "{first:?}");
+    let pid = first.text().split(' ').next().unwrap().to_owned();
+    for prefix in ["", "/cgi"] {
+        // "x-big: " and 8182 bytes: the longest line Apache takes.
+        for (query, status) in [
+            ("name=set-cookie&size=7168", 200),
+            ("size=8182", 200),
+            ("size=8183", 500),
+            ("name=set-cookie&size=71680", 500),
+        ] {
+            let r = a.get(&format!("{prefix}/head?{query}"));
+            assert_eq!(r.status, status, "{prefix} {query}: {r:?}");
+        }
+        let r = a.get(&format!("{prefix}/head?name=x-many&size=100&count=2000"));
+        assert_eq!(r.status, 200, "{prefix}");
+        assert_eq!(r.header("x-many-1999").map(str::len), Some(100), "{prefix}");
+    }
+    assert!(
+        a.error_log_has("Premature end of script headers", Duration::from_secs(5)),
+        "{}",
+        a.logs()
+    );
+    let r = a.get("/after");
+    assert!(
+        r.text().starts_with(&format!("{pid} ")),
+        "{r:?} {}",
+        r.text()
+    );
+}

@@ -2134,3 +2134,235 @@ fastcgi.server += ( \"/status/\" => ((
     }
     drop(web);
 }
+
+// ---- large response heads, X-Sendfile, X-Accel-Redirect ----
+
+/// The head the big_heads fixture sends for `/head?name=x-big&size=SIZE` with `body`.
+fn big_head(size: usize, body: &[u8]) -> String {
+    format!(
+        "Status: 200 OK\r\nx-big: {}\r\nContent-Length: {}\r\n\r\n",
+        "v".repeat(size),
+        body.len()
+    )
+}
+
+/// A response head over 64 KiB leaves in STDOUT records of at most 65535 bytes that
+/// join byte for byte, and the connection serves the next request. nginx answers 502
+/// ("upstream sent too big header") for a head past `fastcgi_buffer_size` (one page,
+/// 4 KiB here: the head and the 8-byte record header must fit), and the app serves on;
+/// with the buffer raised, a head split across records reaches the client whole. An
+/// `X-Accel-Redirect` to an `internal` location serves the file instead of the app's body.
+#[test]
+fn nginx_large_response_heads_and_x_accel_redirect() {
+    let dir = TempDir::new("nginx-big-heads");
+    let app = App::start_example("big_heads", &dir, false, &[]);
+    let Listen::Socket(sock) = &app.listen else {
+        unreachable!()
+    };
+
+    // Raw FastCGI, as the web server: 70 KiB and 1 MiB heads, then a small answer on
+    // the same connection.
+    let mut s = UnixStream::connect(sock).unwrap();
+    for (id, size) in [(1u16, 70 * 1024), (2, 1 << 20)] {
+        s.write_all(&request(
+            id,
+            true,
+            &get("/head", &format!("size={size}")),
+            b"",
+        ))
+        .unwrap();
+        let r = read_reply(&mut s, id, Duration::from_secs(10));
+        assert_eq!(r.end, Some((0, 0)), "{size}: {:?}", r.end);
+        let stdout: Vec<usize> = r
+            .records
+            .iter()
+            .filter(|c| c.t == STDOUT && !c.content.is_empty())
+            .map(|c| c.content.len())
+            .collect();
+        assert!(stdout.len() > size / 65535, "{size}: {stdout:?}");
+        let (head, body) = r.head_and_body();
+        assert!(
+            body.starts_with(b"pid="),
+            "{size}: {:?}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            format!("{head}\r\n") == big_head(size, &body),
+            "{size}: the head differs ({} bytes)",
+            head.len()
+        );
+    }
+    s.write_all(&request(3, true, &get("/", ""), b"")).unwrap();
+    let r = read_reply(&mut s, 3, Duration::from_secs(10));
+    assert_eq!((r.status(), r.end), (200, Some((0, 0))));
+    drop(s);
+
+    let files = dir.join("files");
+    fs::create_dir_all(&files).unwrap();
+    fs::write(files.join("file.txt"), "the protected file\n").unwrap();
+    let backend = app.listen.nginx();
+    let web = nginx(&dir, &|port| {
+        format!(
+            "upstream kept {{ server {backend}; keepalive 2; }}
+server {{
+    listen 127.0.0.1:{port};
+    location /big/ {{
+        fastcgi_split_path_info ^(/big)(/.*)$;
+        include fastcgi_params;
+        fastcgi_param PATH_INFO $fastcgi_path_info;
+        fastcgi_buffer_size 128k;
+        fastcgi_buffers 4 128k;
+        fastcgi_busy_buffers_size 128k;
+        fastcgi_keep_conn on;
+        fastcgi_pass kept;
+    }}
+    location /protected/ {{
+        internal;
+        alias {}/;
+    }}
+    location / {{
+        fastcgi_split_path_info ^()(/.*)$;
+        include fastcgi_params;
+        fastcgi_param PATH_INFO $fastcgi_path_info;
+        fastcgi_keep_conn on;
+        fastcgi_pass kept;
+    }}
+}}
+",
+            files.display()
+        )
+    });
+    let get_ = |target: &str| http_request(web.port, "GET", target, &[], Body::None);
+    let pid = format!("pid={} ", app.pid());
+
+    // Default buffer (4 KiB): the largest x-big value that fits is 4096 - 8 (record
+    // header) - 16 (status line) - 9 ("x-big: " and CRLF) - the length line and the
+    // blank line.
+    let r = get_("/head?size=3000");
+    assert_eq!(
+        (r.status, r.header("x-big").map(str::len)),
+        (200, Some(3000)),
+        "{r:?}"
+    );
+    let r = get_("/head?name=set-cookie&size=7168");
+    assert_eq!(r.status, 502, "{r:?}");
+    let log = fs::read_to_string(dir.join("nginx/logs/error.log")).unwrap();
+    assert!(log.contains("upstream sent too big header"), "{log}");
+    let r = get_("/after");
+    assert!(
+        r.status == 200 && r.text().starts_with(&pid),
+        "{r:?} {}",
+        r.text()
+    );
+
+    // fastcgi_buffer_size 128k: 70 KiB in one header line, and 200 headers.
+    let r = get_("/big/head?size=71680");
+    assert_eq!(r.header("x-big").map(str::len), Some(71680), "{}", r.status);
+    assert!(r.text().starts_with(&pid), "{}", r.text());
+    let r = get_("/big/head?name=x-many&size=100&count=200");
+    assert_eq!(r.status, 200);
+    for i in [0, 199] {
+        assert_eq!(
+            r.header(&format!("x-many-{i}")).map(str::len),
+            Some(100),
+            "{i}"
+        );
+    }
+
+    // X-Accel-Redirect: nginx serves the file, not the app's body, and passes the
+    // header on to no one; the location stays internal.
+    let r = get_("/accel?uri=/protected/file.txt");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "the protected file\n".to_string()),
+        "{r:?}"
+    );
+    assert_eq!(r.header("x-accel-redirect"), None, "{r:?}");
+    assert_eq!(get_("/accel?uri=/protected/missing").status, 404);
+    assert_eq!(get_("/protected/file.txt").status, 404);
+    let r = get_("/after");
+    assert!(
+        r.status == 200 && r.text().starts_with(&pid),
+        "{r:?} {}",
+        r.text()
+    );
+    drop(web);
+}
+
+/// lighttpd `bin-path` (the app on fd 0): heads up to 64 KiB pass, a larger one is a
+/// 502 ("response headers too large") and the process serves on; with
+/// `allow-x-send-file`, `X-Sendfile` serves the file instead of the app's body.
+#[test]
+fn lighttpd_x_sendfile_and_large_response_heads() {
+    let dir = TempDir::new("lighttpd-big-heads");
+    let exe = example("big_heads");
+    let run = dir.join("run");
+    let files = dir.join("files");
+    fs::create_dir_all(&run).unwrap();
+    fs::create_dir_all(&files).unwrap();
+    let file = files.join("file.bin");
+    let content = noise(200_000, 7);
+    fs::write(&file, &content).unwrap();
+    let site = format!(
+        "server.modules += ( \"mod_fastcgi\" )
+fastcgi.server += ( \"/\" => ((
+    \"bin-path\" => \"{}\",
+    \"socket\" => \"{}/app.sock\",
+    \"max-procs\" => 1,
+    \"check-local\" => \"disable\",
+    \"fix-root-scriptname\" => \"enable\",
+    \"allow-x-send-file\" => \"enable\",
+)) )
+",
+        exe.display(),
+        run.display()
+    );
+    let web = lighttpd(&dir, &site);
+    let get_ = |target: &str| http_request(web.port, "GET", target, &[], Body::None);
+    let first = get_("/");
+    assert_eq!(first.status, 200, "{first:?}");
+    let pid = first.text().split(' ').next().unwrap().to_owned();
+
+    for size in [3 * 1024, 7 * 1024, 30 * 1024, 60 * 1024] {
+        let r = get_(&format!("/head?name=set-cookie&size={size}"));
+        assert_eq!(r.status, 200, "{size}");
+        assert_eq!(r.header("set-cookie").map(str::len), Some(size), "{size}");
+    }
+    let r = get_("/head?name=x-many&size=100&count=200");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-many-199").map(str::len), Some(100));
+    let r = get_("/head?name=set-cookie&size=71680");
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            fs::read_to_string(dir.join("lighttpd/logs/error.log"))
+                .is_ok_and(|l| l.contains("response headers too large"))
+        }),
+        "{}",
+        web.group.logs()
+    );
+    let r = get_("/after");
+    assert!(
+        r.text().starts_with(&format!("{pid} ")),
+        "{r:?} {}",
+        r.text()
+    );
+
+    let r = get_(&format!("/sendfile?path={}", file.display()));
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body == content,
+        "the file differs ({} bytes)",
+        r.body.len()
+    );
+    assert_eq!(r.header("x-sendfile"), None, "{r:?}");
+    let r = get_(&format!("/sendfile?path={}/missing", files.display()));
+    assert_eq!(r.status, 404, "{r:?}");
+    let r = get_("/after");
+    assert!(
+        r.text().starts_with(&format!("{pid} ")),
+        "{r:?} {}",
+        r.text()
+    );
+    drop(web);
+}
