@@ -552,6 +552,9 @@ pub(crate) fn serve(
         ),
         None => log::debug!("stopped after {} requests", pool.life.served()),
     }
+    if result.is_ok() {
+        sys::note_worker_end(pool.life.served());
+    }
     result
 }
 

@@ -551,6 +551,10 @@ pub(crate) fn prefork(
 ) -> Result<(), Error> {
     let mut children: Vec<libc::pid_t> = Vec::new();
     let mut recent_deaths: Vec<Instant> = Vec::new();
+    // The shared count of workers that ended after serving, when last looked at, and
+    // those of them not yet matched with a reaped worker.
+    let mut ends_seen = 0;
+    let mut served_ends = 0u64;
     // Each worker keeps its own stop clock (reset after the fork, below).
     sys::extend_stop_deadline(2, sys::StopExtra::WorkerMargin);
     if let Err(e) = sys::share_stopping_with_workers() {
@@ -664,10 +668,20 @@ pub(crate) fn prefork(
                     libc::WEXITSTATUS(status)
                 );
             }
-            // A clean exit (max-requests, the binary replaced) is replaced at once; a
-            // worker crashing in a loop is not forked again as fast as it dies.
+            // A clean exit after serving (max-requests) is replaced at once; a worker
+            // crashing in a loop, or exiting 0 in one without serving (an app that
+            // ends its process as a worker starts), is not forked again as fast as it
+            // dies. Each worker ending after serving raised the shared count before
+            // its exit; a clean exit takes one of the ends counted since, and one that
+            // finds none served nothing (two reaped together may take each other's
+            // turn, which a loop, where none serves, never does).
+            let ends = sys::worker_ends_after_serving();
+            served_ends += ends.wrapping_sub(ends_seen);
+            ends_seen = ends;
             let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-            if !clean {
+            let served = clean && served_ends > 0;
+            served_ends -= u64::from(served);
+            if !served {
                 let now = Instant::now();
                 recent_deaths.retain(|t| now.duration_since(*t) < Duration::from_secs(10));
                 recent_deaths.push(now);

@@ -1274,8 +1274,12 @@ extern "C" fn on_child_exit(_: libc::c_int) {
     }
 }
 
+/// SIGCHLD's action before [`watch_child_exits`] replaced it (the app's, or what the
+/// process was started with), given back to each worker in [`reset_after_fork`].
+static SIGCHLD_BEFORE: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
+
 /// For a prefork parent: a worker's exit wakes [`wait_for_child_exit`]. Installed once,
-/// before the first fork; a worker sets SIGCHLD back to its default in
+/// before the first fork; a worker gets SIGCHLD's earlier action back in
 /// [`reset_after_fork`], so an app's own child processes are none of this.
 pub fn watch_child_exits() -> io::Result<()> {
     if CHILD_EXITED.rd.load(Ordering::Relaxed) < 0 {
@@ -1288,7 +1292,11 @@ pub fn watch_child_exits() -> io::Result<()> {
         sa.sa_sigaction = on_child_exit as *const () as usize;
         sa.sa_flags = libc::SA_RESTART | libc::SA_NOCLDSTOP;
         libc::sigemptyset(&mut sa.sa_mask);
-        cvt(libc::sigaction(libc::SIGCHLD, &sa, std::ptr::null_mut()))?;
+        let mut before: libc::sigaction = std::mem::zeroed();
+        cvt(libc::sigaction(libc::SIGCHLD, &sa, &mut before))?;
+        if before.sa_sigaction != on_child_exit as *const () as usize {
+            let _ = SIGCHLD_BEFORE.set(before);
+        }
     }
     Ok(())
 }
@@ -1428,15 +1436,35 @@ pub fn stop_grace(by: Option<Instant>) -> Instant {
     by.map_or(grace, |d| d.min(grace))
 }
 
-/// A flag in memory shared with forked worker processes: their prefork parent is
-/// stopping (null until the parent sets it up).
-static PARENT_STOPPING: std::sync::atomic::AtomicPtr<AtomicBool> =
-    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+/// What a prefork parent and its workers share, in a page of memory mapped before the
+/// first fork (zero-filled: not stopping, no ends counted).
+#[repr(C)]
+struct SharedWithWorkers {
+    /// The parent is stopping.
+    stopping: AtomicBool,
+    /// Workers that have ended on their own after serving at least one request
+    /// (max-requests): how the parent tells such an exit from a worker that exits 0
+    /// without ever serving (an app that ends its process as a worker starts), which
+    /// would otherwise be forked again as fast as it exits.
+    ends_after_serving: AtomicU64,
+}
 
-/// Prefork parent, before forking: sets up the flag its workers will see.
+/// The page shared with forked worker processes (null until the parent sets it up).
+static SHARED: AtomicPtr<SharedWithWorkers> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The shared page, when this process is a prefork parent or worker.
+fn shared() -> Option<&'static SharedWithWorkers> {
+    let p = SHARED.load(Ordering::Acquire);
+    // SAFETY: set up by share_stopping_with_workers, zero-filled (a valid value of the
+    // struct, whose fields are atomics) and never unmapped.
+    unsafe { p.as_ref() }
+}
+
+/// Prefork parent, before forking: sets up the page its workers will share.
 pub fn share_stopping_with_workers() -> io::Result<()> {
-    // SAFETY: a fresh anonymous shared mapping of one page, zero-filled (an AtomicBool
-    // of false), never unmapped: the pointer stays valid in the parent and every child.
+    const _: () = assert!(std::mem::size_of::<SharedWithWorkers>() <= 4096);
+    // SAFETY: a fresh anonymous shared mapping of one page, zero-filled, never
+    // unmapped: the pointer stays valid in the parent and every child.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -1450,26 +1478,36 @@ pub fn share_stopping_with_workers() -> io::Result<()> {
     if p == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    PARENT_STOPPING.store(p.cast(), Ordering::Release);
+    SHARED.store(p.cast(), Ordering::Release);
     Ok(())
 }
 
 /// Prefork parent, stopping: its workers now say they are draining when a new server
 /// asks, so it takes the socket over at once while they finish what they have.
 pub fn tell_workers_stopping() {
-    let p = PARENT_STOPPING.load(Ordering::Acquire);
-    if !p.is_null() {
-        // SAFETY: set up by share_stopping_with_workers, never unmapped.
-        unsafe { (*p).store(true, Ordering::Release) };
+    if let Some(s) = shared() {
+        s.stopping.store(true, Ordering::Release);
     }
+}
+
+/// A prefork worker about to end on its own, after serving `served` requests: counted
+/// for the parent when there was at least one (see [`worker_ends_after_serving`]).
+pub fn note_worker_end(served: u64) {
+    if let Some(s) = shared().filter(|_| served > 0) {
+        s.ends_after_serving.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Prefork parent: how many workers have ended after serving (a count that a worker
+/// raises before it exits, so it is up to date once the worker is reaped).
+pub fn worker_ends_after_serving() -> u64 {
+    shared().map_or(0, |s| s.ends_after_serving.load(Ordering::Acquire))
 }
 
 /// What a probing server is told: this process (or, for a prefork worker, its
 /// parent) is shutting down.
 pub fn draining() -> bool {
-    let p = PARENT_STOPPING.load(Ordering::Acquire);
-    // SAFETY: as above.
-    shutdown_requested() || (!p.is_null() && unsafe { (*p).load(Ordering::Acquire) })
+    shutdown_requested() || shared().is_some_and(|s| s.stopping.load(Ordering::Acquire))
 }
 
 /// The signal that asked for shutdown, if one did.
@@ -1723,8 +1761,17 @@ pub fn reset_after_fork() -> io::Result<()> {
     reset_stop_deadline_after_fork();
     if CHILD_EXITED.rd.load(Ordering::Relaxed) >= 0 {
         // A prefork worker: its own children (an app's `Command`) are its own business.
-        // SAFETY: restoring SIGCHLD's default disposition.
-        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+        // SAFETY: restoring SIGCHLD's action from before the parent's (default when
+        // none was saved).
+        unsafe {
+            match SIGCHLD_BEFORE.get() {
+                Some(before) => libc::sigaction(libc::SIGCHLD, before, std::ptr::null_mut()),
+                None => {
+                    libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+                    0
+                }
+            }
+        };
         for fd in [&CHILD_EXITED.rd, &CHILD_EXITED.wr] {
             let fd = fd.swap(-1, Ordering::AcqRel);
             // SAFETY: the parent's pipe, which this process has no use for.

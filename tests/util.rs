@@ -889,7 +889,12 @@ pub struct Srv {
 /// A command for the echo example with a clean launch environment: no CGI variables,
 /// no systemd variables, no listening socket on stdin.
 pub fn echo_cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(example("echo"));
+    example_cmd("echo", args, env)
+}
+
+/// [`echo_cmd`] for the example `name`.
+pub fn example_cmd(name: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(example(name));
     cmd.args(args)
         .stdin(Stdio::null())
         .env_remove("GATEWAY_INTERFACE")
@@ -938,9 +943,17 @@ impl Srv {
     }
 
     pub fn start_in(cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Srv {
+        Srv::start_cmd(echo_cmd(args, env), cwd)
+    }
+
+    /// A server of the example `name` rather than echo.
+    pub fn start_example(name: &str, args: &[&str], env: &[(&str, &str)]) -> Srv {
+        Srv::start_cmd(example_cmd(name, args, env), None)
+    }
+
+    fn start_cmd(mut cmd: Command, cwd: Option<&Path>) -> Srv {
         let dir = TempDir::new("srv-log");
         let stderr_path = dir.join("stderr.log");
-        let mut cmd = echo_cmd(args, env);
         cmd.stdout(Stdio::null())
             .stderr(Stdio::from(fs::File::create(&stderr_path).unwrap()));
         if let Some(d) = cwd {
