@@ -41,6 +41,7 @@ pub enum Error {
     Io {
         /// What we were doing, e.g. "installing signal handlers".
         op: &'static str,
+        /// The system call's error.
         source: io::Error,
     },
     /// The program was not started by a web server (no listening socket on fd 0, no

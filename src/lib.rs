@@ -38,6 +38,7 @@
 //! Settings come from [`Builder`] and, on top, from the environment (the table in
 //! [`Builder`]'s documentation), so a host's configuration can change them without a
 //! rebuild.
+#![warn(missing_docs)]
 
 mod body;
 mod cgi;

@@ -1,5 +1,5 @@
-// The mount path: which part of the URL is the app's prefix ("script name") and which is
-// the app-relative path, rebuilt from what Apache, lighttpd or nginx actually send.
+//! The mount path: which part of the URL is the app's prefix ("script name") and which
+//! is the app-relative path, rebuilt from what Apache, lighttpd or nginx actually send.
 
 use std::borrow::Cow;
 

@@ -1,6 +1,7 @@
-// The FastCGI 1.0 wire format, with no I/O: record headers, types, roles, name-value pairs.
-//
-// Section numbers in comments refer to the FastCGI Specification, Open Market, 1996.
+//! The FastCGI 1.0 wire format, with no I/O: record headers, types, roles, name-value
+//! pairs.
+//!
+//! Section numbers refer to the FastCGI Specification, Open Market, 1996.
 
 use std::fmt;
 
@@ -22,22 +23,35 @@ pub const KEEP_CONN: u8 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum RecordType {
+    /// `FCGI_BEGIN_REQUEST` (1): starts a request, with its role and flags.
     BeginRequest,
+    /// `FCGI_ABORT_REQUEST` (2): the web server gives up on a request.
     AbortRequest,
+    /// `FCGI_END_REQUEST` (3): the application's last record of a request.
     EndRequest,
+    /// `FCGI_PARAMS` (4): the stream of the request's name-value pairs.
     Params,
+    /// `FCGI_STDIN` (5): the stream of the request body.
     Stdin,
+    /// `FCGI_STDOUT` (6): the stream of the response.
     Stdout,
+    /// `FCGI_STDERR` (7): the stream of error output, for the web server's log.
     Stderr,
+    /// `FCGI_DATA` (8): the filter role's extra stream.
     Data,
+    /// `FCGI_GET_VALUES` (9): a management query for the application's limits.
     GetValues,
+    /// `FCGI_GET_VALUES_RESULT` (10): the answer to `FCGI_GET_VALUES`.
     GetValuesResult,
+    /// `FCGI_UNKNOWN_TYPE` (11): the answer to a management record of a type the
+    /// application does not know.
     UnknownType,
     /// A type this version of the spec does not define.
     Other(u8),
 }
 
 impl RecordType {
+    /// The type for a header's `type` byte; an undefined one is [`RecordType::Other`].
     pub fn from_u8(b: u8) -> RecordType {
         match b {
             1 => RecordType::BeginRequest,
@@ -55,6 +69,7 @@ impl RecordType {
         }
     }
 
+    /// The `type` byte for the header.
     pub fn as_u8(self) -> u8 {
         match self {
             RecordType::BeginRequest => 1,
@@ -87,6 +102,8 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role of a `FCGI_BeginRequestBody`'s `role` field, or `None` for a value the
+    /// spec does not define (answered `FCGI_UNKNOWN_ROLE`).
     pub fn from_u16(v: u16) -> Option<Role> {
         match v {
             1 => Some(Role::Responder),
@@ -96,6 +113,7 @@ impl Role {
         }
     }
 
+    /// The `role` field's value.
     pub fn as_u16(self) -> u16 {
         match self {
             Role::Responder => 1,
@@ -109,13 +127,18 @@ impl Role {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ProtocolStatus {
+    /// `FCGI_REQUEST_COMPLETE` (0): the request ran; its outcome is the app status.
     RequestComplete,
+    /// `FCGI_CANT_MPX_CONN` (1): a second request on a connection that has one running.
     CantMpxConn,
+    /// `FCGI_OVERLOADED` (2): the application is out of a resource.
     Overloaded,
+    /// `FCGI_UNKNOWN_ROLE` (3): a role the application does not play.
     UnknownRole,
 }
 
 impl ProtocolStatus {
+    /// The `protocolStatus` byte.
     pub fn as_u8(self) -> u8 {
         match self {
             ProtocolStatus::RequestComplete => 0,
@@ -129,10 +152,16 @@ impl ProtocolStatus {
 /// A record header (section 3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
+    /// `version`: [`VERSION_1`] in every record a conforming web server sends.
     pub version: u8,
+    /// `type`.
     pub record_type: RecordType,
+    /// `requestId`: the request the record belongs to, or [`NULL_REQUEST_ID`] for a
+    /// management record.
     pub request_id: u16,
+    /// `contentLength`: the bytes of content that follow the header.
     pub content_length: u16,
+    /// `paddingLength`: the bytes after the content that carry nothing.
     pub padding_length: u8,
 }
 
@@ -161,6 +190,7 @@ impl Header {
         }
     }
 
+    /// The 8 header bytes, as they go on the wire.
     pub fn to_bytes(self) -> [u8; HEADER_LEN] {
         let id = self.request_id.to_be_bytes();
         let len = self.content_length.to_be_bytes();
@@ -202,6 +232,7 @@ pub fn push_record(out: &mut Vec<u8>, record_type: RecordType, request_id: u16, 
 pub struct BeginRequest {
     /// The raw role number; see [`Role::from_u16`].
     pub role: u16,
+    /// `flags`: [`KEEP_CONN`] or not.
     pub flags: u8,
 }
 
@@ -218,10 +249,12 @@ impl BeginRequest {
         })
     }
 
+    /// Whether the web server asks to keep the connection open after the request.
     pub fn keep_conn(&self) -> bool {
         self.flags & KEEP_CONN != 0
     }
 
+    /// The 8 body bytes (the last five reserved, zero).
     pub fn to_bytes(self) -> [u8; 8] {
         let r = self.role.to_be_bytes();
         [r[0], r[1], self.flags, 0, 0, 0, 0, 0]
@@ -257,7 +290,9 @@ impl fmt::Display for PairError {
 /// One decoded pair, as offsets into the block it came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PairSpan {
+    /// The name's start and end in the block.
     pub name: (usize, usize),
+    /// The value's start and end in the block.
     pub value: (usize, usize),
 }
 

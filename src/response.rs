@@ -112,6 +112,8 @@ pub struct ReaderBody<R> {
 }
 
 impl<R: Read> ReaderBody<R> {
+    /// A body read from `reader` to its end; `len`, when known, becomes the
+    /// `Content-Length` (the reader must then give exactly that many bytes).
     pub fn new(reader: R, len: Option<u64>) -> ReaderBody<R> {
         ReaderBody { reader, len }
     }
@@ -145,6 +147,7 @@ pub struct BoxBody {
 }
 
 impl BoxBody {
+    /// Boxes `body`, keeping its length hint.
     pub fn new<B: ResponseBody + Send + 'static>(body: B) -> BoxBody {
         BoxBody {
             len: body.len_hint(),
@@ -171,7 +174,9 @@ impl fmt::Debug for BoxBody {
 /// A web app: turns a request into a response. Implemented for every
 /// `Fn(Request<Body>) -> Response<B>` that can be shared across threads.
 pub trait Handler: Send + Sync + 'static {
+    /// The response body type.
     type Body: ResponseBody;
+    /// Answers one request (on any of the serving threads).
     fn call(&self, req: Request<Body>) -> Response<Self::Body>;
 }
 

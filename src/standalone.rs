@@ -16,8 +16,10 @@ use crate::sys;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Protocol {
+    /// FastCGI, the default.
     #[default]
     FastCgi,
+    /// SCGI (nginx `scgi_pass`, Apache `mod_proxy_scgi`, lighttpd `mod_scgi`).
     Scgi,
     /// Plain HTTP/1.1: the development server.
     Http,

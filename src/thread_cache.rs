@@ -246,6 +246,7 @@ fn register_exit() -> bool {
 pub struct ThreadCache;
 
 impl ThreadCache {
+    /// The allocator, for a `#[global_allocator]` static.
     pub const fn new() -> ThreadCache {
         ThreadCache
     }

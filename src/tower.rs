@@ -1,5 +1,5 @@
-// Feature `tower`: serve any `tower::Service<Request<RequestBody>>` (an axum `Router`)
-// through the same launch modes, protocols and lifecycle as the plain handler API.
+//! Feature `tower`: serve any `tower::Service<Request<RequestBody>>` (an axum `Router`)
+//! through the same launch modes, protocols and lifecycle as the plain handler API.
 
 use std::cell::RefCell;
 use std::error::Error as StdError;

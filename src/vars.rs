@@ -86,6 +86,7 @@ fn known_slot(name: &[u8]) -> Option<usize> {
 }
 
 impl Vars {
+    /// An empty set.
     pub fn new() -> Vars {
         Vars::default()
     }
@@ -219,10 +220,12 @@ impl Vars {
         self.buf.slice(r)
     }
 
+    /// The number of variables (a repeated name counts each time).
     pub fn len(&self) -> usize {
         self.spans.len()
     }
 
+    /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
