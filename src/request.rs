@@ -167,7 +167,7 @@ pub(crate) fn build(
     if let Some(path) = decoded {
         mount.path_info = path;
     }
-    let headers = headers(&vars);
+    let headers = headers(&vars, method == Method::GET || method == Method::HEAD);
 
     let mut req = Request::new(body);
     *req.method_mut() = method;
@@ -549,7 +549,9 @@ fn common_header(name: &[u8]) -> Option<HeaderName> {
     }
 }
 
-fn headers(vars: &Vars) -> HeaderMap {
+/// The request's headers from its variables. `bodiless`: a GET or HEAD, whose
+/// `CONTENT_LENGTH` of 0 is no header (see below).
+fn headers(vars: &Vars, bodiless: bool) -> HeaderMap {
     // Sized for the headers there are, not for every variable: a map sized for 30
     // variables is a 6 KiB allocation per request, too big for the allocator's
     // per-thread cache.
@@ -583,10 +585,18 @@ fn headers(vars: &Vars) -> HeaderMap {
             // `-1` (Caddy 2.6 to 2.8 on a chunked upload) is a body of unknown length,
             // read to its end: no `content-length` header, as under hyper, rather than
             // one whose value is not a length (RFC 9110 8.6: digits only).
-            if name == b"CONTENT_LENGTH"
-                && !vars.shared(range.clone()).iter().all(u8::is_ascii_digit)
-            {
-                continue;
+            if name == b"CONTENT_LENGTH" {
+                let v = vars.shared(range.clone());
+                if !v.iter().all(u8::is_ascii_digit) {
+                    continue;
+                }
+                // mod_fcgid and every SCGI server send `CONTENT_LENGTH=0` with each
+                // request, nginx and lighttpd none for a GET: no header for an empty
+                // GET or HEAD either way, as the client sent none (RFC 9110 8.6: a user
+                // agent does not send one there).
+                if bodiless && &v[..] == b"0" {
+                    continue;
+                }
             }
             name
         } else {
@@ -794,7 +804,7 @@ mod tests {
             .collect();
         pairs.push(("HTTP_X_OTHER_THING".into(), "o".into()));
         pairs.push(("REQUEST_METHOD".into(), "GET".into()));
-        let map = headers(&Vars::from_pairs(pairs));
+        let map = headers(&Vars::from_pairs(pairs), true);
         for c in common.iter().filter(|c| !c.starts_with("CONTENT_")) {
             assert_eq!(map.get(slow(c)).unwrap(), &format!("v-{c}")[..], "{c}");
         }
@@ -830,6 +840,38 @@ mod tests {
         let ctx = req.context().unwrap();
         assert_eq!(ctx.query_string(), "x=1&y={2}");
         assert!(ctx.vars().get("HTTP_PROXY").is_none());
+    }
+
+    /// mod_fcgid and SCGI send `CONTENT_LENGTH=0` with every request: an empty GET or
+    /// HEAD has no `content-length` header, as under nginx and as the client sent it;
+    /// a POST or PUT keeps its 0, and a GET with a body its length.
+    #[test]
+    fn an_empty_gets_content_length_of_0_is_no_header() {
+        for (method, len, header) in [
+            ("GET", "0", None),
+            ("HEAD", "0", None),
+            ("GET", "5", Some("5")),
+            ("POST", "0", Some("0")),
+            ("PUT", "0", Some("0")),
+            ("DELETE", "0", Some("0")),
+        ] {
+            let vars = Vars::from_pairs([
+                ("REQUEST_METHOD", method),
+                ("SCRIPT_NAME", ""),
+                ("PATH_INFO", "/"),
+                ("CONTENT_LENGTH", len),
+            ]);
+            let req = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap();
+            let got = req
+                .headers()
+                .get("content-length")
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(got, header, "{method} {len}");
+            assert_eq!(
+                req.context().unwrap().vars().get_str("CONTENT_LENGTH"),
+                Some(len)
+            );
+        }
     }
 
     /// What the `axum` feature hands axum as `OriginalUri` and `ConnectInfo`.

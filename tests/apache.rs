@@ -1007,6 +1007,24 @@ fn httpoxy_proxy_header_never_reaches_the_app() {
     }
 }
 
+/// mod_fcgid sends `CONTENT_LENGTH=0` with every request: an app behind it sees no
+/// `content-length` on a GET, as behind nginx (and as the client sent it), while an
+/// empty POST keeps its 0. The variable itself is as the server sent it.
+#[test]
+fn an_empty_get_has_no_content_length_header() {
+    let a = Apache::start();
+    for target in ["/blog/x", "/x", "/cgi/x"] {
+        let j = a.request("GET", target, &[], Body::None).echo();
+        assert_eq!(j["method"], "GET", "{target}: {j}");
+        assert!(
+            j["headers"].get("content-length").is_none(),
+            "{target}: {j}"
+        );
+        let j = a.request("POST", target, &[], Body::Fixed(b"")).echo();
+        assert_eq!(j["headers"]["content-length"], "0", "{target}: {j}");
+    }
+}
+
 /// Starts GET `target` in a thread; returns once the app process `pid` has had the
 /// request for at least ~300 ms (it holds a socket it did not have before: the
 /// connection mod_fcgid opened for it).
