@@ -154,10 +154,12 @@ fn echo(mut req: Request<Body>) -> Response<BoxBody> {
                 len += n as u64;
             }
             Err(e) => {
-                return json_response(
-                    StatusCode::BAD_REQUEST,
-                    json!({ "error": format!("reading the body: {e}") }),
-                );
+                // A chunked body past FCGI_MAX_BODY has its own kind.
+                let status = match e.kind() {
+                    std::io::ErrorKind::FileTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                return json_response(status, json!({ "error": format!("reading the body: {e}") }));
             }
         }
     }

@@ -24,7 +24,10 @@ enum Source {
 /// CGI they come from stdin, exactly `CONTENT_LENGTH` of them. When the request
 /// declared a length and the stream ends short of it, `read` fails with
 /// `UnexpectedEof` rather than handing the app a silently truncated upload. If the web
-/// server aborts the request, `read` fails with `ConnectionAborted`.
+/// server aborts the request, `read` fails with `ConnectionAborted`. A body of no
+/// declared length (chunked) read past [`Builder::max_body`](crate::Builder::max_body)
+/// (`FCGI_MAX_BODY`) fails with `FileTooLarge`, for the app to answer 413 (a declared
+/// length over it never reaches the app: it is answered 413 before).
 ///
 /// For tests, a `Body` can be made from bytes: `Body::from("name=x")`.
 pub struct Body {
@@ -143,9 +146,11 @@ impl Read for Body {
     }
 }
 
+/// Its own kind, not `InvalidData`, which `read_to_string` also gives for bytes that are
+/// not UTF-8: an app tells the two apart by the kind alone.
 fn over_limit() -> io::Error {
     io::Error::new(
-        io::ErrorKind::InvalidData,
+        io::ErrorKind::FileTooLarge,
         "the request body is over FCGI_MAX_BODY",
     )
 }
@@ -236,7 +241,8 @@ mod tests {
             assert_eq!(r.is_ok(), ok, "{len}: {r:?}");
             assert_eq!(v.len(), len.min(10), "{len}");
             if let Err(e) = r {
-                assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+                // Its own kind: `InvalidData` is also what non-UTF-8 bytes give.
+                assert_eq!(e.kind(), io::ErrorKind::FileTooLarge);
                 // And it stays failed.
                 assert!(b.read(&mut [0u8; 4]).is_err());
             }

@@ -29,7 +29,9 @@ pub enum LogTarget {
     /// FCGI_STDERR records instead, so they are logged with the request's context.
     Stderr,
     /// syslog(3), facility `user` (needs the `syslog` feature); during FastCGI
-    /// requests too, so nothing goes to the web server as FCGI_STDERR.
+    /// requests too, so nothing goes to the web server as FCGI_STDERR. Without the
+    /// feature, `FCGI_LOG_TARGET=syslog` is refused as a setting, and this value set in
+    /// code logs to stderr with a warning.
     Syslog,
 }
 
@@ -140,6 +142,7 @@ impl Default for Config {
 /// | `FCGI_THREADS` | connections served at once | 1 under a web server; 8 for a server of its own |
 /// | `FCGI_MAX_PARAMS_BYTES` | cap on one request's FastCGI params | 1 MiB |
 /// | `FCGI_MAX_PARAMS` | cap on the number of params | 1000 |
+/// | `FCGI_MAX_BODY` | the largest request body the app is given, in bytes ([`Builder::max_body`]; 0: no limit) | the web server's limit |
 /// | `FCGI_READ_TIMEOUT`, `FCGI_WRITE_TIMEOUT` | seconds the web server may stall mid-request (a request head: 10 s at most) | 60 |
 /// | `FCGI_IDLE_TIMEOUT` | seconds a kept-alive connection may idle (0: no limit) | no limit |
 /// | `FCGI_WATCH_BINARY` | `0`: do not exit when the program file is replaced | `1` under a web server; off for a server of its own |
@@ -150,6 +153,7 @@ impl Default for Config {
 /// | `FCGI_TRUST_FORWARDED` | `1`: believe `X-Forwarded-*` (a proxy you control sets them) | off |
 /// | `FCGI_ALLOWED_HOSTS` | host names absolute URLs may use (`example.com,.example.org`, `*`) | any |
 /// | `FCGI_RESTART_GRACE` | seconds a stopping standalone server waits for a replacement | 2 |
+/// | `FCGI_STOP_TIMEOUT` | seconds a stop waits for the requests in flight ([`Builder::stop_timeout`]; 0: no limit) | 30 |
 /// | `FCGI_SPIN_MICROS` | microseconds a thread that has just answered looks for the next request before it sleeps (0: never) | 50 |
 ///
 /// A file beside the program, named after it with `.env` appended (`mysite.fcgi.env`,
@@ -314,7 +318,9 @@ impl Builder {
     }
 
     /// The mount prefix to use instead of rebuilding it per request (Django's
-    /// `FORCE_SCRIPT_NAME`); `""` means the site root.
+    /// `FORCE_SCRIPT_NAME`); `""` means the site root. It applies to the development
+    /// server too (`FORCE_SCRIPT_NAME=/blog ./app --http 127.0.0.1:8000`), to try the
+    /// app's links under a prefix.
     pub fn force_script_name(mut self, prefix: impl Into<String>) -> Builder {
         self.cfg.map.force_script_name = Some(prefix.into());
         self
@@ -363,7 +369,8 @@ impl Builder {
     /// The largest request body the app is given (`None`, the default: no limit but the
     /// web server's). A larger declared length is answered 413 before the app runs, as
     /// Flask's `MAX_CONTENT_LENGTH`; reading a body of no declared length (chunked)
-    /// past it fails.
+    /// past it fails with `std::io::ErrorKind::FileTooLarge` (answer 413). `Some(0)`
+    /// here is a limit of 0 bytes; `FCGI_MAX_BODY=0` in the environment means no limit.
     pub fn max_body(mut self, bytes: Option<u64>) -> Builder {
         self.cfg.map.max_body = bytes;
         self

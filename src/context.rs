@@ -429,6 +429,15 @@ pub trait RequestExt {
         }
     }
 
+    /// An absolute URL for an app-relative `path` (see [`Context::url_for`]); with no
+    /// context, the path alone, as [`RequestExt::path_for`] gives it.
+    fn url_for(&self, path: &str) -> String {
+        match self.context() {
+            Some(c) => c.url_for(path),
+            None => self.path_for(path),
+        }
+    }
+
     /// The client address the web server saw.
     fn remote_addr(&self) -> Option<IpAddr> {
         self.context().and_then(Context::remote_addr)

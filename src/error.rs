@@ -6,8 +6,9 @@ use std::io;
 /// Why the server could not start or keep running.
 ///
 /// Per-request problems (a malformed record, a client that went away, a panicking
-/// handler) never end up here: they end that request or connection with a log line
-/// and the server goes on.
+/// handler) never end up here while serving: they end that request or connection with
+/// a log line and the server goes on. (Building a request yourself, with
+/// [`crate::request_from_vars`], can fail with [`Error::BadRequest`].)
 #[non_exhaustive]
 pub enum Error {
     /// A setting (environment variable, command-line option or builder value) has a

@@ -181,7 +181,7 @@ fn run_standalone(b: Builder, app: Arc<dyn App>, systemd: Option<Listener>) -> R
         // one process of a server without workers ends, and only a supervisor (systemd
         // with a socket unit) would start it again.
         log::warn!(
-            "--max-requests {n} without --processes: this server exits after {n} requests \
+            "max-requests {n} without worker processes: this server exits after {n} requests \
              and nothing here restarts it (add --processes N to recycle workers instead)"
         );
     }

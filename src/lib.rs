@@ -6,7 +6,11 @@
 //! - **FastCGI on fd 0** when started by Apache mod_fcgid or mod_fastcgi, lighttpd
 //!   `bin-path` or spawn-fcgi (they pass a listening socket as stdin);
 //! - **one CGI request** when `GATEWAY_INTERFACE` is set (Apache mod_cgi, any server);
-//! - an **explanation** on stderr and exit status 2 when started from a terminal.
+//! - an **explanation** on stderr and exit status 2 when started from a terminal;
+//! - a **server of its own** with `--socket PATH` or `--listen HOST:PORT` (FastCGI or,
+//!   with `--protocol scgi`, SCGI, behind nginx, Apache `mod_proxy_fcgi` or lighttpd),
+//!   or `--http HOST:PORT`, a development HTTP server to try the app in a browser
+//!   (`--help` lists every option).
 //!
 //! ```no_run
 //! use fcgi_shim::{Body, RequestExt};
@@ -38,7 +42,15 @@
 //! Settings come from [`Builder`] and, on top, from the environment (the table in
 //! [`Builder`]'s documentation), so a host's configuration can change them without a
 //! rebuild.
+//!
+//! Features (none by default):
+//! - `tower`: `tower::run` serves any tower `Service` (an axum `Router`) in every
+//!   mode, on a tokio runtime;
+//! - `axum`: `tower`, plus the `ConnectInfo` and `OriginalUri` that axum's own server
+//!   gives its extractors;
+//! - `syslog`: [`LogTarget::Syslog`], logging to syslog(3).
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod cgi;
@@ -73,6 +85,8 @@ pub use body::Body;
 pub use config::{Builder, LogTarget};
 pub use context::{Context, Mode, RequestExt};
 pub use error::Error;
+/// The level type [`Builder::log_level`] takes (from the `log` crate).
+pub use log::LevelFilter;
 pub use record::Role;
 pub use response::{BoxBody, Handler, ReaderBody, ResponseBody, Streaming, stream};
 pub use standalone::Protocol;

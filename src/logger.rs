@@ -42,6 +42,11 @@ pub(crate) fn init(level: LevelFilter, target: LogTarget) {
         );
     if ours {
         log::set_max_level(level);
+        #[cfg(not(feature = "syslog"))]
+        if target == LogTarget::Syslog {
+            // Only from code (`Builder::log_target`): the setting is refused without it.
+            log::warn!("LogTarget::Syslog needs the `syslog` feature; logging to stderr");
+        }
     }
 }
 

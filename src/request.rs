@@ -842,6 +842,25 @@ mod tests {
         assert!(ctx.vars().get("HTTP_PROXY").is_none());
     }
 
+    /// `RequestExt::url_for`: the context's absolute URL, or the path alone for a
+    /// request built without one.
+    #[test]
+    fn url_for_through_the_request() {
+        let vars = Vars::from_pairs([
+            ("REQUEST_METHOD", "GET"),
+            ("SCRIPT_NAME", "/blog/mysite.fcgi"),
+            ("PATH_INFO", "/x"),
+            ("REQUEST_URI", "/blog/x"),
+            ("REDIRECT_URL", "/blog/x"),
+            ("HTTP_HOST", "example.com"),
+            ("HTTPS", "on"),
+        ]);
+        let req = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap();
+        assert_eq!(req.url_for("/posts/1"), "https://example.com/blog/posts/1");
+        let bare = http::Request::new(());
+        assert_eq!(bare.url_for("/posts/a b"), "/posts/a%20b");
+    }
+
     /// mod_fcgid and SCGI send `CONTENT_LENGTH=0` with every request: an empty GET or
     /// HEAD has no `content-length` header, as under nginx and as the client sent it;
     /// a POST or PUT keeps its 0, and a GET with a body its length.

@@ -78,6 +78,15 @@ pub struct Streaming<F>(F);
 /// `flush()` to push what is written so far to the client (server-sent events,
 /// progress output); otherwise output is sent in efficient chunks.
 ///
+/// - When the client or the web server goes away, a write or flush fails: return the
+///   error (`?`) and the request ends there.
+/// - A stream holds its serving thread for as long as it runs (one thread per process
+///   under a web server, unless `FCGI_THREADS` says more).
+/// - Web servers may hold output back: a `text/event-stream` response gets
+///   `X-Accel-Buffering: no`, which nginx obeys; mod_fcgid passes output on in 64 KiB
+///   pieces unless its `FcgidOutputBufferSize` is lowered; mod_fastcgi needs
+///   `-flush`, and Apache `mod_proxy_fcgi` `flushpackets=on`.
+///
 /// ```
 /// let body = fcgi_shim::stream(|w| {
 ///     for i in 0..3 {

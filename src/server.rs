@@ -262,7 +262,7 @@ impl Lifecycle {
                 if self.worker {
                     log::debug!("served {n} requests (max-requests {max}); exiting");
                 } else {
-                    log::info!("served {n} requests (FCGI_MAX_REQUESTS {max}); exiting");
+                    log::info!("served {n} requests (max-requests {max}); exiting");
                 }
                 sys::request_shutdown();
                 return;

@@ -172,7 +172,7 @@ fn a_body_over_the_max_body_setting_is_refused() {
     let mut chunked = vars.clone();
     chunked.push(("HTTP_TRANSFER_ENCODING", "chunked"));
     let (head, body, _) = cgi(&chunked, b"chunked body");
-    assert!(head.starts_with("Status: 400"), "{head}");
+    assert!(head.starts_with("Status: 413"), "{head}");
     assert!(
         json(&body)["error"]
             .as_str()

@@ -336,7 +336,7 @@ fn max_requests_exits_cleanly_after_n() {
     // Said at the default level: a server that ends itself says why.
     let log = app.stderr();
     assert!(
-        log.contains("INFO: served 3 requests (FCGI_MAX_REQUESTS 3); exiting"),
+        log.contains("INFO: served 3 requests (max-requests 3); exiting"),
         "{log}"
     );
 }

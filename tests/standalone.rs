@@ -2487,7 +2487,7 @@ fn max_requests_exit_does_not_hold_the_socket_for_a_restart() {
     // Said at the start, where someone who meant worker recycling reads it.
     assert!(
         srv.stderr().contains(
-            "--max-requests 2 without --processes: this server exits after 2 requests \
+            "max-requests 2 without worker processes: this server exits after 2 requests \
              and nothing here restarts it"
         ),
         "{}",
