@@ -176,16 +176,20 @@ impl Builder {
             log::warn!("{warning}");
         }
         if let Err(e) = env {
-            if std::env::var_os("GATEWAY_INTERFACE").is_some() {
-                // Under CGI a proper 500 beats "End of script output before headers".
-                cgi::answer_error(http::StatusCode::INTERNAL_SERVER_ERROR);
-            }
             // As with a bad argument: the process is ours unless the app owns its
             // command line, so the error is said once (a log line, which names the
             // program in the web server's log) and the process ends; an app that
             // owns its command line gets the error back to report as it likes.
+            // Said before the answer below: lighttpd's mod_cgi sends SIGTERM to a CGI
+            // program as soon as its response is complete.
             if self.read_args {
                 log::error!("{e}");
+            }
+            if std::env::var_os("GATEWAY_INTERFACE").is_some() {
+                // Under CGI a proper 500 beats "End of script output before headers".
+                cgi::answer_error(http::StatusCode::INTERNAL_SERVER_ERROR);
+            }
+            if self.read_args {
                 std::process::exit(1);
             }
             return Err(e);

@@ -571,6 +571,14 @@ fn headers(vars: &Vars, bodiless: bool) -> HeaderMap {
             if h == b"PROXY" || h == b"CONTENT_TYPE" || h == b"CONTENT_LENGTH" {
                 continue;
             }
+            // nginx passes the client's `Transfer-Encoding: chunked` beside the
+            // CONTENT_LENGTH of the body it has read whole: the app gets those bytes,
+            // not chunks, so the length alone describes them (both together are what
+            // RFC 9112 6.1 calls a possible smuggling attempt, for an app that passes
+            // the request on).
+            if h == b"TRANSFER_ENCODING" && has_length(vars) {
+                continue;
+            }
             // Apache passes Authorization only through a rewrite's
             // `[E=HTTP_AUTHORIZATION:%{HTTP:Authorization}]`, which sets it empty
             // when the client sent none: no header then, as under any server.
@@ -657,6 +665,13 @@ fn headers(vars: &Vars, bodiless: bool) -> HeaderMap {
         redirect_authorization(&mut map, vars, range);
     }
     map
+}
+
+/// Whether the request has a body length (a CONTENT_LENGTH of digits).
+#[cold]
+fn has_length(vars: &Vars) -> bool {
+    vars.get("CONTENT_LENGTH")
+        .is_some_and(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
 }
 
 /// The same `E=HTTP_AUTHORIZATION:...` on the rule that rewrites to the app: Apache's
@@ -840,6 +855,32 @@ mod tests {
         let ctx = req.context().unwrap();
         assert_eq!(ctx.query_string(), "x=1&y={2}");
         assert!(ctx.vars().get("HTTP_PROXY").is_none());
+    }
+
+    /// A chunked upload nginx has read whole comes with CONTENT_LENGTH and the client's
+    /// HTTP_TRANSFER_ENCODING: the app sees the length alone. With no length (nginx's
+    /// `fastcgi_request_buffering off`) the body is read to its end, and the header
+    /// stays, as hyper gives it.
+    #[test]
+    fn transfer_encoding_beside_a_length_is_left_out() {
+        for (len, te) in [("11", None), ("", Some("chunked"))] {
+            let vars = Vars::from_pairs([
+                ("REQUEST_METHOD", "POST"),
+                ("SCRIPT_NAME", ""),
+                ("PATH_INFO", "/"),
+                ("CONTENT_LENGTH", len),
+                ("HTTP_TRANSFER_ENCODING", "chunked"),
+            ]);
+            let req = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap();
+            let h = req.headers();
+            assert_eq!(
+                h.get("transfer-encoding").map(|v| v.to_str().unwrap()),
+                te,
+                "{len}"
+            );
+            let cl = h.get("content-length").map(|v| v.to_str().unwrap());
+            assert_eq!(cl, Some(len).filter(|l| !l.is_empty()), "{len}");
+        }
     }
 
     /// `RequestExt::url_for`: the context's absolute URL, or the path alone for a

@@ -2366,3 +2366,338 @@ fastcgi.server += ( \"/\" => ((
     );
     drop(web);
 }
+
+// ---- plain CGI behind lighttpd mod_cgi and nginx + fcgiwrap ----
+
+const FCGIWRAP: &str = "/usr/sbin/fcgiwrap";
+
+/// What the echo app run as plain CGI at `prefix` ("" or "/blog") must get right behind
+/// any CGI server on `port`: request bodies of 0 and 10 bytes, 5 MiB with a length
+/// and chunked, whole; a 404 and a panic's 500 as the app answered them; a 2 MiB upload
+/// the app never reads still gets its answer; a 20 MiB response whole; HEAD with no
+/// body. `log()` is where the server puts a CGI program's stderr: the panic's line and
+/// a `log::warn!` line must reach it.
+fn cgi_checks(port: u16, prefix: &str, log: &dyn Fn() -> String) {
+    let big = noise(5 << 20, port as u64);
+    let bodies: [(&str, &[u8], bool); 5] = [
+        ("empty", b"", false),
+        ("10 bytes", b"0123456789", false),
+        ("5 MiB", &big, false),
+        ("5 MiB chunked", &big, true),
+        ("11 bytes chunked", b"hello world", true),
+    ];
+    for (what, data, chunked) in bodies {
+        let t = format!("{prefix}/upload?what=1");
+        let body = if chunked {
+            Body::Chunked(data)
+        } else {
+            Body::Fixed(data)
+        };
+        let ct = [("Content-Type", "application/octet-stream")];
+        let j = http_request(port, "POST", &t, &ct, body).echo();
+        assert_eq!(
+            (&j["mode"], &j["method"], &j["script_name"], &j["path_info"]),
+            (
+                &json!("cgi"),
+                &json!("POST"),
+                &json!(prefix),
+                &json!("/upload")
+            ),
+            "POST {t} ({what}): {j}"
+        );
+        assert_eq!(
+            (&j["body_len"], j["body_sha256"].as_str()),
+            (&json!(data.len()), Some(sha256_hex(data).as_str())),
+            "POST {t} ({what}): {j}"
+        );
+        // A body the server has read whole is described by its length alone (nginx
+        // passes the client's Transfer-Encoding beside the CONTENT_LENGTH).
+        let h = &j["headers"];
+        assert!(
+            h.get("content-length").is_some() != h.get("transfer-encoding").is_some(),
+            "POST {t} ({what}): {j}"
+        );
+    }
+
+    let r = http_request(
+        port,
+        "GET",
+        &format!("{prefix}/status/404"),
+        &[],
+        Body::None,
+    );
+    assert_eq!(r.status, 404, "{r:?}");
+    assert_eq!(r.json()["path_info"], "/status/404", "{r:?}");
+    // The body left unread: drained by the app, so the server still passes its answer.
+    let two = noise(2 << 20, 3);
+    for body in [Body::Fixed(&two), Body::Chunked(&two)] {
+        let r = http_request(port, "POST", &format!("{prefix}/status/404"), &[], body);
+        assert_eq!(r.status, 404, "{r:?}");
+    }
+
+    let r = http_request(port, "GET", &format!("{prefix}/panic"), &[], Body::None);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (500, "500 Internal Server Error\n"),
+        "{r:?}"
+    );
+    let r = http_request(port, "GET", &format!("{prefix}/log"), &[], Body::None);
+    assert_eq!(r.status, 200, "{r:?}");
+    let panicked = format!("handler panicked on GET {prefix}/panic");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let l = log();
+            l.contains(&panicked) && l.contains("echo: /log was requested")
+        }),
+        "the CGI program's stderr lines are not in the log:\n{}",
+        log()
+    );
+
+    let t = format!("{prefix}/stream?chunks=20&size=1048576");
+    let r = http_request(port, "GET", &t, &[], Body::None);
+    assert_eq!(r.status, 200, "GET {t}");
+    assert_eq!(r.body.len(), 20 << 20, "GET {t}");
+    for (i, c) in r.body.chunks(1 << 20).enumerate() {
+        assert!(
+            c.iter().all(|&b| b == b'a' + i as u8),
+            "GET {t}: chunk {i} differs"
+        );
+    }
+
+    let r = http_request(port, "HEAD", &format!("{prefix}/posts/1"), &[], Body::None);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");
+    assert!(r.body.is_empty(), "{r:?}");
+}
+
+/// `target` streams its first chunk (`first`) 3 s before the rest: the first must
+/// reach the client long before the end.
+fn streams_as_written(port: u16, target: &str, first: &[u8]) {
+    let (seen, all, total) = timed_get(port, target, first);
+    assert!(
+        total >= Duration::from_millis(2900),
+        "GET {target}: {total:?}"
+    );
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.starts_with("HTTP/1.1 200 ") && text.contains("bbbbb"),
+        "GET {target}: {text}"
+    );
+    let seen = seen.expect("the first chunk");
+    assert!(
+        seen < Duration::from_millis(2000),
+        "GET {target}: the first chunk came after {seen:?}, with the rest ({total:?})"
+    );
+}
+
+/// servers/lighttpd-cgi.conf: lighttpd `mod_cgi` (`cgi.assign`) runs the app as plain
+/// CGI: at the root and in /blog/, each reached through `url.rewrite-if-not-file` as
+/// `mysite.fcgi/...` (the .htaccess way: static files beside it are served as they
+/// are). lighttpd sends
+/// SCRIPT_NAME=/blog/mysite.fcgi, PATH_INFO=/posts/1 and the client's REQUEST_URI
+/// (and CONTENT_LENGTH=0 for a GET, which the app does not see as a header), and
+/// decodes a chunked upload itself (CONTENT_LENGTH,
+/// no HTTP_TRANSFER_ENCODING). A CGI program's stderr goes to lighttpd's own stderr
+/// (`server.breakagelog` if set), not to `server.errorlog`.
+#[test]
+fn lighttpd_mod_cgi() {
+    let dir = TempDir::new("lighttpd-cgi");
+    let htdocs = dir.join("lighttpd/htdocs");
+    fs::create_dir_all(htdocs.join("blog")).unwrap();
+    echo_site(&htdocs);
+    echo_site(htdocs.join("blog"));
+    fs::write(htdocs.join("blog/static.txt"), "static\n").unwrap();
+    let site = snippet("lighttpd-cgi.conf", &[]);
+    let web = lighttpd(&dir, &site);
+    let stderr = dir.join("lighttpd/logs/stdout.log");
+    let log = || fs::read_to_string(&stderr).unwrap_or_default();
+
+    let mut answers = check_mount(web.port, "/blog", "cgi");
+    answers.extend(check_mount(web.port, "", "cgi"));
+    assert_eq!(
+        pids(&answers).len(),
+        answers.len(),
+        "CGI: one process per request"
+    );
+    let j = &answers[0];
+    assert_eq!(
+        (
+            &j["vars"]["SCRIPT_NAME"],
+            &j["vars"]["PATH_INFO"],
+            &j["vars"]["REQUEST_URI"]
+        ),
+        (
+            &json!("/blog/mysite.fcgi"),
+            &json!("/posts/1"),
+            &json!("/blog/posts/1?x=1&y=two")
+        ),
+        "{j}"
+    );
+    // The folder without its slash is the app's root (SCRIPT_NAME, no PATH_INFO).
+    let j = http_request(web.port, "GET", "/blog", &[], Body::None).echo();
+    assert_eq!(
+        (&j["script_name"], &j["path_info"], &j["uri"]),
+        (&json!("/blog"), &json!(""), &json!("/")),
+        "{j}"
+    );
+    // An encoded slash stays one in the app's URI (lighttpd decodes it in PATH_INFO).
+    for (target, uri) in [
+        ("/blog/files/a%2Fb?x=1", "/files/a%2Fb?x=1"),
+        ("/p/a%2Fb", "/p/a%2Fb"),
+    ] {
+        let j = http_request(web.port, "GET", target, &[], Body::None).echo();
+        assert_eq!(j["uri"], uri, "{j}");
+    }
+    let r = http_request(web.port, "GET", "/blog/static.txt", &[], Body::None);
+    assert_eq!((r.status, r.text().as_str()), (200, "static\n"), "{r:?}");
+    redirects_keep_the_port_under(web.port, "/blog");
+
+    cgi_checks(web.port, "/blog", &log);
+    cgi_checks(web.port, "", &log);
+    streams_as_written(
+        web.port,
+        "/blog/stream?chunks=2&size=5&delay_ms=3000",
+        b"aaaaa",
+    );
+
+    // A settings file the app cannot use: a 500 and exit status 1. lighttpd sends
+    // SIGTERM to a CGI program as soon as its response is complete: the reason is
+    // logged before the 500 is written (after it, 9 of 40 lines came).
+    fs::write(htdocs.join("blog/mysite.fcgi.env"), "FCGI_THREADS=abc\n").unwrap();
+    for i in 0..10 {
+        let r = http_request(web.port, "GET", "/blog/x", &[], Body::None);
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (500, "500 Internal Server Error\n"),
+            "{r:?}"
+        );
+        let n = i + 1;
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                log().matches("invalid FCGI_THREADS").count() >= n
+            }),
+            "request {n}: the reason is not in the log:\n{}",
+            log()
+        );
+    }
+    drop(web);
+}
+
+/// servers/nginx-fcgiwrap.conf: nginx `fastcgi_pass` to fcgiwrap (`apt-get install
+/// fcgiwrap`), which runs the app as plain CGI: at /blog/ and at the root, the prefix split off by
+/// `fastcgi_split_path_info` and `SCRIPT_FILENAME` naming the program (outside the
+/// web root). fcgiwrap passes nginx's params (SCRIPT_NAME=/blog, PATH_INFO=/posts/1,
+/// CONTENT_LENGTH empty for a GET, CONTENT_LENGTH and HTTP_TRANSFER_ENCODING both for
+/// a chunked upload nginx has read whole, where the app sees the length alone) on top
+/// of its own environment, and with `-f`
+/// (Debian's default) the program's stderr to nginx's error log.
+#[test]
+fn nginx_fcgiwrap_cgi() {
+    assert!(
+        Path::new(FCGIWRAP).exists(),
+        "{FCGIWRAP} is not installed (apt-get install fcgiwrap)"
+    );
+    let dir = TempDir::new("nginx-fcgiwrap");
+    let bin = dir.join("cgi-bin");
+    fs::create_dir_all(&bin).unwrap();
+    let exe = echo_site(&bin);
+    let sock = dir.join("fcgiwrap.sock");
+    let mut cmd = Command::new(FCGIWRAP);
+    cmd.arg("-f")
+        .arg("-s")
+        .arg(format!("unix:{}", sock.display()));
+    let wrap = spawn_group("fcgiwrap", &mut cmd, &dir.join("fcgiwrap.log"));
+    assert!(
+        wait_until(Duration::from_secs(10), || is_socket(&sock)),
+        "fcgiwrap did not listen\n{}",
+        wrap.logs()
+    );
+    let web = nginx(&dir, &|port| {
+        let mut site = snippet(
+            "nginx-fcgiwrap.conf",
+            &[
+                ("{LISTEN}", &format!("127.0.0.1:{port}")),
+                ("{APP}", &exe.to_string_lossy()),
+                ("{FCGIWRAP}", &format!("unix:{}", sock.display())),
+            ],
+        );
+        // The /blog/ location again at /live/, with the buffering off its comment
+        // tells a streaming app to add.
+        let start = site
+            .find("    location /blog/ {")
+            .expect("the /blog/ location");
+        let len = site[start..].find("\n    }\n").expect("its end") + "\n    }\n".len();
+        let live = site[start..start + len].replace("/blog", "/live").replacen(
+            "{\n",
+            "{\n        fastcgi_buffering off;\n",
+            1,
+        );
+        site.insert_str(start, &live);
+        site
+    });
+    let error_log = dir.join("nginx/logs/error.log");
+    let log = || fs::read_to_string(&error_log).unwrap_or_default();
+
+    let mut answers = check_mount(web.port, "/blog", "cgi");
+    answers.extend(check_mount(web.port, "", "cgi"));
+    assert_eq!(
+        pids(&answers).len(),
+        answers.len(),
+        "CGI: one process per request"
+    );
+    let j = &answers[0];
+    assert_eq!(
+        (
+            &j["vars"]["SCRIPT_NAME"],
+            &j["vars"]["PATH_INFO"],
+            &j["vars"]["REQUEST_URI"]
+        ),
+        (
+            &json!("/blog"),
+            &json!("/posts/1"),
+            &json!("/blog/posts/1?x=1&y=two")
+        ),
+        "{j}"
+    );
+    // nginx redirects the folder without its slash.
+    let r = http_request(web.port, "GET", "/blog", &[], Body::None);
+    assert_eq!(r.status, 301, "{r:?}");
+    assert!(
+        r.header("location").is_some_and(|l| l.ends_with("/blog/")),
+        "{r:?}"
+    );
+    for (target, uri) in [
+        ("/blog/files/a%2Fb?x=1", "/files/a%2Fb?x=1"),
+        ("/p/a%2Fb", "/p/a%2Fb"),
+    ] {
+        let j = http_request(web.port, "GET", target, &[], Body::None).echo();
+        assert_eq!(j["uri"], uri, "{j}");
+    }
+    redirects_keep_the_port_under(web.port, "/blog");
+
+    cgi_checks(web.port, "/blog", &log);
+    cgi_checks(web.port, "", &log);
+    // fcgiwrap passes the program's output on in 8 KiB pieces (a smaller flush waits
+    // for more): chunks of 64 KiB show the app's flushes going through.
+    streams_as_written(
+        web.port,
+        "/live/stream?chunks=2&size=65536&delay_ms=3000",
+        &[b'a'; 4096],
+    );
+    drop(web);
+    drop(wrap);
+}
+
+/// `{prefix}/redirect` answers with an absolute URL under the prefix that keeps the web
+/// server's port.
+fn redirects_keep_the_port_under(port: u16, prefix: &str) {
+    let r = http_request(port, "GET", &format!("{prefix}/redirect"), &[], Body::None);
+    assert_eq!(
+        (r.status, r.header("location")),
+        (
+            302,
+            Some(format!("http://127.0.0.1:{port}{prefix}/landed").as_str())
+        ),
+        "{r:?}"
+    );
+}
