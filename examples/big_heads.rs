@@ -35,22 +35,25 @@ fn app(req: Request<Body>) -> Response<String> {
     let value = |name: &str| param(&query, name).and_then(|v| HeaderValue::from_str(v).ok());
     match path.as_str() {
         "/head" => {
+            // At most 4 MiB a header and 64 MiB in all.
             let size = param(&query, "size")
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(100usize);
+                .unwrap_or(100usize)
+                .min(4 << 20);
             let count = param(&query, "count")
                 .and_then(|v| v.parse().ok())
-                .unwrap_or(1usize);
+                .unwrap_or(1usize)
+                .min((64 << 20) / size.max(1));
             let name = param(&query, "name").unwrap_or("x-big");
-            for i in 0..count.min(10_000) {
+            for i in 0..count {
                 let (n, v) = if name == "set-cookie" {
                     let p = format!("c{i}=");
-                    let fill = size.min(4 << 20).saturating_sub(p.len());
+                    let fill = size.saturating_sub(p.len());
                     (name.to_owned(), format!("{p}{}", "v".repeat(fill)))
                 } else if count > 1 {
-                    (format!("{name}-{i}"), "v".repeat(size.min(4 << 20)))
+                    (format!("{name}-{i}"), "v".repeat(size))
                 } else {
-                    (name.to_owned(), "v".repeat(size.min(4 << 20)))
+                    (name.to_owned(), "v".repeat(size))
                 };
                 if let (Ok(n), Ok(v)) = (
                     HeaderName::from_bytes(n.as_bytes()),

@@ -6,7 +6,8 @@
 // - PREFORK_FAULTS_SIGCHLD=1: the app installs a SIGCHLD handler of its own before
 //   `run`;
 // - /: `pid=PID sigchld=own|default|other`, the SIGCHLD action the worker has;
-// - /cmd: runs `sh -c 'exit 3'` and says the status the app got.
+// - /cmd: runs `sh -c 'exit 3'` and says the status the app got;
+// - once `run` returns, `after run: sigchld=...` on stderr, as `/` says it.
 
 extern "C" fn worker_starts() {
     if std::env::var_os("PREFORK_FAULTS_EXIT0").is_some() {
@@ -51,5 +52,7 @@ fn main() -> Result<(), fcgi_shim::Error> {
     }
     // SAFETY: registering a child handler that is async-signal-safe.
     unsafe { libc::pthread_atfork(None, None, Some(worker_starts)) };
-    fcgi_shim::run(app)
+    let result = fcgi_shim::run(app);
+    eprintln!("after run: sigchld={}", sigchld());
+    result
 }

@@ -369,7 +369,9 @@ impl Builder {
     /// The largest request body the app is given (`None`, the default: no limit but the
     /// web server's). A larger declared length is answered 413 before the app runs, as
     /// Flask's `MAX_CONTENT_LENGTH`; reading a body of no declared length (chunked)
-    /// past it fails with `std::io::ErrorKind::FileTooLarge` (answer 413). `Some(0)`
+    /// past it fails with `std::io::ErrorKind::FileTooLarge` (answer 413; axum's
+    /// extractors answer 400 for it, knowing only their own limit: set axum's
+    /// `DefaultBodyLimit::max` below this one for a 413 from axum). `Some(0)`
     /// here is a limit of 0 bytes; `FCGI_MAX_BODY=0` in the environment means no limit.
     pub fn max_body(mut self, bytes: Option<u64>) -> Builder {
         self.cfg.map.max_body = bytes;

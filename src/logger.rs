@@ -28,6 +28,10 @@ thread_local! {
 /// entirely to it).
 pub(crate) fn init(level: LevelFilter, target: LogTarget) {
     let prefix = crate::sys::exe_file_name().unwrap_or_else(|| "fcgi-shim".to_owned());
+    // Without the feature, syslog is stderr in every way (a request's lines go to the
+    // web server with it); only code can ask for it then: the setting is refused.
+    let fell_back = cfg!(not(feature = "syslog")) && target == LogTarget::Syslog;
+    let target = if fell_back { LogTarget::Stderr } else { target };
     #[cfg(feature = "syslog")]
     if target == LogTarget::Syslog {
         syslog::open(&prefix);
@@ -42,9 +46,7 @@ pub(crate) fn init(level: LevelFilter, target: LogTarget) {
         );
     if ours {
         log::set_max_level(level);
-        #[cfg(not(feature = "syslog"))]
-        if target == LogTarget::Syslog {
-            // Only from code (`Builder::log_target`): the setting is refused without it.
+        if fell_back {
             log::warn!("LogTarget::Syslog needs the `syslog` feature; logging to stderr");
         }
     }

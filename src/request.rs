@@ -586,28 +586,13 @@ fn headers(vars: &Vars, bodiless: bool) -> HeaderMap {
                 continue;
             }
             h
-        } else if name == b"CONTENT_TYPE" || name == b"CONTENT_LENGTH" {
+        } else if name == b"CONTENT_TYPE" {
             if range.is_empty() {
                 continue;
             }
-            // `-1` (Caddy 2.6 to 2.8 on a chunked upload) is a body of unknown length,
-            // read to its end: no `content-length` header, as under hyper, rather than
-            // one whose value is not a length (RFC 9110 8.6: digits only).
-            if name == b"CONTENT_LENGTH" {
-                let v = vars.shared(range.clone());
-                if !v.iter().all(u8::is_ascii_digit) {
-                    continue;
-                }
-                // mod_fcgid and every SCGI server send `CONTENT_LENGTH=0` with each
-                // request, nginx and lighttpd none for a GET: no header for an empty
-                // GET or HEAD either way, as the client sent none (RFC 9110 8.6: a user
-                // agent does not send one there).
-                if bodiless && &v[..] == b"0" {
-                    continue;
-                }
-            }
             name
         } else {
+            // CONTENT_LENGTH is decided once, below, from the value the body is read by.
             continue;
         };
         // The headers browsers and proxies send are found by their CGI name: no
@@ -661,10 +646,32 @@ fn headers(vars: &Vars, bodiless: bool) -> HeaderMap {
     if !repeated.is_empty() {
         all_values(&mut map, vars, repeated);
     }
+    if let Some(v) = content_length_header(vars, bodiless) {
+        map.insert(http::header::CONTENT_LENGTH, v);
+    }
     if let Some(range) = vars.known_range("REDIRECT_HTTP_AUTHORIZATION") {
         redirect_authorization(&mut map, vars, range);
     }
     map
+}
+
+/// The `content-length` header for the body's length: the CONTENT_LENGTH the body is
+/// read by (the last, when a web server's configuration sends it twice), when it is
+/// one. `-1` (Caddy 2.6 to 2.8 on a chunked upload) is a body of unknown length, read
+/// to its end: no header, as under hyper, rather than one whose value is not a length
+/// (RFC 9110 8.6: digits only). mod_fcgid, lighttpd and every SCGI server send a
+/// length of 0 with a GET, nginx none: no header for an empty GET or HEAD either way,
+/// as the client sent none (RFC 9110 8.6: a user agent does not send one there).
+fn content_length_header(vars: &Vars, bodiless: bool) -> Option<HeaderValue> {
+    let range = vars.known_range("CONTENT_LENGTH")?;
+    let v = vars.shared(range);
+    if v.is_empty()
+        || !v.iter().all(u8::is_ascii_digit)
+        || (bodiless && v.iter().all(|&b| b == b'0'))
+    {
+        return None;
+    }
+    HeaderValue::from_maybe_shared(v).ok()
 }
 
 /// Whether the request has a body length (a CONTENT_LENGTH of digits).
@@ -883,6 +890,43 @@ mod tests {
         }
     }
 
+    /// A CONTENT_LENGTH sent twice (a configuration adding its own after an include):
+    /// the headers describe the body as it is read, by the last value.
+    #[test]
+    fn a_repeated_content_length_is_its_last_value_in_the_headers_too() {
+        for (method, lens, te, header) in [
+            ("GET", ["5", "0"], false, None),
+            ("POST", ["0", "5"], false, Some("5")),
+            ("POST", ["5", "0"], false, Some("0")),
+            ("POST", ["5", ""], true, None),
+        ] {
+            let mut pairs = vec![
+                ("REQUEST_METHOD", method),
+                ("SCRIPT_NAME", ""),
+                ("PATH_INFO", "/"),
+                ("CONTENT_LENGTH", lens[0]),
+                ("CONTENT_LENGTH", lens[1]),
+            ];
+            if te {
+                pairs.push(("HTTP_TRANSFER_ENCODING", "chunked"));
+            }
+            let vars = Vars::from_pairs(pairs);
+            let req = build(vars, Body::empty(), Mode::Cgi, Role::Responder, &settings()).unwrap();
+            let h = req.headers();
+            let got = h.get("content-length").map(|v| v.to_str().unwrap());
+            assert_eq!(got, header, "{method} {lens:?}");
+            assert_eq!(
+                h.get("transfer-encoding").is_some(),
+                te,
+                "{method} {lens:?}"
+            );
+            assert_eq!(
+                h.get_all("content-length").iter().count(),
+                usize::from(header.is_some())
+            );
+        }
+    }
+
     /// `RequestExt::url_for`: the context's absolute URL, or the path alone for a
     /// request built without one.
     #[test]
@@ -909,6 +953,7 @@ mod tests {
     fn an_empty_gets_content_length_of_0_is_no_header() {
         for (method, len, header) in [
             ("GET", "0", None),
+            ("GET", "00", None),
             ("HEAD", "0", None),
             ("GET", "5", Some("5")),
             ("POST", "0", Some("0")),

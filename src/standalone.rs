@@ -563,10 +563,13 @@ pub(crate) fn prefork(
         // Restarts then wait out the handover window; nothing else changes.
         log::warn!("could not share the stop flag with the workers: {e}");
     }
-    if let Err(e) = sys::watch_child_exits() {
-        // Then an exited worker is replaced at the next look, within 100 ms.
-        log::warn!("could not watch for exiting workers: {e}");
-    }
+    // Held to the end: SIGCHLD is the app's again when this returns.
+    let _watch = sys::watch_child_exits()
+        .map_err(|e| {
+            // Then an exited worker is replaced at the next look, within 100 ms.
+            log::warn!("could not watch for exiting workers: {e}");
+        })
+        .ok();
     // SAFETY: getpid cannot fail.
     let parent = unsafe { libc::getpid() };
     let spawn = |children: &mut Vec<libc::pid_t>| -> Result<(), Error> {

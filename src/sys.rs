@@ -1278,10 +1278,36 @@ extern "C" fn on_child_exit(_: libc::c_int) {
 /// process was started with), given back to each worker in [`reset_after_fork`].
 static SIGCHLD_BEFORE: std::sync::OnceLock<libc::sigaction> = std::sync::OnceLock::new();
 
-/// For a prefork parent: a worker's exit wakes [`wait_for_child_exit`]. Installed once,
-/// before the first fork; a worker gets SIGCHLD's earlier action back in
-/// [`reset_after_fork`], so an app's own child processes are none of this.
-pub fn watch_child_exits() -> io::Result<()> {
+/// While it lives, the prefork parent's SIGCHLD handler is installed; dropped, SIGCHLD's
+/// earlier action is back (for the app's code after `run` returns, and for a program
+/// `exec`ed in place, which keeps an ignored SIGCHLD ignored).
+pub struct ChildExitWatch(());
+
+impl Drop for ChildExitWatch {
+    fn drop(&mut self) {
+        restore_sigchld();
+    }
+}
+
+/// SIGCHLD's action from before [`watch_child_exits`], or the default.
+fn restore_sigchld() {
+    // SAFETY: installing a saved action, or the default one.
+    unsafe {
+        match SIGCHLD_BEFORE.get() {
+            Some(before) => libc::sigaction(libc::SIGCHLD, before, std::ptr::null_mut()),
+            None => {
+                libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+                0
+            }
+        };
+    }
+}
+
+/// For a prefork parent: a worker's exit wakes [`wait_for_child_exit`] while the
+/// returned watch lives. Installed before the first fork; a worker gets SIGCHLD's
+/// earlier action back in [`reset_after_fork`], so an app's own child processes are
+/// none of this.
+pub fn watch_child_exits() -> io::Result<ChildExitWatch> {
     if CHILD_EXITED.rd.load(Ordering::Relaxed) < 0 {
         CHILD_EXITED.reset()?;
     }
@@ -1298,7 +1324,7 @@ pub fn watch_child_exits() -> io::Result<()> {
             let _ = SIGCHLD_BEFORE.set(before);
         }
     }
-    Ok(())
+    Ok(ChildExitWatch(()))
 }
 
 /// The prefork parent's sleep: until a worker exits (with [`watch_child_exits`]
@@ -1761,17 +1787,7 @@ pub fn reset_after_fork() -> io::Result<()> {
     reset_stop_deadline_after_fork();
     if CHILD_EXITED.rd.load(Ordering::Relaxed) >= 0 {
         // A prefork worker: its own children (an app's `Command`) are its own business.
-        // SAFETY: restoring SIGCHLD's action from before the parent's (default when
-        // none was saved).
-        unsafe {
-            match SIGCHLD_BEFORE.get() {
-                Some(before) => libc::sigaction(libc::SIGCHLD, before, std::ptr::null_mut()),
-                None => {
-                    libc::signal(libc::SIGCHLD, libc::SIG_DFL);
-                    0
-                }
-            }
-        };
+        restore_sigchld();
         for fd in [&CHILD_EXITED.rd, &CHILD_EXITED.wr] {
             let fd = fd.swap(-1, Ordering::AcqRel);
             // SAFETY: the parent's pipe, which this process has no use for.

@@ -2871,7 +2871,7 @@ fn prefork_workers_exiting_without_serving_are_throttled() {
 
 /// A prefork worker gets back the SIGCHLD action the app set before `run` (the parent
 /// replaces it with its own to hear workers exit), and its own child processes are
-/// waited for as usual.
+/// waited for as usual; the app's code after `run` returns has its action back too.
 #[test]
 fn prefork_workers_keep_the_apps_sigchld_and_wait_for_their_children() {
     for (own, expected) in [(true, "own"), (false, "default")] {
@@ -2917,6 +2917,8 @@ fn prefork_workers_keep_the_apps_sigchld_and_wait_for_their_children() {
             "{}",
             srv.stderr()
         );
+        let after = format!("after run: sigchld={expected}\n");
+        assert!(srv.stderr().ends_with(&after), "{own}: {}", srv.stderr());
     }
 }
 
