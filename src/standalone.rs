@@ -559,10 +559,11 @@ pub(crate) fn prefork(
     let mut served_ends = 0u64;
     // Each worker keeps its own stop clock (reset after the fork, below).
     sys::extend_stop_deadline(2, sys::StopExtra::WorkerMargin);
-    if let Err(e) = sys::share_stopping_with_workers() {
-        // Restarts then wait out the handover window; nothing else changes.
-        log::warn!("could not share the stop flag with the workers: {e}");
-    }
+    // Without the shared page, restarts wait out the handover window, and every clean
+    // exit counts as one after serving.
+    let shared = sys::share_stopping_with_workers()
+        .map_err(|e| log::warn!("could not share the stop flag with the workers: {e}"))
+        .is_ok();
     // Held to the end: SIGCHLD is the app's again when this returns.
     let _watch = sys::watch_child_exits()
         .map_err(|e| {
@@ -684,7 +685,7 @@ pub(crate) fn prefork(
             served_ends += ends.wrapping_sub(ends_seen);
             ends_seen = ends;
             let clean = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-            let served = clean && served_ends > 0;
+            let served = clean && (served_ends > 0 || !shared);
             served_ends -= u64::from(served);
             if !served {
                 let now = Instant::now();
