@@ -87,6 +87,7 @@ pub use context::{Context, Mode, RequestExt};
 pub use error::Error;
 /// The level type [`Builder::log_level`] takes (from the `log` crate).
 pub use log::LevelFilter;
+pub use mount::MountSource;
 pub use record::Role;
 pub use response::{BoxBody, Handler, ReaderBody, ResponseBody, Streaming, stream};
 pub use standalone::Protocol;
