@@ -188,11 +188,21 @@ fn drain(u: &Unread, timeout: Option<Duration>, scratch: &mut Vec<u8>) -> u64 {
     dropped
 }
 
-/// True when the client sent a chunked body: the server then passes it on stdin
-/// without a CONTENT_LENGTH, and it ends at end of file.
-fn chunked(vars: &Vars) -> bool {
-    vars.get_str("HTTP_TRANSFER_ENCODING")
-        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
+/// True when a body of no declared length may follow on stdin, to its end of file: the
+/// client sent it chunked (HTTP/1.1), or over HTTP/2 or 3, which have no
+/// Transfer-Encoding, with no length (a streamed upload; fcgiwrap behind nginx with
+/// `fastcgi_request_buffering off` passes one on so, with CONTENT_LENGTH empty). A GET
+/// or HEAD over HTTP/2 is taken to have none; the servers close its stdin at once
+/// anyway (Apache mod_cgid, lighttpd mod_cgi and fcgiwrap, measured).
+fn unframed_body(vars: &Vars) -> bool {
+    let chunked = vars
+        .get_str("HTTP_TRANSFER_ENCODING")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    chunked
+        || (vars
+            .get("SERVER_PROTOCOL")
+            .is_some_and(|p| p.starts_with(b"HTTP/2") || p.starts_with(b"HTTP/3"))
+            && !matches!(vars.get("REQUEST_METHOD"), Some(b"GET" | b"HEAD")))
 }
 
 /// Serves the one request this process was started for.
@@ -203,10 +213,11 @@ pub(crate) fn serve_one(app: &dyn App, cfg: &Config) {
     // concurrent environment readers would be threads the app started before `run`.
     unsafe { std::env::remove_var("HTTP_PROXY") };
     let vars = Vars::from_pairs(std::env::vars_os().map(|(k, v)| (k.into_vec(), v.into_vec())));
-    // RFC 3875 4.1.2: no CONTENT_LENGTH means no body, unless the body is chunked.
+    // RFC 3875 4.1.2: no CONTENT_LENGTH means no body, unless the body has no length
+    // to declare (chunked, or a streamed HTTP/2 upload).
     let len = request::content_length(&vars).map(|len| match len {
         DeclaredLength::Exact(n) => Some(n),
-        DeclaredLength::Absent if chunked(&vars) => None,
+        DeclaredLength::Absent if unframed_body(&vars) => None,
         DeclaredLength::Unknown => None,
         DeclaredLength::Absent => Some(0),
     });

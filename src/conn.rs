@@ -204,6 +204,11 @@ struct Active {
     params: Vec<u8>,
     params_over: bool,
     stdin_done: bool,
+    /// Body bytes still due before an empty FCGI_STDIN ends the stream, for an HTTP/2
+    /// or 3 request with a declared length (0 otherwise): mod_fcgid turns the empty
+    /// pieces mod_http2 hands it into empty FCGI_STDIN records, before and between
+    /// the body's, though the spec makes an empty one the end.
+    stdin_due: u64,
     aborted: bool,
     body_attached: bool,
 }
@@ -878,6 +883,7 @@ impl<T: Transport> Conn<T> {
                             params: Vec::new(),
                             params_over: false,
                             stdin_done: false,
+                            stdin_due: 0,
                             aborted: false,
                             body_attached: false,
                         });
@@ -967,9 +973,18 @@ impl<T: Transport> Conn<T> {
                     return Ok(Step::Nothing);
                 }
                 if len == 0 {
+                    if a.stdin_due > 0 {
+                        log::debug!(
+                            "request {id}: an empty FCGI_STDIN {} bytes before the declared length; not taken as the end (mod_fcgid over HTTP/2)",
+                            a.stdin_due
+                        );
+                        self.skip_content()?;
+                        return Ok(Step::Nothing);
+                    }
                     a.stdin_done = true;
                     return Ok(Step::StdinEnd);
                 }
+                a.stdin_due = a.stdin_due.saturating_sub(len as u64);
                 Ok(Step::StdinData)
             }
             other => {
@@ -1878,6 +1893,11 @@ where
                             DeclaredLength::Exact(n) => Some(n),
                             DeclaredLength::Absent | DeclaredLength::Unknown => None,
                         };
+                        if let Some(n) = len.filter(|&n| n > 0 && over_http2(&vars)) {
+                            if let Some(a) = lock(&conn).active.as_mut() {
+                                a.stdin_due = n;
+                            }
+                        }
                         let body = if role == Role::Authorizer {
                             Body::empty()
                         } else {
@@ -1950,4 +1970,10 @@ where
         }
     }
     stats
+}
+
+/// An HTTP/2 or HTTP/3 request, by `SERVER_PROTOCOL` (see `Active::stdin_due`).
+fn over_http2(vars: &Vars) -> bool {
+    vars.get("SERVER_PROTOCOL")
+        .is_some_and(|p| p.starts_with(b"HTTP/2") || p.starts_with(b"HTTP/3"))
 }

@@ -1665,3 +1665,65 @@ fn fcgid_and_cgi_large_response_heads() {
         r.text()
     );
 }
+
+// ---- HTTP/2 (h2c, prior knowledge) from the client ----
+
+/// mod_http2 on, h2c with prior knowledge accepted (the event MPM is loaded already).
+const H2C: &str = "<IfModule !http2_module>\n  LoadModule http2_module /usr/lib/apache2/modules/mod_http2.so\n</IfModule>\nProtocols h2c http/1.1\nH2Direct on\n";
+
+fn assert_whole_h2_upload(port: u16, target: &str, data: &[u8], with_length: bool) {
+    let (status, j) = curl_h2c(port, target, &[], Some((data, with_length)));
+    let what = format!(
+        "{target}: {} bytes, content-length: {with_length}",
+        data.len()
+    );
+    assert_eq!(status, 200, "{what}: {j}");
+    assert_whole_body(&j, data, &what);
+    assert_eq!(j["vars"]["SERVER_PROTOCOL"], "HTTP/2.0", "{what}: {j}");
+}
+
+/// A client speaking h2c: mod_fcgid at the site root and in /blog/, and mod_cgid in
+/// /cgi/, see the same mount as over HTTP/1.1 and SERVER_PROTOCOL=HTTP/2.0; uploads
+/// with a content-length arrive whole, and under mod_cgid one without any too (Apache
+/// passes HTTP_TRANSFER_ENCODING=chunked for it and closes stdin at its end).
+#[test]
+fn fcgid_and_cgi_over_h2c() {
+    let a = Apache::start_with_config(H2C);
+    for (prefix, mode) in [("", "fastcgi"), ("/blog", "fastcgi"), ("/cgi", "cgi")] {
+        let (status, j) = curl_h2c(a.port, &format!("{prefix}/posts/1?x=1"), &[], None);
+        assert_eq!(status, 200, "{j}");
+        assert_eq!(
+            (&j["mode"], &j["script_name"], &j["path_info"], &j["uri"]),
+            (
+                &serde_json::json!(mode),
+                &serde_json::json!(prefix),
+                &serde_json::json!("/posts/1"),
+                &serde_json::json!("/posts/1?x=1")
+            ),
+            "{j}"
+        );
+        assert_eq!(j["vars"]["SERVER_PROTOCOL"], "HTTP/2.0", "{j}");
+        for data in [noise(10, 31), noise(5 << 20, 32)] {
+            assert_whole_h2_upload(a.port, &format!("{prefix}/upload"), &data, true);
+            if mode == "cgi" {
+                assert_whole_h2_upload(a.port, &format!("{prefix}/upload"), &data, false);
+            }
+        }
+    }
+    let (status, _) = curl_h2c(a.port, "/panic", &[], None);
+    assert_eq!(status, 500);
+}
+
+/// mod_fcgid under h2c with an upload of no length: it reads the body whole and sends
+/// the right CONTENT_LENGTH, but passes each empty bucket mod_http2 hands it on as an
+/// empty FCGI_STDIN record (the end-of-stream marker) before and between the data.
+/// The app must still get the whole body CONTENT_LENGTH declares.
+#[test]
+fn fcgid_h2c_upload_without_length() {
+    let a = Apache::start_with_config(H2C);
+    for prefix in ["", "/blog"] {
+        for data in [noise(10, 33), noise(5 << 20, 34)] {
+            assert_whole_h2_upload(a.port, &format!("{prefix}/upload"), &data, false);
+        }
+    }
+}

@@ -146,6 +146,30 @@ fn chunked_body_without_length_reads_to_eof() {
     assert!(headers.get("content-length").is_none(), "{headers}");
 }
 
+/// HTTP/2 has no Transfer-Encoding: a streamed upload reaches a CGI program with no
+/// CONTENT_LENGTH (fcgiwrap behind nginx with `fastcgi_request_buffering off` passes
+/// it so, CONTENT_LENGTH empty) and is read to its end. A GET's stdin is not read, and
+/// over HTTP/1.1 no CONTENT_LENGTH and no chunking is still no body (RFC 3875).
+#[test]
+fn an_http2_body_without_length_reads_to_eof() {
+    for (method, protocol, expected) in [
+        ("POST", "HTTP/2.0", 10),
+        ("PUT", "HTTP/3", 10),
+        ("GET", "HTTP/2.0", 0),
+        ("POST", "HTTP/1.1", 0),
+    ] {
+        let mut vars = base(method, "/x", "", "/blog/x");
+        vars.push(("SERVER_PROTOCOL", protocol));
+        vars.push(("CONTENT_LENGTH", ""));
+        let (head, body, _) = cgi(&vars, b"0123456789");
+        assert!(
+            head.starts_with("Status: 200"),
+            "{method} {protocol}: {head}"
+        );
+        assert_eq!(json(&body)["body_len"], expected, "{method} {protocol}");
+    }
+}
+
 /// FCGI_MAX_BODY: a declared length over it is answered 413 before the app runs; a
 /// body of no declared length (chunked) fails the app's read past it.
 #[test]

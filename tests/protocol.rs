@@ -788,6 +788,42 @@ fn a_body_over_the_max_body_setting_gets_413_and_the_connection_lives() {
     assert_eq!(r.json()["body_len"], 1000);
 }
 
+/// mod_fcgid under HTTP/2 sends empty FCGI_STDIN records before and between the body's
+/// (mod_http2's empty pieces; it counted the length right): for an HTTP/2 request an
+/// empty one short of the declared length is not the end. Over HTTP/1.1 the spec's
+/// rule holds: the first empty record ends the body, and a body short of its length
+/// fails the app's read (echo answers 400). The connection serves on either way.
+#[test]
+fn empty_stdin_records_before_an_http2_bodys_length_are_not_its_end() {
+    let app = FcgiApp::start("echo", &[]);
+    let mut s = app.connect();
+    for (id, protocol, status, len) in [(1u16, "HTTP/2.0", 200, 10), (2, "HTTP/1.1", 400, 0)] {
+        let mut vars = get("/upload", "");
+        vars[1].1 = "POST".into();
+        vars.retain(|(k, _)| *k != "SERVER_PROTOCOL");
+        vars.push(("SERVER_PROTOCOL", protocol.into()));
+        vars.push(("CONTENT_LENGTH", "10".into()));
+        let mut bytes = request_head(id, true, &vars);
+        for piece in [&b""[..], b"01234", b"", b"56789", b""] {
+            bytes.extend(rec(STDIN, id, piece));
+        }
+        s.write_all(&bytes).unwrap();
+        let r = read_reply(&mut s, id, T);
+        assert_eq!(
+            (r.status(), r.end),
+            (status, Some((0, 0))),
+            "{protocol}: {}",
+            app.stderr()
+        );
+        if status == 200 {
+            assert_eq!(r.json()["body_len"], len, "{protocol}");
+        }
+    }
+    s.write_all(&request(3, true, &get("/after", ""), b""))
+        .unwrap();
+    assert_eq!(read_reply(&mut s, 3, T).status(), 200, "{}", app.stderr());
+}
+
 #[test]
 fn second_begin_on_busy_connection_gets_cant_mpx_conn() {
     let app = FcgiApp::start("echo", &[]);

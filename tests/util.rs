@@ -1011,3 +1011,63 @@ impl Drop for Srv {
         let _ = self.child.wait();
     }
 }
+
+/// One request with curl over h2c (`--http2-prior-knowledge`) to 127.0.0.1:`port`:
+/// `body` is sent with a content-length (`Some((data, true))`), or streamed from stdin
+/// with none (`Some((data, false))`; h2 has no Transfer-Encoding either). Returns the
+/// status (0 when curl failed, e.g. the server reset the stream) and the answer parsed
+/// as JSON (Null when it is not JSON).
+pub fn curl_h2c(
+    port: u16,
+    target: &str,
+    headers: &[&str],
+    body: Option<(&[u8], bool)>,
+) -> (u16, serde_json::Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--http2-prior-knowledge", "--max-time", "60"])
+        .args(["-w", "\n%{http_code} %{http_version}"]);
+    for h in headers {
+        cmd.arg("-H").arg(h);
+    }
+    let file = std::env::temp_dir().join(format!("fcgi-shim-h2c-{}-{port}", std::process::id()));
+    match body {
+        Some((data, true)) => {
+            fs::write(&file, data).unwrap();
+            cmd.arg("--data-binary").arg(format!("@{}", file.display()));
+            cmd.args(["-H", "Content-Type: application/octet-stream"]);
+        }
+        Some((data, false)) => {
+            fs::write(&file, data).unwrap();
+            cmd.args(["-X", "POST", "-T", "-"]);
+            cmd.args(["-H", "Content-Type: application/octet-stream"]);
+            cmd.stdin(fs::File::open(&file).unwrap());
+        }
+        None => {}
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}{target}"));
+    let out = cmd.output().expect("run curl");
+    let _ = fs::remove_file(&file);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (answer, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let mut tail = tail.split(' ');
+    let status: u16 = tail.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    if status != 0 {
+        assert_eq!(tail.next(), Some("2"), "not HTTP/2: {text}");
+    }
+    (
+        status,
+        serde_json::from_str(answer).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The body the app read is the whole of `data`.
+pub fn assert_whole_body(j: &serde_json::Value, data: &[u8], what: &str) {
+    assert_eq!(
+        (&j["body_len"], j["body_sha256"].as_str()),
+        (
+            &serde_json::json!(data.len()),
+            Some(sha256_hex(data).as_str())
+        ),
+        "{what}: {j}"
+    );
+}
