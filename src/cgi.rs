@@ -199,9 +199,7 @@ fn unframed_body(vars: &Vars) -> bool {
         .get_str("HTTP_TRANSFER_ENCODING")
         .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
     chunked
-        || (vars
-            .get("SERVER_PROTOCOL")
-            .is_some_and(|p| p.starts_with(b"HTTP/2") || p.starts_with(b"HTTP/3"))
+        || (request::over_http2(vars)
             && !matches!(vars.get("REQUEST_METHOD"), Some(b"GET" | b"HEAD")))
 }
 

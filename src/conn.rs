@@ -1893,7 +1893,7 @@ where
                             DeclaredLength::Exact(n) => Some(n),
                             DeclaredLength::Absent | DeclaredLength::Unknown => None,
                         };
-                        if let Some(n) = len.filter(|&n| n > 0 && over_http2(&vars)) {
+                        if let Some(n) = len.filter(|&n| n > 0 && request::over_http2(&vars)) {
                             if let Some(a) = lock(&conn).active.as_mut() {
                                 a.stdin_due = n;
                             }
@@ -1970,10 +1970,4 @@ where
         }
     }
     stats
-}
-
-/// An HTTP/2 or HTTP/3 request, by `SERVER_PROTOCOL` (see `Active::stdin_due`).
-fn over_http2(vars: &Vars) -> bool {
-    vars.get("SERVER_PROTOCOL")
-        .is_some_and(|p| p.starts_with(b"HTTP/2") || p.starts_with(b"HTTP/3"))
 }

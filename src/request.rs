@@ -674,6 +674,13 @@ fn content_length_header(vars: &Vars, bodiless: bool) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(v).ok()
 }
 
+/// An HTTP/2 or HTTP/3 request, by `SERVER_PROTOCOL`: its body, when streamed, comes
+/// with neither a length nor a `Transfer-Encoding`.
+pub(crate) fn over_http2(vars: &Vars) -> bool {
+    vars.get("SERVER_PROTOCOL")
+        .is_some_and(|p| p.starts_with(b"HTTP/2") || p.starts_with(b"HTTP/3"))
+}
+
 /// Whether the request has a body length (a CONTENT_LENGTH of digits).
 #[cold]
 fn has_length(vars: &Vars) -> bool {
