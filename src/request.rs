@@ -591,8 +591,19 @@ fn headers(vars: &Vars, bodiless: bool) -> HeaderMap {
                 continue;
             }
             name
+        } else if name == b"CONTENT_LENGTH" {
+            // Only the value the body is read by: the last, when a configuration sends
+            // it twice (see `is_content_length_header`).
+            if vars.known_range("CONTENT_LENGTH") != Some(range.clone())
+                || !is_content_length_header(
+                    vars.get("CONTENT_LENGTH").unwrap_or_default(),
+                    bodiless,
+                )
+            {
+                continue;
+            }
+            name
         } else {
-            // CONTENT_LENGTH is decided once, below, from the value the body is read by.
             continue;
         };
         // The headers browsers and proxies send are found by their CGI name: no
@@ -646,32 +657,21 @@ fn headers(vars: &Vars, bodiless: bool) -> HeaderMap {
     if !repeated.is_empty() {
         all_values(&mut map, vars, repeated);
     }
-    if let Some(v) = content_length_header(vars, bodiless) {
-        map.insert(http::header::CONTENT_LENGTH, v);
-    }
     if let Some(range) = vars.known_range("REDIRECT_HTTP_AUTHORIZATION") {
         redirect_authorization(&mut map, vars, range);
     }
     map
 }
 
-/// The `content-length` header for the body's length: the CONTENT_LENGTH the body is
-/// read by (the last, when a web server's configuration sends it twice), when it is
-/// one. `-1` (Caddy 2.6 to 2.8 on a chunked upload) is a body of unknown length, read
-/// to its end: no header, as under hyper, rather than one whose value is not a length
-/// (RFC 9110 8.6: digits only). mod_fcgid, lighttpd and every SCGI server send a
-/// length of 0 with a GET, nginx none: no header for an empty GET or HEAD either way,
-/// as the client sent none (RFC 9110 8.6: a user agent does not send one there).
-fn content_length_header(vars: &Vars, bodiless: bool) -> Option<HeaderValue> {
-    let range = vars.known_range("CONTENT_LENGTH")?;
-    let v = vars.shared(range);
-    if v.is_empty()
-        || !v.iter().all(u8::is_ascii_digit)
-        || (bodiless && v.iter().all(|&b| b == b'0'))
-    {
-        return None;
-    }
-    HeaderValue::from_maybe_shared(v).ok()
+/// Whether the CONTENT_LENGTH `v` the body is read by (the last, when a web server's
+/// configuration sends it twice) becomes a `content-length` header. `-1` (Caddy 2.6 to
+/// 2.8 on a chunked upload) is a body of unknown length, read to its end: no header, as
+/// under hyper, rather than one whose value is not a length (RFC 9110 8.6: digits
+/// only). mod_fcgid, lighttpd and every SCGI server send a length of 0 with a GET,
+/// nginx none: no header for an empty GET or HEAD either way, as the client sent none
+/// (RFC 9110 8.6: a user agent does not send one there).
+fn is_content_length_header(v: &[u8], bodiless: bool) -> bool {
+    !v.is_empty() && v.iter().all(u8::is_ascii_digit) && !(bodiless && v.iter().all(|&b| b == b'0'))
 }
 
 /// An HTTP/2 or HTTP/3 request, by `SERVER_PROTOCOL`: its body, when streamed, comes
