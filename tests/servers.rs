@@ -2470,6 +2470,49 @@ fn cgi_checks(port: u16, prefix: &str, log: &dyn Fn() -> String) {
     assert!(r.body.is_empty(), "{r:?}");
 }
 
+/// The echo app as plain CGI at /blog and at the root, on `port`: both mounts right,
+/// one process per request, and for /blog/posts/1 the variables the server sent, with
+/// its own `script_name` (lighttpd's names the program, nginx's the prefix).
+fn cgi_mounts_at_blog_and_root(port: u16, script_name: &str) {
+    let mut answers = check_mount(port, "/blog", "cgi");
+    answers.extend(check_mount(port, "", "cgi"));
+    assert_eq!(
+        pids(&answers).len(),
+        answers.len(),
+        "CGI: one process per request"
+    );
+    let j = &answers[0];
+    assert_eq!(
+        (
+            &j["vars"]["SCRIPT_NAME"],
+            &j["vars"]["PATH_INFO"],
+            &j["vars"]["REQUEST_URI"]
+        ),
+        (
+            &json!(script_name),
+            &json!("/posts/1"),
+            &json!("/blog/posts/1?x=1&y=two")
+        ),
+        "{j}"
+    );
+}
+
+/// What the same site must get right behind any CGI server on `port`: an encoded
+/// slash stays one in the app's URI (the servers decode it in PATH_INFO), redirects
+/// keep the port, and [`cgi_checks`] at /blog and at the root.
+fn cgi_site_checks(port: u16, log: &dyn Fn() -> String) {
+    for (target, uri) in [
+        ("/blog/files/a%2Fb?x=1", "/files/a%2Fb?x=1"),
+        ("/p/a%2Fb", "/p/a%2Fb"),
+    ] {
+        let j = http_request(port, "GET", target, &[], Body::None).echo();
+        assert_eq!(j["uri"], uri, "{j}");
+    }
+    redirects_keep_the_port_under(port, "/blog");
+    cgi_checks(port, "/blog", log);
+    cgi_checks(port, "", log);
+}
+
 /// `target` streams its first chunk (`first`) 3 s before the rest: the first must
 /// reach the client long before the end.
 fn streams_as_written(port: u16, target: &str, first: &[u8]) {
@@ -2512,27 +2555,7 @@ fn lighttpd_mod_cgi() {
     let stderr = dir.join("lighttpd/logs/stdout.log");
     let log = || fs::read_to_string(&stderr).unwrap_or_default();
 
-    let mut answers = check_mount(web.port, "/blog", "cgi");
-    answers.extend(check_mount(web.port, "", "cgi"));
-    assert_eq!(
-        pids(&answers).len(),
-        answers.len(),
-        "CGI: one process per request"
-    );
-    let j = &answers[0];
-    assert_eq!(
-        (
-            &j["vars"]["SCRIPT_NAME"],
-            &j["vars"]["PATH_INFO"],
-            &j["vars"]["REQUEST_URI"]
-        ),
-        (
-            &json!("/blog/mysite.fcgi"),
-            &json!("/posts/1"),
-            &json!("/blog/posts/1?x=1&y=two")
-        ),
-        "{j}"
-    );
+    cgi_mounts_at_blog_and_root(web.port, "/blog/mysite.fcgi");
     // The folder without its slash is the app's root (SCRIPT_NAME, no PATH_INFO).
     let j = http_request(web.port, "GET", "/blog", &[], Body::None).echo();
     assert_eq!(
@@ -2540,20 +2563,9 @@ fn lighttpd_mod_cgi() {
         (&json!("/blog"), &json!(""), &json!("/")),
         "{j}"
     );
-    // An encoded slash stays one in the app's URI (lighttpd decodes it in PATH_INFO).
-    for (target, uri) in [
-        ("/blog/files/a%2Fb?x=1", "/files/a%2Fb?x=1"),
-        ("/p/a%2Fb", "/p/a%2Fb"),
-    ] {
-        let j = http_request(web.port, "GET", target, &[], Body::None).echo();
-        assert_eq!(j["uri"], uri, "{j}");
-    }
     let r = http_request(web.port, "GET", "/blog/static.txt", &[], Body::None);
     assert_eq!((r.status, r.text().as_str()), (200, "static\n"), "{r:?}");
-    redirects_keep_the_port_under(web.port, "/blog");
-
-    cgi_checks(web.port, "/blog", &log);
-    cgi_checks(web.port, "", &log);
+    cgi_site_checks(web.port, &log);
     streams_as_written(
         web.port,
         "/blog/stream?chunks=2&size=5&delay_ms=3000",
@@ -2638,27 +2650,7 @@ fn nginx_fcgiwrap_cgi() {
     let error_log = dir.join("nginx/logs/error.log");
     let log = || fs::read_to_string(&error_log).unwrap_or_default();
 
-    let mut answers = check_mount(web.port, "/blog", "cgi");
-    answers.extend(check_mount(web.port, "", "cgi"));
-    assert_eq!(
-        pids(&answers).len(),
-        answers.len(),
-        "CGI: one process per request"
-    );
-    let j = &answers[0];
-    assert_eq!(
-        (
-            &j["vars"]["SCRIPT_NAME"],
-            &j["vars"]["PATH_INFO"],
-            &j["vars"]["REQUEST_URI"]
-        ),
-        (
-            &json!("/blog"),
-            &json!("/posts/1"),
-            &json!("/blog/posts/1?x=1&y=two")
-        ),
-        "{j}"
-    );
+    cgi_mounts_at_blog_and_root(web.port, "/blog");
     // nginx redirects the folder without its slash.
     let r = http_request(web.port, "GET", "/blog", &[], Body::None);
     assert_eq!(r.status, 301, "{r:?}");
@@ -2666,17 +2658,7 @@ fn nginx_fcgiwrap_cgi() {
         r.header("location").is_some_and(|l| l.ends_with("/blog/")),
         "{r:?}"
     );
-    for (target, uri) in [
-        ("/blog/files/a%2Fb?x=1", "/files/a%2Fb?x=1"),
-        ("/p/a%2Fb", "/p/a%2Fb"),
-    ] {
-        let j = http_request(web.port, "GET", target, &[], Body::None).echo();
-        assert_eq!(j["uri"], uri, "{j}");
-    }
-    redirects_keep_the_port_under(web.port, "/blog");
-
-    cgi_checks(web.port, "/blog", &log);
-    cgi_checks(web.port, "", &log);
+    cgi_site_checks(web.port, &log);
     // fcgiwrap passes the program's output on in 8 KiB pieces (a smaller flush waits
     // for more): chunks of 64 KiB show the app's flushes going through.
     streams_as_written(
