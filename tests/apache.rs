@@ -1576,6 +1576,160 @@ fn example_site() {
     let _ = std::io::stdin().read_line(&mut line);
 }
 
+/// A site reached by a `~user` URL (mod_userdir, as many shared hosts give each account,
+/// or as the temporary URL before a domain points at the host) or under an `Alias`:
+/// the shipped `.htaccess` files, verbatim, mount the app at that URL. Apache 2.4.16
+/// and later give mod_rewrite the prefix that mod_userdir and mod_alias mapped, so no
+/// `RewriteBase` is needed; the folder under the `Alias` also has the README's
+/// `RewriteBase` line set, as older Apaches need, which must work the same.
+#[test]
+fn fcgid_and_cgi_under_userdir_and_alias() {
+    let allow = "AllowOverride FileInfo Indexes Limit Options=ExecCGI,Includes,IncludesNOEXEC,Indexes,MultiViews,SymLinksIfOwnerMatch\n  Require all granted";
+    let a = Apache::start_with_config(&format!(
+        "<IfModule !userdir_module>
+  LoadModule userdir_module {MODULE_DIR}/mod_userdir.so
+</IfModule>
+<IfModule !alias_module>
+  LoadModule alias_module {MODULE_DIR}/mod_alias.so
+</IfModule>
+UserDir {{ROOT}}/home/*/public_html
+Alias /site {{ROOT}}/aliased
+<Directory {{ROOT}}/home/alice/public_html>
+  {allow}
+</Directory>
+<Directory {{ROOT}}/aliased>
+  {allow}
+</Directory>
+"
+    ));
+    let shipped = |file: &str| {
+        fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("htaccess")
+                .join(file),
+        )
+        .unwrap()
+    };
+    let with_base = |file: &str, commented: &str, base: &str| {
+        let text = shipped(file);
+        assert!(text.contains(commented), "{file} has no `{commented}` line");
+        text.replace(commented, &format!("RewriteBase {base}"))
+    };
+    let root = a.dir.path();
+    for d in ["home", "home/alice"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+        fs::set_permissions(root.join(d), fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for (dir, htaccess) in [
+        ("home/alice/public_html", shipped("fcgid-root.htaccess")),
+        (
+            "home/alice/public_html/blog",
+            shipped("fcgid-subdir.htaccess"),
+        ),
+        (
+            "home/alice/public_html/cgi",
+            shipped("cgi-fallback.htaccess"),
+        ),
+        (
+            "aliased",
+            with_base("fcgid-root.htaccess", "# RewriteBase /~user/", "/site/"),
+        ),
+        (
+            "aliased/blog",
+            with_base(
+                "fcgid-subdir.htaccess",
+                "# RewriteBase /~user/blog/",
+                "/site/blog/",
+            ),
+        ),
+    ] {
+        let d = root.join(dir);
+        fs::create_dir_all(&d).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = d.join("mysite.fcgi");
+        fs::copy(example("echo"), &exe).unwrap();
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(d.join(".htaccess"), htaccess).unwrap();
+        fs::set_permissions(d.join(".htaccess"), fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    fs::write(root.join("home/alice/public_html/robots.txt"), "alice's\n").unwrap();
+    fs::set_permissions(
+        root.join("home/alice/public_html/robots.txt"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+
+    for (prefix, mode) in [
+        ("/~alice", "fastcgi"),
+        ("/~alice/blog", "fastcgi"),
+        ("/~alice/cgi", "cgi"),
+        ("/site", "fastcgi"),
+        ("/site/blog", "fastcgi"),
+    ] {
+        let j = a.get(&format!("{prefix}/posts/1?x=1")).echo();
+        assert_eq!(j["mode"], mode, "{prefix}: {j}");
+        assert_eq!(j["script_name"], prefix, "{prefix}: {j}");
+        assert_eq!(j["path_info"], "/posts/1", "{prefix}: {j}");
+        assert_eq!(j["uri"], "/posts/1?x=1", "{prefix}: {j}");
+        assert_eq!(
+            j["original_uri"],
+            format!("{prefix}/posts/1?x=1"),
+            "{prefix}: {j}"
+        );
+
+        let j = a.get(&format!("{prefix}/")).echo();
+        assert_eq!(j["script_name"], prefix, "{prefix}: {j}");
+        assert_eq!(j["path_info"], "/", "{prefix}: {j}");
+
+        let j = a.get(&format!("{prefix}/caf%C3%A9/a%20b")).echo();
+        assert_eq!(j["script_name"], prefix, "{prefix}: {j}");
+        assert_eq!(j["path_info"], "/café/a b", "{prefix}: {j}");
+        assert_eq!(j["uri"], "/caf%C3%A9/a%20b", "{prefix}: {j}");
+
+        // Links the app builds keep the prefix.
+        let r = a.get(&format!("{prefix}/redirect"));
+        assert_eq!(r.status, 302, "{prefix}: {r:?}");
+        assert_eq!(
+            r.header("location"),
+            Some(format!("{}{prefix}/landed", a.origin()).as_str()),
+            "{prefix}: {r:?}"
+        );
+    }
+
+    // A client may encode the tilde (`%7E`, RFC 3986 calls them equivalent): the same
+    // mount, spelled as a link can use it.
+    for target in ["/%7Ealice/posts/1", "/%7ealice/blog/posts/1"] {
+        let j = a.get(target).echo();
+        let prefix = if target.contains("blog") {
+            "/~alice/blog"
+        } else {
+            "/~alice"
+        };
+        assert_eq!(j["script_name"], prefix, "{target}: {j}");
+        assert_eq!(j["path_info"], "/posts/1", "{target}: {j}");
+        assert_eq!(j["uri"], "/posts/1", "{target}: {j}");
+        assert_eq!(j["original_uri"], target, "{target}: {j}");
+    }
+
+    // A real file in the user's folder is Apache's; the folder without its slash is
+    // redirected first, as at the site root.
+    let r = a.get("/~alice/robots.txt");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, "alice's\n".to_string()),
+        "{r:?}"
+    );
+    for prefix in ["/~alice/blog", "/site/blog"] {
+        let r = a.get(prefix);
+        assert_eq!(r.status, 301, "{r:?}");
+        assert_eq!(
+            r.header("location"),
+            Some(format!("{}{prefix}/", a.origin()).as_str()),
+            "{r:?}"
+        );
+    }
+}
+
 /// The FastCGI authorizer role under mod_fcgid (`FcgidAuthenticator` and
 /// `FcgidAuthorizer` naming the app, as its documentation sets them up): the echo app
 /// answers each phase 200 for `/status/200`, so Apache serves the file, and 403 or 401
