@@ -380,8 +380,7 @@ fn processes_linger_on_while_their_siblings_take_new_connections() {
             "worker {pid} closed its lingering connection"
         );
     }
-    app.signal(libc::SIGTERM);
-    assert_eq!(app.wait_exit(T).and_then(|s| s.code()), Some(0));
+    app.stop_expecting_0();
 }
 
 #[test]

@@ -346,8 +346,7 @@ fn socket_serves_fastcgi_and_its_mode_follows_umask() {
         let m = mode_of(&sock);
         assert_eq!(m & libc::S_IFMT, libc::S_IFSOCK, "a socket: {m:o}");
         assert_eq!(m & 0o7777, want, "--umask {umask}: mode {m:o}");
-        srv.signal(libc::SIGTERM);
-        assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+        srv.stop_expecting_0();
         assert!(!sock.exists(), "socket file removed on exit");
     }
 }
@@ -527,8 +526,7 @@ fn listen_bare_port_binds_loopback_only() {
     let v = tcp_get(addr, "/tcp", "").unwrap();
     assert_eq!(v["mode"], "fastcgi");
     assert_eq!(pid_in(&v), srv.pid());
-    srv.signal(libc::SIGTERM);
-    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    srv.stop_expecting_0();
 }
 
 #[test]
@@ -1301,8 +1299,7 @@ fn prefork_serves_on_when_a_worker_cannot_be_forked() {
         srv.stderr()
     );
     unix_get(&sock, "/three", "").expect("served again");
-    srv.signal(libc::SIGTERM);
-    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    srv.stop_expecting_0();
     drop(srv);
     drop(group);
 }
@@ -1423,8 +1420,7 @@ fn prefork_workers_are_replaced_after_max_requests() {
         wait_until(T, || children_of(srv.pid()).len() == 2),
         "two workers again"
     );
-    srv.signal(libc::SIGTERM);
-    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    srv.stop_expecting_0();
     // Workers are recycled here: no warning that the server would end.
     assert!(
         !srv.stderr().contains("nothing here restarts it"),
@@ -1458,8 +1454,7 @@ fn pidfile_appears_only_once_the_socket_accepts_and_goes_on_exit() {
     let mut s = unix_conn(&sock).expect("the socket accepts once the pidfile exists");
     assert_eq!(read_pid(&pidf), Some(srv.pid()));
     assert_eq!(pid_in(&fcgi_get_on(&mut s, "/p", "").unwrap()), srv.pid());
-    srv.signal(libc::SIGTERM);
-    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    srv.stop_expecting_0();
     assert!(!pidf.exists(), "pidfile removed");
     assert!(!sock.exists(), "socket removed");
 }
@@ -1647,8 +1642,7 @@ fn workdir_holds_relative_socket_and_pidfile() {
     assert!(wait_until(T, || read_pid(&work.join("rel.pid")) == Some(srv.pid())));
     assert!(!elsewhere.join("rel.sock").exists());
     assert!(!elsewhere.join("rel.pid").exists());
-    srv.signal(libc::SIGTERM);
-    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    srv.stop_expecting_0();
     assert!(!sock.exists() && !work.join("rel.pid").exists());
 }
 
@@ -1788,8 +1782,7 @@ fn restart_hands_the_socket_over_without_a_failed_request() {
     assert!(b.alive());
     assert_eq!(read_pid(&pidf), Some(b.pid()));
     assert_eq!(pid_in(&unix_get(&sock, "/after", "").unwrap()), b.pid());
-    b.signal(libc::SIGTERM);
-    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+    b.stop_expecting_0();
     assert!(!sock.exists() && !pidf.exists());
 }
 
@@ -2334,8 +2327,7 @@ fn http_dev_server() {
     let mut rest = Vec::new();
     assert_eq!(r.read_to_end(&mut rest).unwrap(), 0);
     drop(s);
-    srv.signal(libc::SIGTERM);
-    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    srv.stop_expecting_0();
 }
 
 // ---- the command line ----
@@ -2832,8 +2824,7 @@ fn prefork_clean_exits_are_replaced_at_once() {
         "100 requests took {:?}",
         t0.elapsed()
     );
-    srv.signal(libc::SIGTERM);
-    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    srv.stop_expecting_0();
 }
 
 /// A worker that ends itself with status 0 before serving anything (an app that exits
@@ -2860,13 +2851,7 @@ fn prefork_workers_exiting_without_serving_are_throttled() {
     let log = srv.stderr();
     let forks = log.matches("exited (0); replacing it").count();
     assert!((4..=30).contains(&forks), "{forks} workers in 3 s: {log}");
-    srv.signal(libc::SIGTERM);
-    assert_eq!(
-        srv.wait_exit(T).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        srv.stderr()
-    );
+    srv.stop_expecting_0();
 }
 
 /// A prefork worker gets back the SIGCHLD action the app set before `run` (the parent
@@ -2910,13 +2895,7 @@ fn prefork_workers_keep_the_apps_sigchld_and_wait_for_their_children() {
         );
         let t = text("/cmd");
         assert!(t.ends_with(" status=Ok(Some(3))"), "{own}: {t}");
-        srv.signal(libc::SIGTERM);
-        assert_eq!(
-            srv.wait_exit(T).and_then(|s| s.code()),
-            Some(0),
-            "{}",
-            srv.stderr()
-        );
+        srv.stop_expecting_0();
         let after = format!("after run: sigchld={expected}\n");
         assert!(srv.stderr().ends_with(&after), "{own}: {}", srv.stderr());
     }
@@ -2947,8 +2926,7 @@ fn prefork_workers_do_not_outlive_their_parent() {
     // A new server takes the (now stale) socket.
     let mut again = Srv::start(&["--socket", sock.to_str().unwrap()], &[]);
     wait_unix_serving(&mut again, &sock);
-    again.signal(libc::SIGTERM);
-    assert_eq!(again.wait_exit(T).and_then(|s| s.code()), Some(0));
+    again.stop_expecting_0();
 }
 
 /// Restarting a prefork server: its workers answer the new server's probe as draining
@@ -3384,8 +3362,7 @@ fn http_request_rules() {
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert!(!r.contains("100 Continue"), "{r}");
     assert!(r.contains("Connection: keep-alive"), "{r}");
-    srv.signal(libc::SIGTERM);
-    assert_eq!(srv.wait_exit(T).and_then(|s| s.code()), Some(0));
+    srv.stop_expecting_0();
 }
 
 /// After a takeover: the old server `a` has exited 0; the new one, `b`, then stops
@@ -3397,8 +3374,7 @@ fn old_exited_then_stop_new(a: &mut Srv, b: &mut Srv) {
         "{}",
         a.stderr()
     );
-    b.signal(libc::SIGTERM);
-    assert_eq!(b.wait_exit(T).and_then(|s| s.code()), Some(0));
+    b.stop_expecting_0();
 }
 
 /// `--threads 1` behind a web server that keeps connections alive (nginx's
@@ -3425,13 +3401,7 @@ fn one_thread_standalone_gives_an_idle_kept_alive_connection_up() {
     kept.write_all(&request(2, true, &get("/kept-again", ""), b""))
         .unwrap();
     assert_eq!(fcgi_read(&mut kept, 2).unwrap().end, Some((0, 0)));
-    srv.signal(libc::SIGTERM);
-    assert_eq!(
-        srv.wait_exit(T).and_then(|s| s.code()),
-        Some(0),
-        "{}",
-        srv.stderr()
-    );
+    srv.stop_expecting_0();
 }
 
 /// The web server closing an SCGI connection during a long response (its client went

@@ -541,6 +541,19 @@ impl FcgiApp {
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
+
+    /// SIGTERM, then the process must exit 0 within 10 s, as every clean stop ends;
+    /// its stderr is in the failure message.
+    pub fn stop_expecting_0(&mut self) {
+        self.signal(libc::SIGTERM);
+        let st = self.wait_exit(Duration::from_secs(10));
+        assert_eq!(
+            st.and_then(|s| s.code()),
+            Some(0),
+            "after SIGTERM: {st:?}\n{}",
+            self.stderr()
+        );
+    }
 }
 
 impl Drop for FcgiApp {
@@ -995,6 +1008,19 @@ impl Srv {
 
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the process must exit 0 within 10 s, as every clean stop ends;
+    /// its stderr is in the failure message.
+    pub fn stop_expecting_0(&mut self) {
+        self.signal(libc::SIGTERM);
+        let st = self.wait_exit(Duration::from_secs(10));
+        assert_eq!(
+            st.and_then(|s| s.code()),
+            Some(0),
+            "after SIGTERM: {st:?}\n{}",
+            self.stderr()
+        );
     }
 
     /// True once a log line containing `needle` appears (within `timeout`).
