@@ -1868,6 +1868,91 @@ fn fcgid_and_cgi_over_h2c() {
     assert_eq!(status, 500);
 }
 
+/// HTTPS, as every shared host serves sites now: mod_ssl on a second port with a
+/// self-signed certificate, HTTP/1.1 and HTTP/2 (ALPN, mod_http2), to mod_fcgid at the
+/// site root and in /blog/ and to mod_cgid in /cgi/. Apache sends `HTTPS=on` and
+/// `REQUEST_SCHEME=https`; the app says it is HTTPS and builds its absolute URLs with
+/// `https://` and the TLS port, while the plain port beside it stays `http://`.
+#[test]
+fn fcgid_and_cgi_over_https_and_h2() {
+    let certs = TempDir::new("apache-tls");
+    fs::set_permissions(certs.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let (cert, key) = self_signed_cert(certs.path());
+    let tls = free_port();
+    let a = Apache::start_with_config(&format!(
+        "<IfModule !ssl_module>
+  LoadModule ssl_module {MODULE_DIR}/mod_ssl.so
+</IfModule>
+<IfModule !http2_module>
+  LoadModule http2_module {MODULE_DIR}/mod_http2.so
+</IfModule>
+Listen 127.0.0.1:{tls}
+<VirtualHost 127.0.0.1:{tls}>
+  SSLEngine on
+  SSLCertificateFile {}
+  SSLCertificateKeyFile {}
+  Protocols h2 http/1.1
+</VirtualHost>
+",
+        cert.display(),
+        key.display()
+    ));
+    for http2 in [false, true] {
+        let (version, protocol) = if http2 {
+            ("2", "HTTP/2.0")
+        } else {
+            ("1.1", "HTTP/1.1")
+        };
+        for (prefix, mode) in [("", "fastcgi"), ("/blog", "fastcgi"), ("/cgi", "cgi")] {
+            let what = format!("{prefix} over HTTP/{version}");
+            let r = curl_tls(tls, &format!("{prefix}/posts/1?x=1"), http2, &[]);
+            assert_eq!(
+                (r.status, r.version.as_str()),
+                (200, version),
+                "{what}: {r:?}"
+            );
+            let j = r.echo();
+            assert_eq!(
+                (&j["mode"], &j["script_name"], &j["path_info"], &j["uri"]),
+                (
+                    &serde_json::json!(mode),
+                    &serde_json::json!(prefix),
+                    &serde_json::json!("/posts/1"),
+                    &serde_json::json!("/posts/1?x=1")
+                ),
+                "{what}: {j}"
+            );
+            assert_eq!(j["https"], true, "{what}: {j}");
+            assert_eq!(j["vars"]["HTTPS"], "on", "{what}: {j}");
+            assert_eq!(j["vars"]["REQUEST_SCHEME"], "https", "{what}: {j}");
+            assert_eq!(j["vars"]["SERVER_PORT"], tls.to_string(), "{what}: {j}");
+            assert_eq!(j["vars"]["SERVER_PROTOCOL"], protocol, "{what}: {j}");
+
+            let r = curl_tls(tls, &format!("{prefix}/redirect"), http2, &[]);
+            assert_eq!(r.status, 302, "{what}: {r:?}");
+            assert_eq!(
+                r.header("location"),
+                Some(format!("https://127.0.0.1:{tls}{prefix}/landed").as_str()),
+                "{what}: {r:?}"
+            );
+
+            // The plain port of the same server is not HTTPS.
+            let j = a.get(&format!("{prefix}/posts/1")).echo();
+            assert_eq!(j["https"], false, "{prefix}: {j}");
+            let r = a.get(&format!("{prefix}/redirect"));
+            assert_eq!(
+                r.header("location"),
+                Some(format!("{}{prefix}/landed", a.origin()).as_str()),
+                "{prefix}: {r:?}"
+            );
+        }
+    }
+    // A panic is a 500 over TLS too, and the process serves on.
+    let r = curl_tls(tls, "/panic", true, &[]);
+    assert_eq!(r.status, 500, "{r:?}");
+    assert_eq!(curl_tls(tls, "/", true, &[]).status, 200);
+}
+
 /// mod_fcgid under h2c with an upload of no length: it reads the body whole and sends
 /// the right CONTENT_LENGTH, but passes each empty bucket mod_http2 hands it on as an
 /// empty FCGI_STDIN record (the end-of-stream marker) before and between the data.

@@ -1097,3 +1097,109 @@ pub fn assert_whole_body(j: &serde_json::Value, data: &[u8], what: &str) {
         "{what}: {j}"
     );
 }
+
+/// A self-signed certificate for `127.0.0.1` and `localhost`, made with openssl's
+/// command line as a host's own would be: `(cert.pem, key.pem)` in `dir`, readable by
+/// anyone (a web server reads them as root, or as its own user).
+pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "openssl req: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in [&cert, &key] {
+        fs::set_permissions(f, fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    (cert, key)
+}
+
+/// An answer over TLS, as curl saw it.
+#[derive(Debug)]
+pub struct TlsReply {
+    /// 0 when curl failed.
+    pub status: u16,
+    /// "1.1" or "2".
+    pub version: String,
+    /// The response head, lowercased.
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+impl TlsReply {
+    /// A header's value (the last, if sent twice).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.trim() == name)
+            .map(|(_, v)| v.trim())
+            .last()
+    }
+
+    pub fn echo(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not an echo answer ({e}): {self:?} {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// One GET over TLS to 127.0.0.1:`port` with curl (`-k`: the certificate is
+/// self-signed), HTTP/2 when `http2` (chosen by ALPN, as browsers do), else HTTP/1.1.
+/// Redirects are not followed.
+pub fn curl_tls(port: u16, target: &str, http2: bool, headers: &[&str]) -> TlsReply {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let base = std::env::temp_dir().join(format!("fcgi-shim-tls-{}-{n}", std::process::id()));
+    let (head_file, body_file) = (base.with_extension("head"), base.with_extension("body"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-k", "--max-time", "60"])
+        .arg(if http2 { "--http2" } else { "--http1.1" })
+        .args(["-w", "%{http_code} %{http_version}"])
+        .arg("-D")
+        .arg(&head_file)
+        .arg("-o")
+        .arg(&body_file);
+    for h in headers {
+        cmd.arg("-H").arg(h);
+    }
+    cmd.arg(format!("https://127.0.0.1:{port}{target}"));
+    let out = cmd.output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut tail = text.split(' ');
+    let status = tail.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let version = tail.next().unwrap_or("").to_owned();
+    let head = fs::read_to_string(&head_file)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let body = fs::read(&body_file).unwrap_or_default();
+    let _ = fs::remove_file(&head_file);
+    let _ = fs::remove_file(&body_file);
+    TlsReply {
+        status,
+        version,
+        head,
+        body,
+    }
+}
