@@ -2890,3 +2890,169 @@ fn nginx_fcgiwrap_h2c_upload_without_length() {
     drop(web);
     drop(wrap);
 }
+
+// ---- HTTPS (TLS, HTTP/1.1 and HTTP/2 by ALPN) from the client ----
+
+/// Through the web server's TLS port `tls`, over HTTP/1.1 and over HTTP/2, with the app
+/// at `prefix`: the app knows the request came over HTTPS (`HTTPS=on` sent), sees the
+/// TLS port and the protocol, keeps the mount; `{prefix}/redirect` points at an
+/// `https://` URL with the TLS port; a 5 MiB upload arrives whole.
+fn https_checks(tls: u16, prefix: &str) {
+    for http2 in [false, true] {
+        let (version, protocol) = if http2 {
+            ("2", "HTTP/2.0")
+        } else {
+            ("1.1", "HTTP/1.1")
+        };
+        let r = curl_tls(tls, &format!("{prefix}/posts/1?x=1"), http2, &[]);
+        assert_eq!((r.status, r.version.as_str()), (200, version), "{r:?}");
+        let j = r.echo();
+        let v = &j["vars"];
+        assert_eq!(
+            (&j["script_name"], &j["path_info"], &j["uri"], &j["https"]),
+            (
+                &json!(prefix),
+                &json!("/posts/1"),
+                &json!("/posts/1?x=1"),
+                &json!(true)
+            ),
+            "{j}"
+        );
+        assert_eq!(
+            (
+                &v["HTTPS"],
+                &v["REQUEST_SCHEME"],
+                &v["SERVER_PORT"],
+                &v["SERVER_PROTOCOL"]
+            ),
+            (
+                &json!("on"),
+                &json!("https"),
+                &json!(tls.to_string()),
+                &json!(protocol)
+            ),
+            "{j}"
+        );
+
+        let r = curl_tls(tls, &format!("{prefix}/redirect"), http2, &[]);
+        assert_eq!(
+            (r.status, r.header("location")),
+            (
+                302,
+                Some(format!("https://127.0.0.1:{tls}{prefix}/landed").as_str())
+            ),
+            "{r:?}"
+        );
+
+        let data = noise(5 << 20, tls as u64 + http2 as u64);
+        let r = curl_tls_post(tls, &format!("{prefix}/upload"), http2, &data);
+        assert_eq!((r.status, r.version.as_str()), (200, version), "{r:?}");
+        let j = r.echo();
+        assert_whole_body(&j, &data, &format!("5 MiB over TLS, HTTP/{version}"));
+        assert_eq!(j["vars"]["SERVER_PROTOCOL"], protocol, "{j}");
+    }
+}
+
+/// On the same server's plain port, the app at `prefix` is not on HTTPS (no `HTTPS`
+/// sent, REQUEST_SCHEME=http), and its redirect says `http://` with that port.
+fn plain_is_not_https(port: u16, prefix: &str) {
+    let j = http_request(port, "GET", &format!("{prefix}/posts/1"), &[], Body::None).echo();
+    assert_eq!(
+        (
+            &j["https"],
+            &j["vars"]["HTTPS"],
+            &j["vars"]["REQUEST_SCHEME"],
+            &j["vars"]["SERVER_PORT"]
+        ),
+        (
+            &json!(false),
+            &Value::Null,
+            &json!("http"),
+            &json!(port.to_string())
+        ),
+        "{j}"
+    );
+    redirects_keep_the_port_under(port, prefix);
+}
+
+/// nginx with servers/nginx-fastcgi.conf as shipped, only a TLS `listen ... ssl http2`
+/// and the certificate added beside its plain `listen`. Debian's fastcgi_params sends
+/// `HTTPS $https if_not_empty` (`on` over TLS, nothing on the plain port) and
+/// `REQUEST_SCHEME $scheme`; SERVER_PORT is the TLS port, SERVER_PROTOCOL `HTTP/2.0`
+/// over h2. Redirects keep the TLS port through the snippet's
+/// `fastcgi_param HTTP_HOST $host:$server_port` (Debian's own `$host` has no port):
+/// the snippet needs no change for HTTPS.
+#[test]
+fn nginx_fastcgi_over_https() {
+    need(NGINX);
+    let dir = TempDir::new("nginx-tls");
+    let (cert, key) = self_signed_cert(dir.path());
+    let app = App::start(&dir, false, &[]);
+    let backend = app.listen.nginx();
+    let tls = free_port();
+    let web = nginx(&dir, &|port| {
+        // `listen {LISTEN};` in the snippet: the plain port, then the TLS one. On one
+        // line, as {LISTEN} occurs in a comment too.
+        let listen = format!(
+            "127.0.0.1:{port}; listen 127.0.0.1:{tls} ssl http2; \
+             ssl_certificate {}; ssl_certificate_key {}",
+            cert.display(),
+            key.display()
+        );
+        snippet(
+            "nginx-fastcgi.conf",
+            &[("{LISTEN}", &listen), ("{BACKEND}", &backend)],
+        )
+    });
+    for prefix in ["", "/app"] {
+        https_checks(tls, prefix);
+        plain_is_not_https(web.port, prefix);
+    }
+    drop(web);
+}
+
+/// lighttpd with servers/lighttpd-bin-path.conf as shipped, and mod_openssl on a second
+/// port (`$SERVER["socket"]`, `ssl.engine`), where lighttpd negotiates h2 by ALPN on
+/// its own. lighttpd sends `HTTPS=on` and `REQUEST_SCHEME=https` over TLS (on the plain
+/// port no HTTPS and `http`), SERVER_PORT the TLS port, the client's Host (with its
+/// port) as HTTP_HOST, and SSL_PROTOCOL/SSL_CIPHER: the snippet needs no change for
+/// HTTPS. (HTTP/2 is on by default, `server.h2proto`; lighttpd-mod-openssl is a
+/// package of its own on Debian.)
+#[test]
+fn lighttpd_bin_path_over_https() {
+    assert!(
+        Path::new("/usr/lib/lighttpd/mod_openssl.so").exists(),
+        "lighttpd's TLS module is not installed (apt-get install lighttpd-mod-openssl)"
+    );
+    let dir = TempDir::new("lighttpd-tls");
+    let (cert, key) = self_signed_cert(dir.path());
+    let exe = echo_site(&dir);
+    let run = dir.join("run");
+    fs::create_dir_all(&run).unwrap();
+    let tls = free_port();
+    let site = format!(
+        "{}
+server.modules += ( \"mod_openssl\" )
+$SERVER[\"socket\"] == \"127.0.0.1:{tls}\" {{
+    ssl.engine = \"enable\"
+    ssl.pemfile = \"{}\"
+    ssl.privkey = \"{}\"
+}}
+",
+        snippet(
+            "lighttpd-bin-path.conf",
+            &[
+                ("{APP}", &exe.to_string_lossy()),
+                ("{ROOT}", &run.to_string_lossy()),
+            ],
+        ),
+        cert.display(),
+        key.display()
+    );
+    let web = lighttpd(&dir, &site);
+    for prefix in ["", "/app"] {
+        https_checks(tls, prefix);
+        plain_is_not_https(web.port, prefix);
+    }
+    drop(web);
+}

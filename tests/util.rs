@@ -1203,3 +1203,42 @@ pub fn curl_tls(port: u16, target: &str, http2: bool, headers: &[&str]) -> TlsRe
         body,
     }
 }
+
+/// [`curl_tls`] for a POST of `data` (`--data-binary`, so with a content-length, as
+/// `application/octet-stream`) to `target`.
+pub fn curl_tls_post(port: u16, target: &str, http2: bool, data: &[u8]) -> TlsReply {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let base = std::env::temp_dir().join(format!("fcgi-shim-tls-post-{}-{n}", std::process::id()));
+    let [data_file, head_file, body_file] =
+        ["data", "head", "body"].map(|e| base.with_extension(e));
+    fs::write(&data_file, data).unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "60"])
+        .arg(if http2 { "--http2" } else { "--http1.1" })
+        .args(["-w", "%{http_code} %{http_version}"])
+        .args(["-H", "Content-Type: application/octet-stream"])
+        .arg("--data-binary")
+        .arg(format!("@{}", data_file.display()))
+        .arg("-D")
+        .arg(&head_file)
+        .arg("-o")
+        .arg(&body_file)
+        .arg(format!("https://127.0.0.1:{port}{target}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut tail = text.split(' ');
+    let reply = TlsReply {
+        status: tail.next().and_then(|s| s.parse().ok()).unwrap_or(0),
+        version: tail.next().unwrap_or("").to_owned(),
+        head: fs::read_to_string(&head_file)
+            .unwrap_or_default()
+            .to_ascii_lowercase(),
+        body: fs::read(&body_file).unwrap_or_default(),
+    };
+    for f in [&data_file, &head_file, &body_file] {
+        let _ = fs::remove_file(f);
+    }
+    reply
+}
