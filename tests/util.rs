@@ -1152,7 +1152,7 @@ impl TlsReply {
             .filter_map(|l| l.split_once(':'))
             .filter(|(n, _)| n.trim() == name)
             .map(|(_, v)| v.trim())
-            .last()
+            .next_back()
     }
 
     pub fn echo(&self) -> serde_json::Value {
@@ -1169,10 +1169,27 @@ impl TlsReply {
 /// self-signed), HTTP/2 when `http2` (chosen by ALPN, as browsers do), else HTTP/1.1.
 /// Redirects are not followed.
 pub fn curl_tls(port: u16, target: &str, http2: bool, headers: &[&str]) -> TlsReply {
+    curl_tls_with(port, target, http2, headers, None)
+}
+
+/// [`curl_tls`] for a POST of `data` (`--data-binary`, so with a content-length, as
+/// `application/octet-stream`) to `target`.
+pub fn curl_tls_post(port: u16, target: &str, http2: bool, data: &[u8]) -> TlsReply {
+    curl_tls_with(port, target, http2, &[], Some(data))
+}
+
+fn curl_tls_with(
+    port: u16,
+    target: &str,
+    http2: bool,
+    headers: &[&str],
+    data: Option<&[u8]>,
+) -> TlsReply {
     static N: AtomicUsize = AtomicUsize::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let base = std::env::temp_dir().join(format!("fcgi-shim-tls-{}-{n}", std::process::id()));
-    let (head_file, body_file) = (base.with_extension("head"), base.with_extension("body"));
+    let [data_file, head_file, body_file] =
+        ["data", "head", "body"].map(|e| base.with_extension(e));
     let mut cmd = Command::new("curl");
     cmd.args(["-sS", "-k", "--max-time", "60"])
         .arg(if http2 { "--http2" } else { "--http1.1" })
@@ -1184,49 +1201,14 @@ pub fn curl_tls(port: u16, target: &str, http2: bool, headers: &[&str]) -> TlsRe
     for h in headers {
         cmd.arg("-H").arg(h);
     }
+    if let Some(data) = data {
+        fs::write(&data_file, data).unwrap();
+        cmd.args(["-H", "Content-Type: application/octet-stream"])
+            .arg("--data-binary")
+            .arg(format!("@{}", data_file.display()));
+    }
     cmd.arg(format!("https://127.0.0.1:{port}{target}"));
     let out = cmd.output().expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let mut tail = text.split(' ');
-    let status = tail.next().and_then(|s| s.parse().ok()).unwrap_or(0);
-    let version = tail.next().unwrap_or("").to_owned();
-    let head = fs::read_to_string(&head_file)
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let body = fs::read(&body_file).unwrap_or_default();
-    let _ = fs::remove_file(&head_file);
-    let _ = fs::remove_file(&body_file);
-    TlsReply {
-        status,
-        version,
-        head,
-        body,
-    }
-}
-
-/// [`curl_tls`] for a POST of `data` (`--data-binary`, so with a content-length, as
-/// `application/octet-stream`) to `target`.
-pub fn curl_tls_post(port: u16, target: &str, http2: bool, data: &[u8]) -> TlsReply {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let n = N.fetch_add(1, Ordering::Relaxed);
-    let base = std::env::temp_dir().join(format!("fcgi-shim-tls-post-{}-{n}", std::process::id()));
-    let [data_file, head_file, body_file] =
-        ["data", "head", "body"].map(|e| base.with_extension(e));
-    fs::write(&data_file, data).unwrap();
-    let out = Command::new("curl")
-        .args(["-sS", "-k", "--max-time", "60"])
-        .arg(if http2 { "--http2" } else { "--http1.1" })
-        .args(["-w", "%{http_code} %{http_version}"])
-        .args(["-H", "Content-Type: application/octet-stream"])
-        .arg("--data-binary")
-        .arg(format!("@{}", data_file.display()))
-        .arg("-D")
-        .arg(&head_file)
-        .arg("-o")
-        .arg(&body_file)
-        .arg(format!("https://127.0.0.1:{port}{target}"))
-        .output()
-        .expect("run curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut tail = text.split(' ');
     let reply = TlsReply {
