@@ -2893,66 +2893,6 @@ fn nginx_fcgiwrap_h2c_upload_without_length() {
 
 // ---- HTTPS (TLS, HTTP/1.1 and HTTP/2 by ALPN) from the client ----
 
-/// Through the web server's TLS port `tls`, over HTTP/1.1 and over HTTP/2, with the app
-/// at `prefix`: the app knows the request came over HTTPS (`HTTPS=on` sent), sees the
-/// TLS port and the protocol, keeps the mount; `{prefix}/redirect` points at an
-/// `https://` URL with the TLS port; a 5 MiB upload arrives whole.
-fn https_checks(tls: u16, prefix: &str) {
-    for http2 in [false, true] {
-        let (version, protocol) = if http2 {
-            ("2", "HTTP/2.0")
-        } else {
-            ("1.1", "HTTP/1.1")
-        };
-        let r = curl_tls(tls, &format!("{prefix}/posts/1?x=1"), http2, &[]);
-        assert_eq!((r.status, r.version.as_str()), (200, version), "{r:?}");
-        let j = r.echo();
-        let v = &j["vars"];
-        assert_eq!(
-            (&j["script_name"], &j["path_info"], &j["uri"], &j["https"]),
-            (
-                &json!(prefix),
-                &json!("/posts/1"),
-                &json!("/posts/1?x=1"),
-                &json!(true)
-            ),
-            "{j}"
-        );
-        assert_eq!(
-            (
-                &v["HTTPS"],
-                &v["REQUEST_SCHEME"],
-                &v["SERVER_PORT"],
-                &v["SERVER_PROTOCOL"]
-            ),
-            (
-                &json!("on"),
-                &json!("https"),
-                &json!(tls.to_string()),
-                &json!(protocol)
-            ),
-            "{j}"
-        );
-
-        let r = curl_tls(tls, &format!("{prefix}/redirect"), http2, &[]);
-        assert_eq!(
-            (r.status, r.header("location")),
-            (
-                302,
-                Some(format!("https://127.0.0.1:{tls}{prefix}/landed").as_str())
-            ),
-            "{r:?}"
-        );
-
-        let data = noise(5 << 20, tls as u64 + http2 as u64);
-        let r = curl_tls_post(tls, &format!("{prefix}/upload"), http2, &data);
-        assert_eq!((r.status, r.version.as_str()), (200, version), "{r:?}");
-        let j = r.echo();
-        assert_whole_body(&j, &data, &format!("5 MiB over TLS, HTTP/{version}"));
-        assert_eq!(j["vars"]["SERVER_PROTOCOL"], protocol, "{j}");
-    }
-}
-
 /// On the same server's plain port, the app at `prefix` is not on HTTPS (no `HTTPS`
 /// sent, REQUEST_SCHEME=http), and its redirect says `http://` with that port.
 fn plain_is_not_https(port: u16, prefix: &str) {

@@ -1224,3 +1224,63 @@ fn curl_tls_with(
     }
     reply
 }
+
+/// Through the web server's TLS port `tls`, over HTTP/1.1 and over HTTP/2, with the app
+/// at `prefix`: the app knows the request came over HTTPS (`HTTPS=on` sent), sees the
+/// TLS port and the protocol, keeps the mount; `{prefix}/redirect` points at an
+/// `https://` URL with the TLS port; a 5 MiB upload arrives whole.
+pub fn https_checks(tls: u16, prefix: &str) {
+    for http2 in [false, true] {
+        let (version, protocol) = if http2 {
+            ("2", "HTTP/2.0")
+        } else {
+            ("1.1", "HTTP/1.1")
+        };
+        let r = curl_tls(tls, &format!("{prefix}/posts/1?x=1"), http2, &[]);
+        assert_eq!((r.status, r.version.as_str()), (200, version), "{r:?}");
+        let j = r.echo();
+        let v = &j["vars"];
+        assert_eq!(
+            (&j["script_name"], &j["path_info"], &j["uri"], &j["https"]),
+            (
+                &serde_json::json!(prefix),
+                &serde_json::json!("/posts/1"),
+                &serde_json::json!("/posts/1?x=1"),
+                &serde_json::json!(true)
+            ),
+            "{j}"
+        );
+        assert_eq!(
+            (
+                &v["HTTPS"],
+                &v["REQUEST_SCHEME"],
+                &v["SERVER_PORT"],
+                &v["SERVER_PROTOCOL"]
+            ),
+            (
+                &serde_json::json!("on"),
+                &serde_json::json!("https"),
+                &serde_json::json!(tls.to_string()),
+                &serde_json::json!(protocol)
+            ),
+            "{j}"
+        );
+
+        let r = curl_tls(tls, &format!("{prefix}/redirect"), http2, &[]);
+        assert_eq!(
+            (r.status, r.header("location")),
+            (
+                302,
+                Some(format!("https://127.0.0.1:{tls}{prefix}/landed").as_str())
+            ),
+            "{r:?}"
+        );
+
+        let data = noise(5 << 20, tls as u64 + http2 as u64);
+        let r = curl_tls_post(tls, &format!("{prefix}/upload"), http2, &data);
+        assert_eq!((r.status, r.version.as_str()), (200, version), "{r:?}");
+        let j = r.echo();
+        assert_whole_body(&j, &data, &format!("5 MiB over TLS, HTTP/{version}"));
+        assert_eq!(j["vars"]["SERVER_PROTOCOL"], protocol, "{j}");
+    }
+}
