@@ -1920,6 +1920,119 @@ Listen 127.0.0.1:{tls}
     assert_eq!(curl_tls(tls, "/", true, &[]).status, 200);
 }
 
+/// A shared host's usual front: nginx ends TLS and passes every request on to Apache
+/// over plain HTTP (`proxy_pass`, the client's `Host`, `X-Forwarded-For/-Proto/-Host`
+/// set by nginx), and Apache runs the app with mod_fcgid. Apache then sends no
+/// `HTTPS`, so the app trusts the headers only where it is told to
+/// (`FCGI_TRUST_FORWARDED=1` in the settings file beside the binary, /blog/ here):
+/// there it is on HTTPS, its client is the one nginx saw (the last `X-Forwarded-For`
+/// entry, not one the client forged before it), and its redirects say `https://` with
+/// the front's port. A location that strips a prefix (`/shop/` to `/`) and names it in
+/// `X-Forwarded-Prefix` puts it before the mount. The app at the site root, not told
+/// to trust them, stays on `http://`.
+#[test]
+fn fcgid_behind_an_nginx_tls_front() {
+    let a = Apache::start();
+    let settings = a.dir.path().join("public_html/blog/mysite.fcgi.env");
+    fs::write(&settings, "FCGI_TRUST_FORWARDED=1\n").unwrap();
+    fs::set_permissions(&settings, fs::Permissions::from_mode(0o644)).unwrap();
+    let dir = TempDir::new("nginx-front");
+    let (cert, key) = self_signed_cert(dir.path());
+    let tls = free_port();
+    let back = a.port;
+    let web = crate::servers::nginx(&dir, &|port| {
+        let pass = |path: &str, to: &str, prefix: &str| {
+            format!(
+                "    location {path} {{
+        proxy_pass http://127.0.0.1:{back}{to};
+        proxy_set_header Host $host:$server_port;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $host:$server_port;
+        {prefix}
+    }}
+"
+            )
+        };
+        format!(
+            "server {{
+    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{tls} ssl http2;
+    ssl_certificate {};
+    ssl_certificate_key {};
+{}{}}}
+",
+            cert.display(),
+            key.display(),
+            pass("/", "", ""),
+            pass("/shop/", "/", "proxy_set_header X-Forwarded-Prefix /shop;")
+        )
+    });
+    let _ = web.port;
+    for http2 in [false, true] {
+        let r = curl_tls(
+            tls,
+            "/blog/posts/1?x=1",
+            http2,
+            &["X-Forwarded-For: 6.6.6.6", "X-Forwarded-Proto: http"],
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        let j = r.echo();
+        assert_eq!(
+            (&j["mode"], &j["script_name"], &j["path_info"], &j["https"]),
+            (
+                &serde_json::json!("fastcgi"),
+                &serde_json::json!("/blog"),
+                &serde_json::json!("/posts/1"),
+                &serde_json::json!(true)
+            ),
+            "{j}"
+        );
+        // Apache saw nginx, over plain HTTP; the app names the client nginx saw.
+        assert_eq!(j["vars"]["HTTPS"], serde_json::Value::Null, "{j}");
+        assert_eq!(j["remote_addr"], "127.0.0.1", "{j}");
+        assert_eq!(j["headers"]["x-forwarded-for"], "6.6.6.6, 127.0.0.1", "{j}");
+        let r = curl_tls(tls, "/blog/redirect", http2, &[]);
+        assert_eq!(
+            (r.status, r.header("location")),
+            (
+                302,
+                Some(format!("https://127.0.0.1:{tls}/blog/landed").as_str())
+            ),
+            "{r:?}"
+        );
+        // The front's prefix, stripped by its location, before the mount.
+        let r = curl_tls(tls, "/shop/blog/redirect", http2, &[]);
+        assert_eq!(
+            (r.status, r.header("location")),
+            (
+                302,
+                Some(format!("https://127.0.0.1:{tls}/shop/blog/landed").as_str())
+            ),
+            "{r:?}"
+        );
+        let j = curl_tls(tls, "/shop/blog/posts/1", http2, &[]).echo();
+        assert_eq!(
+            (&j["script_name"], &j["path_info"]),
+            (
+                &serde_json::json!("/shop/blog"),
+                &serde_json::json!("/posts/1")
+            ),
+            "{j}"
+        );
+
+        // Not told to trust the front: the headers are only headers.
+        let j = curl_tls(tls, "/posts/1", http2, &[]).echo();
+        assert_eq!(j["https"], false, "{j}");
+        let r = curl_tls(tls, "/redirect", http2, &[]);
+        assert_eq!(
+            r.header("location"),
+            Some(format!("http://127.0.0.1:{tls}/landed").as_str()),
+            "{r:?}"
+        );
+    }
+}
+
 /// mod_fcgid under h2c with an upload of no length: it reads the body whole and sends
 /// the right CONTENT_LENGTH, but passes each empty bucket mod_http2 hands it on as an
 /// empty FCGI_STDIN record (the end-of-stream marker) before and between the data.

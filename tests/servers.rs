@@ -354,9 +354,9 @@ impl App {
 // ---- web servers ----
 
 /// A web server on 127.0.0.1:`port`.
-struct Web {
+pub(crate) struct Web {
     group: Group,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 /// Starts a web server on a free port: `spawn(port)` starts it; it is ready once it
@@ -401,7 +401,7 @@ fn nginx_snippet(dir: &TempDir, conf: &str, backend: &str) -> Web {
 
 /// nginx with `site` (a `server { }` block, given the port) inside `http { }`, with
 /// Debian's fastcgi_params and scgi_params beside it as `include` expects them.
-fn nginx(dir: &TempDir, site: &dyn Fn(u16) -> String) -> Web {
+pub(crate) fn nginx(dir: &TempDir, site: &dyn Fn(u16) -> String) -> Web {
     need(NGINX);
     let root = dir.join("nginx");
     for d in ["logs", "tmp"] {
