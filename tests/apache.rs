@@ -138,6 +138,36 @@ impl Apache {
         Apache::start_with("echo", None, None, extra)
     }
 
+    /// The echo example under Debian's stock module set, as a Debian or Ubuntu host runs
+    /// Apache: every `/etc/apache2/mods-enabled/*.load` (mod_deflate with its
+    /// `AddOutputFilterByType DEFLATE text/html text/plain ...`, mod_reqtimeout,
+    /// mod_negotiation, mod_setenvif, mod_status, mod_autoindex, mod_alias, ...) and
+    /// every `*.conf` there, after the test's own configuration. Each `LoadModule` goes
+    /// under an `<IfModule !...>` guard, as `config` loads its own, so that none is loaded
+    /// twice. The `.conf` files name no `${APACHE_...}` variable (Debian's envvars), only
+    /// system paths (`/etc/mime.types`, `/usr/share/apache2/icons`); coming last, their
+    /// server-wide settings win: Debian's `TypesConfig /etc/mime.types`, and its
+    /// mpm_event sizes (`MaxRequestWorkers 150`, cut to 50 by `ServerLimit 2`, AH00515).
+    fn start_stock() -> Apache {
+        let dir = Path::new("/etc/apache2/mods-enabled");
+        let mut loads: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e} (apt-get install apache2)", dir.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "load"))
+            .collect();
+        loads.sort();
+        let mut extra = String::new();
+        for p in loads {
+            for line in fs::read_to_string(p).unwrap().lines() {
+                if let ["LoadModule", id, _] = line.split_whitespace().collect::<Vec<_>>()[..] {
+                    extra += &format!("<IfModule !{id}>\n  {line}\n</IfModule>\n");
+                }
+            }
+        }
+        extra += &format!("IncludeOptional {}/*.conf\n", dir.display());
+        Apache::start_with_config(&extra)
+    }
+
     fn start_with(app: &str, port: Option<u16>, suexec: Option<&SiteUser>, extra: &str) -> Apache {
         let bin = apache_binary();
         let mut last_failure = String::new();
@@ -2045,4 +2075,221 @@ fn fcgid_h2c_upload_without_length() {
             assert_whole_h2_upload(a.port, &format!("{prefix}/upload"), &data, false);
         }
     }
+}
+
+/// GET `target` with curl, with `Accept-Encoding: gzip` and `--compressed` when `gzip`
+/// (curl then checks and decodes a gzipped body): the response with its body decoded,
+/// the time to its first byte, and to its end.
+fn curl_timed(a: &Apache, target: &str, gzip: bool) -> (Response, Duration, Duration) {
+    let dir = TempDir::new("curl");
+    let (head, body) = (dir.join("head"), dir.join("body"));
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "--max-time", "60"])
+        .args(["-w", "%{time_starttransfer} %{time_total}"])
+        .arg("-D")
+        .arg(&head)
+        .arg("-o")
+        .arg(&body);
+    if gzip {
+        cmd.args(["--compressed", "-H", "Accept-Encoding: gzip"]);
+    }
+    let out = cmd
+        .arg(format!("{}{target}", a.origin()))
+        .output()
+        .expect("run curl");
+    assert!(
+        out.status.success(),
+        "curl {target} (gzip {gzip}): {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        a.error_log()
+    );
+    let times: Vec<Duration> = String::from_utf8_lossy(&out.stdout)
+        .split(' ')
+        .map(|t| Duration::from_secs_f64(t.parse().expect("curl's times")))
+        .collect();
+    let mut r = parse_response(&fs::read(&head).unwrap(), true).unwrap();
+    r.body = fs::read(&body).unwrap_or_default();
+    (r, times[0], times[1])
+}
+
+/// The echo example's `/stream?chunks=N&size=S` body.
+fn stream_body(chunks: u8, size: usize) -> Vec<u8> {
+    (0..chunks)
+        .flat_map(|i| std::iter::repeat_n(b'a' + i % 26, size))
+        .collect()
+}
+
+/// The site under Debian's stock module set (`Apache::start_stock`) at the root, in
+/// /blog/ (mod_fcgid) and in /cgi/ (mod_cgid), asked with and without
+/// `Accept-Encoding: gzip`. What the stock set changes is Apache's own doing:
+/// - mod_deflate (`AddOutputFilterByType DEFLATE text/plain ...`) gzips the app's text
+///   (not its `application/json`), adds `Vary: Accept-Encoding` either way, and drops
+///   the app's `Content-Length` (chunked, or a length of its own when it held the whole
+///   reply). A HEAD, which the app answers without a body, comes back unencoded (with
+///   the app's length under mod_fcgid). Under mod_cgid it holds a stream to the end (it reads the
+///   program's output blocking, so no flush reaches the client); under mod_fcgid what
+///   passes `FcgidOutputBufferSize` streams, compressed, as the app flushes it.
+/// - mod_alias (`alias.conf`: `Alias /icons/ /usr/share/apache2/icons/`): `/icons/...`
+///   at the site root is Apache's, never the app's (nor the site's own `icons/`).
+/// - mod_negotiation: MultiViews is off (this config's `Options` are Apache's default,
+///   and the shipped .htaccess adds only ExecCGI and SymLinksIfOwnerMatch), so
+///   `/posts` beside a `posts.txt` is the app's; an `Options +MultiViews` hands it to
+///   the file, and makes `/blog/mysite` (the binary's name) a 404.
+/// - mod_reqtimeout (`body=10,minrate=500`): a 5 MiB upload at loopback speed is whole.
+#[test]
+fn the_site_under_debians_stock_modules() {
+    let a = Apache::start_stock();
+    let gz: &[(&str, &str)] = &[("Accept-Encoding", "gzip")];
+    let sites = [("", "fastcgi"), ("/blog", "fastcgi"), ("/cgi", "cgi")];
+    // The Content-Length that reaches the client: the app's under mod_fcgid; under
+    // mod_cgid never the app's, only Apache's own count of a reply it had whole by the
+    // time it sent the head (a small one, most times), else none (chunked).
+    let length_ok = |mode: &str, r: &Response, app: usize| match mode {
+        "fastcgi" => r.header("content-length") == Some(app.to_string().as_str()),
+        _ => r
+            .header("content-length")
+            .is_none_or(|n| n == r.body.len().to_string()),
+    };
+
+    // The mount, with a posts.txt beside each app (for MultiViews to find).
+    for (prefix, mode) in sites {
+        let txt = a.dir.join(&format!("public_html{prefix}/posts.txt"));
+        fs::write(&txt, "a static file\n").unwrap();
+        fs::set_permissions(&txt, fs::Permissions::from_mode(0o644)).unwrap();
+        for (path, info) in [
+            ("/posts?x=1", "/posts"),
+            ("/posts/1?x=1", "/posts/1"),
+            ("/", "/"),
+        ] {
+            let target = format!("{prefix}{path}");
+            let r = a.request("GET", &target, gz, Body::None);
+            assert_eq!(r.header("content-encoding"), None, "{target}: {r:?}");
+            assert!(length_ok(mode, &r, r.body.len()), "{target}: {r:?}");
+            let j = r.echo();
+            assert_eq!(j["mode"], mode, "{target}: {j}");
+            assert_eq!(j["script_name"], prefix, "{target}: {j}");
+            assert_eq!(j["path_info"], info, "{target}: {j}");
+            assert_eq!(j["uri"], path, "{target}: {j}");
+            assert_eq!(j["original_uri"], target, "{target}: {j}");
+            assert_eq!(j["headers"]["accept-encoding"], "gzip", "{target}: {j}");
+        }
+    }
+    assert_eq!(a.get("/blog").status, 301);
+    // Debian's /icons/ alias takes the URL from the app at the root, and the site's own
+    // icons/ folder with it; in /blog/ it is the app's.
+    let icons = a.dir.join("public_html/icons");
+    fs::create_dir_all(&icons).unwrap();
+    fs::set_permissions(&icons, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(icons.join("site.txt"), "the site's own\n").unwrap();
+    fs::set_permissions(icons.join("site.txt"), fs::Permissions::from_mode(0o644)).unwrap();
+    for target in ["/icons/app-route", "/icons/site.txt"] {
+        let r = a.get(target);
+        assert_eq!(r.status, 404, "{target}: {r:?}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/html; charset=iso-8859-1"),
+            "{target}: {r:?}"
+        );
+    }
+    assert_eq!(a.get("/blog/icons/x").echo()["path_info"], "/icons/x");
+
+    // A stream of three 100,000-byte chunks a second apart, the three sites at once.
+    let stream = "/stream?chunks=3&size=100000&delay_ms=1000";
+    let want = stream_body(3, 100_000);
+    std::thread::scope(|s| {
+        for (prefix, mode) in sites {
+            let (a, want) = (&a, &want);
+            s.spawn(move || {
+                for gzip in [false, true] {
+                    let target = format!("{prefix}{stream}");
+                    let (r, first, total) = curl_timed(a, &target, gzip);
+                    let what = format!(
+                        "{target} gzip {gzip}: {first:?} {total:?} {} {:?}",
+                        r.status, r.headers
+                    );
+                    assert_eq!(r.status, 200, "{what}");
+                    assert!(r.body == *want, "{what}: the body differs");
+                    let encoding = gzip.then_some("gzip");
+                    assert_eq!(r.header("content-encoding"), encoding, "{what}");
+                    assert_eq!(r.header("vary"), Some("Accept-Encoding"), "{what}");
+                    assert!(total >= Duration::from_millis(1900), "{what}");
+                    if mode == "cgi" && gzip {
+                        // mod_deflate held it all: nothing came before the end.
+                        assert!(first >= Duration::from_millis(1900), "{what}");
+                    } else {
+                        assert!(first < Duration::from_millis(900), "{what}");
+                    }
+                }
+            });
+        }
+    });
+
+    // 8 MiB with the app's Content-Length, GET and HEAD.
+    let large = "/stream?chunks=8&size=1048576&length=8388608";
+    let want = sha256_hex(&stream_body(8, 1 << 20));
+    for (prefix, mode) in sites {
+        let target = format!("{prefix}{large}");
+        let head = |r: &Response| format!("{target}: {} {:?}", r.status, r.headers);
+        let (r, _, _) = curl_timed(&a, &target, false);
+        assert_eq!(r.status, 200, "{}", head(&r));
+        assert_eq!(sha256_hex(&r.body), want, "{}", head(&r));
+        assert!(length_ok(mode, &r, 8 << 20), "{}", head(&r));
+        let (r, _, _) = curl_timed(&a, &target, true);
+        assert_eq!(r.status, 200, "{}", head(&r));
+        assert_eq!(sha256_hex(&r.body), want, "gzip {}", head(&r));
+        assert_eq!(r.header("content-encoding"), Some("gzip"), "{}", head(&r));
+        // Never the app's length; under mod_cgid, mod_deflate's own (it held it all).
+        let length = r
+            .header("content-length")
+            .map(|n| n.parse::<usize>().unwrap());
+        match mode {
+            "fastcgi" => assert_eq!(
+                (length, r.header("transfer-encoding")),
+                (None, Some("chunked")),
+                "{}",
+                head(&r)
+            ),
+            _ => assert!(length.is_some_and(|n| n < 1 << 20), "{}", head(&r)),
+        }
+        for headers in [&[][..], gz] {
+            let r = a.request("HEAD", &target, headers, Body::None);
+            assert_eq!(r.status, 200, "HEAD {headers:?} {}", head(&r));
+            assert_eq!(r.header("content-encoding"), None, "HEAD {}", head(&r));
+            assert!(length_ok(mode, &r, 8 << 20), "HEAD {}", head(&r));
+        }
+    }
+
+    // A 5 MiB upload, then a panic, then the next request.
+    let data = noise(5 << 20, 7);
+    for (prefix, mode) in sites {
+        let target = format!("{prefix}/upload");
+        let r = a.request("POST", &target, gz, Body::Fixed(&data));
+        assert!(length_ok(mode, &r, r.body.len()), "{target}: {r:?}");
+        let j = r.echo();
+        assert_whole_body(&j, &data, &target);
+        let r = a.request("GET", &format!("{prefix}/panic"), gz, Body::None);
+        assert_eq!(r.status, 500, "{prefix}/panic: {r:?}");
+        assert!(!r.text().contains("on purpose"), "{}", r.text());
+        let next = a
+            .request("GET", &format!("{prefix}/after"), gz, Body::None)
+            .echo();
+        assert_eq!(next["path_info"], "/after", "{next}");
+        if mode == "fastcgi" {
+            assert_eq!(pid_of(&next), pid_of(&j), "{next}");
+        }
+    }
+
+    // MultiViews turned on in /blog/'s .htaccess: the file wins, and the binary's name
+    // is no longer a route (negotiation finds mysite.fcgi, and cannot serve it).
+    let ht = a.dir.join("public_html/blog/.htaccess");
+    let mut text = fs::read_to_string(&ht).unwrap();
+    text += "Options +MultiViews\n";
+    fs::write(&ht, text).unwrap();
+    let r = a.get("/blog/posts");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.text(), "a static file\n");
+    assert_eq!(r.header("content-location"), Some("posts.txt"), "{r:?}");
+    assert_eq!(a.get("/blog/mysite").status, 404);
+    assert_eq!(a.get("/blog/posts/1").status, 404);
+    assert_eq!(a.get("/blog/x").echo()["path_info"], "/x");
 }
