@@ -2595,21 +2595,13 @@ fn lighttpd_mod_cgi() {
     drop(web);
 }
 
-/// servers/nginx-fcgiwrap.conf: nginx `fastcgi_pass` to fcgiwrap (`apt-get install
-/// fcgiwrap`), which runs the app as plain CGI: at /blog/ and at the root, the prefix split off by
-/// `fastcgi_split_path_info` and `SCRIPT_FILENAME` naming the program (outside the
-/// web root). fcgiwrap passes nginx's params (SCRIPT_NAME=/blog, PATH_INFO=/posts/1,
-/// CONTENT_LENGTH empty for a GET, CONTENT_LENGTH and HTTP_TRANSFER_ENCODING both for
-/// a chunked upload nginx has read whole, where the app sees the length alone) on top
-/// of its own environment, and with `-f`
-/// (Debian's default) the program's stderr to nginx's error log.
-#[test]
-fn nginx_fcgiwrap_cgi() {
+/// fcgiwrap on a Unix socket in `dir`, listening, with the echo site in `dir/cgi-bin`:
+/// (fcgiwrap, the site's program, the socket).
+fn fcgiwrap_with_echo(dir: &TempDir) -> (Group, PathBuf, PathBuf) {
     assert!(
         Path::new(FCGIWRAP).exists(),
         "{FCGIWRAP} is not installed (apt-get install fcgiwrap)"
     );
-    let dir = TempDir::new("nginx-fcgiwrap");
     let bin = dir.join("cgi-bin");
     fs::create_dir_all(&bin).unwrap();
     let exe = echo_site(&bin);
@@ -2624,6 +2616,21 @@ fn nginx_fcgiwrap_cgi() {
         "fcgiwrap did not listen\n{}",
         wrap.logs()
     );
+    (wrap, exe, sock)
+}
+
+/// servers/nginx-fcgiwrap.conf: nginx `fastcgi_pass` to fcgiwrap (`apt-get install
+/// fcgiwrap`), which runs the app as plain CGI: at /blog/ and at the root, the prefix split off by
+/// `fastcgi_split_path_info` and `SCRIPT_FILENAME` naming the program (outside the
+/// web root). fcgiwrap passes nginx's params (SCRIPT_NAME=/blog, PATH_INFO=/posts/1,
+/// CONTENT_LENGTH empty for a GET, CONTENT_LENGTH and HTTP_TRANSFER_ENCODING both for
+/// a chunked upload nginx has read whole, where the app sees the length alone) on top
+/// of its own environment, and with `-f`
+/// (Debian's default) the program's stderr to nginx's error log.
+#[test]
+fn nginx_fcgiwrap_cgi() {
+    let dir = TempDir::new("nginx-fcgiwrap");
+    let (wrap, exe, sock) = fcgiwrap_with_echo(&dir);
     let web = nginx(&dir, &|port| {
         let mut site = snippet(
             "nginx-fcgiwrap.conf",
@@ -2849,22 +2856,8 @@ fn apache_proxy_fcgi_over_h2c() {
 /// for an empty body.
 #[test]
 fn nginx_fcgiwrap_h2c_upload_without_length() {
-    assert!(Path::new(FCGIWRAP).exists(), "{FCGIWRAP} is not installed");
     let dir = TempDir::new("nginx-fcgiwrap-h2c");
-    let bin = dir.join("cgi-bin");
-    fs::create_dir_all(&bin).unwrap();
-    let exe = echo_site(&bin);
-    let sock = dir.join("fcgiwrap.sock");
-    let mut cmd = Command::new(FCGIWRAP);
-    cmd.arg("-f")
-        .arg("-s")
-        .arg(format!("unix:{}", sock.display()));
-    let wrap = spawn_group("fcgiwrap", &mut cmd, &dir.join("fcgiwrap.log"));
-    assert!(
-        wait_until(Duration::from_secs(10), || is_socket(&sock)),
-        "fcgiwrap did not listen\n{}",
-        wrap.logs()
-    );
+    let (wrap, exe, sock) = fcgiwrap_with_echo(&dir);
     let h2 = free_port();
     let web = nginx(&dir, &|port| {
         format!(

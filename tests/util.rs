@@ -541,18 +541,17 @@ impl FcgiApp {
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
+}
 
-    /// SIGTERM, then the process must exit 0 within 10 s, as every clean stop ends;
-    /// its stderr is in the failure message.
-    pub fn stop_expecting_0(&mut self) {
-        self.signal(libc::SIGTERM);
-        let st = self.wait_exit(Duration::from_secs(10));
-        assert_eq!(
-            st.and_then(|s| s.code()),
-            Some(0),
-            "after SIGTERM: {st:?}\n{}",
-            self.stderr()
-        );
+impl Stops for FcgiApp {
+    fn signal(&self, sig: i32) {
+        FcgiApp::signal(self, sig)
+    }
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        FcgiApp::wait_exit(self, timeout)
+    }
+    fn stderr(&self) -> String {
+        FcgiApp::stderr(self)
     }
 }
 
@@ -1010,22 +1009,21 @@ impl Srv {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
-    /// SIGTERM, then the process must exit 0 within 10 s, as every clean stop ends;
-    /// its stderr is in the failure message.
-    pub fn stop_expecting_0(&mut self) {
-        self.signal(libc::SIGTERM);
-        let st = self.wait_exit(Duration::from_secs(10));
-        assert_eq!(
-            st.and_then(|s| s.code()),
-            Some(0),
-            "after SIGTERM: {st:?}\n{}",
-            self.stderr()
-        );
-    }
-
     /// True once a log line containing `needle` appears (within `timeout`).
     pub fn logs_within(&self, timeout: Duration, needle: &str) -> bool {
         wait_until(timeout, || self.stderr().contains(needle))
+    }
+}
+
+impl Stops for Srv {
+    fn signal(&self, sig: i32) {
+        Srv::signal(self, sig)
+    }
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        Srv::wait_exit(self, timeout)
+    }
+    fn stderr(&self) -> String {
+        Srv::stderr(self)
     }
 }
 
@@ -1266,15 +1264,7 @@ pub fn https_checks(tls: u16, prefix: &str) {
             "{j}"
         );
 
-        let r = curl_tls(tls, &format!("{prefix}/redirect"), http2, &[]);
-        assert_eq!(
-            (r.status, r.header("location")),
-            (
-                302,
-                Some(format!("https://127.0.0.1:{tls}{prefix}/landed").as_str())
-            ),
-            "{r:?}"
-        );
+        assert_https_redirect(tls, prefix, http2);
 
         let data = noise(5 << 20, tls as u64 + http2 as u64);
         let r = curl_tls_post(tls, &format!("{prefix}/upload"), http2, &data);
@@ -1283,4 +1273,38 @@ pub fn https_checks(tls: u16, prefix: &str) {
         assert_whole_body(&j, &data, &format!("5 MiB over TLS, HTTP/{version}"));
         assert_eq!(j["vars"]["SERVER_PROTOCOL"], protocol, "{j}");
     }
+}
+
+/// A process a test started and stops: [`FcgiApp`] and [`Srv`].
+pub trait Stops {
+    fn signal(&self, sig: i32);
+    fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus>;
+    fn stderr(&self) -> String;
+
+    /// SIGTERM, then the process must exit 0 within 10 s, as every clean stop ends;
+    /// its stderr is in the failure message.
+    fn stop_expecting_0(&mut self) {
+        self.signal(libc::SIGTERM);
+        let st = self.wait_exit(Duration::from_secs(10));
+        assert_eq!(
+            st.and_then(|s| s.code()),
+            Some(0),
+            "after SIGTERM: {st:?}\n{}",
+            self.stderr()
+        );
+    }
+}
+
+/// Over TLS to port `tls`, `{prefix}/redirect` answers 302 to the `https://` URL with
+/// the TLS port and the prefix.
+pub fn assert_https_redirect(tls: u16, prefix: &str, http2: bool) {
+    let r = curl_tls(tls, &format!("{prefix}/redirect"), http2, &[]);
+    assert_eq!(
+        (r.status, r.header("location")),
+        (
+            302,
+            Some(format!("https://127.0.0.1:{tls}{prefix}/landed").as_str())
+        ),
+        "{r:?}"
+    );
 }
